@@ -1,0 +1,268 @@
+"""ONNX ModelProto -> graph IR Module.
+
+Order of checks, so that a bad model fails early with one clear error: the file reads and
+decodes; every op has a converter for the model's opset (all unsupported ops are listed at once);
+every tensor a node uses is defined and the graph has no cycle; external data stays inside the
+model's folder. Only then are nodes converted, in topological order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from minicc.errors import FrontendError, MiniccError, UnsupportedOpError
+from minicc.frontend import convert as _convert  # noqa: F401  (registers converters)
+from minicc.frontend.context import GraphState, NodeContext, onnx_dtype, tensor_to_array
+from minicc.frontend.registry import available, lookup
+from minicc.ir.builder import GraphBuilder, sanitize
+from minicc.ir.graph import ConstData, Module, Value
+from minicc.ir.passes.dce import eliminate_dead_code
+from minicc.ir.types import UNKNOWN, Dim, TensorType
+from minicc.ir.verify import verify_module
+
+ModelLike = str | os.PathLike | bytes | onnx.ModelProto
+
+
+def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, str]:
+    """Read and decode a model; returns (proto, folder for external data, display name)."""
+    if isinstance(model, onnx.ModelProto):
+        return model, None, model.graph.name or "<model>"
+    if isinstance(model, bytes):
+        data, folder, shown = model, None, "<bytes>"
+    else:
+        path = Path(model)
+        shown = str(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise FrontendError(f"cannot read model '{shown}': no such file") from None
+        except IsADirectoryError:
+            raise FrontendError(f"cannot read model '{shown}': it is a directory") from None
+        except OSError as e:
+            raise FrontendError(f"cannot read model '{shown}': {e.strerror}") from None
+        folder = path.resolve().parent
+    if not data:
+        raise FrontendError(f"'{shown}' is empty, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise FrontendError(f"'{shown}' is not a valid ONNX model: protobuf decoding failed "
+                            f"({e}). Is the file truncated or of another format?") from None
+    if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
+        raise FrontendError(f"'{shown}' is not a valid ONNX model: it decodes but has no graph, "
+                            "IR version or opset. Is the file truncated or of another format?")
+    return proto, folder, shown
+
+
+def _opset(proto: onnx.ModelProto) -> dict[str, int]:
+    return {("" if o.domain in ("", "ai.onnx") else o.domain): o.version
+            for o in proto.opset_import}
+
+
+def check_supported(proto: onnx.ModelProto, shown: str) -> None:
+    """One error listing every op type without a converter for the model's opset."""
+    opsets = _opset(proto)
+    missing: dict[tuple[str, str], list[str]] = {}
+    for n in proto.graph.node:
+        dom = "" if n.domain in ("", "ai.onnx") else n.domain
+        if lookup(dom, n.op_type, opsets.get(dom, 1)) is None:
+            missing.setdefault((dom, n.op_type), []).append(n.name or n.output[0])
+    if not missing:
+        return
+    lines = []
+    for (dom, op), nodes in sorted(missing.items()):
+        vs = available(dom, op)
+        if vs:
+            why = f"converter exists from opset {vs[0]}; the model uses opset {opsets.get(dom)}"
+        elif dom:
+            why = "custom domain; see `minicc ops`"
+        else:
+            why = "no converter registered for any opset"
+        shown_nodes = ", ".join(nodes[:4]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > 4
+                                              else "")
+        lines.append(f"  - {dom or 'ai.onnx'}::{op} (nodes: {shown_nodes})    {why}")
+    raise UnsupportedOpError(
+        f"{len(missing)} ONNX op type{'s are' if len(missing) > 1 else ' is'} not supported in "
+        f"'{shown}' (opset {opsets.get('', '?')}):\n" + "\n".join(lines))
+
+
+def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[onnx.NodeProto]:
+    """Nodes in a valid order; names undefined tensors and reports cycles."""
+    producer: dict[str, int] = {}
+    for i, n in enumerate(graph.node):
+        for o in n.output:
+            if o:
+                if o in producer or o in defined:
+                    raise FrontendError(f"{shown}: tensor '{o}' is produced twice (node "
+                                        f"'{n.name or o}')")
+                producer[o] = i
+    for i, n in enumerate(graph.node):
+        for x in n.input:
+            if x and x not in producer and x not in defined:
+                raise FrontendError(f"{shown}: {n.op_type} node '{n.name or n.output[0]}' uses "
+                                    f"tensor '{x}', which no node, initializer or graph input "
+                                    "defines (a missing initializer?)")
+    order: list[onnx.NodeProto] = []
+    state = [0] * len(graph.node)  # 0 new, 1 on stack, 2 done
+    for root in range(len(graph.node)):
+        if state[root]:
+            continue
+        stack = [(root, 0)]
+        state[root] = 1
+        while stack:
+            i, k = stack.pop()
+            ins = [x for x in graph.node[i].input if x in producer]
+            if k < len(ins):
+                stack.append((i, k + 1))
+                j = producer[ins[k]]
+                if state[j] == 1:
+                    cyc = [graph.node[s].name or graph.node[s].output[0] for s, _ in stack]
+                    raise FrontendError(f"{shown}: the graph has a cycle through nodes "
+                                        f"{', '.join(cyc[cyc.index(graph.node[j].name or graph.node[j].output[0]):])}")
+                if state[j] == 0:
+                    state[j] = 1
+                    stack.append((j, 0))
+            else:
+                state[i] = 2
+                order.append(graph.node[i])
+    return order
+
+
+def _load_external(t: onnx.TensorProto, folder: Path | None, shown: str) -> None:
+    """Read a tensor's external data, refusing locations outside the model's folder."""
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    if folder is None:
+        raise FrontendError(f"{shown}: tensor '{t.name}' keeps its data in external file "
+                            f"'{loc}'; load the model from its path so the file can be found")
+    target = (folder / loc).resolve()
+    if not loc or os.path.isabs(loc) or os.path.commonpath([target, folder]) != str(folder):
+        raise FrontendError(f"{shown}: tensor '{t.name}' refers to external data '{loc}' outside "
+                            f"the model's folder {folder}; refusing to read it")
+    try:
+        with open(target, "rb") as fh:
+            fh.seek(int(info.get("offset", 0)))
+            n = int(info["length"]) if "length" in info else -1
+            raw = fh.read(n)
+    except OSError as e:
+        raise FrontendError(f"{shown}: cannot read external data '{loc}' of tensor "
+                            f"'{t.name}': {e.strerror}") from None
+    if "length" in info and len(raw) != int(info["length"]):
+        raise FrontendError(f"{shown}: external data '{loc}' of tensor '{t.name}' is truncated "
+                            f"({len(raw)} of {info['length']} bytes)")
+    t.raw_data = raw
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.DEFAULT
+
+
+def _value_type(vi: onnx.ValueInfoProto, override: Sequence[Dim] | None, shown: str
+                ) -> TensorType:
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        raise FrontendError(f"{shown}: graph input '{vi.name}' is not a tensor (sequences, maps "
+                            "and optionals are not supported)")
+    dt = onnx_dtype(tt.elem_type, f"{shown}: graph input '{vi.name}'")
+    if override is not None:
+        return TensorType(dt, tuple(override))
+    if not tt.HasField("shape"):
+        raise FrontendError(f"{shown}: graph input '{vi.name}' has no shape (unknown rank); give "
+                            f"one with input_shapes= or `--input-shape {vi.name}=...`")
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(sanitize(d.dim_param) or UNKNOWN)
+        else:
+            dims.append(UNKNOWN)
+    return TensorType(dt, tuple(dims))
+
+
+def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | None = None,
+                input_values: Mapping[str, Any] | None = None) -> Module:
+    """Import an ONNX model (path, bytes or ModelProto) into a verified Module.
+
+    `input_shapes` overrides graph input shapes (so shape arithmetic folds to constants);
+    `input_values` binds graph inputs to constant arrays (they disappear from the signature).
+    """
+    proto, folder, shown = load_model(model)
+    g = proto.graph
+    check_supported(proto, shown)
+    input_shapes = dict(input_shapes or {})
+    input_values = dict(input_values or {})
+    init_names = {t.name for t in g.initializer}
+    graph_inputs = [vi for vi in g.input if vi.name not in init_names]
+    known = {vi.name for vi in graph_inputs}
+    for name in list(input_shapes) + list(input_values):
+        if name not in known:
+            raise FrontendError(f"{shown}: no graph input named '{name}' (inputs: "
+                                f"{', '.join(sorted(known)) or 'none'})")
+    order = topo_order(g, init_names | known, shown)
+
+    state = GraphState(GraphBuilder("main", fold=True), _opset(proto).get("", 1))
+    b = state.b
+    for t in g.initializer:
+        _load_external(t, folder, shown)
+        arr = tensor_to_array(t, f"{shown}: initializer '{t.name}'")
+        state.env[t.name] = b.const(ConstData(arr, copy=False), t.name)
+    for vi in graph_inputs:
+        if vi.name in input_values:
+            arr = np.asarray(input_values[vi.name])
+            state.env[vi.name] = b.const(arr, vi.name)
+            continue
+        try:
+            ty = _value_type(vi, input_shapes.get(vi.name), shown)
+        except MiniccError as e:
+            raise FrontendError(str(e)) from None
+        v = b.input(ty, vi.name)
+        state.env[vi.name] = v
+        state.origin[v] = frozenset([vi.name])
+    for n in order:
+        for a in n.attribute:
+            if a.HasField("t"):
+                _load_external(a.t, folder, shown)
+        _convert_node(state, n, shown)
+    outs: list[Value] = []
+    for vi in g.output:
+        if vi.name in state.unavailable:
+            raise FrontendError(f"{shown}: graph output '{vi.name}' of "
+                                f"{state.unavailable[vi.name]} is not supported (only the "
+                                "main output is)")
+        if vi.name not in state.env:
+            raise FrontendError(f"{shown}: graph output '{vi.name}' is never produced")
+        outs.append(state.env[vi.name])
+    f = eliminate_dead_code(b.finish(outs, [vi.name for vi in g.output]))
+    m = Module((f,))
+    verify_module(m)
+    return m
+
+
+def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
+    dom = "" if n.domain in ("", "ai.onnx") else n.domain
+    conv = lookup(dom, n.op_type, state.opset if not dom else 1)
+    assert conv is not None  # check_supported ran first
+    ctx = NodeContext(state, n)
+    try:
+        results = list(conv.fn(ctx))
+    except MiniccError as e:
+        msg = str(e)
+        if f"node '{ctx.name}'" not in msg:
+            e.args = (f"{n.op_type} node '{ctx.name}': {msg}",) + e.args[1:]
+        raise
+    for k, name in enumerate(n.output):
+        if not name:
+            continue
+        v = results[k] if k < len(results) else None
+        if v is None:  # an optional output the converter does not produce
+            state.unavailable[name] = f"{n.op_type} node '{ctx.name}'"
+            continue
+        state.env[name] = v

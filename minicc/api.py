@@ -1,0 +1,28 @@
+"""The public Python API: thin wrappers over the frontend and the interpreter."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from minicc.frontend.onnx_import import ModelLike
+from minicc.frontend.onnx_import import import_onnx as _import_onnx
+from minicc.ir.graph import Module
+from minicc.ir.interpret import interpret as _interpret
+from minicc.ir.types import Dim
+
+
+def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | None = None,
+                input_values: Mapping[str, Any] | None = None) -> Module:
+    """Import an ONNX model (a path, bytes or an onnx.ModelProto) into a verified Module.
+
+    `input_shapes` fixes input shapes by name (static shapes fold shape arithmetic away);
+    `input_values` binds inputs to constant arrays.
+    """
+    return _import_onnx(model, input_shapes, input_values)
+
+
+def interpret(module: Module, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Run a module with the reference interpreter; returns outputs by name."""
+    return _interpret(module, inputs)
