@@ -98,7 +98,7 @@ class GraphBuilder:
         if any(a is None for a in arrays):
             return None
         small = all((t.numel or FOLD_LIMIT + 1) <= FOLD_LIMIT for t in types)
-        splats = all(self._const_of[v].is_splat or (self._const_of[v].type.numel or 0) <= 1
+        splats = all(self._const_of[v].is_splat or self._const_of[v].type.numel == 1
                      for v in inputs)
         if not (small or (splats and (get_op(kind).kind <= 1 or kind in _MOVES))):
             return None

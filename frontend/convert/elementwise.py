@@ -68,7 +68,42 @@ def binary_v7(ctx: NodeContext) -> Sequence[Value]:
     return [ctx.op(_BINARY[ctx.node.op_type], [ctx.input(0), ctx.input(1)])]
 
 
-@converter("PRelu", since=7)
+def legacy_broadcast(ctx: NodeContext, a: Value, b: Value) -> Value:
+    """Opsets before 7: with broadcast=1 and `axis`, b's dims align with a's from `axis` on."""
+    if not ctx.attr("broadcast", 0) or not ctx.has_attr("axis"):
+        return b
+    r, rb = a.type.rank, b.type.rank
+    axis = ctx.attr("axis") % max(r, 1)
+    shape = [1] * axis + list(b.type.shape) + [1] * (r - axis - rb)
+    if len(shape) != r:
+        raise ctx.error(f"cannot broadcast {b.type} into {a.type} at axis {axis}")
+    return ctx.op("reshape", [b], {"shape": shape}, out=None)
+
+
+_LEGACY = ["Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater", "And", "Or", "Xor"]
+
+
+@converter(_LEGACY, since=1)
+def binary_v1(ctx: NodeContext) -> Sequence[Value]:
+    a = ctx.input(0)
+    return [ctx.op(_BINARY[ctx.node.op_type], [a, legacy_broadcast(ctx, a, ctx.input(1))])]
+
+
+@converter("Pow", since=1)
+def pow_v1(ctx: NodeContext) -> Sequence[Value]:
+    a = ctx.input(0)
+    return [ctx.op("pow", [a, legacy_broadcast(ctx, a, ctx.input(1))])]
+
+
+@converter("Swish", since=24)
+def swish_v24(ctx: NodeContext) -> Sequence[Value]:
+    x = ctx.input(0)
+    alpha = ctx.attr("alpha", 1.0)
+    ax = x if alpha == 1.0 else ctx.op("mul", [x, ctx.scalar(alpha, x.type.dtype)], out=None)
+    return [ctx.op("mul", [x, ctx.op("sigmoid", [ax], out=None)])]
+
+
+@converter("PRelu", since=1)
 def prelu_v7(ctx: NodeContext) -> Sequence[Value]:
     x, slope = ctx.input(0), ctx.input(1)
     # ONNX allows a slope of shape [C] for x [N,C,H,W] only through unidirectional broadcast;
@@ -97,10 +132,7 @@ def pow_v7(ctx: NodeContext) -> Sequence[Value]:
 @converter("Mod", since=10)
 def mod_v10(ctx: NodeContext) -> Sequence[Value]:
     fmod = ctx.attr("fmod", 0)
-    x = ctx.input(0)
-    if not fmod and x.type.dtype.is_float:
-        raise ctx.error("fmod=0 is not defined for floating point inputs")
-    return [ctx.op("fmod" if fmod else "mod", [x, ctx.input(1)])]
+    return [ctx.op("fmod" if fmod else "mod", [ctx.input(0), ctx.input(1)])]
 
 
 @converter("BitShift", since=11)
@@ -112,8 +144,8 @@ def bitshift_v11(ctx: NodeContext) -> Sequence[Value]:
 _VARIADIC = {"Sum": "add", "Max": "max", "Min": "min", "Mean": "add"}
 
 
-@converter(list(_VARIADIC), since=8)
-def variadic_v8(ctx: NodeContext) -> Sequence[Value]:
+@converter(list(_VARIADIC), since=1)
+def variadic_v1(ctx: NodeContext) -> Sequence[Value]:
     xs = ctx.inputs()
     kind = _VARIADIC[ctx.node.op_type]
     if not xs:

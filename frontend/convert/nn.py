@@ -146,8 +146,8 @@ def lrn_v1(ctx: NodeContext) -> Sequence[Value]:
                                            "bias": ctx.attr("bias", 1.0)})]
 
 
-@converter("BatchNormalization", since=7)
-def batch_norm_v7(ctx: NodeContext) -> Sequence[Value | None]:
+@converter("BatchNormalization", since=1)
+def batch_norm_v1(ctx: NodeContext) -> Sequence[Value | None]:
     if ctx.attr("training_mode", 0):
         raise ctx.error("training_mode=1 is not supported (inference only)")
     if ctx.attr("spatial", 1) != 1:
@@ -165,10 +165,66 @@ def instance_norm_v6(ctx: NodeContext) -> Sequence[Value]:
 
 @converter("LayerNormalization", since=17)
 def layer_norm_v17(ctx: NodeContext) -> Sequence[Value | None]:
-    ins = [ctx.input(0), ctx.input(1)] + ([ctx.input(2)] if ctx.has(2) else [])
-    y = ctx.op("layer_norm", ins, {"axis": ctx.attr("axis", -1),
-                                   "epsilon": ctx.attr("epsilon", 1e-5)})
-    return [y, None, None]
+    x = ctx.input(0)
+    ins = [x, ctx.input(1)] + ([ctx.input(2)] if ctx.has(2) else [])
+    axis, eps = ctx.attr("axis", -1), ctx.attr("epsilon", 1e-5)
+    y = ctx.op("layer_norm", ins, {"axis": axis, "epsilon": eps})
+    outs: list[Value | None] = [y, None, None]
+    if ctx.out_name(1) or ctx.out_name(2):  # Mean and InvStdDev, computed beside the fused op
+        axes = list(range(axis % x.type.rank, x.type.rank))
+        mean = ctx.op("reduce_mean", [x], {"axes": axes}, out=1)
+        d = ctx.op("sub", [x, mean], out=None)
+        var = ctx.op("reduce_mean", [ctx.op("mul", [d, d], out=None)], {"axes": axes}, out=None)
+        std = ctx.op("sqrt", [ctx.op("add", [var, ctx.scalar(eps, x.type.dtype)], out=None)],
+                     out=None)
+        outs[1:] = [mean, ctx.op("reciprocal", [std], out=2)]
+    return outs
+
+
+@converter("RMSNormalization", since=23)
+def rms_norm_v23(ctx: NodeContext) -> Sequence[Value]:
+    x, scale = ctx.input(0), ctx.input(1)
+    axis = ctx.attr("axis", -1) % x.type.rank
+    axes = list(range(axis, x.type.rank))
+    ms = ctx.op("reduce_mean", [ctx.op("mul", [x, x], out=None)], {"axes": axes}, out=None)
+    eps = ctx.scalar(ctx.attr("epsilon", 1e-5), x.type.dtype)
+    rms = ctx.op("sqrt", [ctx.op("add", [ms, eps], out=None)], out=None)
+    return [ctx.op("mul", [ctx.op("div", [x, rms], out=None), scale])]
+
+
+@converter("LpNormalization", since=1)
+def lp_norm_v1(ctx: NodeContext) -> Sequence[Value]:
+    x = ctx.input(0)
+    p = ctx.attr("p", 2)
+    axes = [ctx.attr("axis", -1) % x.type.rank]
+    if p == 1:
+        n = ctx.op("reduce_sum", [ctx.op("abs", [x], out=None)], {"axes": axes}, out=None)
+    elif p == 2:
+        s = ctx.op("reduce_sum", [ctx.op("mul", [x, x], out=None)], {"axes": axes}, out=None)
+        n = ctx.op("sqrt", [s], out=None)
+    else:
+        raise ctx.error(f"p must be 1 or 2, got {p}")
+    zero = ctx.scalar(0, x.type.dtype)
+    safe = ctx.op("where", [ctx.op("eq", [n, zero], out=None), ctx.scalar(1, x.type.dtype), n],
+                  out=None)
+    return [ctx.op("div", [x, safe])]
+
+
+@converter("LpPool", since=2)
+def lp_pool_v2(ctx: NodeContext) -> Sequence[Value]:
+    x = ctx.input(0)
+    p = float(ctx.attr("p", 2))
+    nd = x.type.rank - 2
+    kernel = list(ctx.req_attr("kernel_shape"))
+    strides, dil = _spatial_attrs(ctx, nd)
+    pads = resolve_auto_pad(ctx, x.type.shape[2:], kernel, strides, dil)
+    xp = ctx.op("pow", [ctx.op("abs", [x], out=None), ctx.scalar(p, x.type.dtype)], out=None)
+    avg = ctx.op("avg_pool", [xp], {"kernel_shape": kernel, "strides": strides,
+                                    "dilations": dil, "pads": pads, "count_include_pad": True,
+                                    "ceil_mode": bool(ctx.attr("ceil_mode", 0))}, out=None)
+    n = float(np.prod(kernel))
+    s = ctx.op("mul", [avg, ctx.scalar(n, x.type.dtype)], out=None)
+    return [ctx.op("pow", [s, ctx.scalar(1.0 / p, x.type.dtype)])]
 
 
 @converter("GroupNormalization", since=18)
@@ -217,8 +273,8 @@ def matmul_v1(ctx: NodeContext) -> Sequence[Value]:
     return [ctx.op("matmul", [ctx.input(0), ctx.input(1)])]
 
 
-@converter("Gemm", since=7)
-def gemm_v7(ctx: NodeContext) -> Sequence[Value]:
+@converter("Gemm", since=1)
+def gemm_v1(ctx: NodeContext) -> Sequence[Value]:
     a, b = ctx.input(0), ctx.input(1)
     if a.type.rank != 2 or b.type.rank != 2:
         raise ctx.error(f"A and B must be 2-D, got {a.type} and {b.type}")

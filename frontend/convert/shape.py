@@ -400,7 +400,8 @@ def space_to_depth_v1(ctx: NodeContext) -> Sequence[Value]:
     if not (isinstance(h, int) and isinstance(w, int)) or h % bs or w % bs:
         raise ctx.error(f"spatial dims {h}x{w} must be static multiples of blocksize {bs}")
     t = reshape_to(ctx, x, [n, c, h // bs, bs, w // bs, bs], out=None)
-    t = ctx.op("transpose", [t], {"perm": [0, 3, 5, 1, 2, 4]}, out=None)
+    perm = [0, 3, 5, 1, 2, 4] if ctx.attr("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
+    t = ctx.op("transpose", [t], {"perm": perm}, out=None)
     cc = c * bs * bs if isinstance(c, int) else -1
     return [reshape_to(ctx, t, [n, cc, h // bs, w // bs])]
 

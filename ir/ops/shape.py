@@ -455,6 +455,7 @@ class Resize(_Move):
     @staticmethod
     def source_coord(o: np.ndarray, n_in: int, n_out: int, scale: float, mode: str) -> np.ndarray:
         o = o.astype(np.float64)
+        n_int, n_out = n_out, n_in * scale  # ONNX uses the unrounded length in the transforms
         if mode == "asymmetric":
             return o / scale
         if mode == "align_corners":
@@ -464,7 +465,7 @@ class Resize(_Move):
         if mode == "tf_half_pixel_for_nearest":
             return (o + 0.5) / scale
         if mode == "half_pixel_symmetric":
-            adj = n_out / (scale * n_in)
+            adj = n_int / n_out
             center = n_in / 2
             off = center * (1 - adj)
             return off + (o + 0.5) / scale - 0.5
@@ -541,6 +542,7 @@ class Resize(_Move):
 
 
 def _coord_expr(o: Expr, n_in: int, n_out: int, scale: float, mode: str) -> Expr:
+    n_int, n_out = n_out, n_in * scale  # type: ignore[assignment]  (unrounded, as ONNX)
     if mode == "asymmetric":
         return o / scale
     if mode == "align_corners":
@@ -550,7 +552,7 @@ def _coord_expr(o: Expr, n_in: int, n_out: int, scale: float, mode: str) -> Expr
     if mode == "tf_half_pixel_for_nearest":
         return (o + 0.5) / scale
     if mode == "half_pixel_symmetric":
-        adj = n_out / (scale * n_in)
+        adj = n_int / n_out
         return (o + 0.5) / scale - 0.5 + (n_in / 2) * (1 - adj)
     return (o + 0.5) / scale - 0.5
 

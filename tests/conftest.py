@@ -1,0 +1,42 @@
+"""Shared pytest configuration: hypothesis profiles, the backend-suite report and list update."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-expected", action="store_true",
+                     help="rewrite tests/backend/expected_pass.txt with the tests that passed")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore
+    try:
+        from tests.backend import test_onnx_backend as suite
+    except ImportError:
+        return
+    if not suite.RESULTS:
+        return
+    passed = sorted(n for n, r in suite.RESULTS.items() if r == "pass")
+    new = [n for n in passed if n not in suite.EXPECTED]
+    tr = terminalreporter
+    tr.section("ONNX backend conformance (minicc)")
+    tr.write_line(f"{len(passed)} of {len(suite.RESULTS)} backend tests run pass "
+                  f"({len(suite.TESTS)} in the suite, {len(suite.EXPECTED)} expected to pass)")
+    if new:
+        tr.write_line(f"{len(new)} newly passing (add with --update-expected): "
+                      + ", ".join(new[:20]) + (" ..." if len(new) > 20 else ""))
+    if config.getoption("--update-expected"):
+        header = ("# ONNX backend tests expected to pass through minicc (CPU). One per line.\n"
+                  "# Regenerate: pytest tests/backend --update-expected\n")
+        keep = sorted(set(passed) | (suite.EXPECTED & set(n for n, r in suite.RESULTS.items()
+                                                          if r != "fail")))
+        suite.EXPECTED_FILE.write_text(header + "\n".join(keep) + "\n")
+        tr.write_line(f"wrote {len(keep)} names to {suite.EXPECTED_FILE}")
