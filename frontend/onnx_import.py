@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from minicc.errors import FrontendError, MiniccError, UnsupportedOpError
 from minicc.frontend import convert as _convert  # noqa: F401  (registers converters)
 from minicc.frontend.context import GraphState, NodeContext, onnx_dtype, tensor_to_array
-from minicc.frontend.registry import available, lookup
+from minicc.frontend.registry import CONVERTERS, available, lookup
 from minicc.ir.builder import GraphBuilder, sanitize
 from minicc.ir.graph import ConstData, Module, Value
 from minicc.ir.passes.dce import eliminate_dead_code
@@ -27,6 +27,7 @@ from minicc.ir.types import UNKNOWN, Dim, TensorType
 from minicc.ir.verify import verify_module
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
+__all__ = ["import_onnx", "load_model", "CONVERTERS", "ModelLike"]
 
 
 def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, str]:
