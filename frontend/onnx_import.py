@@ -47,6 +47,8 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, str]:
             raise FrontendError(f"cannot read model '{shown}': it is a directory") from None
         except OSError as e:
             raise FrontendError(f"cannot read model '{shown}': {e.strerror}") from None
+        except ValueError as e:  # e.g. an embedded NUL byte in the path
+            raise FrontendError(f"cannot read model {shown!r}: {e}") from None
         folder = path.resolve().parent
     if not data:
         raise FrontendError(f"'{shown}' is empty, not an ONNX model")
@@ -59,7 +61,29 @@ def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, str]:
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.opset_import:
         raise FrontendError(f"'{shown}' is not a valid ONNX model: it decodes but has no graph, "
                             "IR version or opset. Is the file truncated or of another format?")
+    _check_names(proto, shown)
     return proto, folder, shown
+
+
+def _check_names(proto: onnx.ModelProto, shown: str) -> None:
+    """Protobuf hands back a string field that is not valid UTF-8 as bytes; refuse the model."""
+    g = proto.graph
+    names: list[Any] = [g.name, *(o.domain for o in proto.opset_import)]
+    for n in g.node:
+        names += [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]
+    for t in g.initializer:
+        names += [t.name, *(e.key for e in t.external_data), *(e.value for e in t.external_data)]
+    for vi in (*g.input, *g.output, *g.value_info):
+        names += [vi.name, *(d.dim_param for d in vi.type.tensor_type.shape.dim)]
+    bad = next((x for x in names if not isinstance(x, str)), None)
+    if bad is not None:
+        raise FrontendError(f"'{shown}' is not a valid ONNX model: a name or op type is not "
+                            f"valid UTF-8 ({bad[:40]!r}). Is the file corrupted?")
+
+
+def node_label(n: onnx.NodeProto) -> str:
+    """How errors name a node: its name, else its first output, else its op type."""
+    return n.name or next((o for o in n.output if o), "") or f"<unnamed {n.op_type}>"
 
 
 def _opset(proto: onnx.ModelProto) -> dict[str, int]:
@@ -74,7 +98,7 @@ def check_supported(proto: onnx.ModelProto, shown: str) -> None:
     for n in proto.graph.node:
         dom = "" if n.domain in ("", "ai.onnx") else n.domain
         if lookup(dom, n.op_type, opsets.get(dom, 1)) is None:
-            missing.setdefault((dom, n.op_type), []).append(n.name or n.output[0])
+            missing.setdefault((dom, n.op_type), []).append(node_label(n))
     if not missing:
         return
     lines = []
@@ -102,12 +126,12 @@ def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[on
             if o:
                 if o in producer or o in defined:
                     raise FrontendError(f"{shown}: tensor '{o}' is produced twice (node "
-                                        f"'{n.name or o}')")
+                                        f"'{node_label(n)}')")
                 producer[o] = i
     for i, n in enumerate(graph.node):
         for x in n.input:
             if x and x not in producer and x not in defined:
-                raise FrontendError(f"{shown}: {n.op_type} node '{n.name or n.output[0]}' uses "
+                raise FrontendError(f"{shown}: {n.op_type} node '{node_label(n)}' uses "
                                     f"tensor '{x}', which no node, initializer or graph input "
                                     "defines (a missing initializer?)")
     order: list[onnx.NodeProto] = []
@@ -124,9 +148,10 @@ def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[on
                 stack.append((i, k + 1))
                 j = producer[ins[k]]
                 if state[j] == 1:
-                    cyc = [graph.node[s].name or graph.node[s].output[0] for s, _ in stack]
+                    cyc = [s for s, _ in stack]
+                    cyc = [node_label(graph.node[s]) for s in cyc[cyc.index(j):]]
                     raise FrontendError(f"{shown}: the graph has a cycle through nodes "
-                                        f"{', '.join(cyc[cyc.index(graph.node[j].name or graph.node[j].output[0]):])}")
+                                        f"{', '.join(cyc)}")
                 if state[j] == 0:
                     state[j] = 1
                     stack.append((j, 0))
@@ -145,21 +170,31 @@ def _load_external(t: onnx.TensorProto, folder: Path | None, shown: str) -> None
     if folder is None:
         raise FrontendError(f"{shown}: tensor '{t.name}' keeps its data in external file "
                             f"'{loc}'; load the model from its path so the file can be found")
+    if not loc or "\0" in loc:
+        raise FrontendError(f"{shown}: tensor '{t.name}' is marked as external data but its "
+                            f"location {loc!r} is not a file name. Re-save the model with "
+                            "onnx.save_model(..., save_as_external_data=True)")
     target = (folder / loc).resolve()
-    if not loc or os.path.isabs(loc) or os.path.commonpath([target, folder]) != str(folder):
+    if os.path.isabs(loc) or os.path.commonpath([target, folder]) != str(folder):
         raise FrontendError(f"{shown}: tensor '{t.name}' refers to external data '{loc}' outside "
                             f"the model's folder {folder}; refusing to read it")
+    pos = {}
+    for key in ("offset", "length"):
+        v = info.get(key, "0" if key == "offset" else "-1")
+        if not ((v.isascii() and v.isdigit()) or (key == "length" and v == "-1")):
+            raise FrontendError(f"{shown}: external data '{loc}' of tensor '{t.name}' has "
+                                f"{key} {v!r}; expected a non-negative integer")
+        pos[key] = int(v)
     try:
         with open(target, "rb") as fh:
-            fh.seek(int(info.get("offset", 0)))
-            n = int(info["length"]) if "length" in info else -1
-            raw = fh.read(n)
+            fh.seek(pos["offset"])
+            raw = fh.read(pos["length"])
     except OSError as e:
         raise FrontendError(f"{shown}: cannot read external data '{loc}' of tensor "
                             f"'{t.name}': {e.strerror}") from None
-    if "length" in info and len(raw) != int(info["length"]):
+    if pos["length"] >= 0 and len(raw) != pos["length"]:
         raise FrontendError(f"{shown}: external data '{loc}' of tensor '{t.name}' is truncated "
-                            f"({len(raw)} of {info['length']} bytes)")
+                            f"({len(raw)} of {pos['length']} bytes)")
     t.raw_data = raw
     del t.external_data[:]
     t.data_location = onnx.TensorProto.DEFAULT

@@ -39,6 +39,9 @@ class SourceLoc:
         return f"{self.op_type} node '{self.node}'" if self.op_type else f"node '{self.node}'"
 
 
+DENSE_LIMIT = 16  # constants this small are stored as ordinary arrays and printed inline
+
+
 class ConstData:
     """An immutable tensor constant (a weight). Equality and hash go by dtype, shape and digest.
 
@@ -54,7 +57,7 @@ class ConstData:
                  digest: str | None = None, *, copy: bool = True):
         if array is not None:
             array = np.asarray(array)
-            if is_splat_array(array):
+            if is_splat_array(array) and array.size > DENSE_LIMIT:
                 array = np.broadcast_to(array.reshape(-1)[:1].copy(), array.shape)
             elif copy or not array.flags.c_contiguous:
                 array = np.array(array, order="C", copy=True)

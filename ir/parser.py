@@ -79,7 +79,7 @@ def tokenize(text: str, path: str) -> list[Tok]:
 
 
 def _snippet(text: str, line: int, col: int) -> str:
-    lines = text.splitlines()
+    lines = text.splitlines() + [""]
     if not 1 <= line <= len(lines):
         return ""
     return f"  {lines[line - 1]}\n  {' ' * (col - 1)}^"

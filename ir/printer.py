@@ -11,10 +11,8 @@ import math
 
 import numpy as np
 
-from minicc.ir.graph import Attrs, ConstData, Function, Module, Op, Value
+from minicc.ir.graph import DENSE_LIMIT, Attrs, ConstData, Function, Module, Op, Value
 from minicc.ir.types import DType, TensorType
-
-DENSE_LIMIT = 16  # constants with at most this many elements print inline
 
 
 class Namer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 from hypothesis import settings
@@ -18,11 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore
-    try:
-        from tests.backend import test_onnx_backend as suite
-    except ImportError:
-        return
-    if not suite.RESULTS:
+    suite = sys.modules.get("tests.backend.test_onnx_backend")
+    if suite is None or not suite.RESULTS:
         return
     passed = sorted(n for n, r in suite.RESULTS.items() if r == "pass")
     new = [n for n in passed if n not in suite.EXPECTED]
