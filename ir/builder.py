@@ -95,8 +95,8 @@ class GraphBuilder:
     def _try_fold(self, kind: str, inputs: Sequence[Value], at: Attrs, types: list[TensorType],
                   names: Sequence[str | None], loc: SourceLoc | None) -> tuple[Value, ...] | None:
         arrays = [self._const_of[v].array for v in inputs]
-        if any(a is None for a in arrays):
-            return None
+        if any(a is None for a in arrays) or not all(t.is_static for t in types):
+            return None  # missing data, or a result whose shape is only known at run time
         small = all((t.numel or FOLD_LIMIT + 1) <= FOLD_LIMIT for t in types)
         splats = all(self._const_of[v].is_splat or self._const_of[v].type.numel == 1
                      for v in inputs)
