@@ -4,6 +4,7 @@ location (folding constants and tracking symbolic shape values as it goes)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -35,6 +36,18 @@ def onnx_dtype(code: int, where: str) -> DType:
         raise FrontendError(f"{where}: element type {name} is not supported (supported: "
                             + ", ".join(sorted(d.value for d in ONNX_TO_DTYPE.values())) + ")"
                             ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_attr_types(domain: str, op_type: str, opset: int) -> dict[str, int]:
+    """Attribute types (AttributeProto.AttributeType) the ONNX schema declares for an op."""
+    if domain not in ("", "ai.onnx"):
+        return {}
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return {}
+    return {k: int(a.type) for k, a in schema.attributes.items()}
 
 
 class GraphState:
@@ -145,6 +158,13 @@ class NodeContext:
             v = onnx.helper.get_attribute_value(a)
         except Exception as e:  # noqa: BLE001  (protobuf raises assorted errors on bad attributes)
             raise self.error(f"attribute '{name}' is malformed: {e}") from None
+        want = _schema_attr_types(self.node.domain, self.node.op_type, self.opset).get(name)
+        if v is None or (want is not None and a.type != want):
+            got = onnx.AttributeProto.AttributeType.Name(a.type)
+            should = f"; the {self.node.op_type}-{self.opset} schema wants " \
+                f"{onnx.AttributeProto.AttributeType.Name(want)}" if want is not None else ""
+            raise self.error(f"attribute '{name}' has type {got}{should}. The model is "
+                             "malformed; re-export it or fix the attribute")
         if isinstance(v, bytes):
             return v.decode("utf-8", "replace")
         if isinstance(v, list) and v and isinstance(v[0], bytes):

@@ -19,6 +19,10 @@ from minicc.ir.types import DType, TensorType, matches
 def check_inputs(f: Function, inputs: Mapping[str, Any]) -> tuple[list[np.ndarray],
                                                                    dict[str, int]]:
     """Match user inputs to the signature by name; returns arrays and symbol bindings."""
+    if not isinstance(inputs, Mapping):
+        raise RuntimeInputError(f"inputs of @{f.name}: expected a dict of numpy arrays by input "
+                                f"name ({', '.join(f.input_names) or 'no inputs'}), got "
+                                f"{type(inputs).__name__}")
     missing = [n for n in f.input_names if n not in inputs]
     extra = [n for n in inputs if n not in f.input_names]
     if missing or extra:
@@ -35,16 +39,27 @@ def check_inputs(f: Function, inputs: Mapping[str, Any]) -> tuple[list[np.ndarra
     for name, v in zip(f.input_names, f.inputs):
         a = inputs[name]
         if not isinstance(a, np.ndarray):
+            arr = None
             if isinstance(a, (int, float, bool, np.generic, list, tuple)):
-                a = np.asarray(a)
-            else:
-                raise RuntimeInputError(f"input '{name}': expected a numpy array, got "
-                                        f"{type(a).__name__}")
+                try:
+                    arr = np.asarray(a)
+                except ValueError:  # a ragged nested list
+                    pass
+            if arr is None:
+                raise RuntimeInputError(f"input '{name}': expected a numpy array of {v.type}, got "
+                                        f"{_describe(a)}")
+            a = arr
         why = matches(v.type, a, bindings)
         if why:
             raise RuntimeInputError(f"input '{name}': got {why}")
         arrays.append(a)
     return arrays, bindings
+
+
+def _describe(a: Any) -> str:
+    if isinstance(a, (list, tuple)):
+        return f"a ragged {type(a).__name__} (nested lengths differ)"
+    return type(a).__name__
 
 
 def _bind_dims(attrs: dict[str, Any], kind: str, bindings: Mapping[str, int]) -> dict[str, Any]:
