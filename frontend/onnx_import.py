@@ -208,6 +208,15 @@ def _value_type(vi: onnx.ValueInfoProto, override: Sequence[Dim] | None, shown: 
                             "and optionals are not supported)")
     dt = onnx_dtype(tt.elem_type, f"{shown}: graph input '{vi.name}'")
     if override is not None:
+        declared = len(tt.shape.dim) if tt.HasField("shape") else None
+        if declared is not None and declared != len(override):
+            raise FrontendError(f"{shown}: input shape {list(override)} given for '{vi.name}' has "
+                                f"rank {len(override)}, the model declares rank {declared}")
+        for k, d in enumerate(tt.shape.dim if declared else []):
+            if d.HasField("dim_value") and d.dim_value > 0 and override[k] != d.dim_value:
+                raise FrontendError(f"{shown}: input shape {list(override)} given for "
+                                    f"'{vi.name}' changes dim {k}, which the model fixes to "
+                                    f"{d.dim_value}")
         return TensorType(dt, tuple(override))
     if not tt.HasField("shape"):
         raise FrontendError(f"{shown}: graph input '{vi.name}' has no shape (unknown rank); give "
@@ -282,11 +291,28 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     return m
 
 
+def _check_arity(ctx: NodeContext, opset: int, shown: str) -> None:
+    """Operand and result counts against the ONNX schema (extra operands are not ignored)."""
+    n = ctx.node
+    try:
+        schema = onnx.defs.get_schema(n.op_type, opset, n.domain or "")
+    except onnx.defs.SchemaError:
+        return
+    nin, nout = len(n.input), len(n.output)
+    if nin > schema.max_input or nin < schema.min_input:
+        raise FrontendError(f"{shown}: {n.op_type} node '{ctx.name}' has {nin} inputs; opset "
+                            f"{opset} allows {schema.min_input} to {schema.max_input}")
+    if nout > schema.max_output or nout < schema.min_output:
+        raise FrontendError(f"{shown}: {n.op_type} node '{ctx.name}' has {nout} outputs; opset "
+                            f"{opset} allows {schema.min_output} to {schema.max_output}")
+
+
 def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
     dom = "" if n.domain in ("", "ai.onnx") else n.domain
     conv = lookup(dom, n.op_type, state.opset if not dom else 1)
     assert conv is not None  # check_supported ran first
     ctx = NodeContext(state, n)
+    _check_arity(ctx, state.opset if not dom else 1, shown)
     try:
         results = list(conv.fn(ctx))
     except MiniccError as e:
@@ -294,6 +320,13 @@ def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
         if f"node '{ctx.name}'" not in msg:
             e.args = (f"{n.op_type} node '{ctx.name}': {msg}",) + e.args[1:]
         raise
+    except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError) as e:
+        # a node the converter's assumptions do not cover (wrong rank, odd attribute): report
+        # it against the node rather than as an internal error
+        types = ", ".join(str(v.type) for v in (ctx.opt(i) for i in range(ctx.n_inputs)) if v)
+        raise FrontendError(f"{n.op_type} node '{ctx.name}': cannot convert it with operands "
+                            f"({types}): {type(e).__name__}: {e}. Is the node well-formed for "
+                            f"opset {state.opset}?") from e
     for k, name in enumerate(n.output):
         if not name:
             continue

@@ -31,12 +31,12 @@ def _shapes(args: argparse.Namespace) -> dict:
 
 
 def _load(args: argparse.Namespace, inputs: dict | None = None):
-    """Module from a .onnx or .mir path."""
+    """(module, names of inputs bound as constants) from a .onnx or .mir path."""
     from minicc.tools import import_for_inputs, load_mir
 
     p = Path(args.model)
     if p.suffix == ".mir":
-        return load_mir(p)
+        return load_mir(p), set()
     return import_for_inputs(str(p), inputs or {}, _shapes(args))
 
 
@@ -70,8 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from minicc.tools import compare, load_input_arg, make_inputs, onnxruntime_outputs
 
     given = dict(load_input_arg(s) for s in (args.input or []))
-    module = _load(args, given)
-    inputs = make_inputs(module, given, args.random_inputs, args.seed)
+    module, bound = _load(args, given)
+    inputs = make_inputs(module, given, args.random_inputs, args.seed, bound)
     t0 = time.perf_counter()
     outs = interpret(module, inputs)
     dt = time.perf_counter() - t0

@@ -97,12 +97,14 @@ def load_input_arg(spec: str) -> tuple[str, np.ndarray]:
 
 
 def import_for_inputs(model: Any, inputs: Mapping[str, np.ndarray],
-                      input_shapes: Mapping[str, Sequence[Dim]] | None = None) -> Module:
-    """Import an ONNX model; inputs that feed shape operands are bound to their given values."""
+                      input_shapes: Mapping[str, Sequence[Dim]] | None = None
+                      ) -> tuple[Module, set[str]]:
+    """Import an ONNX model; inputs that feed shape operands are bound to their given values.
+    Returns the module and the names of the inputs that were bound."""
     bound: dict[str, np.ndarray] = {}
     while True:
         try:
-            return import_onnx(model, input_shapes, bound)
+            return import_onnx(model, input_shapes, bound), set(bound)
         except NeedsConstantError as e:
             new = [n for n in e.names if n not in bound]
             missing = [n for n in new if n not in inputs]
@@ -113,8 +115,15 @@ def import_for_inputs(model: Any, inputs: Mapping[str, np.ndarray],
 
 
 def make_inputs(module: Module, given: Mapping[str, np.ndarray], random: bool,
-                seed: int = 0) -> dict[str, np.ndarray]:
+                seed: int = 0, bound: set[str] = frozenset()) -> dict[str, np.ndarray]:  # type: ignore[assignment]
+    """The module's inputs: given ones, random ones for the rest with `random`. Names the model
+    does not take are an error (`bound`: inputs that were folded into the module as constants)."""
     f = module.main
+    unknown = [n for n in given if n not in f.input_names and n not in bound]
+    if unknown:
+        raise RuntimeInputError(f"unknown input{'s' if len(unknown) > 1 else ''} "
+                                f"{', '.join(repr(n) for n in unknown)}; the model takes "
+                                f"{', '.join(f.input_names) or 'no inputs'}")
     missing = [n for n in f.input_names if n not in given]
     if missing and not random:
         listing = ", ".join(f"{n} ({v.type})" for n, v in zip(f.input_names, f.inputs)
