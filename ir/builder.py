@@ -41,6 +41,7 @@ class GraphBuilder:
     def __init__(self, name: str = "main", *, fold: bool = False):
         self.name = name
         self.fold = fold
+        self.fold_limit = FOLD_LIMIT
         self.ops: list[Op] = []
         self.inputs: list[Value] = []
         self.input_names: list[str] = []
@@ -97,7 +98,7 @@ class GraphBuilder:
         arrays = [self._const_of[v].array for v in inputs]
         if any(a is None for a in arrays) or not all(t.is_static for t in types):
             return None  # missing data, or a result whose shape is only known at run time
-        small = all((t.numel or FOLD_LIMIT + 1) <= FOLD_LIMIT for t in types)
+        small = all((t.numel or self.fold_limit + 1) <= self.fold_limit for t in types)
         splats = all(self._const_of[v].is_splat or self._const_of[v].type.numel == 1
                      for v in inputs)
         if not (small or (splats and (get_op(kind).kind <= 1 or kind in _MOVES))):

@@ -1,0 +1,629 @@
+"""Loop IR -> LLVM IR with llvmlite's IRBuilder (never string-pasted LLVM).
+
+One LLVM function per kernel: `void k(T* noalias p0, ..., i32 tid, i32 nthreads)`. A PARALLEL
+loop takes the thread's static chunk; a kernel without one runs on thread 0 only. A VECTOR loop is
+emitted once with vector values (lanes past its extent masked off): a load or store whose
+address is affine in the vector variable with stride 1 becomes a (masked) vector access, stride 0
+a scalar access, anything else a gather/scatter. Scalar functions go through emitter tables
+keyed by `ir.scalar` primitive names; a missing entry raises CodegenError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from llvmlite import ir
+
+from minicc.errors import CodegenError
+from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
+from minicc.ir.loops.exprs import flat_offset, linear_coef, substitute
+from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
+                                   LoopKind, Scope, Seq, Stmt, Store, walk)
+from minicc.ir.types import DType
+from minicc.codegen.llvm.mathlib import F32_MATH, LIBM
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
+
+
+def llvm_type(dt: DType, memory: bool = False) -> ir.Type:
+    """Register type of a dtype (bool is i1 in registers, i8 in memory)."""
+    if dt == DType.BOOL:
+        return I8 if memory else I1
+    if dt.is_float:
+        return {DType.F16: F16, DType.F32: F32, DType.F64: F64}[dt]
+    return ir.IntType(dt.itemsize * 8)
+
+
+def _unsigned(dt: DType) -> bool:
+    return dt.value.startswith("u")
+
+
+class Val:
+    """An emitted value: scalar, or a vector of `lanes` elements."""
+
+    __slots__ = ("v", "vec")
+
+    def __init__(self, v: ir.Value, vec: bool):
+        self.v, self.vec = v, vec
+
+
+class _VecCtx:
+    def __init__(self, var: str, lanes: int, mask: ir.Value | None):
+        self.var, self.lanes, self.mask = var, lanes, mask
+
+
+class KernelRenderer:
+    """Emits one kernel into an llvmlite module."""
+
+    def __init__(self, module: ir.Module, kernel: Kernel, fastmath: bool = False):
+        self.m = module
+        self.k = kernel
+        self.flags = ("fast",) if fastmath else ("contract",)
+        self.vars: dict[str, ir.Value] = {}
+        self.bufs: dict[int, ir.Value] = {}
+        self.vec: _VecCtx | None = None
+
+    # -- function --
+    def render(self) -> ir.Function:
+        k = self.k
+        arg_tys = [llvm_type(p.dtype, memory=True).as_pointer() for p in k.params] + [I32, I32]
+        fn = ir.Function(self.m, ir.FunctionType(ir.VoidType(), arg_tys), k.name)
+        fn.linkage = "internal"
+        for a, p in zip(fn.args, k.params):
+            a.name = p.name.replace(".", "_")
+            a.add_attribute("noalias")
+        fn.args[-2].name, fn.args[-1].name = "tid", "nthreads"
+        fn.attributes.add("nounwind")
+        self.fn = fn
+        self.entry = fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.tid = self.b.sext(fn.args[-2], I64)
+        self.nthreads = self.b.sext(fn.args[-1], I64)
+        for a, p in zip(fn.args, k.params):
+            ptr: ir.Value = a
+            if p.scope == Scope.SCRATCH:  # each thread owns one slice of the scratch area
+                ptr = self.b.gep(a, [self.b.mul(self.tid, ir.Constant(I64, p.numel))])
+            self.bufs[id(p)] = ptr
+        body_bb = fn.append_basic_block("body")
+        self.b.position_at_end(body_bb)
+        if any(isinstance(s, For) and s.kind == LoopKind.PARALLEL for s in walk(k.body)):
+            self.stmt(k.body)
+        else:  # no parallel loop: thread 0 does all the work
+            with self.b.if_then(self.b.icmp_signed("==", self.tid, ir.Constant(I64, 0))):
+                self.stmt(k.body)
+        self.b.ret_void()
+        with self.b.goto_block(self.entry):
+            self.b.branch(body_bb)
+        return fn
+
+    # -- statements --
+    def stmt(self, s: Stmt) -> None:
+        if isinstance(s, Seq):
+            for x in s.stmts:
+                self.stmt(x)
+        elif isinstance(s, For):
+            self.loop(s)
+        elif isinstance(s, Store):
+            self.store(s)
+        elif isinstance(s, Allocate):
+            buf = s.buf
+            with self.b.goto_block(self.entry):
+                ty = llvm_type(buf.dtype, memory=True)
+                self.bufs[id(buf)] = self.b.alloca(ty, size=buf.numel, name=buf.name)
+            self.stmt(s.body)
+        elif isinstance(s, IfThen):
+            c = self.scalar(s.cond)
+            if s.else_ is None:
+                with self.b.if_then(c):
+                    self.stmt(s.then)
+            else:
+                with self.b.if_else(c) as (then, other):
+                    with then:
+                        self.stmt(s.then)
+                    with other:
+                        self.stmt(s.else_)
+        elif isinstance(s, Barrier):
+            pass  # kernels with phases that share data run on one thread (no barrier needed)
+        else:
+            raise CodegenError(f"llvm: no emitter for statement {type(s).__name__}")
+
+    @contextlib.contextmanager
+    def for_range(self, start: ir.Value, end: ir.Value, name: str) -> Iterator[ir.Value]:
+        """A counted loop [start, end) with named header/body/exit blocks; yields the index."""
+        b = self.b
+        pre = b.block
+        hdr = b.append_basic_block(f"{name}.header")
+        body = b.append_basic_block(f"{name}.body")
+        exit_ = b.append_basic_block(f"{name}.exit")
+        b.branch(hdr)
+        b.position_at_end(hdr)
+        iv = b.phi(I64, name)
+        iv.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", iv, end), body, exit_)
+        b.position_at_end(body)
+        yield iv
+        nxt = b.add(iv, ir.Constant(I64, 1), flags=("nsw",))
+        iv.add_incoming(nxt, b.block)
+        b.branch(hdr)
+        b.position_at_end(exit_)
+
+    def loop(self, s: For) -> None:
+        name = s.var.name.replace(".", "_")
+        if s.kind == LoopKind.VECTOR:
+            self.vector_loop(s)
+            return
+        if s.kind == LoopKind.UNROLL:
+            if not isinstance(s.extent, Const):
+                raise CodegenError(f"unrolled loop {s.var.name} needs a constant extent")
+            for i in range(int(s.extent.value)):  # type: ignore[arg-type]
+                self.vars[s.var.name] = ir.Constant(I64, i)
+                self.stmt(s.body)
+            del self.vars[s.var.name]
+            return
+        end = self.scalar(s.extent)
+        start: ir.Value = ir.Constant(I64, 0)
+        if s.kind == LoopKind.PARALLEL:
+            b = self.b
+            one = ir.Constant(I64, 1)
+            chunk = b.sdiv(b.sub(b.add(end, self.nthreads), one), self.nthreads)
+            start = b.mul(self.tid, chunk)
+            stop = b.add(start, chunk)
+            end = b.select(b.icmp_signed("<", stop, end), stop, end)
+        with self.for_range(start, end, name) as iv:
+            self.vars[s.var.name] = iv
+            self.stmt(s.body)
+        del self.vars[s.var.name]
+
+    def vector_loop(self, s: For) -> None:
+        if self.vec is not None:
+            raise CodegenError(f"nested vector loops ({self.vec.var}, {s.var.name})")
+        lanes = s.lanes
+        mask = None
+        if not (isinstance(s.extent, Const) and s.extent.value >= lanes):  # type: ignore
+            ext = self.scalar(s.extent)
+            ramp = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+            mask = self.b.icmp_signed("<", ramp, self.splat(ext, lanes))
+        self.vec = _VecCtx(s.var.name, lanes, mask)
+        self.stmt(s.body)
+        self.vec = None
+
+    # -- memory --
+    def address(self, buf: Buffer, index: tuple[Expr, ...]) -> tuple[Expr, int | None]:
+        off = flat_offset(index, buf.shape)
+        coef = linear_coef(off, self.vec.var) if self.vec is not None else 0
+        return off, coef
+
+    def ptr(self, buf: Buffer, off: ir.Value) -> ir.Value:
+        return self.b.gep(self.bufs[id(buf)], [off], inbounds=True)
+
+    def load(self, e: BufLoad) -> Val:
+        buf = e.buf
+        mty = llvm_type(buf.dtype, memory=True)
+        off, coef = self.address(buf, e.index)
+        b = self.b
+        if coef == 0:
+            v = b.load(self.ptr(buf, self.scalar(off)))
+            return Val(self.from_mem(v, buf.dtype), False)
+        assert self.vec is not None
+        lanes = self.vec.lanes
+        vty = ir.VectorType(mty, lanes)
+        if coef == 1:
+            base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+            p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
+            if self.vec.mask is None:
+                v = b.load(p, align=mty.width // 8 if hasattr(mty, "width") else 4)
+            else:
+                v = self.masked_load(p, vty, self.vec.mask)
+            return Val(self.from_mem(v, buf.dtype), True)
+        offs = self.vector(off, lanes)
+        base = self.bufs[id(buf)]
+        ptrs = b.gep(base, [offs.v]) if offs.vec else b.gep(base, [offs.v])
+        mask = self.vec.mask or ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+        v = self.gather(ptrs, vty, mask)
+        return Val(self.from_mem(v, buf.dtype), True)
+
+    def store(self, s: Store) -> None:
+        buf = s.buf
+        mty = llvm_type(buf.dtype, memory=True)
+        off, coef = self.address(buf, s.index)
+        val = self.emit(s.value)
+        b = self.b
+        if coef == 0:
+            if val.vec:
+                raise CodegenError(f"store of a vector into scalar location {buf.name}")
+            b.store(self.to_mem(val.v, buf.dtype), self.ptr(buf, self.scalar(off)))
+            return
+        assert self.vec is not None
+        lanes = self.vec.lanes
+        vty = ir.VectorType(mty, lanes)
+        v = self.to_mem(self.broadcast(val, lanes).v, buf.dtype)
+        if coef == 1:
+            base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+            p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
+            if self.vec.mask is None:
+                b.store(v, p, align=4)
+            else:
+                self.masked_store(v, p, self.vec.mask)
+            return
+        offs = self.vector(off, lanes)
+        ptrs = b.gep(self.bufs[id(buf)], [offs.v])
+        mask = self.vec.mask or ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+        self.scatter(v, ptrs, mask)
+
+    def _intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        fn = self.m.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.m, ir.FunctionType(ret, args), name)
+        return fn
+
+    @staticmethod
+    def _vname(vty: ir.VectorType) -> str:
+        e = vty.element
+        if isinstance(e, ir.IntType):
+            return f"v{vty.count}i{e.width}"
+        return f"v{vty.count}" + {F16: "f16", F32: "f32", F64: "f64"}[e]
+
+    def masked_load(self, p: ir.Value, vty: ir.VectorType, mask: ir.Value) -> ir.Value:
+        fn = self._intrinsic(f"llvm.masked.load.{self._vname(vty)}.p0", vty,
+                             [vty.as_pointer(), I32, mask.type, vty])
+        return self.b.call(fn, [p, ir.Constant(I32, 1), mask, ir.Constant(vty, ir.Undefined)])
+
+    def masked_store(self, v: ir.Value, p: ir.Value, mask: ir.Value) -> None:
+        fn = self._intrinsic(f"llvm.masked.store.{self._vname(v.type)}.p0", ir.VoidType(),
+                             [v.type, v.type.as_pointer(), I32, mask.type])
+        self.b.call(fn, [v, p, ir.Constant(I32, 1), mask])
+
+    def gather(self, ptrs: ir.Value, vty: ir.VectorType, mask: ir.Value) -> ir.Value:
+        fn = self._intrinsic(f"llvm.masked.gather.{self._vname(vty)}.v{vty.count}p0", vty,
+                             [ptrs.type, I32, mask.type, vty])
+        return self.b.call(fn, [ptrs, ir.Constant(I32, 1), mask, ir.Constant(vty, ir.Undefined)])
+
+    def scatter(self, v: ir.Value, ptrs: ir.Value, mask: ir.Value) -> None:
+        fn = self._intrinsic(f"llvm.masked.scatter.{self._vname(v.type)}.v{v.type.count}p0",
+                             ir.VoidType(), [v.type, ptrs.type, I32, mask.type])
+        self.b.call(fn, [v, ptrs, ir.Constant(I32, 1), mask])
+
+    def from_mem(self, v: ir.Value, dt: DType) -> ir.Value:
+        if dt == DType.BOOL:
+            zero = ir.Constant(v.type, None)
+            return self.b.icmp_unsigned("!=", v, zero)
+        return v
+
+    def to_mem(self, v: ir.Value, dt: DType) -> ir.Value:
+        if dt == DType.BOOL:
+            ty = ir.VectorType(I8, v.type.count) if isinstance(v.type, ir.VectorType) else I8
+            return self.b.zext(v, ty)
+        return v
+
+    # -- expressions --
+    def scalar(self, e: Expr) -> ir.Value:
+        v = self.emit(e)
+        if v.vec:
+            raise CodegenError(f"expected a scalar, got a vector for {e!r}")
+        return v.v
+
+    def vector(self, e: Expr, lanes: int) -> Val:
+        return self.broadcast(self.emit(e), lanes)
+
+    def splat(self, v: ir.Value, lanes: int) -> ir.Value:
+        vty = ir.VectorType(v.type, lanes)
+        x = self.b.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(x, ir.Constant(vty, ir.Undefined),
+                                     ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+    def broadcast(self, v: Val, lanes: int) -> Val:
+        return v if v.vec else Val(self.splat(v.v, lanes), True)
+
+    def emit(self, e: Expr) -> Val:
+        if isinstance(e, Var):
+            if self.vec is not None and e.name == self.vec.var:
+                lanes = self.vec.lanes
+                return Val(ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))), True)
+            try:
+                return Val(self.vars[e.name], False)
+            except KeyError:
+                raise CodegenError(f"llvm: unbound loop variable {e.name} in kernel "
+                                   f"{self.k.name}") from None
+        if isinstance(e, Const):
+            return Val(self.const(e), False)
+        if isinstance(e, BufLoad):
+            return self.load(e)
+        if isinstance(e, Call):
+            args = [self.emit(a) for a in e.args]
+            if any(a.vec for a in args):
+                lanes = self.vec.lanes  # type: ignore[union-attr]
+                args = [self.broadcast(a, lanes) for a in args]
+            emitter = EMITTERS.get(e.fn)
+            if emitter is None:
+                raise CodegenError(f"llvm: no emitter for '{e.fn}'")
+            out = emitter(self, [a.v for a in args], [a.dtype for a in e.args], e.dtype)
+            return Val(out, any(a.vec for a in args))
+        if isinstance(e, Select):
+            c, a, bb = self.emit(e.cond), self.emit(e.a), self.emit(e.b)
+            if c.vec or a.vec or bb.vec:
+                lanes = self.vec.lanes  # type: ignore[union-attr]
+                c, a, bb = (self.broadcast(x, lanes) for x in (c, a, bb))
+                return Val(self.b.select(c.v, a.v, bb.v), True)
+            return Val(self.b.select(c.v, a.v, bb.v), False)
+        if isinstance(e, Cast):
+            x = self.emit(e.x)
+            return Val(self.convert(x.v, e.x.dtype, e.dtype), x.vec)
+        raise CodegenError(f"llvm: cannot emit expression {type(e).__name__}")
+
+    def const(self, e: Const) -> ir.Value:
+        ty = llvm_type(e.dtype)
+        if e.dtype == DType.BOOL:
+            return ir.Constant(I1, int(bool(e.value)))
+        if e.dtype.is_float:
+            return ir.Constant(ty, float(e.value))
+        return ir.Constant(ty, int(e.value))
+
+    def convert(self, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+        if src == dst:
+            return v
+        b = self.b
+        vec = isinstance(v.type, ir.VectorType)
+        tty = llvm_type(dst)
+        if vec:
+            tty = ir.VectorType(tty, v.type.count)
+        if src == DType.BOOL:
+            if dst.is_float:
+                return b.uitofp(v, tty)
+            return b.zext(v, tty)
+        if dst == DType.BOOL:
+            zero = ir.Constant(v.type, None)
+            return b.fcmp_unordered("!=", v, zero) if src.is_float else b.icmp_unsigned(
+                "!=", v, zero)
+        if src.is_float and dst.is_float:
+            return b.fpext(v, tty) if dst.itemsize > src.itemsize else b.fptrunc(v, tty)
+        if src.is_float:
+            return b.fptoui(v, tty) if _unsigned(dst) else b.fptosi(v, tty)
+        if dst.is_float:
+            return b.uitofp(v, tty) if _unsigned(src) else b.sitofp(v, tty)
+        if dst.itemsize > src.itemsize:
+            return b.zext(v, tty) if _unsigned(src) else b.sext(v, tty)
+        if dst.itemsize < src.itemsize:
+            return b.trunc(v, tty)
+        return v
+
+    def libm(self, name: str, args: list[ir.Value], dt: DType) -> ir.Value:
+        """Call a libm function per lane (vectors are scalarized)."""
+        fname = LIBM[name][0 if dt == DType.F32 else 1]
+        sty = llvm_type(dt)
+        fn = self._intrinsic(fname, sty, [sty] * len(args))
+        if not isinstance(args[0].type, ir.VectorType):
+            return self.b.call(fn, args)
+        n = args[0].type.count
+        out: ir.Value = ir.Constant(args[0].type, ir.Undefined)
+        for i in range(n):
+            idx = ir.Constant(I32, i)
+            r = self.b.call(fn, [self.b.extract_element(a, idx) for a in args])
+            out = self.b.insert_element(out, r, idx)
+        return out
+
+
+# ---- emitter tables (one entry per ir.scalar primitive) ---------------------------------------
+
+Emitter = Callable[[KernelRenderer, list[ir.Value], list[DType], DType], ir.Value]
+
+
+def _arith(fop: str, iop: str, uop: str | None = None) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        dt = ts[0]
+        if dt.is_float:
+            return getattr(r.b, fop)(a[0], a[1], flags=r.flags)
+        op = uop if (uop and _unsigned(dt)) else iop
+        return getattr(r.b, op)(a[0], a[1])
+    return emit
+
+
+def _cmp(pred: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        dt = ts[0]
+        if dt.is_float:
+            return r.b.fcmp_ordered(pred, a[0], a[1]) if pred != "!=" else r.b.fcmp_unordered(
+                pred, a[0], a[1])
+        if _unsigned(dt) or dt == DType.BOOL:
+            return r.b.icmp_unsigned(pred, a[0], a[1])
+        return r.b.icmp_signed(pred, a[0], a[1])
+    return emit
+
+
+def _minmax(kind: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        dt = ts[0]
+        if dt.is_float:
+            c = r.b.fcmp_unordered("<" if kind == "min" else ">", a[0], a[1])
+            return r.b.select(c, a[0], a[1])  # NaN in the first operand propagates
+        pred = "<" if kind == "min" else ">"
+        c = r.b.icmp_unsigned(pred, a[0], a[1]) if _unsigned(dt) else r.b.icmp_signed(
+            pred, a[0], a[1])
+        return r.b.select(c, a[0], a[1])
+    return emit
+
+
+def _intr(name: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        ty = a[0].type
+        vec = isinstance(ty, ir.VectorType)
+        el = ty.element if vec else ty
+        suffix = {F16: "f16", F32: "f32", F64: "f64"}[el]
+        full = f"llvm.{name}.{'v%d' % ty.count if vec else ''}{suffix}"
+        fn = r._intrinsic(full, ty, [ty] * len(a))
+        return r.b.call(fn, a)
+    return emit
+
+
+def _math(name: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        if ts[0] == DType.F32 and name in F32_MATH:
+            return F32_MATH[name](r.b, a[0])
+        if ts[0] == DType.F16:  # compute in f32
+            wide = [r.convert(x, DType.F16, DType.F32) for x in a]
+            y = emit(r, wide, [DType.F32] * len(a), DType.F32)
+            return r.convert(y, DType.F32, DType.F16)
+        return r.libm(name, a, ts[0])
+    return emit
+
+
+def _splat_like(r: KernelRenderer, v: ir.Value, c: float | int) -> ir.Value:
+    ty = v.type
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [ir.Constant(ty.element, c)] * ty.count)
+    return ir.Constant(ty, c)
+
+
+def _div(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    dt = ts[0]
+    if dt.is_float:
+        return r.b.fdiv(a[0], a[1], flags=r.flags)
+    # integer division by zero is undefined in LLVM: divide by 1 instead (result unspecified)
+    zero = _splat_like(r, a[1], 0)
+    d = r.b.select(r.b.icmp_signed("==", a[1], zero), _splat_like(r, a[1], 1), a[1])
+    return r.b.udiv(a[0], d) if _unsigned(dt) else r.b.sdiv(a[0], d)
+
+
+def _floordiv(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    b = r.b
+    q = b.sdiv(a[0], a[1])
+    rem = b.srem(a[0], a[1])
+    zero = _splat_like(r, rem, 0)
+    fix = b.and_(b.icmp_signed("!=", rem, zero),
+                 b.xor(b.icmp_signed("<", rem, zero), b.icmp_signed("<", a[1], zero)))
+    return b.sub(q, b.zext(fix, q.type))
+
+
+def _mod(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    b = r.b
+    dt = ts[0]
+    if dt.is_float:
+        rem = b.frem(a[0], a[1])
+        zero = _splat_like(r, rem, 0.0)
+        fix = b.and_(b.fcmp_ordered("!=", rem, zero),
+                     b.xor(b.fcmp_ordered("<", rem, zero), b.fcmp_ordered("<", a[1], zero)))
+        return b.select(fix, b.fadd(rem, a[1]), rem)
+    if _unsigned(dt):
+        return b.urem(a[0], a[1])
+    rem = b.srem(a[0], a[1])
+    zero = _splat_like(r, rem, 0)
+    fix = b.and_(b.icmp_signed("!=", rem, zero),
+                 b.xor(b.icmp_signed("<", rem, zero), b.icmp_signed("<", a[1], zero)))
+    return b.select(fix, b.add(rem, a[1]), rem)
+
+
+def _fmod(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    if ts[0].is_float:
+        return r.b.frem(a[0], a[1])
+    return r.b.urem(a[0], a[1]) if _unsigned(ts[0]) else r.b.srem(a[0], a[1])
+
+
+def _pow(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    dt = ts[0]
+    if dt == DType.F32:
+        return r.libm("pow", a, dt)
+    if dt.is_float:
+        return r.libm("pow", a, DType.F64 if dt == DType.F64 else DType.F32)
+    # integer pow through f64
+    f = [r.convert(x, dt, DType.F64) for x in a]
+    return r.convert(r.libm("pow", f, DType.F64), DType.F64, dt)
+
+
+def _neg(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    return r.b.fneg(a[0]) if ts[0].is_float else r.b.neg(a[0])
+
+
+def _abs(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    if ts[0].is_float:
+        return _intr("fabs")(r, a, ts, out)
+    if _unsigned(ts[0]):
+        return a[0]
+    zero = _splat_like(r, a[0], 0)
+    return r.b.select(r.b.icmp_signed("<", a[0], zero), r.b.neg(a[0]), a[0])
+
+
+def _relu(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    zero = _splat_like(r, a[0], 0.0 if ts[0].is_float else 0)
+    return _minmax("max")(r, [a[0], zero], ts, out)
+
+
+def _sign(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    b = r.b
+    x = a[0]
+    dt = ts[0]
+    zero, one, mone = (_splat_like(r, x, v if not dt.is_float else float(v)) for v in (0, 1, -1))
+    if dt.is_float:
+        pos, neg = b.fcmp_ordered(">", x, zero), b.fcmp_ordered("<", x, zero)
+    elif _unsigned(dt):
+        return b.select(b.icmp_unsigned("!=", x, zero), one, zero)
+    else:
+        pos, neg = b.icmp_signed(">", x, zero), b.icmp_signed("<", x, zero)
+    return b.select(pos, one, b.select(neg, mone, x if dt.is_float else zero))
+
+
+def _reciprocal(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    return r.b.fdiv(_splat_like(r, a[0], 1.0), a[0], flags=r.flags)
+
+
+def _logic(op: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        return getattr(r.b, op)(a[0], a[1])
+    return emit
+
+
+def _not(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    return r.b.xor(a[0], _splat_like(r, a[0], 1))
+
+
+def _bitnot(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    return r.b.not_(a[0])
+
+
+def _isnan(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    return r.b.fcmp_unordered("uno", a[0], a[0])
+
+
+def _isinf(sign: int) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        inf = _splat_like(r, a[0], float("inf"))
+        if sign > 0:
+            return r.b.fcmp_ordered("==", a[0], inf)
+        if sign < 0:
+            return r.b.fcmp_ordered("==", a[0], r.b.fneg(inf))
+        ab = _intr("fabs")(r, a, ts, out)
+        return r.b.fcmp_ordered("==", ab, inf)
+    return emit
+
+
+def _shift(left: bool) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        return r.b.shl(a[0], a[1]) if left else r.b.lshr(a[0], a[1])
+    return emit
+
+
+def _rounding(name: str) -> Emitter:
+    def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+        if not ts[0].is_float:
+            return a[0]
+        return _intr(name)(r, a, ts, out)
+    return emit
+
+
+EMITTERS: dict[str, Emitter] = {
+    "add": _arith("fadd", "add"), "sub": _arith("fsub", "sub"), "mul": _arith("fmul", "mul"),
+    "div": _div, "floordiv": _floordiv, "mod": _mod, "fmod": _fmod, "pow": _pow,
+    "min": _minmax("min"), "max": _minmax("max"),
+    "lt": _cmp("<"), "le": _cmp("<="), "gt": _cmp(">"), "ge": _cmp(">="), "eq": _cmp("=="),
+    "ne": _cmp("!="),
+    "and": _logic("and_"), "or": _logic("or_"), "xor": _logic("xor"), "not": _not,
+    "bitand": _logic("and_"), "bitor": _logic("or_"), "bitxor": _logic("xor"),
+    "bitnot": _bitnot, "shl": _shift(True), "shr": _shift(False),
+    "neg": _neg, "abs": _abs, "relu": _relu, "sign": _sign, "reciprocal": _reciprocal,
+    "sqrt": _intr("sqrt"), "floor": _rounding("floor"), "ceil": _rounding("ceil"),
+    "round": _rounding("roundeven"),
+    "isnan": _isnan, "isinf": _isinf(0), "isposinf": _isinf(1), "isneginf": _isinf(-1),
+    **{n: _math(n) for n in ("exp", "log", "tanh", "sigmoid", "erf", "softplus", "sin", "cos",
+                             "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh",
+                             "atanh")},
+}

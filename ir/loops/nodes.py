@@ -1,0 +1,185 @@
+"""Loop IR: buffers, loops, loads and stores. One `Kernel` per fused group.
+
+Expressions reuse `ir.compute` nodes (Var, Const, Call, Select, Cast) plus `BufLoad`; `Reduce`
+never appears here (lowering turns it into accumulator loops). Loops start at 0. A VECTOR loop
+runs its body once for `lanes` consecutive values (fewer at a tail: its extent may be an
+expression, and the lanes past it are masked off); loops nested in it keep that vector context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Iterator
+
+from minicc.ir.compute import Expr, Var
+from minicc.ir.types import DType
+
+
+class Scope(Enum):
+    GLOBAL = "global"     # a kernel parameter: input, output or weight
+    LOCAL = "local"       # per-thread registers/stack (accumulators)
+    SCRATCH = "scratch"   # per-thread workspace in the arena (packing panels)
+
+
+@dataclass(frozen=True, eq=False)
+class Buffer:
+    """A named n-d array. Identity is by object (two buffers may share a name hint)."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    scope: Scope = Scope.GLOBAL
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    def strides(self) -> tuple[int, ...]:
+        out, s = [], 1
+        for d in reversed(self.shape):
+            out.append(s)
+            s *= d
+        return tuple(reversed(out))
+
+    def __repr__(self) -> str:
+        return f"Buffer({self.name}: {self.dtype.value}{list(self.shape)} {self.scope.value})"
+
+
+@dataclass(frozen=True, eq=True)
+class BufLoad(Expr):
+    buf: Buffer
+    index: tuple[Expr, ...]
+    dtype: DType
+
+    def __hash__(self) -> int:
+        return hash((id(self.buf), self.index))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BufLoad) and other.buf is self.buf and other.index == self.index
+
+    def __repr__(self) -> str:
+        return f"{self.buf.name}[{', '.join(map(repr, self.index))}]"
+
+
+def bload(buf: Buffer, index: tuple[Expr, ...] | list[Expr]) -> BufLoad:
+    return BufLoad(buf, tuple(index), buf.dtype)
+
+
+class LoopKind(Enum):
+    SERIAL = "serial"
+    PARALLEL = "parallel"   # split across threads (static chunks by thread id)
+    VECTOR = "vector"
+    UNROLL = "unroll"
+
+
+class Stmt:
+    """Base of statements."""
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    var: Var
+    extent: Expr
+    body: Stmt
+    kind: LoopKind = LoopKind.SERIAL
+    lanes: int = 0          # VECTOR loops: the vector width; extent <= lanes
+
+
+@dataclass(frozen=True)
+class Store(Stmt):
+    buf: Buffer
+    index: tuple[Expr, ...]
+    value: Expr
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Store) and other.buf is self.buf and other.index == self.index
+                and other.value == self.value)
+
+    def __hash__(self) -> int:
+        return hash((id(self.buf), self.index, self.value))
+
+
+@dataclass(frozen=True)
+class Seq(Stmt):
+    stmts: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True)
+class IfThen(Stmt):
+    cond: Expr
+    then: Stmt
+    else_: Stmt | None = None
+
+
+@dataclass(frozen=True)
+class Allocate(Stmt):
+    """A LOCAL buffer live for `body` (accumulators; promoted to registers by LLVM)."""
+
+    buf: Buffer
+    body: Stmt
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Allocate) and other.buf is self.buf and other.body == self.body
+
+    def __hash__(self) -> int:
+        return hash((id(self.buf), self.body))
+
+
+@dataclass(frozen=True)
+class Barrier(Stmt):
+    """All threads of the kernel wait here (between phases that share a scratch buffer)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """A kernel: parameters in call order (inputs, weights, outputs, then scratch) and a body.
+
+    `roles[i]` is 'in', 'weight', 'out' or 'scratch'. `trace` records how the loop nest was built
+    and scheduled (knobs, primitives), printed with the kernel.
+    """
+
+    name: str
+    params: tuple[Buffer, ...]
+    roles: tuple[str, ...]
+    body: Stmt
+    trace: tuple[str, ...] = ()
+    knobs: dict = field(default_factory=dict)
+    flops: int = 0
+
+    def buffers(self, role: str) -> list[Buffer]:
+        return [b for b, r in zip(self.params, self.roles) if r == role]
+
+
+def seq(*stmts: Stmt | None) -> Stmt:
+    flat: list[Stmt] = []
+    for s in stmts:
+        if s is None:
+            continue
+        if isinstance(s, Seq):
+            flat.extend(s.stmts)
+        else:
+            flat.append(s)
+    return flat[0] if len(flat) == 1 else Seq(tuple(flat))
+
+
+def walk(s: Stmt) -> Iterator[Stmt]:
+    yield s
+    if isinstance(s, For):
+        yield from walk(s.body)
+    elif isinstance(s, Seq):
+        for x in s.stmts:
+            yield from walk(x)
+    elif isinstance(s, IfThen):
+        yield from walk(s.then)
+        if s.else_ is not None:
+            yield from walk(s.else_)
+    elif isinstance(s, Allocate):
+        yield from walk(s.body)

@@ -1,0 +1,87 @@
+"""Memory planning: one arena for every tensor that crosses kernels, with offsets reused once a
+tensor's lifetime has ended.
+
+`plan_memory` is a pure function of buffers with [first, last] step lifetimes. Offsets come from
+greedy placement by decreasing size (each buffer takes the lowest aligned offset that does not
+overlap a placed buffer whose lifetime intersects its own), the heuristic TFLite's arena planner
+uses. The plan reports the arena size beside the naive sum and the lower bound (the most bytes
+live at any one step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Request:
+    """A buffer to place: `nbytes`, live from step `first` to step `last` inclusive."""
+
+    name: str
+    nbytes: int
+    first: int
+    last: int
+
+
+@dataclass
+class MemoryPlan:
+    offsets: dict[str, int]
+    arena_bytes: int
+    naive_bytes: int
+    lower_bound: int
+    requests: list[Request] = field(default_factory=list)
+
+    def format(self) -> str:
+        lines = [f"// memory plan: arena {self.arena_bytes} bytes, naive sum {self.naive_bytes}, "
+                 f"lower bound {self.lower_bound}"]
+        for r in sorted(self.requests, key=lambda r: self.offsets[r.name]):
+            lines.append(f"//   {r.name}: [{self.offsets[r.name]}, "
+                         f"{self.offsets[r.name] + r.nbytes}) live {r.first}..{r.last}")
+        return "\n".join(lines) + "\n"
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
+    """Assign arena offsets so that buffers alive at the same step never overlap."""
+    placed: list[tuple[int, int, Request]] = []   # (offset, end, request)
+    offsets: dict[str, int] = {}
+    order = sorted(requests, key=lambda r: (-r.nbytes, r.first, r.name))
+    for r in order:
+        size = _align(max(r.nbytes, 1), align)
+        busy = sorted((o, e) for o, e, q in placed if not (q.last < r.first or r.last < q.first))
+        best = None
+        cur = 0
+        # best fit: the smallest gap that holds it, else the end
+        gaps = []
+        for o, e in busy:
+            if o - cur >= size:
+                gaps.append((o - cur, cur))
+            cur = max(cur, e)
+        if gaps:
+            best = min(gaps)[1]
+        else:
+            best = cur
+        offsets[r.name] = best
+        placed.append((best, best + size, r))
+    arena = max((e for _, e, _ in placed), default=0)
+    naive = sum(_align(max(r.nbytes, 1), align) for r in requests)
+    steps = sorted({s for r in requests for s in (r.first, r.last)})
+    lower = 0
+    for s in steps:
+        lower = max(lower, sum(_align(max(r.nbytes, 1), align) for r in requests
+                               if r.first <= s <= r.last))
+    return MemoryPlan(offsets, arena, naive, lower, list(requests))
+
+
+def check_plan(plan: MemoryPlan) -> None:
+    """Raise AssertionError if two buffers alive at the same step overlap (used by tests)."""
+    rs = plan.requests
+    for i, a in enumerate(rs):
+        for b in rs[i + 1:]:
+            if a.last < b.first or b.last < a.first:
+                continue
+            oa, ob = plan.offsets[a.name], plan.offsets[b.name]
+            assert oa + a.nbytes <= ob or ob + b.nbytes <= oa, f"{a} and {b} overlap"

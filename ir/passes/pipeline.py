@@ -1,0 +1,52 @@
+"""The graph pass pipeline per opt level, and the pass table `minicc opt` reads."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from minicc.errors import MiniccError
+from minicc.ir.graph import Function, Module
+from minicc.ir.passes.cse import eliminate_common_subexpressions
+from minicc.ir.passes.dce import eliminate_dead_code
+from minicc.ir.passes.fold_bn import fold_batch_norm
+from minicc.ir.passes.fold_constants import fold_constants
+from minicc.ir.passes.simplify import simplify
+from minicc.ir.printer import print_module
+from minicc.ir.verify import verify_module
+
+PASSES: dict[str, Callable[[Function], Function]] = {
+    "fold_constants": fold_constants,
+    "simplify": simplify,
+    "fold_batch_norm": fold_batch_norm,
+    "cse": eliminate_common_subexpressions,
+    "dce": eliminate_dead_code,
+}
+
+PIPELINES: dict[int, list[str]] = {
+    0: ["dce"],
+    1: ["fold_constants", "simplify", "dce"],
+    2: ["fold_constants", "simplify", "fold_batch_norm", "fold_constants", "simplify", "cse",
+        "dce"],
+}
+PIPELINES[3] = PIPELINES[2]
+
+
+def run_passes(m: Module, names: list[str], dumps: dict[str, str] | None = None,
+               verify_each: bool = False) -> Module:
+    for n in names:
+        if n not in PASSES:
+            raise MiniccError(f"unknown pass '{n}' (passes: {', '.join(PASSES)})")
+        m = m.with_main(PASSES[n](m.main))
+        if verify_each:
+            verify_module(m)
+        if dumps is not None:
+            key = f"after {n}"
+            while key in dumps:
+                key += "'"
+            dumps[key] = print_module(m)
+    return m
+
+
+def run_pipeline(m: Module, opt_level: int, dumps: dict[str, str] | None = None,
+                 verify_each: bool = False) -> Module:
+    return run_passes(m, PIPELINES[max(0, min(opt_level, 3))], dumps, verify_each)

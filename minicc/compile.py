@@ -1,0 +1,189 @@
+"""`minicc.compile`: model -> graph passes -> fusion -> loop IR -> LLVM -> a CompiledModel.
+
+The driver only sequences stages and collects dumps; each stage lives in its own package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from minicc.errors import CodegenError, MiniccError
+from minicc.ir.graph import Module
+from minicc.ir.registry import OPS, canonical_attrs, full_attrs
+from minicc.ir.types import Dim
+from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
+
+STAGES = ("imported", "passes", "fusion", "loops", "llvm", "asm", "memory")
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    target: str = "llvm"
+    opt_level: int = 3
+    threads: int | None = None          # None: every core this process may use
+    fastmath: bool = False
+    cache: bool = True
+    cache_dir: str | None = None
+    dump: tuple[str, ...] = ()          # stages to keep: imported, passes, fusion, loops, ...
+    input_shapes: Mapping[str, Sequence[Dim]] | None = None
+
+
+@dataclass
+class CompileReport:
+    timings: dict[str, float] = field(default_factory=dict)
+    dumps: dict[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
+
+
+def host_op(kind: str, arrays: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
+    """Run one op on the host with its numpy reference (the runtime's host-op handler)."""
+    at = full_attrs(kind, canonical_attrs(kind, attrs))
+    return [np.asarray(r) for r in OPS[kind].reference(arrays, at)]
+
+
+class CompiledModel:
+    """A model compiled for this CPU. Call it with keyword arrays, or `run(dict)`; both return
+    a dict of output arrays by name. `save(path)` writes an artifact `minicc.load` reads back."""
+
+    def __init__(self, artifact: Artifact, threads: int | None = None,
+                 report: CompileReport | None = None):
+        from minicc import __version__
+        from minicc.runtime.cpu import Executable
+
+        self.artifact = artifact
+        self.exe = Executable(artifact, __version__, host_op, threads)
+        self.report = report or CompileReport()
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.exe.input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.exe.output_names
+
+    @property
+    def threads(self) -> int:
+        return self.exe.threads
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return self.exe.run(inputs)
+
+    def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
+        return self.exe.run(inputs)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_artifact(self.artifact, path)
+
+    def summary(self) -> str:
+        s = self.artifact.summary
+        ks = s.get("kernels", [])
+        lines = [f"kernels: {len(ks)}  host ops: {len(s.get('host_ops', []))}"
+                 f" ({', '.join(s.get('host_ops', [])) or 'none'})  threads: {self.threads}"]
+        for k in ks:
+            lines.append(f"  {k['name']}: {' + '.join(k['ops'])}")
+        mb = 1 / (1 << 20)
+        lines.append(f"arena: {s.get('arena_bytes', 0) * mb:.2f} MiB (naive sum "
+                     f"{s.get('naive_bytes', 0) * mb:.2f} MiB, lower bound "
+                     f"{s.get('lower_bound_bytes', 0) * mb:.2f} MiB); weights "
+                     f"{s.get('weights_bytes', 0) * mb:.2f} MiB")
+        t = self.report.timings
+        if t:
+            lines.append("compile: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+                         + (" (cache hit)" if self.report.cache_hit else ""))
+        return "\n".join(lines)
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
+    """Load a saved artifact; refuses one from another minicc version or an unfit CPU."""
+    return CompiledModel(read_artifact(path), threads)
+
+
+def _as_module(model: Any, input_shapes: Mapping[str, Sequence[Dim]] | None) -> Module:
+    if isinstance(model, Module):
+        return model
+    p = str(model) if isinstance(model, (str, os.PathLike)) else None
+    if p is not None and p.endswith(".mir"):
+        from minicc.tools import load_mir
+
+        return load_mir(p)
+    from minicc.frontend.onnx_import import import_onnx
+
+    return import_onnx(model, input_shapes)
+
+
+def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int | None = None,
+            input_shapes: Mapping[str, Sequence[Dim]] | None = None,
+            options: CompileOptions | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, bytes, ModelProto), a .mir path or a Module for this CPU."""
+    from minicc import __version__
+    from minicc.codegen.llvm.module import build_artifact
+    from minicc.ir.passes.pipeline import run_pipeline
+    from minicc.ir.program import build_program
+    from minicc.ir.passes.fuse import format_partition
+    from minicc.ir.printer import print_module
+    from minicc.ir.loops.printer import print_kernel
+    from minicc.ir.loops.schedule import lower_group
+    from minicc.runtime.cache import CompileCache
+
+    o = options or CompileOptions(target=target, opt_level=opt_level, threads=threads,
+                                  input_shapes=input_shapes)
+    if o.target not in ("llvm", "cpu"):
+        raise MiniccError(f"unknown target '{o.target}' (this build compiles for: llvm)")
+    nthreads = o.threads or default_threads()
+    report = CompileReport()
+    t0 = time.perf_counter()
+    m = _as_module(model, o.input_shapes or input_shapes)
+    if "imported" in o.dump:
+        report.dumps["imported"] = print_module(m)
+    m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None)
+    t1 = time.perf_counter()
+    report.timings["passes"] = t1 - t0
+    prog = build_program(m.main, lambda name, g, b, c, t: lower_group(name, g, b, c, t,
+                                                                       o.opt_level), nthreads)
+    if "fusion" in o.dump:
+        report.dumps["fusion"] = format_partition(prog.partition, explain=True)
+    if "loops" in o.dump:
+        report.dumps["loops"] = "\n".join(print_kernel(k) for k in prog.kernels)
+    if "memory" in o.dump:
+        report.dumps["memory"] = prog.memory.format()
+    t2 = time.perf_counter()
+    report.timings["lower"] = t2 - t1
+    from minicc.codegen.llvm.module import cache_key
+
+    key = cache_key(prog, o.opt_level, o.fastmath, __version__)
+    cache = CompileCache(o.cache_dir) if o.cache else None
+    art = cache.get(key) if cache is not None else None
+    if art is not None and not ({"llvm", "asm"} & set(o.dump)):
+        report.cache_hit = True
+    else:
+        art = build_artifact(prog, __version__, o.opt_level, o.fastmath)
+        if cache is not None:
+            cache.put(key, art)
+    if "llvm" in o.dump:
+        report.dumps["llvm"] = art.llvm_ir
+    if "asm" in o.dump:
+        from minicc.codegen.llvm.module import optimize
+        from minicc.runtime.llvm_host import target_machine
+
+        report.dumps["asm"] = target_machine().emit_assembly(optimize(art.llvm_ir, o.opt_level))
+    report.timings["codegen"] = time.perf_counter() - t2
+    try:
+        return CompiledModel(art, nthreads, report)
+    except MiniccError:
+        raise
+    except (OSError, RuntimeError) as e:
+        raise CodegenError(f"loading the compiled code failed: {e}") from e

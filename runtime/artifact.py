@@ -1,0 +1,99 @@
+"""The codegen/runtime boundary: an Artifact holds everything needed to run a compiled model
+(object code, weights, tensor placement, steps) and nothing of the IR. Saved as one zip file
+with a manifest; loading checks the minicc version, the CPU and the checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from minicc.errors import ArtifactError
+
+FORMAT = "minicc-artifact/1"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    version: str                      # minicc version that built it
+    target: str                       # "llvm"
+    triple: str
+    cpu: str
+    features: tuple[str, ...]         # CPU features the code needs (e.g. avx512f)
+    object_code: bytes
+    steps: tuple[dict, ...]           # {"native": symbol} | {"host": op, "attrs", "inputs", ...}
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    output_sources: tuple[tuple[str, int], ...]
+    arena_bytes: int
+    weights: bytes
+    threads: int                      # the most threads scratch space was sized for
+    cache_key: str = ""
+    summary: dict = field(default_factory=dict)
+    llvm_ir: str = ""
+
+    def manifest(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("object_code", "weights", "llvm_ir"):
+            d.pop(k)
+        d["format"] = FORMAT
+        d["sha256"] = {"object": hashlib.sha256(self.object_code).hexdigest(),
+                       "weights": hashlib.sha256(self.weights).hexdigest()}
+        return d
+
+
+def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
+    """Write atomically (a temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("manifest.json", json.dumps(a.manifest(), indent=1))
+        z.writestr("object.o", a.object_code)
+        z.writestr("weights.bin", a.weights)
+    with tempfile.NamedTemporaryFile(dir=p.parent, delete=False, suffix=".tmp") as fh:
+        fh.write(buf.getvalue())
+    os.replace(fh.name, p)
+    return p
+
+
+def read_artifact(path: str | os.PathLike) -> Artifact:
+    p = Path(path)
+    try:
+        z = zipfile.ZipFile(p)
+    except FileNotFoundError:
+        raise ArtifactError(f"cannot load '{p}': no such file") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ArtifactError(f"cannot load '{p}': not a minicc artifact ({e})") from None
+    with z:
+        try:
+            m = json.loads(z.read("manifest.json"))
+            obj = z.read("object.o")
+            weights = z.read("weights.bin")
+        except (KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise ArtifactError(f"cannot load '{p}': incomplete or corrupt artifact ({e})"
+                                ) from None
+    if m.get("format") != FORMAT:
+        raise ArtifactError(f"cannot load '{p}': format {m.get('format')!r}, expected {FORMAT}")
+    sums = m.get("sha256", {})
+    if hashlib.sha256(obj).hexdigest() != sums.get("object") or \
+            hashlib.sha256(weights).hexdigest() != sums.get("weights"):
+        raise ArtifactError(f"cannot load '{p}': checksum mismatch; the file was modified or "
+                            "damaged. Recompile the model")
+    try:
+        return Artifact(
+            version=m["version"], target=m["target"], triple=m["triple"], cpu=m["cpu"],
+            features=tuple(m["features"]), object_code=obj, steps=tuple(m["steps"]),
+            inputs=tuple((n, d, tuple(s)) for n, d, s in m["inputs"]),
+            outputs=tuple((n, d, tuple(s)) for n, d, s in m["outputs"]),
+            output_sources=tuple((k, o) for k, o in m["output_sources"]),
+            arena_bytes=int(m["arena_bytes"]), weights=weights, threads=int(m["threads"]),
+            cache_key=m.get("cache_key", ""), summary=m.get("summary", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"cannot load '{p}': malformed manifest ({e})") from None

@@ -1,0 +1,46 @@
+"""The on-disk compile cache: artifacts keyed by a hash of the scheduled Loop IR, target, options
+and minicc version. Writes are atomic (temp file + rename), so two processes compiling the same
+model at once both end up with a complete file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from minicc.errors import ArtifactError
+from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("MINICC_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "minicc"
+
+
+class CompileCache:
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.dir = Path(directory) if directory is not None else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.dir / f"{key}.mcc"
+
+    def get(self, key: str) -> Artifact | None:
+        p = self.path(key)
+        if not p.exists():
+            return None
+        try:
+            return read_artifact(p)
+        except ArtifactError:
+            return None  # a damaged entry is rebuilt
+
+    def put(self, key: str, a: Artifact) -> None:
+        try:
+            save_artifact(a, self.path(key))
+        except OSError:
+            pass  # a read-only or full cache directory only costs recompiling
+
+    def clear(self) -> None:
+        if self.dir.exists():
+            for p in self.dir.glob("*.mcc"):
+                p.unlink(missing_ok=True)
