@@ -5,15 +5,18 @@ contiguity) before native code runs; a wrong input raises RuntimeInputError."""
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 from typing import Any, Callable, Mapping, Sequence
 
 import llvmlite.binding as llvm
 import numpy as np
 
+from minicc import env
 from minicc.errors import ArtifactError, RuntimeInputError
 from minicc.runtime.artifact import Artifact
-from minicc.runtime.llvm_host import host_features, init_llvm, load_gomp, target_machine
+from minicc.runtime.llvm_host import (host_features, init_llvm, load_gomp, new_target_machine,
+                                      target_machine)
 
 HostOp = Callable[[str, list[np.ndarray], dict], list[np.ndarray]]
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
@@ -59,7 +62,7 @@ class Executable:
                                 "compile with threads=1 or install libgomp")
         self.threads = want
         self.host_op = host_op
-        tm = target_machine()
+        tm = new_target_machine()    # the engine owns it
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"\n')
         self._ee = llvm.create_mcjit_compiler(empty, tm)
         self._obj = llvm.ObjectFileRef.from_data(a.object_code)
@@ -121,7 +124,11 @@ class Executable:
         arrays = xs + outs
         io = (ctypes.c_void_p * max(len(arrays), 1))(*[x.ctypes.data for x in arrays])
         with self._lock:
+            debug = env.flag("MINICC_DEBUG")
             for st in a.steps:
+                if debug:
+                    print(f"minicc: running {st.get('native') or st.get('host')}", file=sys.stderr,
+                          flush=True)
                 if "native" in st:
                     self._entries[st["native"]](self._arena.ctypes.data,
                                                 self._weights.ctypes.data, io, self.threads)

@@ -29,6 +29,12 @@ def host_has(feature: str) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def target_machine(opt: int = 3) -> llvm.TargetMachine:
+    """The shared target machine (for codegen; never hand it to an execution engine)."""
+    return new_target_machine(opt)
+
+
+def new_target_machine(opt: int = 3) -> llvm.TargetMachine:
+    """A fresh target machine: an MCJIT engine takes ownership of (and frees) the one it gets."""
     init_llvm()
     cpu, feats = host_features()
     target = llvm.Target.from_default_triple()

@@ -16,6 +16,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer, llvm_type
+from minicc import env
 from minicc.errors import ToolchainError
 from minicc.ir.loops.printer import print_kernel
 from minicc.ir.program import HostStep, KernelStep, Location, Program, host_attrs
@@ -51,9 +52,12 @@ def render_program(prog: Program, fastmath: bool = False) -> Rendered:
             _entry(m, name, list(current), kernels, prog.threads, len(prog.inputs))
             segments.append({"native": name})
             current.clear()
+    split = env.flag("MINICC_SPLIT_KERNELS")
     for st in prog.steps:
         if isinstance(st, KernelStep):
             current.append(st)
+            if split:
+                flush()
         else:
             flush()
             assert isinstance(st, HostStep)

@@ -64,6 +64,7 @@ class KernelRenderer:
         self.vars: dict[str, ir.Value] = {}
         self.bufs: dict[int, ir.Value] = {}
         self.vec: _VecCtx | None = None
+        self.guard: Val | None = None   # loads under a Select happen only where it holds
 
     # -- function --
     def render(self) -> ir.Function:
@@ -76,6 +77,7 @@ class KernelRenderer:
             a.add_attribute("noalias")
         fn.args[-2].name, fn.args[-1].name = "tid", "nthreads"
         fn.attributes.add("nounwind")
+        fn.attributes.add("noinline")  # one giant entry function would take LLVM forever
         self.fn = fn
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
@@ -203,26 +205,41 @@ class KernelRenderer:
         mty = llvm_type(buf.dtype, memory=True)
         off, coef = self.address(buf, e.index)
         b = self.b
+        align = buf.dtype.itemsize
         if coef == 0:
-            v = b.load(self.ptr(buf, self.scalar(off)))
+            o = self.scalar(off)
+            if self.guard is not None:  # out of bounds where the guard fails: read element 0
+                g = self.guard.v if not self.guard.vec else self.any_lane(self.guard.v)
+                o = b.select(g, o, ir.Constant(I64, 0))
+            v = b.load(self.ptr(buf, o), align=align)
             return Val(self.from_mem(v, buf.dtype), False)
         assert self.vec is not None
         lanes = self.vec.lanes
         vty = ir.VectorType(mty, lanes)
+        mask = self.lane_mask(lanes)
         if coef == 1:
             base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
             p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
-            if self.vec.mask is None:
-                v = b.load(p, align=mty.width // 8 if hasattr(mty, "width") else 4)
-            else:
-                v = self.masked_load(p, vty, self.vec.mask)
+            v = b.load(p, align=align) if mask is None else self.masked_load(p, vty, mask)
             return Val(self.from_mem(v, buf.dtype), True)
-        offs = self.vector(off, lanes)
-        base = self.bufs[id(buf)]
-        ptrs = b.gep(base, [offs.v]) if offs.vec else b.gep(base, [offs.v])
-        mask = self.vec.mask or ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+        ptrs = self.lane_pointers(buf, off, lanes)
+        if mask is None:
+            mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
         v = self.gather(ptrs, vty, mask)
         return Val(self.from_mem(v, buf.dtype), True)
+
+    def lane_mask(self, lanes: int) -> ir.Value | None:
+        """Lanes a memory access may touch: inside the vector loop's extent and the guard."""
+        m = self.vec.mask if self.vec is not None else None
+        if self.guard is not None:
+            g = self.broadcast(self.guard, lanes).v
+            m = g if m is None else self.b.and_(m, g)
+        return m
+
+    def any_lane(self, v: ir.Value) -> ir.Value:
+        n = v.type.count
+        fn = self._intrinsic(f"llvm.vector.reduce.or.v{n}i1", I1, [v.type])
+        return self.b.call(fn, [v])
 
     def store(self, s: Store) -> None:
         buf = s.buf
@@ -247,10 +264,20 @@ class KernelRenderer:
             else:
                 self.masked_store(v, p, self.vec.mask)
             return
-        offs = self.vector(off, lanes)
-        ptrs = b.gep(self.bufs[id(buf)], [offs.v])
+        ptrs = self.lane_pointers(buf, off, lanes)
         mask = self.vec.mask or ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
         self.scatter(v, ptrs, mask)
+
+    def lane_pointers(self, buf: Buffer, off: Expr, lanes: int) -> ir.Value:
+        """A vector of element pointers (llvmlite's GEP takes no vector index: go through
+        integers)."""
+        b = self.b
+        offs = self.vector(off, lanes).v
+        mty = llvm_type(buf.dtype, memory=True)
+        size = ir.Constant(ir.VectorType(I64, lanes), [buf.dtype.itemsize] * lanes)
+        base = self.splat(b.ptrtoint(self.bufs[id(buf)], I64), lanes)
+        addr = b.add(base, b.mul(offs, size))
+        return b.inttoptr(addr, ir.VectorType(mty.as_pointer(), lanes))
 
     def _intrinsic(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         fn = self.m.globals.get(name)
@@ -341,7 +368,14 @@ class KernelRenderer:
             out = emitter(self, [a.v for a in args], [a.dtype for a in e.args], e.dtype)
             return Val(out, any(a.vec for a in args))
         if isinstance(e, Select):
-            c, a, bb = self.emit(e.cond), self.emit(e.a), self.emit(e.b)
+            c = self.emit(e.cond)
+            saved = self.guard
+            self.guard = c if saved is None else self.both(saved, c)
+            a = self.emit(e.a)
+            notc = Val(self.b.xor(c.v, self._ones(c.v.type)), c.vec)
+            self.guard = notc if saved is None else self.both(saved, notc)
+            bb = self.emit(e.b)
+            self.guard = saved
             if c.vec or a.vec or bb.vec:
                 lanes = self.vec.lanes  # type: ignore[union-attr]
                 c, a, bb = (self.broadcast(x, lanes) for x in (c, a, bb))
@@ -351,6 +385,18 @@ class KernelRenderer:
             x = self.emit(e.x)
             return Val(self.convert(x.v, e.x.dtype, e.dtype), x.vec)
         raise CodegenError(f"llvm: cannot emit expression {type(e).__name__}")
+
+    def both(self, a: Val, b: Val) -> Val:
+        if a.vec or b.vec:
+            lanes = self.vec.lanes  # type: ignore[union-attr]
+            return Val(self.b.and_(self.broadcast(a, lanes).v, self.broadcast(b, lanes).v), True)
+        return Val(self.b.and_(a.v, b.v), False)
+
+    @staticmethod
+    def _ones(ty: ir.Type) -> ir.Constant:
+        if isinstance(ty, ir.VectorType):
+            return ir.Constant(ty, [1] * ty.count)
+        return ir.Constant(ty, 1)
 
     def const(self, e: Const) -> ir.Value:
         ty = llvm_type(e.dtype)

@@ -516,7 +516,7 @@ class LRN(OpDef):
     inputs = (1, 1)
     attrs = {"size": Attr("int"), "alpha": Attr("float", 1e-4), "beta": Attr("float", 0.75),
              "bias": Attr("float", 1.0)}
-    kind = FusionKind.INJECTIVE
+    kind = FusionKind.REDUCE
     doc = "local response normalization across channels: x / (bias + alpha/size * sum x^2)^beta"
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:

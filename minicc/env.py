@@ -1,0 +1,27 @@
+"""Debug environment variables, read in this one module (`minicc --help-env` lists them).
+
+They change diagnostics only, never results."""
+
+from __future__ import annotations
+
+import os
+
+FLAGS = {
+    "MINICC_DEBUG": "1: print each native segment before it runs (find a crashing kernel)",
+    "MINICC_SPLIT_KERNELS": "1: one native entry per kernel (with MINICC_DEBUG, names each)",
+    "MINICC_CACHE_DIR": "directory of the compile cache (default ~/.cache/minicc)",
+    "MINICC_LIBGOMP": "path of libgomp.so to load for multi-threaded code",
+    "MINICC_VERIFY_ROUNDTRIP": "1: check that every printed IR dump parses back identically",
+}
+
+
+def flag(name: str) -> bool:
+    if name not in FLAGS:
+        raise KeyError(f"unknown minicc env flag {name}")
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def value(name: str) -> str | None:
+    if name not in FLAGS:
+        raise KeyError(f"unknown minicc env flag {name}")
+    return os.environ.get(name) or None
