@@ -39,6 +39,7 @@ class CompileOptions:
     cache_dir: str | None = None
     dump: tuple[str, ...] = ()          # stages to keep: imported, passes, fusion, loops, ...
     input_shapes: Mapping[str, Sequence[Dim]] | None = None
+    profile: bool = False               # one native entry per kernel, so each can be timed
 
 
 @dataclass
@@ -84,6 +85,21 @@ class CompiledModel:
 
     def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
         return self.exe.run(inputs)
+
+    def profile(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[dict]:
+        """Median time of each native segment (one per kernel when compiled with profile=True),
+        with its FLOPs and GFLOP/s, slowest first."""
+        times = self.exe.time_segments(inputs, repeat)
+        flops = {k["name"]: k["flops"] for k in self.artifact.summary.get("kernels", [])}
+        ops = {k["name"]: k["ops"] for k in self.artifact.summary.get("kernels", [])}
+        rows = []
+        for st, t in zip(self.artifact.steps, times):
+            names = st.get("kernels", [st.get("host", "?")])
+            f = sum(flops.get(n, 0) for n in names)
+            rows.append({"name": ",".join(names), "ops": "+".join(
+                o for n in names for o in ops.get(n, [st.get("host", "")])),
+                "ms": t * 1e3, "gflops": f / t / 1e9 if t > 0 else 0.0, "flops": f})
+        return sorted(rows, key=lambda r: -r["ms"])
 
     def save(self, path: str | os.PathLike) -> Path:
         return save_artifact(self.artifact, path)
@@ -164,13 +180,13 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
     report.timings["lower"] = t2 - t1
     from minicc.codegen.llvm.module import cache_key
 
-    key = cache_key(prog, o.opt_level, o.fastmath, __version__)
+    key = cache_key(prog, o.opt_level, o.fastmath, __version__, o.profile)
     cache = CompileCache(o.cache_dir) if o.cache else None
     art = cache.get(key) if cache is not None else None
     if art is not None and not ({"llvm", "asm"} & set(o.dump)):
         report.cache_hit = True
     else:
-        art = build_artifact(prog, __version__, o.opt_level, o.fastmath)
+        art = build_artifact(prog, __version__, o.opt_level, o.fastmath, split=o.profile)
         if cache is not None:
             cache.put(key, art)
     if "llvm" in o.dump:

@@ -142,6 +142,28 @@ class Executable:
                     result[name] = self._view(kind, off, d, s, xs, outs).copy()
         return result
 
+    def time_segments(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[float]:
+        """Median seconds of each step over `repeat` runs (steps as the artifact lists them)."""
+        import time
+
+        a = self.artifact
+        xs = self.check_inputs(inputs)
+        outs = [np.empty(s, dtype=_NP[d]) for _, d, s in a.outputs]
+        io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(
+            *[x.ctypes.data for x in xs + outs])
+        samples: list[list[float]] = [[] for _ in a.steps]
+        with self._lock:
+            for _ in range(repeat + 1):
+                for k, st in enumerate(a.steps):
+                    t = time.perf_counter()
+                    if "native" in st:
+                        self._entries[st["native"]](self._arena.ctypes.data,
+                                                    self._weights.ctypes.data, io, self.threads)
+                    else:
+                        self._host(st, xs, outs)
+                    samples[k].append(time.perf_counter() - t)
+        return [sorted(s[1:])[len(s[1:]) // 2] for s in samples]
+
     def _view(self, kind: str, off: int, dt: str, shape: Sequence[int], xs: list[np.ndarray],
               outs: list[np.ndarray]) -> np.ndarray:
         if kind == "input":

@@ -32,7 +32,8 @@ class Rendered:
     segments: list[dict]
 
 
-def render_program(prog: Program, fastmath: bool = False) -> Rendered:
+def render_program(prog: Program, fastmath: bool = False, split: bool = False) -> Rendered:
+    """`split`: one entry per kernel (for profiling and for finding a crashing kernel)."""
     tm = target_machine()
     m = ir.Module(name="minicc")
     m.triple = tm.triple
@@ -50,9 +51,9 @@ def render_program(prog: Program, fastmath: bool = False) -> Rendered:
         if current:
             name = f"minicc_entry_{len(segments)}"
             _entry(m, name, list(current), kernels, prog.threads, len(prog.inputs))
-            segments.append({"native": name})
+            segments.append({"native": name, "kernels": [s.kernel.name for s in current]})
             current.clear()
-    split = env.flag("MINICC_SPLIT_KERNELS")
+    split = split or env.flag("MINICC_SPLIT_KERNELS")
     for st in prog.steps:
         if isinstance(st, KernelStep):
             current.append(st)
@@ -167,14 +168,14 @@ def needed_features() -> tuple[str, ...]:
 
 
 def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bool = False,
-                   keep_ir: bool = True) -> Artifact:
-    r = render_program(prog, fastmath)
+                   keep_ir: bool = True, split: bool = False) -> Artifact:
+    r = render_program(prog, fastmath, split)
     text = str(r.module)
     mod = optimize(text, opt_level)
     tm = target_machine()
     obj = tm.emit_object(mod)
     cpu, _ = host_features()
-    key = cache_key(prog, opt_level, fastmath, version)
+    key = cache_key(prog, opt_level, fastmath, version, split)
     return Artifact(version=version, target="llvm", triple=tm.triple, cpu=cpu,
                     features=needed_features(), object_code=obj, steps=tuple(r.segments),
                     inputs=tuple(prog.inputs), outputs=tuple(prog.outputs),
@@ -184,9 +185,11 @@ def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bo
                     summary=summary(prog), llvm_ir=text if keep_ir else "")
 
 
-def cache_key(prog: Program, opt_level: int, fastmath: bool, version: str) -> str:
+def cache_key(prog: Program, opt_level: int, fastmath: bool, version: str,
+              split: bool = False) -> str:
     h = hashlib.sha256()
-    h.update(f"{version}|llvm|{opt_level}|{fastmath}|{prog.threads}|{host_features()}".encode())
+    h.update(f"{version}|llvm|{opt_level}|{fastmath}|{prog.threads}|{split}|"
+             f"{host_features()}".encode())
     for st in prog.steps:
         if isinstance(st, KernelStep):
             h.update(print_kernel(st.kernel).encode())

@@ -98,6 +98,10 @@ class GemmSpec:
     epilogue: Callable[[Expr, Expr, Expr, Expr], Expr]  # (acc, b, m, n) -> value stored
     knobs: Knobs = field(default_factory=Knobs)
     flops: int = 0
+    # a custom packer (col, b, kc, kcur, nc) -> Stmt filling col[kk, j] for this block, and the
+    # block width it needs (a conv packs whole output rows: no division per element)
+    pack: Callable[[Buffer, Expr, Expr, Expr, Expr], Stmt] | None = None
+    block_cols: int | None = None
 
 
 def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ...],
@@ -106,10 +110,13 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     L = LANES
     MR, NR = kn.mr, kn.nr
     KC = min(kn.kc, s.K)
-    NC = max(NR, min(kn.nc, -(-s.N // NR) * NR))
-    if threads > 1 and s.batch < threads:
-        # enough column blocks for every thread
-        NC = max(NR, min(NC, -(-(-(-s.N // threads)) // NR) * NR))
+    if s.block_cols is not None:
+        NC = s.block_cols
+    else:
+        NC = max(NR, min(kn.nc, -(-s.N // NR) * NR))
+        if threads > 1 and s.batch < threads:  # enough column blocks for every thread
+            NC = max(NR, min(NC, -(-(-(-s.N // threads)) // NR) * NR))
+    ncpad = -(-NC // NR) * NR
     nkc = -(-s.K // KC)
     nnc = -(-s.N // NC)
     nmr = -(-s.M // MR)
@@ -117,18 +124,21 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     mr, nr, kk = Var("mr"), Var("nr"), Var("kk")
     i, jo, ln, j = Var("i"), Var("jo"), Var("l"), Var("j")
     kcur = emin(KC, add(s.K, mul(kc, -KC)))                       # rows in this K block
+    valid = emin(NC, add(s.N, mul(nc, -NC)))                      # columns in this N block
     col = None
     pack: Stmt | None = None
     if s.b_packed is None:
-        assert s.b_load is not None
-        col = Buffer(f"{s.name}_col", F32, (KC, NC), Scope.SCRATCH)
-        kabs = add(mul(kc, KC), kk)
-        nabs = add(mul(nc, NC), j)
-        val = s.b_load(b, kabs, nabs)
-        val = select(nabs.lt(s.N), val, Const(0.0, F32)) if s.N % NC else val
-        # vectorize the packing over j
-        pack = For(kk, kcur, _vector_loop(j, NC, L, lambda jv: Store(
-            col, (kk, jv), _subst_j(val, j, jv))))
+        col = Buffer(f"{s.name}_col", F32, (KC, ncpad), Scope.SCRATCH)
+        if s.pack is not None:
+            pack = s.pack(col, b, kc, kcur, nc)
+        else:
+            assert s.b_load is not None
+            kabs = add(mul(kc, KC), kk)
+            nabs = add(mul(nc, NC), j)
+            val = s.b_load(b, kabs, nabs)
+            val = select(nabs.lt(s.N), val, Const(0.0, F32)) if s.N % NC else val
+            pack = For(kk, kcur, vloop(j, c64(ncpad), lambda jv: Store(
+                col, (kk, jv), _subst_j(val, j, jv))))
     acc = Buffer(f"{s.name}_acc", F32, (MR, NR), Scope.LOCAL)
     nvec = NR // L
     jl = add(mul(jo, L), ln)                                      # column within the tile
@@ -152,14 +162,15 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     micro = For(kk, kcur, For(i, c64(MR), For(jo, c64(nvec), For(
         ln, c64(L), fma, LoopKind.VECTOR, L), LoopKind.UNROLL), LoopKind.UNROLL))
     # columns left in this tile (the tail tile is masked)
-    ncols = emin(L, add(s.N, mul(add(n0, mul(jo, L)), -1)))
+    ncols = emin(L, add(valid, mul(add(mul(nr, NR), mul(jo, L)), -1)))
     out_idx = s.out_index(b, m_abs, n_abs)
     zero = Store(acc, (i, jl), Const(0.0, F32))
     load_c = Store(acc, (i, jl), BufLoad(s.out, out_idx, F32))
     row_ok = m_abs.lt(s.M) if s.M % MR else None
 
     def per_cell(st: Stmt, guarded: bool) -> Stmt:
-        body: Stmt = For(ln, ncols if s.N % NR or guarded else c64(L), st, LoopKind.VECTOR, L)
+        full = s.N % NC == 0 and NC % NR == 0
+        body: Stmt = For(ln, c64(L) if full or not guarded else ncols, st, LoopKind.VECTOR, L)
         body = For(jo, c64(nvec), body, LoopKind.UNROLL)
         if row_ok is not None and guarded:
             body = IfThen(row_ok, body)
@@ -177,7 +188,7 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     else:
         store = per_cell(final, True)
     tile = Allocate(acc, seq(init, micro, store))
-    n_tiles = emin(NC // NR, div(add(s.N, mul(mul(nc, NC), -1), NR - 1), NR))
+    n_tiles = div(add(valid, NR - 1), NR)
     inner = For(mr, c64(nmr), For(nr, n_tiles, tile))
     kloop = For(kc, c64(nkc), seq(pack, inner))
     par = LoopKind.PARALLEL if threads > 1 else LoopKind.SERIAL
@@ -206,11 +217,14 @@ def _subst_j(e: Expr, j: Var, new: Expr) -> Expr:
     return substitute(e, {j.name: new})
 
 
-def _vector_loop(j: Var, n: int, lanes: int, body: Callable[[Expr], Stmt]) -> Stmt:
-    """for j in 0..n, vectorized by `lanes` (n is a multiple of lanes here)."""
-    jo, jv = Var(f"{j.name}.o"), Var(f"{j.name}.v")
-    return For(jo, c64(n // lanes), For(jv, c64(lanes), body(add(mul(jo, lanes), jv)),
-                                        LoopKind.VECTOR, lanes))
+def vloop(v: Var, extent: Expr, body: Callable[[Expr], Stmt], lanes: int = LANES) -> Stmt:
+    """for v in 0..extent vectorized by `lanes`, the tail masked; `body` gets v's expression."""
+    vo, vv = Var(f"{v.name}.o"), Var(f"{v.name}.v")
+    if isinstance(extent, Const) and extent.value <= lanes:  # type: ignore[operator]
+        return For(vv, extent, body(vv), LoopKind.VECTOR, lanes)
+    n_o = div(add(extent, lanes - 1), lanes)
+    rem = emin(lanes, add(extent, mul(vo, -lanes)))
+    return For(vo, n_o, For(vv, rem, body(add(mul(vo, lanes), vv)), LoopKind.VECTOR, lanes))
 
 
 # ---- groups -> specs ------------------------------------------------------------------------
@@ -233,7 +247,7 @@ def _epilogue(group: Group, bufs: Mapping[Value, Buffer], consts: Mapping[Value,
 
 
 def conv_spec(name: str, group: Group, bufs: Mapping[Value, Buffer],
-              consts: Mapping[Value, np.ndarray], knobs: Knobs
+              consts: Mapping[Value, np.ndarray], knobs: Knobs, threads: int = 1
               ) -> tuple[GemmSpec, dict[int, tuple[Buffer, np.ndarray]]] | None:
     conv = group.anchor
     assert conv is not None
@@ -297,9 +311,39 @@ def conv_spec(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return call("add", accv, c if c is not None else BufLoad(bufs[bias], (ix[1],), F32))
 
     epi = _epilogue(group, bufs, consts, lambda bg, m, p: out_index(bg, m, p), anchor_value)
+    rows = max(1, min(knobs.nc // ow_, oh_))
+    if threads > 1 and n_ * g < threads:
+        rows = max(1, min(rows, -(-oh_ // threads)))
+    KC = min(knobs.kc, K)
+
+    def pack(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr) -> Stmt:
+        """col[kk, r*OW + ox] = X[n, c, oy*s + ky*d - pt, ox*s + kx*d - pl] (0 in the pad)."""
+        kk, r, ox = Var("kk"), Var("r"), Var("ox")
+        k = add(mul(kc, KC), kk)
+        nb, gi = div(bg, g), mod(bg, g)
+        c = add(mul(gi, cg), div(k, kh_ * kw_))
+        ky, kx = mod(div(k, kw_), kh_), mod(k, kw_)
+        oy = add(mul(nc, rows), r)
+        iy = add(mul(oy, sh), mul(ky, dh), -pt)
+        rows_here = emin(rows, add(oh_, mul(nc, -rows)))
+
+        def cell(oxe: Expr) -> Stmt:
+            ix = add(mul(oxe, sw), mul(kx, dw), -pl)
+            conds = []
+            if pt or (oh_ - 1) * sh + (kh_ - 1) * dh - pt >= h_:
+                conds += [iy.ge(0), iy.lt(h_)]
+            if pl or (ow_ - 1) * sw + (kw_ - 1) * dw - pl >= w_:
+                conds += [ix.ge(0), ix.lt(w_)]
+            v: Expr = BufLoad(xb, (nb, c, iy, ix), F32)
+            cond = both(*conds)
+            if cond is not None:
+                v = select(cond, v, Const(0.0, F32))
+            return Store(col, (kk, add(mul(r, ow_), oxe)), v)
+        return For(kk, kcur, For(r, rows_here, vloop(ox, c64(ow_), cell)))
+
     spec = GemmSpec(name, n_ * g, mg, P, K, a_buf, lambda bg: mod(bg, g), None, None,
                     lambda bg: c64(0), b_load, ob, out_index, epi, knobs,
-                    flops=2 * n_ * m_ * P * K)
+                    flops=2 * n_ * m_ * P * K, pack=pack, block_cols=rows * ow_)
     return spec, {id(a_buf): (a_buf, packed)}
 
 
@@ -382,7 +426,7 @@ def lower_gemm(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return None
     kn = knobs or Knobs()
     if anchor.kind == "conv":
-        r = conv_spec(name, group, bufs, consts, kn)
+        r = conv_spec(name, group, bufs, consts, kn, threads)
     elif anchor.kind == "matmul":
         r = matmul_spec(name, group, bufs, consts, kn)
     else:

@@ -53,7 +53,8 @@ class Rewriter:
             ins = [self.map[v] for v in op.inputs]
             res = None if op.kind == "const" else visit(self, op, ins)
             if res is None:
-                if all(a is b for a, b in zip(ins, op.inputs)):
+                if all(a is b for a, b in zip(ins, op.inputs)) and not (
+                        self.b.fold and op.kind != "const"):
                     self.b.add(op)
                     res = op.outputs
                 else:
