@@ -40,6 +40,9 @@ class MemoryPlan:
         return "\n".join(lines) + "\n"
 
 
+COLOR_STEP, COLORS = 320, 12
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
@@ -49,8 +52,13 @@ def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
     placed: list[tuple[int, int, Request]] = []   # (offset, end, request)
     offsets: dict[str, int] = {}
     order = sorted(requests, key=lambda r: (-r.nbytes, r.first, r.name))
-    for r in order:
+    for n, r in enumerate(order):
         size = _align(max(r.nbytes, 1), align)
+        # NOTE: buffers whose addresses agree modulo 4 KiB make a kernel's loads wait on its
+        # own stores to the other buffer (4K aliasing); a per-buffer skew of a few cache lines
+        # avoids that for big buffers, at a cost of < 4 KiB each.
+        skew = COLOR_STEP * (n % COLORS) if size >= 1 << 16 else 0
+        size += skew
         busy = sorted((o, e) for o, e, q in placed if not (q.last < r.first or r.last < q.first))
         best = None
         cur = 0
@@ -64,7 +72,7 @@ def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
             best = min(gaps)[1]
         else:
             best = cur
-        offsets[r.name] = best
+        offsets[r.name] = best + skew
         placed.append((best, best + size, r))
     arena = max((e for _, e, _ in placed), default=0)
     naive = sum(_align(max(r.nbytes, 1), align) for r in requests)

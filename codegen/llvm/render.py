@@ -216,17 +216,44 @@ class KernelRenderer:
         assert self.vec is not None
         lanes = self.vec.lanes
         vty = ir.VectorType(mty, lanes)
-        mask = self.lane_mask(lanes)
+        # local buffers are allocated for whole vectors: no mask needed, and none wanted (a
+        # masked access would keep LLVM from promoting the accumulator to a register)
+        mask = self.lane_mask(lanes) if buf.scope != Scope.LOCAL else None
         if coef == 1:
             base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
             p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
             v = b.load(p, align=align) if mask is None else self.masked_load(p, vty, mask)
             return Val(self.from_mem(v, buf.dtype), True)
+        if coef is not None and 2 <= coef <= 4:
+            return Val(self.from_mem(self.strided_load(buf, off, coef, mask), buf.dtype), True)
         ptrs = self.lane_pointers(buf, off, lanes)
         if mask is None:
             mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
         v = self.gather(ptrs, vty, mask)
         return Val(self.from_mem(v, buf.dtype), True)
+
+    def strided_load(self, buf: Buffer, off: Expr, stride: int, mask: ir.Value | None
+                     ) -> ir.Value:
+        """A stride-2..4 access as one wide masked load and a shuffle (gathers are slow):
+        only the elements the lanes need are loaded, so nothing past them is touched."""
+        assert self.vec is not None
+        b = self.b
+        lanes = self.vec.lanes
+        wide = lanes * stride
+        mty = llvm_type(buf.dtype, memory=True)
+        wty = ir.VectorType(mty, wide)
+        base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+        p = b.bitcast(self.ptr(buf, base), wty.as_pointer())
+        mty1 = ir.VectorType(I1, lanes)
+        m = mask if mask is not None else ir.Constant(mty1, [1] * lanes)
+        # wide lane w is needed iff w % stride == 0 and lane w // stride is on
+        idx = [w // stride if w % stride == 0 else lanes for w in range(wide)]
+        wmask = b.shuffle_vector(m, ir.Constant(mty1, [0] * lanes),
+                                 ir.Constant(ir.VectorType(I32, wide), idx))
+        v = self.masked_load(p, wty, wmask)
+        return b.shuffle_vector(v, ir.Constant(wty, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, lanes),
+                                            [k * stride for k in range(lanes)]))
 
     def lane_mask(self, lanes: int) -> ir.Value | None:
         """Lanes a memory access may touch: inside the vector loop's extent and the guard."""
@@ -259,8 +286,8 @@ class KernelRenderer:
         if coef == 1:
             base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
             p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
-            if self.vec.mask is None:
-                b.store(v, p, align=4)
+            if self.vec.mask is None or buf.scope == Scope.LOCAL:
+                b.store(v, p, align=buf.dtype.itemsize)
             else:
                 self.masked_store(v, p, self.vec.mask)
             return

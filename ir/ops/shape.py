@@ -95,9 +95,23 @@ class Reshape(_Move):
 
     def compute(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
                 attrs: Mapping[str, Any]) -> list[Compute]:
-        ox = axes(outs[0].rank)
-        flat = flat_index(ox, [int(d) for d in outs[0].shape])  # type: ignore[arg-type]
-        src = unflat_index(flat, [int(d) for d in ins[0].shape])  # type: ignore[arg-type]
+        src_shape = [int(d) for d in ins[0].shape]  # type: ignore[arg-type]
+        dst_shape = [int(d) for d in outs[0].shape]  # type: ignore[arg-type]
+        ox = axes(len(dst_shape))
+        # dims shared at the front and the back map one to one; only the middle is re-split
+        # (keeps index arithmetic simple, so loads stay contiguous)
+        pre = 0
+        while pre < min(len(src_shape), len(dst_shape)) and src_shape[pre] == dst_shape[pre]:
+            pre += 1
+        suf = 0
+        while (suf < min(len(src_shape), len(dst_shape)) - pre
+               and src_shape[-1 - suf] == dst_shape[-1 - suf]):
+            suf += 1
+        mid_dst = dst_shape[pre:len(dst_shape) - suf]
+        mid_src = src_shape[pre:len(src_shape) - suf]
+        flat = flat_index(ox[pre:len(dst_shape) - suf], mid_dst)
+        src = list(ox[:pre]) + list(unflat_index(flat, mid_src)) + list(
+            ox[len(dst_shape) - suf:])
         return [Compute(ox, load(0, ins[0], src))]
 
 
