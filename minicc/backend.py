@@ -1,8 +1,10 @@
 """The ONNX backend adapter (`onnx.backend.base.Backend`), so the official test suite runs.
 
-`prepare` checks the model and imports it; a model whose shape operands are graph inputs (Reshape's
-shape fed at run time, say) is imported again at the first `run`, with those inputs bound to the
-given values, and cached per (shapes, bound values): minicc compiles static graphs.
+`prepare` checks the model and imports it; `run` compiles it for the shapes of the inputs it is
+given (minicc compiles static graphs) and runs the native code. A model whose shape operands are
+graph inputs (Reshape's shape fed at run time, say) is imported again with those inputs bound to
+the given values. Compiled models are cached per (shapes, bound values).
+`MiniccBackend.interpret = True` runs the reference interpreter instead.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from minicc.ir.interpret import interpret
 
 
 class MiniccRep(BackendRep):
-    """A prepared model: runs through the reference interpreter."""
+    """A prepared model: compiled for the input shapes of each run (or interpreted)."""
 
-    def __init__(self, model: onnx.ModelProto, device: str = "CPU"):
+    def __init__(self, model: onnx.ModelProto, device: str = "CPU", interpret: bool = False):
         self.model = model
         self.device = device
+        self.interpret = interpret
+        self._compiled: dict[bytes, Any] = {}
+        self.threads: int | None = None
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [vi.name for vi in model.graph.input if vi.name not in inits]
         self.output_names = [vi.name for vi in model.graph.output]
@@ -84,15 +89,40 @@ class MiniccRep(BackendRep):
         missing = [n for n in module.main.input_names if n not in feeds]
         if missing:
             raise RuntimeInputError(f"missing inputs: {', '.join(missing)}")
-        out = interpret(module, live)
+        if self.interpret:
+            out = interpret(module, live)
+        else:
+            out = self._compiled_for(module, live).run(live)
         return tuple(out[n] for n in module.main.output_names)
+
+    def _compiled_for(self, module: Module, feeds: dict[str, np.ndarray]) -> Any:
+        from minicc.compile import CompileOptions, compile
+
+        key = repr((id(module), sorted((n, a.dtype.str, a.shape) for n, a in feeds.items())))
+        cm = self._compiled.get(key.encode())
+        if cm is None:
+            shapes = {n: tuple(a.shape) for n, a in feeds.items()}
+            m = module
+            f = m.main
+            if any(not v.type.is_static for v in f.inputs):
+                # bind symbolic dims by importing again with the actual shapes
+                values = {n: feeds[n] for n in self._bound if n in feeds}
+                m = import_onnx(self.model, shapes, values)
+            cm = compile(m, options=CompileOptions(threads=self.threads))
+            self._compiled[key.encode()] = cm
+        return cm
 
 
 class MiniccBackend(Backend):
+    interpret = False      # True: the reference interpreter instead of compiled code
+    threads: int | None = None
+
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> MiniccRep:
         super().prepare(model, device, **kwargs)
-        return MiniccRep(model, device)
+        rep = MiniccRep(model, device, interpret=cls.interpret)
+        rep.threads = cls.threads
+        return rep
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
@@ -111,7 +141,8 @@ class MiniccBackend(Backend):
         graph = onnx.helper.make_graph([node], "run_node", ins, outs)
         opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-        rep = MiniccRep(model, device)
+        rep = MiniccRep(model, device, interpret=cls.interpret)
+        rep.threads = cls.threads
         return rep.run([a for n, a in zip(node.input, arrays) if n])
 
 

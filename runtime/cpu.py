@@ -167,9 +167,9 @@ class Executable:
     def _view(self, kind: str, off: int, dt: str, shape: Sequence[int], xs: list[np.ndarray],
               outs: list[np.ndarray]) -> np.ndarray:
         if kind == "input":
-            return xs[off]
+            return xs[off].reshape(shape)      # a view (reshape) of an input
         if kind == "output":
-            return outs[off]
+            return outs[off].reshape(shape)
         base = self._arena if kind == "arena" else self._weights
         n = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(base, dtype=_NP[dt], count=n, offset=off).reshape(shape)

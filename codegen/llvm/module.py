@@ -9,8 +9,10 @@ with GOMP_barrier() between kernels.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -185,17 +187,32 @@ def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bo
                     summary=summary(prog), llvm_ir=text if keep_ir else "")
 
 
+@functools.lru_cache(maxsize=None)
+def build_id() -> str:
+    """A hash of the compiler's own source: editing the code generator invalidates the cache
+    even when the version number does not change."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[2]
+    for pkg in ("codegen", "ir", "runtime"):
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(prog: Program, opt_level: int, fastmath: bool, version: str,
               split: bool = False) -> str:
     h = hashlib.sha256()
-    h.update(f"{version}|llvm|{opt_level}|{fastmath}|{prog.threads}|{split}|"
+    h.update(f"{version}|{build_id()}|llvm|{opt_level}|{fastmath}|{prog.threads}|{split}|"
              f"{host_features()}".encode())
+    h.update(repr((prog.inputs, prog.outputs, prog.output_sources,
+                   prog.memory.arena_bytes)).encode())
     for st in prog.steps:
         if isinstance(st, KernelStep):
             h.update(print_kernel(st.kernel).encode())
             h.update(repr(st.args).encode())
         else:
-            h.update(repr((st.op.kind, st.inputs, st.outputs)).encode())
+            h.update(repr((st.op.kind, sorted(host_attrs(st.op).items()), st.inputs,
+                           st.outputs)).encode())
     h.update(hashlib.sha256(prog.weights).digest())
     return h.hexdigest()[:32]
 

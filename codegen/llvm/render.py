@@ -436,6 +436,10 @@ class KernelRenderer:
     def convert(self, v: ir.Value, src: DType, dst: DType) -> ir.Value:
         if src == dst:
             return v
+        if DType.F16 in (src, dst) and DType.F32 not in (src, dst):
+            # only f16 <-> f32 has an instruction (F16C); anything else would be a libgcc call
+            # MCJIT cannot resolve: go through f32
+            return self.convert(self.convert(v, src, DType.F32), DType.F32, dst)
         b = self.b
         vec = isinstance(v.type, ir.VectorType)
         tty = llvm_type(dst)
@@ -463,6 +467,8 @@ class KernelRenderer:
 
     def libm(self, name: str, args: list[ir.Value], dt: DType) -> ir.Value:
         """Call a libm function per lane (vectors are scalarized)."""
+        if name not in LIBM:
+            raise CodegenError(f"llvm: no {dt.value} implementation of '{name}'")
         fname = LIBM[name][0 if dt == DType.F32 else 1]
         sty = llvm_type(dt)
         fn = self._intrinsic(fname, sty, [sty] * len(args))
@@ -486,7 +492,8 @@ def _arith(fop: str, iop: str, uop: str | None = None) -> Emitter:
     def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
         dt = ts[0]
         if dt.is_float:
-            return getattr(r.b, fop)(a[0], a[1], flags=r.flags)
+            # f16 rounds after every op, as numpy does: no contraction into FMAs there
+            return getattr(r.b, fop)(a[0], a[1], flags=r.flags if dt != DType.F16 else ())
         op = uop if (uop and _unsigned(dt)) else iop
         return getattr(r.b, op)(a[0], a[1])
     return emit
@@ -533,10 +540,17 @@ def _math(name: str) -> Emitter:
     def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
         if ts[0] == DType.F32 and name in F32_MATH:
             return F32_MATH[name](r.b, a[0])
-        if ts[0] == DType.F16:  # compute in f32
+        if ts[0] == DType.F16:  # libm's f32 function, rounded to f16 (bit-exact with numpy)
             wide = [r.convert(x, DType.F16, DType.F32) for x in a]
-            y = emit(r, wide, [DType.F32] * len(a), DType.F32)
+            y = r.libm(name, wide, DType.F32) if name in LIBM else F32_MATH[name](r.b, wide[0])
             return r.convert(y, DType.F32, DType.F16)
+        if name == "sigmoid":   # f64: 1 / (1 + exp(-x)) with libm's exp
+            one = _splat_like(r, a[0], 1.0)
+            return r.b.fdiv(one, r.b.fadd(one, r.libm("exp", [r.b.fneg(a[0])], ts[0])))
+        if name == "softplus":  # f64: log1p(exp(-|x|)) + max(x, 0)
+            ax = _intr("fabs")(r, a, ts, out)
+            l1p = r.libm("log1p", [r.libm("exp", [r.b.fneg(ax)], ts[0])], ts[0])
+            return r.b.fadd(l1p, _relu(r, a, ts, out))
         return r.libm(name, a, ts[0])
     return emit
 
@@ -548,14 +562,29 @@ def _splat_like(r: KernelRenderer, v: ir.Value, c: float | int) -> ir.Value:
     return ir.Constant(ty, c)
 
 
+def _safe_divisor(r: KernelRenderer, d: ir.Value, signed: bool) -> ir.Value:
+    """x86 traps on integer division by 0 (and INT_MIN / -1): divide by 1 there instead; the
+    callers fix up the -1 case, and a zero divisor gives an unspecified (but no) result."""
+    b = r.b
+    bad = b.icmp_signed("==", d, _splat_like(r, d, 0))
+    if signed:
+        bad = b.or_(bad, b.icmp_signed("==", d, _splat_like(r, d, -1)))
+    return b.select(bad, _splat_like(r, d, 1), d)
+
+
 def _div(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
     dt = ts[0]
     if dt.is_float:
         return r.b.fdiv(a[0], a[1], flags=r.flags)
-    # integer division by zero is undefined in LLVM: divide by 1 instead (result unspecified)
-    zero = _splat_like(r, a[1], 0)
-    d = r.b.select(r.b.icmp_signed("==", a[1], zero), _splat_like(r, a[1], 1), a[1])
-    return r.b.udiv(a[0], d) if _unsigned(dt) else r.b.sdiv(a[0], d)
+    if _unsigned(dt):
+        return r.b.udiv(a[0], _safe_divisor(r, a[1], False))
+    q = r.b.sdiv(a[0], _safe_divisor(r, a[1], True))
+    return r.b.select(r.b.icmp_signed("==", a[1], _splat_like(r, a[1], -1)), r.b.neg(a[0]), q)
+
+
+def _srem(r: KernelRenderer, x: ir.Value, d: ir.Value) -> ir.Value:
+    rem = r.b.srem(x, _safe_divisor(r, d, True))
+    return r.b.select(r.b.icmp_signed("==", d, _splat_like(r, d, -1)), _splat_like(r, d, 0), rem)
 
 
 def _floordiv(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
@@ -578,8 +607,8 @@ def _mod(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> i
                      b.xor(b.fcmp_ordered("<", rem, zero), b.fcmp_ordered("<", a[1], zero)))
         return b.select(fix, b.fadd(rem, a[1]), rem)
     if _unsigned(dt):
-        return b.urem(a[0], a[1])
-    rem = b.srem(a[0], a[1])
+        return b.urem(a[0], _safe_divisor(r, a[1], False))
+    rem = _srem(r, a[0], a[1])
     zero = _splat_like(r, rem, 0)
     fix = b.and_(b.icmp_signed("!=", rem, zero),
                  b.xor(b.icmp_signed("<", rem, zero), b.icmp_signed("<", a[1], zero)))
@@ -589,7 +618,9 @@ def _mod(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> i
 def _fmod(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
     if ts[0].is_float:
         return r.b.frem(a[0], a[1])
-    return r.b.urem(a[0], a[1]) if _unsigned(ts[0]) else r.b.srem(a[0], a[1])
+    if _unsigned(ts[0]):
+        return r.b.urem(a[0], _safe_divisor(r, a[1], False))
+    return _srem(r, a[0], a[1])
 
 
 def _pow(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
@@ -670,8 +701,21 @@ def _isinf(sign: int) -> Emitter:
 
 
 def _shift(left: bool) -> Emitter:
+    """numpy semantics: signed right shifts are arithmetic; a count that is negative or not
+    below the bit width gives 0 (or -1 for a negative value shifted right)."""
     def emit(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
-        return r.b.shl(a[0], a[1]) if left else r.b.lshr(a[0], a[1])
+        b = r.b
+        x, n = a
+        bits = ts[0].itemsize * 8
+        out_of_range = b.icmp_unsigned(">=", n, _splat_like(r, n, bits))
+        safe = b.select(out_of_range, _splat_like(r, n, 0), n)
+        zero = _splat_like(r, x, 0)
+        if left:
+            return b.select(out_of_range, zero, b.shl(x, safe))
+        if _unsigned(ts[0]):
+            return b.select(out_of_range, zero, b.lshr(x, safe))
+        fill = b.select(b.icmp_signed("<", x, zero), _splat_like(r, x, -1), zero)
+        return b.select(out_of_range, fill, b.ashr(x, safe))
     return emit
 
 

@@ -148,8 +148,10 @@ class _Emitter:
             return self.emit_reduces(pre + rs, bound, cont)
         self.n += 1
         idx, shape = self.lane_index(r)
-        acc = Buffer(f"acc{self.n}", r.dtype, shape, Scope.LOCAL)
-        stmts: list[Stmt] = [Store(acc, idx, _reduce_init(r.op, r.dtype if r.op not in (
+        # f16 sums accumulate in f32 (as numpy and onnxruntime do), rounding once at the end
+        acc_dt = DType.F32 if r.dtype == DType.F16 and r.op in ("sum", "prod") else r.dtype
+        acc = Buffer(f"acc{self.n}", acc_dt, shape, Scope.LOCAL)
+        stmts: list[Stmt] = [Store(acc, idx, _reduce_init(r.op, acc_dt if r.op not in (
             "argmax", "argmin") else _body_dtype(r)))]
         pos_buf = None
         if r.op in ("argmax", "argmin"):
@@ -161,7 +163,8 @@ class _Emitter:
         inner_bound = bound | rvars
 
         def update() -> Stmt:
-            body = self.replace(r.body)
+            body = _widen(self.replace(r.body), acc.dtype) if r.op in ("sum", "prod") else \
+                self.replace(r.body)
             cur = BufLoad(acc, idx, acc.dtype)
             if r.op == "sum":
                 return Store(acc, idx, call("add", cur, body))
@@ -183,13 +186,23 @@ class _Emitter:
         for v, n in reversed(r.axes):
             loop = For(v, Const(n, I64), loop)
         stmts.append(loop)
-        self.done[r] = BufLoad(pos_buf, idx, I64) if pos_buf is not None else BufLoad(
-            acc, idx, acc.dtype)
+        self.done[r] = BufLoad(pos_buf, idx, I64) if pos_buf is not None else cast(BufLoad(
+            acc, idx, acc.dtype), r.dtype)
         rest = self.emit_reduces(rs[1:], bound, cont)
         body = seq(*stmts, rest)
         if pos_buf is not None:
             body = Allocate(pos_buf, body)
         return Allocate(acc, body)
+
+
+def _widen(e: Expr, dt: DType) -> Expr:
+    """e evaluated in the wider type dt: products and sums of f16 values are not rounded to f16
+    on the way into an f32 accumulator (numpy's half matmul does the same)."""
+    if e.dtype == dt:
+        return e
+    if isinstance(e, Call) and e.fn in ("mul", "add", "sub") and e.dtype == DType.F16:
+        return call(e.fn, *(_widen(a, dt) for a in e.args))
+    return cast(e, dt)
 
 
 def _body_dtype(r: Reduce) -> DType:
