@@ -65,17 +65,46 @@ def _summary(name: str, a: np.ndarray) -> str:
     return f"  {name}: {a.dtype}{list(a.shape)}{stats}"
 
 
+def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # type: ignore
+    from minicc.compile import CompileOptions
+
+    return CompileOptions(target=getattr(args, "target", "llvm"),
+                          opt_level=getattr(args, "opt_level", 3),
+                          threads=getattr(args, "threads", None), input_shapes=_shapes(args),
+                          dump=dump, profile=getattr(args, "profile", False))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from minicc.api import interpret
+    from minicc.compile import compile, load
     from minicc.tools import compare, load_input_arg, make_inputs, onnxruntime_outputs
 
     given = dict(load_input_arg(s) for s in (args.input or []))
-    module, bound = _load(args, given)
-    inputs = make_inputs(module, given, args.random_inputs, args.seed, bound)
+    if Path(args.model).suffix == ".mcc":
+        if args.interp:
+            _err("--interp needs the model (.onnx or .mir), not a compiled .mcc artifact")
+            return EXIT_USER
+        cm = load(args.model, args.threads)
+        fake = _Signature(cm.artifact.inputs)
+        inputs = make_inputs(fake, given, args.random_inputs, args.seed)  # type: ignore[arg-type]
+        how = f"compiled artifact ({cm.threads} threads)"
+        run = cm.run
+    else:
+        module, bound = _load(args, given)
+        inputs = make_inputs(module, given, args.random_inputs, args.seed, bound)
+        if args.interp:
+            how = "the reference interpreter"
+            run = lambda x: interpret(module, x)  # noqa: E731
+        else:
+            t = time.perf_counter()
+            cm = compile(module, options=_compile_options(args))
+            how = f"compiled code ({cm.threads} threads; compiled in " \
+                  f"{time.perf_counter() - t:.2f} s{', cache hit' if cm.report.cache_hit else ''})"
+            run = cm.run
     t0 = time.perf_counter()
-    outs = interpret(module, inputs)
+    outs = run(inputs)
     dt = time.perf_counter() - t0
-    print(f"ran {args.model} with the reference interpreter in {dt * 1e3:.1f} ms")
+    print(f"ran {args.model} with {how} in {dt * 1e3:.2f} ms")
     for n, a in outs.items():
         print(_summary(n, a))
     if args.output_dir:
@@ -86,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             np.save(d / f"{safe}.npy", a)
         print(f"wrote {len(outs)} outputs to {d}/")
     if args.compare:
-        if Path(args.model).suffix == ".mir":
+        if Path(args.model).suffix != ".onnx":
             _err("--compare onnxruntime needs the .onnx model")
             return EXIT_USER
         feeds = dict(given)
@@ -104,10 +133,104 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Signature:
+    """The input signature of a compiled artifact, shaped like a Module for make_inputs."""
+
+    def __init__(self, inputs: tuple) -> None:
+        from minicc.ir import DType, TensorType, Value
+
+        vals = tuple(Value(TensorType(DType.parse(d), tuple(s)), None) for _, d, s in inputs)
+        self.main = type("Sig", (), {"input_names": [n for n, _, _ in inputs],
+                                     "inputs": vals, "name": "main"})()
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from minicc.compile import STAGES, compile
+
+    stages: tuple[str, ...] = ()
+    for d in args.dump_ir or []:
+        for s in d.split(","):
+            if s == "all":
+                stages += STAGES
+            elif s not in STAGES:
+                _err(f"unknown stage '{s}' for --dump-ir (stages: {', '.join(STAGES)}, all)")
+                return EXIT_USER
+            else:
+                stages += (s,)
+    if args.explain_fusion and "fusion" not in stages:
+        stages += ("fusion",)
+    t = time.perf_counter()
+    cm = compile(args.model, options=_compile_options(args, stages))
+    dt = time.perf_counter() - t
+    for stage, text in cm.report.dumps.items():
+        if args.dump_dir:
+            d = Path(args.dump_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            fname = "".join(c if c.isalnum() or c in "._-" else "_" for c in stage)
+            ext = {"llvm": ".ll", "asm": ".s"}.get(stage, ".mir" if stage in (
+                "imported",) or stage.startswith("after") else ".txt")
+            (d / f"{fname}{ext}").write_text(text)
+        else:
+            print(f"// ----- {stage} -----")
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.dump_dir and cm.report.dumps:
+        print(f"wrote {len(cm.report.dumps)} dumps to {args.dump_dir}/", file=sys.stderr)
+    print(cm.summary())
+    print(f"total compile time {dt:.2f} s")
+    if args.output:
+        p = cm.save(args.output)
+        print(f"wrote {p}")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from minicc.bench import bench_gemm, bench_model, geomean
+
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.gemm:
+        for th in threads:
+            bench_gemm(args.gemm, th, args.repeat)
+        return EXIT_OK
+    if not args.model:
+        _err("give a model to benchmark (or --gemm N)")
+        return EXIT_USER
+    ok = True
+    rows = []
+    for m in args.model:
+        name = Path(m).stem
+        rows += bench_model(m, name, threads, args.repeat, randomize=not args.no_randomize,
+                            input_shapes=_shapes(args))
+    for th in threads:
+        rs = [r for r in rows if r.threads == th]
+        print(f"threads {th}: geometric mean ratio minicc/onnxruntime "
+              f"{geomean([r.ratio for r in rs]):.2f}x over {len(rs)} model(s)")
+    ok = all(r.ok for r in rows)
+    return EXIT_OK if ok else EXIT_CHECK
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    from minicc.ir.parser import parse
+    from minicc.ir.passes.pipeline import run_passes
+    from minicc.ir.printer import print_module
+    from minicc.tools import load_mir, save_mir
+
+    if args.input == "-":
+        module = parse(sys.stdin.read(), path="<stdin>")
+    else:
+        module = load_mir(args.input)
+    names = [p for p in args.passes.split(",") if p]
+    out = run_passes(module, names, verify_each=True)
+    if args.output and args.output != "-":
+        save_mir(out, args.output)
+    else:
+        sys.stdout.write(print_module(out))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from minicc.demo import run_demo
 
-    return EXIT_OK if run_demo(args.model) else EXIT_CHECK
+    return EXIT_OK if run_demo(args.model, interpret_too=args.interp) else EXIT_CHECK
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
@@ -138,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "ONNX in, minicc IR, native code out.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    p.add_argument("--help-env", action="store_true", help="list the debug environment variables")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -157,9 +281,39 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--locs", action="store_true", help="print source locations (ONNX node names)")
     q.set_defaults(fn=cmd_import)
 
-    q = sub.add_parser("run", help="run a model (.onnx or .mir) and print its outputs",
-                       description="Run MODEL with the reference interpreter.")
+    def compile_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--target", default="llvm", choices=["llvm", "cpu"],
+                       help="code generator (llvm: this CPU)")
+        q.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
+                       help="graph passes and templates (0: none, 3: all; default 3)")
+        q.add_argument("--threads", type=int, default=None,
+                       help="threads to compile and run for (default: all cores)")
+
+    q = sub.add_parser("compile", help="compile a model for this CPU",
+                       description="Compile MODEL (.onnx or .mir) to native code: graph passes, "
+                       "fusion, loop IR, LLVM. Prints a summary; -o writes an artifact that "
+                       "`minicc run` and minicc.load() run without recompiling.")
     q.add_argument("model", metavar="MODEL")
+    q.add_argument("-o", "--output", metavar="OUT.mcc", help="write the compiled artifact")
+    compile_opts(q)
+    shape_opt(q)
+    q.add_argument("--dump-ir", action="append", metavar="STAGE",
+                   help="print the IR after a stage: imported, passes (after each graph "
+                   "pass), fusion, loops (scheduled loop IR), memory, llvm, asm, or all; "
+                   "repeatable or comma-separated")
+    q.add_argument("--dump-dir", metavar="DIR", help="write dumps to files in DIR")
+    q.add_argument("--explain-fusion", action="store_true",
+                   help="list every fusion refusal with its reason")
+    q.add_argument("--profile", action="store_true",
+                   help="one native entry per kernel (for per-kernel timing)")
+    q.set_defaults(fn=cmd_compile)
+
+    q = sub.add_parser("run", help="run a model (.onnx, .mir or .mcc) and print its outputs",
+                       description="Run MODEL: compiled to native code (default) or with the "
+                       "reference interpreter (--interp).")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("--interp", action="store_true", help="use the reference interpreter")
+    compile_opts(q)
     q.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input; "
                    "repeatable")
     q.add_argument("--random-inputs", action="store_true", help="random values for inputs not "
@@ -173,13 +327,40 @@ def build_parser() -> argparse.ArgumentParser:
     shape_opt(q)
     q.set_defaults(fn=cmd_run)
 
+    q = sub.add_parser("bench", help="benchmark against onnxruntime (and numpy for --gemm)",
+                       description="Median latency of minicc and onnxruntime in one process on "
+                       "the same inputs, and their ratio. ConstantOfShape weights are replaced "
+                       "by random values of the same scale unless --no-randomize.")
+    q.add_argument("model", nargs="*", metavar="MODEL.onnx")
+    q.add_argument("--vs", default="onnxruntime", choices=["onnxruntime"],
+                   help="what to compare with")
+    q.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    q.add_argument("--repeat", type=int, default=20, help="timed runs after warm-up (default 20)")
+    q.add_argument("--no-randomize", action="store_true", help="keep splat weights as they are")
+    q.add_argument("--gemm", type=int, metavar="N", help="benchmark an N x N x N matmul vs numpy")
+    shape_opt(q)
+    q.set_defaults(fn=cmd_bench)
+
+    q = sub.add_parser("opt", help="run graph passes on IR text",
+                       description="Read IR (a .mir file or - for stdin), run passes, print or "
+                       "write the result.")
+    q.add_argument("input", metavar="IN.mir")
+    from minicc.ir.passes.pipeline import PASSES
+
+    q.add_argument("--passes", required=True,
+                   help=f"comma-separated: {', '.join(PASSES)}")
+    q.add_argument("-o", "--output", metavar="OUT.mir")
+    q.set_defaults(fn=cmd_opt)
+
     q = sub.add_parser("demo", help="run a real model shipped with onnx and check its output",
-                       description="Import and run one of onnx's light_* models on the input "
-                       "arange(n)/n and compare with the output shipped beside it.")
+                       description="Import, compile and run one of onnx's light_* models on the "
+                       "input arange(n)/n and compare with the output shipped beside it.")
     from minicc.demo import LIGHT_MODELS
 
     q.add_argument("--model", default="resnet50", choices=LIGHT_MODELS,
                    help="which light model (default resnet50)")
+    q.add_argument("--interp", action="store_true",
+                   help="also run the reference interpreter and check it")
     q.set_defaults(fn=cmd_demo)
 
     q = sub.add_parser("ops", help="list the IR ops and ONNX converters",
@@ -197,6 +378,14 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--help-env" in argv:
+        from minicc.env import FLAGS
+
+        for k, v in FLAGS.items():
+            print(f"{k:26} {v}")
+        return EXIT_OK
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -46,12 +46,15 @@ def light_model_io(name: str) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
     return path, feeds, expected
 
 
-def run_demo(name: str = "resnet50", log: Callable[[str], None] = print) -> bool:
+def run_demo(name: str = "resnet50", log: Callable[[str], None] = print,
+             interpret_too: bool = False) -> bool:
+    """Import, compile and run a light model; check against the shipped output."""
     from minicc.api import import_onnx, interpret
+    from minicc.compile import CompileOptions, compile
     from minicc.tools import compare
 
     path, feeds, expected = light_model_io(name)
-    log(f"model   {path}")
+    log(f"model    {path}")
     t0 = time.perf_counter()
     module = import_onnx(path)
     t1 = time.perf_counter()
@@ -60,14 +63,28 @@ def run_demo(name: str = "resnet50", log: Callable[[str], None] = print) -> bool
     for op in f.ops:
         kinds[op.kind] = kinds.get(op.kind, 0) + 1
     top = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items(), key=lambda kv: -kv[1])[:6])
-    log(f"import  {len(f.ops)} ops ({top}) in {t1 - t0:.2f} s")
-    out = interpret(module, feeds)
+    log(f"import   {len(f.ops)} ops ({top}) in {t1 - t0:.2f} s")
+    cm = compile(module, options=CompileOptions())
     t2 = time.perf_counter()
+    s = cm.artifact.summary
+    log(f"compile  {len(s['kernels'])} kernels, arena {s['arena_bytes'] / 2**20:.1f} MiB, "
+        f"{t2 - t1:.2f} s{' (cache hit)' if cm.report.cache_hit else ''}")
+    out = cm.run(feeds)
+    cm.run(feeds)
+    t3 = time.perf_counter()
+    cm.run(feeds)
+    t4 = time.perf_counter()
     got = out[f.output_names[0]]
-    log(f"run     reference interpreter, {t2 - t1:.2f} s, output {f.output_names[0]} "
-        f"{list(got.shape)} {got.dtype}")
-    row = compare({"y": got}, {"y": expected}, rtol=1e-3, atol=1e-4)[0]
-    status = "PASS" if row["ok"] else "FAIL"
-    log(f"check   against the shipped expected output: max abs error {row.get('max_abs', 0):.3g}, "
-        f"max rel error {row.get('max_rel', 0):.3g} (rtol 1e-3, atol 1e-4): {status}")
-    return bool(row["ok"])
+    log(f"run      native code on {cm.threads} thread(s): {(t4 - t3) * 1e3:.2f} ms, output "
+        f"{f.output_names[0]} {list(got.shape)} {got.dtype}")
+    ok = True
+    results = [("compiled", got)]
+    if interpret_too:
+        results.append(("interpreter", interpret(module, feeds)[f.output_names[0]]))
+    for how, y in results:
+        row = compare({"y": y}, {"y": expected}, rtol=1e-3, atol=1e-4)[0]
+        ok = ok and bool(row["ok"])
+        log(f"check    {how} vs the shipped expected output: max abs error "
+            f"{row.get('max_abs', 0):.3g} (rtol 1e-3, atol 1e-4): "
+            f"{'PASS' if row['ok'] else 'FAIL'}")
+    return ok
