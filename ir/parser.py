@@ -30,7 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from minicc.errors import MiniccError, ParseError
-from minicc.ir.graph import Attrs, ConstData, Function, Module, Op, SourceLoc, Value
+from minicc.ir.graph import ConstData, Function, Module, Op, SourceLoc, Value
 from minicc.ir.registry import canonical_attrs, get_op
 from minicc.ir.types import DType, TensorType
 from minicc.ir.verify import verify_module

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from minicc.ir.graph import DENSE_LIMIT, Attrs, ConstData, Function, Module, Op, Value
 from minicc.ir.types import DType, TensorType

@@ -121,14 +121,10 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
             blob.extend(np.ascontiguousarray(arr).tobytes())
         return Location("weights", weight_off[key])
 
-    for v, a in consts.items():
-        if v in [o for o in f.outputs] and v not in loc:
-            pass
     step_of: dict[Group, int] = {}
     order = [g for g in part.groups if not g.is_view]
     for i, g in enumerate(order):
         step_of[g] = i
-    group_of = part.group_of()
     # lifetimes of arena tensors (in step indices), through views
     first: dict[Value, int] = {}
     last: dict[Value, int] = {}
@@ -187,7 +183,6 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
                 args.append(Location("value", id(r)))
         steps.append(KernelStep(kernel, args, g))
     # arena placement
-    by_id = {id(v): v for v in arena_values}
     for v in arena_values:
         requests.append(Request(f"v{id(v)}", int(v.type.nbytes or 0), first.get(v, 0),
                                 max(last.get(v, first.get(v, 0)), first.get(v, 0))))
@@ -201,7 +196,6 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
                        else a for a in st.args]
     for v in arena_values:
         loc[v] = Location("arena", plan.offsets[f"v{id(v)}"])
-    _ = by_id
     # host steps: bind their operands now that every tensor has a place
     for i, st in enumerate(steps):
         if isinstance(st, HostStep):
@@ -226,7 +220,6 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
             for n, v in zip(f.output_names, f.outputs)]
     prog = Program(f, part, steps, ins, outs, output_sources, bytes(blob), plan, threads)
     prog.kernel_count = sum(1 for s in steps if isinstance(s, KernelStep))
-    _ = group_of
     return prog
 
 

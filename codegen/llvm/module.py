@@ -17,7 +17,7 @@ from pathlib import Path
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer, llvm_type
+from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
 from minicc import env
 from minicc.errors import ToolchainError
 from minicc.ir.loops.printer import print_kernel
@@ -228,5 +228,3 @@ def summary(prog: Program) -> dict:
             "lower_bound_bytes": prog.memory.lower_bound, "weights_bytes": len(prog.weights),
             "threads": prog.threads}
 
-
-_ = (llvm_type, I32)

@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from minicc.errors import CodegenError
-from minicc.ir.compute import (Call, Compute, Const, Expr, Load, Reduce, Select, Var, call, cast,
+from minicc.ir.compute import (Call, Compute, Const, Expr, Load, Reduce, Var, call, cast,
                                select)
 from minicc.ir.graph import Op, Value
 from minicc.ir.loops.exprs import (flat_offset, free_vars, linear_coef, map_expr, reduces_in,
@@ -343,5 +343,3 @@ def _params(group: Group, bufs: Mapping[Value, Buffer], consts: Mapping[Value, n
     roles.append("out")
     return tuple(params), tuple(roles)
 
-
-_ = (Call, Select)
