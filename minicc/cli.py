@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     shape_opt(q)
     q.add_argument("--dump-ir", action="append", metavar="STAGE",
                    help="print the IR after a stage: imported, passes (after each graph "
-                   "pass), fusion, loops (scheduled loop IR), memory, llvm, asm, or all; "
+                   "pass), fusion (groups), compute (each group's loop body before scheduling), "
+                   "loops (scheduled loop IR), memory (arena plan), llvm, asm, or all; "
                    "repeatable or comma-separated")
     q.add_argument("--dump-dir", metavar="DIR", help="write dumps to files in DIR")
     q.add_argument("--explain-fusion", action="store_true",

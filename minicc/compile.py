@@ -19,7 +19,7 @@ from minicc.ir.registry import OPS, canonical_attrs, full_attrs
 from minicc.ir.types import Dim
 from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
 
-STAGES = ("imported", "passes", "fusion", "loops", "llvm", "asm", "memory")
+STAGES = ("imported", "passes", "fusion", "compute", "loops", "memory", "llvm", "asm")
 
 
 def default_threads() -> int:
@@ -172,6 +172,11 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
                                                                        o.opt_level), nthreads)
     if "fusion" in o.dump:
         report.dumps["fusion"] = format_partition(prog.partition, explain=True)
+    if "compute" in o.dump:
+        from minicc.ir.loops.lower import format_compute
+
+        report.dumps["compute"] = "\n".join(format_compute(g) for g in prog.partition.groups
+                                             if not g.is_view and not g.is_host) + "\n"
     if "loops" in o.dump:
         report.dumps["loops"] = "\n".join(print_kernel(k) for k in prog.kernels)
     if "memory" in o.dump:

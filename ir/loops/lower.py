@@ -83,6 +83,26 @@ class Inliner:
         return map_expr(body, f)
 
 
+def format_compute(group: Group) -> str:
+    """The group's inlined compute definition before any scheduling (`--dump-ir compute`)."""
+    from minicc.ir.loops.printer import format_expr
+
+    out = group.output
+    ax = [Var(f"i{k}") for k in range(out.type.rank)]
+
+    def leaf(v: Value, idx: tuple[Expr, ...]) -> Expr:
+        name = v.name_hint or "t"
+        return BufLoad(Buffer(name, v.type.dtype, tuple(int(d) for d in v.type.shape)),
+                       idx, v.type.dtype)
+    try:
+        body = simplify(Inliner(group, leaf).expr(group.root, ax))
+    except CodegenError as e:
+        return f"{group.describe()}: {e}"
+    idx = ", ".join(v.name for v in ax)
+    return (f"{group.describe()}\n  {out.name_hint or 'out'}[{idx}] = {format_expr(body)}"
+            f"  : {out.type}")
+
+
 def _loads(e: Expr) -> list[BufLoad]:
     out: list[BufLoad] = []
 
