@@ -47,12 +47,19 @@ def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
-    """Assign arena offsets so that buffers alive at the same step never overlap."""
+ORDERS = {
+    "size": lambda r: (-r.nbytes, r.first, r.name),
+    "first_use": lambda r: (r.first, -r.nbytes, r.name),
+    "lifetime": lambda r: (-(r.last - r.first), -r.nbytes, r.name),
+    "area": lambda r: (-(r.last - r.first + 1) * r.nbytes, r.name),
+}
+
+
+def _place(requests: list[Request], align: int, key, best_fit: bool  # type: ignore[no-untyped-def]
+           ) -> tuple[dict[str, int], int]:
     placed: list[tuple[int, int, Request]] = []   # (offset, end, request)
     offsets: dict[str, int] = {}
-    order = sorted(requests, key=lambda r: (-r.nbytes, r.first, r.name))
-    for n, r in enumerate(order):
+    for n, r in enumerate(sorted(requests, key=key)):
         size = _align(max(r.nbytes, 1), align)
         # NOTE: buffers whose addresses agree modulo 4 KiB make a kernel's loads wait on its
         # own stores to the other buffer (4K aliasing); a per-buffer skew of a few cache lines
@@ -60,21 +67,32 @@ def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
         skew = COLOR_STEP * (n % COLORS) if size >= 1 << 16 else 0
         size += skew
         busy = sorted((o, e) for o, e, q in placed if not (q.last < r.first or r.last < q.first))
-        best = None
-        cur = 0
-        # best fit: the smallest gap that holds it, else the end
         gaps = []
+        cur = 0
         for o, e in busy:
             if o - cur >= size:
                 gaps.append((o - cur, cur))
             cur = max(cur, e)
         if gaps:
-            best = min(gaps)[1]
+            best = min(gaps)[1] if best_fit else gaps[0][1]
         else:
             best = cur
         offsets[r.name] = best + skew
         placed.append((best, best + size, r))
-    arena = max((e for _, e, _ in placed), default=0)
+    return offsets, max((e for _, e, _ in placed), default=0)
+
+
+def plan_memory(requests: list[Request], align: int = 64) -> MemoryPlan:
+    """Assign arena offsets so that buffers alive at the same step never overlap: try a few
+    placement orders (by size, first use, lifetime, size x lifetime; best and first fit) and
+    keep the smallest arena."""
+    best: tuple[dict[str, int], int] | None = None
+    for key in ORDERS.values():
+        for best_fit in (True, False):
+            offsets, arena = _place(requests, align, key, best_fit)
+            if best is None or arena < best[1]:
+                best = (offsets, arena)
+    offsets, arena = best if best is not None else ({}, 0)
     naive = sum(_align(max(r.nbytes, 1), align) for r in requests)
     steps = sorted({s for r in requests for s in (r.first, r.last)})
     lower = 0

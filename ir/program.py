@@ -14,7 +14,8 @@ import numpy as np
 
 from minicc.errors import CodegenError
 from minicc.ir.graph import Function, Op, Value
-from minicc.ir.loops.nodes import Buffer, Kernel, Scope
+from minicc.ir.loops.nodes import BufLoad, Buffer, For, IfThen, Kernel, Scope, Stmt, Store, walk
+from minicc.ir.loops.exprs import flat_offset
 from minicc.ir.memory import MemoryPlan, Request, plan_memory
 from minicc.ir.passes.fuse import Group, Partition, fuse
 from minicc.ir.registry import full_attrs
@@ -147,6 +148,7 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
 
     steps: list[KernelStep | HostStep] = []
     requests: list[Request] = []
+    alias: dict[Value, Value] = {}
     pending_scratch: list[tuple[int, Buffer, int]] = []
     arena_values: set[Value] = set()
     for g in order:
@@ -182,20 +184,32 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
             else:
                 args.append(Location("value", id(r)))
         steps.append(KernelStep(kernel, args, g))
-    # arena placement
+        x = _in_place_input(g, kernel, vb, s, root, last, loc, consts)
+        if x is not None:
+            alias[root.get(g.output, g.output)] = _resolve(alias, x)
+    # arena placement; an in-place output shares its input's slot (and extends its lifetime)
+    for v, target in alias.items():
+        last[target] = max(last.get(target, 0), last.get(v, first.get(v, 0)))
     for v in arena_values:
+        if v in alias:
+            continue
         requests.append(Request(f"v{id(v)}", int(v.type.nbytes or 0), first.get(v, 0),
                                 max(last.get(v, first.get(v, 0)), first.get(v, 0))))
     for s, b, _ in pending_scratch:
         requests.append(Request(f"s{id(b)}", b.nbytes * threads, s, s))
     plan = plan_memory(requests, ALIGN)
+    ids = {id(v): v for v in arena_values}
+
+    def slot(vid: int) -> int:
+        v = ids[vid]
+        return plan.offsets[f"v{id(_resolve(alias, v))}"]
     for st in steps:
         if isinstance(st, KernelStep):
-            st.args = [Location("arena", plan.offsets[f"v{a.offset}"]) if a.kind == "value"
+            st.args = [Location("arena", slot(a.offset)) if a.kind == "value"
                        else Location("arena", plan.offsets[f"s{a.offset}"]) if a.kind == "scratch"
                        else a for a in st.args]
     for v in arena_values:
-        loc[v] = Location("arena", plan.offsets[f"v{id(v)}"])
+        loc[v] = Location("arena", slot(id(v)))
     # host steps: bind their operands now that every tensor has a place
     for i, st in enumerate(steps):
         if isinstance(st, HostStep):
@@ -221,6 +235,52 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
     prog = Program(f, part, steps, ins, outs, output_sources, bytes(blob), plan, threads)
     prog.kernel_count = sum(1 for s in steps if isinstance(s, KernelStep))
     return prog
+
+
+def _resolve(alias: dict[Value, Value], v: Value) -> Value:
+    while v in alias:
+        v = alias[v]
+    return v
+
+
+def _in_place_input(g: Group, k: Kernel, vb: dict[Value, Buffer], step: int,
+                    root: dict[Value, Value], last: dict[Value, int],
+                    loc: dict[Value, Location], consts: dict[Value, np.ndarray]) -> Value | None:
+    """An input the kernel may overwrite with its output: same type, dead after this step, in
+    the arena, and read only at the element the single store writes (an elementwise epilogue
+    such as the residual add of a ResNet block)."""
+    out = root.get(g.output, g.output)
+    if out in loc or out in consts:
+        return None
+    out_buf = vb[g.output]
+    stores = [s for s in walk(k.body) if isinstance(s, Store) and s.buf is out_buf]
+    if len(stores) != 1:
+        return None
+    st = stores[0]
+    for x in g.inputs():
+        r = root.get(x, x)
+        if r in loc or r in consts or r is out or x.type != g.output.type:
+            continue
+        if last.get(r) != step or x not in vb:
+            continue
+        xb = vb[x]
+        loads = [ld for s in walk(k.body) for ld in _stmt_loads(s) if ld.buf is xb]
+        where = flat_offset(st.index, out_buf.shape)
+        if loads and all(flat_offset(ld.index, xb.shape) == where for ld in loads):
+            return r
+    return None
+
+
+def _stmt_loads(s: Stmt) -> list[BufLoad]:
+    from minicc.ir.loops.lower import _loads
+
+    if isinstance(s, Store):
+        return _loads(s.value) + [ld for i in s.index for ld in _loads(i)]
+    if isinstance(s, For):
+        return _loads(s.extent)
+    if isinstance(s, IfThen):
+        return _loads(s.cond)
+    return []
 
 
 def host_attrs(op: Op) -> dict[str, Any]:

@@ -120,7 +120,8 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     nkc = -(-s.K // KC)
     nnc = -(-s.N // NC)
     nmr = -(-s.M // MR)
-    b, nc, kc = Var("b"), Var("nc"), Var("kc")
+    b: Expr = Var("b") if s.batch > 1 else c64(0)   # (a batch of one folds to index 0)
+    nc, kc = Var("nc"), Var("kc")
     mr, nr, kk = Var("mr"), Var("nr"), Var("kk")
     i, jo, ln, j = Var("i"), Var("jo"), Var("l"), Var("j")
     kcur = emin(KC, add(s.K, mul(kc, -KC)))                       # rows in this K block
@@ -193,10 +194,11 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     kloop = For(kc, c64(nkc), seq(pack, inner))
     par = LoopKind.PARALLEL if threads > 1 else LoopKind.SERIAL
     if s.batch >= threads and threads > 1:
-        body: Stmt = For(b, c64(s.batch), For(nc, c64(nnc), kloop), par)
+        body: Stmt = For(b, c64(s.batch), For(nc, c64(nnc), kloop), par)  # type: ignore[arg-type]
     else:
-        body = For(b, c64(s.batch), For(nc, c64(nnc), kloop, par if nnc > 1 else
-                                         LoopKind.SERIAL))
+        body = For(nc, c64(nnc), kloop, par if nnc > 1 else LoopKind.SERIAL)
+        if s.batch > 1:
+            body = For(b, c64(s.batch), body)  # type: ignore[arg-type]
     ps = list(params)
     rs = list(roles)
     if col is not None:
