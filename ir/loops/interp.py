@@ -3,27 +3,37 @@
 Slow by design and simple to trust: vector loops run lane by lane, parallel loops run every
 thread's chunk in turn, a Select evaluates only the branch it takes (so guarded out-of-bounds
 loads never happen, as in generated code).
+
+GPU kernels run too: block loops iterate; the threads of a block whose code has barriers run
+as coroutines, phase by phase — every thread runs up to the next barrier (or block all-reduce)
+before any goes on, exactly the guarantee __syncthreads gives, so a missing barrier shows up as
+a wrong result here. Shared buffers exist once per block, local ones once per thread.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
-from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, For, IfThen, Kernel, Scope, Seq,
-                                   Stmt, Store)
+from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
+                                   LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.scalar import apply_scalar
 
 
 class _Run:
     def __init__(self, arrays: dict[int, np.ndarray], threads: int):
-        self.mem = arrays
+        self.mem = arrays                       # global and shared buffers
+        self.local: dict[int, np.ndarray] = {}  # this thread's local buffers
         self.env: dict[str, Any] = {}
         self.threads = threads
         self.tid = 0
+
+    def array(self, buf_id: int) -> np.ndarray:
+        a = self.local.get(buf_id)
+        return a if a is not None else self.mem[buf_id]
 
     def expr(self, e: Expr) -> Any:
         if isinstance(e, Var):
@@ -34,8 +44,11 @@ class _Run:
         if isinstance(e, Const):
             return e.dtype.np.type(e.value)
         if isinstance(e, BufLoad):
-            arr = self.mem[id(e.buf)]
+            arr = self.array(id(e.buf))
             idx = tuple(int(self.expr(i)) for i in e.index)
+            if any(i < 0 for i in idx):
+                raise InterpreterError(f"loop interpreter: {e.buf.name}{list(idx)} is out of "
+                                       f"bounds {list(arr.shape)}")
             try:
                 return arr[idx]
             except IndexError:
@@ -52,35 +65,103 @@ class _Run:
         raise InterpreterError(f"loop interpreter: cannot evaluate {type(e).__name__}")
 
     def stmt(self, s: Stmt) -> None:
+        for _ in self.gstmt(s):
+            raise InterpreterError("loop interpreter: a barrier outside thread loops")
+
+    def gstmt(self, s: Stmt) -> Iterator[Any]:
+        """Run `s`; yields at barriers and block all-reduces (receiving the reduced value)."""
         if isinstance(s, Seq):
             for x in s.stmts:
-                self.stmt(x)
+                yield from self.gstmt(x)
         elif isinstance(s, For):
+            if s.kind.is_thread and _has_sync(s):
+                yield from self.simt(s)
+                return
             n = int(self.expr(s.extent))
             start, stop = 0, n
-            if s.kind.value == "parallel":
+            if s.kind == LoopKind.PARALLEL:
                 chunk = -(-n // self.threads)
                 start, stop = self.tid * chunk, min(n, (self.tid + 1) * chunk)
             for i in range(start, stop):
                 self.env[s.var.name] = np.int64(i)
-                self.stmt(s.body)
+                yield from self.gstmt(s.body)
             self.env.pop(s.var.name, None)
         elif isinstance(s, Store):
-            arr = self.mem[id(s.buf)]
+            arr = self.array(id(s.buf))
             idx = tuple(int(self.expr(i)) for i in s.index)
+            if any(i < 0 for i in idx):
+                raise InterpreterError(f"loop interpreter: store to {s.buf.name}{list(idx)} is "
+                                       "out of bounds")
             arr[idx] = self.expr(s.value)
         elif isinstance(s, Allocate):
-            self.mem[id(s.buf)] = np.zeros(s.buf.shape, dtype=s.buf.dtype.np)
-            self.stmt(s.body)
+            a = np.zeros(s.buf.shape, dtype=s.buf.dtype.np)
+            if s.buf.scope == Scope.LOCAL:
+                self.local[id(s.buf)] = a
+            else:
+                self.mem[id(s.buf)] = a
+            yield from self.gstmt(s.body)
         elif isinstance(s, IfThen):
             if bool(self.expr(s.cond)):
-                self.stmt(s.then)
+                yield from self.gstmt(s.then)
             elif s.else_ is not None:
-                self.stmt(s.else_)
+                yield from self.gstmt(s.else_)
         elif isinstance(s, Barrier):
-            pass
+            yield ("barrier",)
+        elif isinstance(s, BlockAllReduce):
+            acc = self.array(id(s.acc))
+            acc[0] = yield ("reduce", s.op, acc[0])
         else:
             raise InterpreterError(f"loop interpreter: cannot run {type(s).__name__}")
+
+    def simt(self, s: For) -> Iterator[Any]:
+        """Threads of a block as coroutines, advanced together from barrier to barrier."""
+        loops = [s]
+        body = s.body
+        while isinstance(body, For) and body.kind.is_thread:
+            loops.append(body)
+            body = body.body
+        extents = [int(self.expr(lp.extent)) for lp in loops]
+        threads = []
+        for combo in np.ndindex(*extents):
+            t = _Run(self.mem, self.threads)
+            t.env = dict(self.env)
+            t.local = dict(self.local)
+            for lp, v in zip(loops, combo):
+                t.env[lp.var.name] = np.int64(v)
+            threads.append(t.gstmt(body))
+        sends: list[Any] = [None] * len(threads)
+        live = list(range(len(threads)))
+        while live:
+            events = {}
+            for k in live:
+                try:
+                    events[k] = threads[k].send(sends[k]) if sends[k] is not None else \
+                        next(threads[k])
+                except StopIteration:
+                    events[k] = None
+            done = [k for k, ev in events.items() if ev is None]
+            if done and len(done) != len(live):
+                raise InterpreterError("loop interpreter: some threads of a block finished "
+                                       "while others wait at a barrier (divergent barrier)")
+            if done:
+                break
+            kinds = {ev[0] for ev in events.values()}
+            if len(kinds) != 1:
+                raise InterpreterError("loop interpreter: threads reached different barriers")
+            sends = [None] * len(threads)
+            if kinds == {"reduce"}:
+                op = next(iter(events.values()))[1]
+                vals = np.array([ev[2] for ev in events.values()])
+                red = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}[op](vals)
+                for k in live:
+                    sends[k] = vals.dtype.type(red)
+            else:
+                sends = [0] * len(threads)   # resume value for plain barriers
+        yield from ()  # (a generator: the threads' own barriers never reach the caller)
+
+
+def _has_sync(s: Stmt) -> bool:
+    return any(isinstance(x, (Barrier, BlockAllReduce)) for x in walk(s))
 
 
 def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> None:

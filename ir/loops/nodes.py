@@ -20,6 +20,7 @@ class Scope(Enum):
     GLOBAL = "global"     # a kernel parameter: input, output or weight
     LOCAL = "local"       # per-thread registers/stack (accumulators)
     SCRATCH = "scratch"   # per-thread workspace in the arena (packing panels)
+    SHARED = "shared"     # GPU: one copy per thread block (tiles staged for reuse)
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,6 +79,20 @@ class LoopKind(Enum):
     PARALLEL = "parallel"   # split across threads (static chunks by thread id)
     VECTOR = "vector"
     UNROLL = "unroll"
+    BLOCK_X = "block.x"     # GPU: one iteration per thread block (blockIdx)
+    BLOCK_Y = "block.y"
+    BLOCK_Z = "block.z"
+    THREAD_X = "thread.x"   # GPU: one iteration per thread of a block (threadIdx)
+    THREAD_Y = "thread.y"
+    THREAD_Z = "thread.z"
+
+    @property
+    def is_block(self) -> bool:
+        return self.value.startswith("block.")
+
+    @property
+    def is_thread(self) -> bool:
+        return self.value.startswith("thread.")
 
 
 class Stmt:
@@ -135,7 +150,26 @@ class Allocate(Stmt):
 
 @dataclass(frozen=True)
 class Barrier(Stmt):
-    """All threads of the kernel wait here (between phases that share a scratch buffer)."""
+    """GPU: all threads of a block wait here (__syncthreads); a phase boundary."""
+
+
+@dataclass(frozen=True)
+class BlockAllReduce(Stmt):
+    """GPU: every thread of the block ends with `op` over all threads' `acc[0]` (in place).
+
+    Rendered with warp shuffles (__shfl_xor_sync) and a shared array of one value per warp;
+    `scratch` is that SHARED buffer. Acts as a barrier."""
+
+    op: str
+    acc: Buffer
+    scratch: Buffer
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, BlockAllReduce) and other.op == self.op
+                and other.acc is self.acc and other.scratch is self.scratch)
+
+    def __hash__(self) -> int:
+        return hash((self.op, id(self.acc), id(self.scratch)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,3 +217,4 @@ def walk(s: Stmt) -> Iterator[Stmt]:
             yield from walk(s.else_)
     elif isinstance(s, Allocate):
         yield from walk(s.body)
+    # Store, Barrier and BlockAllReduce have no statements inside

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
-from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, For, IfThen, Kernel, LoopKind, Seq,
-                                   Stmt, Store)
+from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
+                                   LoopKind, Seq, Stmt, Store)
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%",
           "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!=", "and": "&&",
@@ -59,6 +59,9 @@ def format_stmt(s: Stmt, indent: int = 1) -> list[str]:
                 f"{b.scope.value}"] + format_stmt(s.body, indent)
     if isinstance(s, Barrier):
         return [f"{pad}barrier"]
+    if isinstance(s, BlockAllReduce):
+        return [f"{pad}{s.acc.name}[0] = block_all_reduce.{s.op}({s.acc.name}[0])  "
+                f"// via {s.scratch.name}"]
     return [f"{pad}{s!r}"]
 
 
