@@ -64,8 +64,8 @@ def _place(requests: list[Request], align: int, key, best_fit: bool  # type: ign
         # NOTE: buffers whose addresses agree modulo 4 KiB make a kernel's loads wait on its
         # own stores to the other buffer (4K aliasing); a per-buffer skew of a few cache lines
         # avoids that for big buffers, at a cost of < 4 KiB each.
+        # (the skew is taken only where the space allows: it never costs a whole slot)
         skew = COLOR_STEP * (n % COLORS) if size >= 1 << 16 else 0
-        size += skew
         busy = sorted((o, e) for o, e, q in placed if not (q.last < r.first or r.last < q.first))
         gaps = []
         cur = 0
@@ -74,11 +74,12 @@ def _place(requests: list[Request], align: int, key, best_fit: bool  # type: ign
                 gaps.append((o - cur, cur))
             cur = max(cur, e)
         if gaps:
-            best = min(gaps)[1] if best_fit else gaps[0][1]
+            glen, start = min(gaps) if best_fit else gaps[0]
+            off = start + (skew if glen >= size + skew else 0)
         else:
-            best = cur
-        offsets[r.name] = best + skew
-        placed.append((best, best + size, r))
+            off = cur + skew
+        offsets[r.name] = off
+        placed.append((off, off + size, r))
     return offsets, max((e for _, e, _ in placed), default=0)
 
 

@@ -102,13 +102,18 @@ class Executable:
             if not isinstance(x, np.ndarray):
                 raise RuntimeInputError(f"input '{n}': expected a numpy array of {dt}{list(shape)}"
                                         f", got {type(x).__name__}")
+            want = f"{dt}[{','.join(map(str, shape))}]"
             if x.dtype != np.dtype(_NP[dt]):
-                raise RuntimeInputError(f"input '{n}': dtype {x.dtype} but the model expects "
-                                        f"{dt} ({np.dtype(_NP[dt])}); convert with "
+                got = _NAME.get(x.dtype, str(x.dtype))
+                raise RuntimeInputError(f"input '{n}': dtype {got} ({x.dtype}) but the model "
+                                        f"expects {want}; convert with "
                                         f"x.astype(np.{np.dtype(_NP[dt])})")
+            if x.ndim != len(shape):
+                raise RuntimeInputError(f"input '{n}': rank {x.ndim} (shape {list(x.shape)}) "
+                                        f"but the model expects {want}")
             if tuple(x.shape) != tuple(shape):
                 raise RuntimeInputError(f"input '{n}': shape {list(x.shape)} but the model was "
-                                        f"compiled for {list(shape)}")
+                                        f"compiled for {want}")
             if not x.flags.c_contiguous:
                 raise RuntimeInputError(f"input '{n}': array is not C-contiguous (a view or "
                                         "transpose?); pass np.ascontiguousarray(x)")
@@ -184,6 +189,7 @@ class Executable:
             self._view(k, o, d, s, xs, outs)[...] = r
 
 
-_NP = {"bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
+_NP: dict[str, type] = {"bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
        "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
        "f16": np.float16, "f32": np.float32, "f64": np.float64}
+_NAME = {np.dtype(v): k for k, v in _NP.items()}

@@ -133,8 +133,11 @@ def test_run_compare_onnxruntime(capsys):
     pytest.importorskip("onnxruntime")
     rc, out, err = run(capsys, "run", SQUEEZENET, "--random-inputs", "--compare", "onnxruntime")
     assert rc == 0, out + err
-    assert "reference interpreter" in out
+    assert "compiled code" in out
     assert "max abs error" in out and "MISMATCH" not in out
+    rc, out, err = run(capsys, "run", SQUEEZENET, "--interp", "--random-inputs", "--compare",
+                       "onnxruntime")
+    assert rc == 0 and "reference interpreter" in out and "MISMATCH" not in out
 
 
 def test_run_compare_needs_onnx(tmp_path, capsys):

@@ -50,7 +50,7 @@ def modules(draw: st.DrawFn, max_ops: int = 12, symbolic: bool = True) -> Module
         elif choice == 6 and v.type.rank >= 2:
             perm = draw(st.permutations(list(range(v.type.rank))))
             vals.append(b.op1("transpose", [v], {"perm": list(perm)}, name=name))
-        elif choice == 7:
+        elif choice == 7 and v.type.rank >= 1:
             ax = draw(st.integers(0, v.type.rank - 1))
             kd = draw(st.booleans())
             kind = draw(st.sampled_from(["reduce_sum", "reduce_max", "reduce_mean"]))

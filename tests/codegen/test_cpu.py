@@ -1,0 +1,388 @@
+"""The compiled CPU path (graph passes -> fusion -> loop IR -> LLVM -> native code) against each
+op's numpy reference: every per-op sample from tests/ops/samples.py as a one-op model, and the
+GEMM template (implicit-GEMM conv, packed matmul) on shapes chosen to hit its edge cases.
+
+Every model is compiled with `cache=False`, so nothing here reads or writes ~/.cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+from minicc.compile import CompileOptions, CompiledModel, compile
+from minicc.ir import OPS
+from minicc.ir.builder import GraphBuilder
+from minicc.ir.graph import Module
+from minicc.ir.registry import FusionKind, canonical_attrs, full_attrs, get_op
+from minicc.ir.types import TensorType
+from tests.ops.samples import SAMPLES
+
+# ---------------------------------------------------------------------------------------------
+# Tolerances (the one place they are chosen)
+#
+# f32 unit roundoff u = 2**-24 ~ 6e-8; one ulp at 1.0 is 2**-23 ~ 1.2e-7.
+#
+# * "rounded": ops IEEE arithmetic gives correctly rounded (add, mul, div, sqrt, min/max,
+#   relu, floor, where, pad, ...). numpy does the same, so results agree to the last bit
+#   except where the compiler contracts a*b+c into an FMA (one rounding instead of two):
+#   2 ulp relative, plus 1 ulp at 1.0 absolute for results that cancel towards 0.
+# * "transcendental": exp/log/tanh/erf/... come from minicc's own vectorized math library,
+#   not libm. A few ulp is the usual accuracy of such polynomial kernels: rtol 2e-6 (~16 ulp,
+#   headroom for composites like mish = x*tanh(softplus(x))), atol 2 ulp at 1.0 for results near
+#   0 (elu(x) = exp(x) - 1 for small x, sin near pi, ...). Short formulas the compiler may
+#   contract or reorder (hard_sigmoid's a*x+b, resize's interpolation weights) share this class.
+# * "accumulate": reductions and normalizations (softmax, layer_norm, avg_pool, ...) sum in a
+#   different order than numpy (vector lanes, pairwise blocks): rtol 1e-5, atol 1e-6.
+# * "gemm": conv, conv_transpose, matmul, einsum. The classic error bound for a length-K dot
+#   product in any summation order (Higham, Accuracy and Stability, 3.1) is
+#       |fl(sum a_k b_k) - sum a_k b_k| <= gamma_K * sum |a_k b_k|,  gamma_K = K u / (1 - K u)
+#   so the tolerance is per element: gamma_K * reference(|inputs|) (+ 2 ulp of the result),
+#   with K the reduction length (+1 for a bias; see reduction_length). Cancellation makes a
+#   plain rtol meaningless here (a sum of +-2 values can be ~0), and this bound is still tight:
+#   a 1e-5 relative error in a sample conv fails it.
+# * f16 (not in the samples today): 1e-3 / 1e-3. f64: 1e-12. Integers and bools: exact.
+# ---------------------------------------------------------------------------------------------
+
+U32 = 2.0 ** -24
+ULP1 = 2.0 ** -23
+TOL_F32 = {
+    "rounded": (2 * ULP1, ULP1),
+    "transcendental": (2e-6, 2 * ULP1),
+    "accumulate": (1e-5, 1e-6),
+}
+TOL_OTHER = {"float16": (1e-3, 1e-3), "float64": (1e-12, 1e-12)}
+TRANSCENDENTAL = frozenset({
+    "exp", "log", "tanh", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh",
+    "acosh", "atanh", "erf", "sigmoid", "softplus", "pow", "elu", "celu", "selu", "mish", "gelu",
+    "softsign", "hard_swish", "hard_sigmoid", "resize"})
+GEMM = frozenset({"conv", "conv_transpose", "matmul", "einsum"})
+
+
+def op_class(name: str) -> str:
+    if name in GEMM:
+        return "gemm"
+    if name in TRANSCENDENTAL:
+        return "transcendental"
+    if get_op(name).kind >= FusionKind.REDUCE or name in ("batch_norm", "cumsum"):
+        return "accumulate"
+    return "rounded"
+
+
+def reference(name: str, arrays: Sequence[np.ndarray], attrs: dict) -> list[np.ndarray]:
+    at = full_attrs(name, canonical_attrs(name, attrs))
+    return [np.asarray(r) for r in OPS[name].reference(list(arrays), at)]
+
+
+def reduction_length(name: str, arrays: Sequence[np.ndarray]) -> int:
+    """An upper bound on how many products one output element of a GEMM-like op sums (+1 for a
+    bias)."""
+    if name == "conv":
+        w = arrays[1]
+        return w.size // w.shape[0] + 1
+    if name == "conv_transpose":
+        w = arrays[1]
+        return w.shape[0] * int(np.prod(w.shape[2:])) + 1
+    if name == "matmul":
+        return arrays[0].shape[-1]
+    return min(a.size for a in arrays)   # einsum: contracted dims appear in every operand
+
+
+def assert_matches(name: str, got: np.ndarray, ref: np.ndarray, arrays: Sequence[np.ndarray],
+                   attrs: dict, what: str = "") -> None:
+    """`got` equals the reference within the tolerance of `name`'s class and dtype."""
+    msg = f"{name} {what}".strip()
+    assert got.dtype == ref.dtype, f"{msg}: dtype {got.dtype} vs {ref.dtype}"
+    assert got.shape == ref.shape, f"{msg}: shape {got.shape} vs {ref.shape}"
+    if ref.dtype.kind not in "fc":
+        np.testing.assert_array_equal(got, ref, err_msg=msg)
+        return
+    if ref.dtype != np.float32:
+        rtol, atol = TOL_OTHER[ref.dtype.name]
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, err_msg=msg)
+        return
+    cls = op_class(name)
+    if cls != "gemm":
+        rtol, atol = TOL_F32[cls]
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, err_msg=msg)
+        return
+    k = reduction_length(name, arrays)
+    gamma = k * U32 / (1 - k * U32)
+    bound = gamma * np.abs(reference(name, [np.abs(a) for a in arrays], attrs)[0])
+    bound = bound.astype(np.float64) + 2 * ULP1 * np.abs(ref)  # + the final store's rounding
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    bad = err > bound
+    assert not bad.any(), (f"{msg}: {int(bad.sum())} of {ref.size} elements exceed the "
+                           f"gamma_K bound (K<={k}); worst error {float(err.max()):.3g}, "
+                           f"bound there {float(bound.reshape(-1)[int(np.argmax(err))]):.3g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# One-op models from the registry samples
+
+CASES = [(name, i) for name in sorted(OPS) if name != "const"
+         for i in range(len(SAMPLES.get(name, [None])))]
+
+
+def one_op_module(name: str, arrays: Sequence[np.ndarray], attrs: dict) -> Module:
+    b = GraphBuilder("main")
+    ins = [b.input(TensorType.of(a), f"in{k}") for k, a in enumerate(arrays)]
+    outs = b.op(name, ins, attrs)
+    return Module((b.finish(list(outs), [f"out{k}" for k in range(len(outs))]),))
+
+
+def compile_one(name: str, arrays: Sequence[np.ndarray], attrs: dict, threads: int
+                ) -> CompiledModel:
+    return compile(one_op_module(name, arrays, attrs),
+                   options=CompileOptions(threads=threads, cache=False))
+
+
+def feeds(arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"in{k}": np.ascontiguousarray(a) for k, a in enumerate(arrays)}
+
+
+def sample(name: str, i: int) -> tuple[list[np.ndarray], dict]:
+    args, attrs = SAMPLES[name][i]
+    return [np.asarray(a) for a in args], dict(attrs)
+
+
+@functools.lru_cache(maxsize=None)
+def check_one(name: str, i: int, threads: int) -> dict[str, np.ndarray]:
+    """Compile sample i of `name`, run it, check it; the outputs (memoized per module run, so
+    the 2-thread tests compare against the 1-thread build without compiling it twice)."""
+    arrays, attrs = sample(name, i)
+    cm = compile_one(name, arrays, attrs, threads)
+    got = cm.run(feeds(arrays))
+    refs = reference(name, arrays, attrs)
+    assert len(got) == len(refs)
+    for k, r in enumerate(refs):
+        assert_matches(name, got[f"out{k}"], r, arrays, attrs,
+                       f"sample {i} output {k} threads={threads}")
+    return got
+
+
+def test_samples_cover_every_compilable_op() -> None:
+    assert {n for n, _ in CASES} == set(OPS) - {"const"}
+
+
+@pytest.mark.parametrize("name,i", CASES)
+def test_op_compiled_matches_reference(name: str, i: int) -> None:
+    check_one(name, i, threads=1)
+
+
+def _parallel_subset() -> list[tuple[str, int]]:
+    elementwise = {"add", "mul", "sub", "div", "exp", "relu", "sigmoid", "tanh", "where",
+                   "gelu", "clip", "cast"}
+    pick = []
+    for name, i in CASES:
+        kind = get_op(name).kind
+        if name in elementwise or name in ("conv", "matmul") or (
+                kind == FusionKind.REDUCE and name.startswith(("reduce_", "softmax", "arg",
+                                                               "layer_norm", "avg_pool",
+                                                               "max_pool"))):
+            pick.append((name, i))
+    return pick
+
+
+@pytest.mark.parametrize("name,i", _parallel_subset())
+def test_op_compiled_two_threads(name: str, i: int) -> None:
+    """Threads split whole rows/blocks and run the same code on each, so the results are
+    bit-identical to the 1-thread build."""
+    two = check_one(name, i, threads=2)
+    one = check_one(name, i, threads=1)
+    for k in one:
+        np.testing.assert_array_equal(two[k], one[k],
+                                      err_msg=f"{name} sample {i}: 2 threads vs 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# The GEMM template on awkward shapes (MR=6, NR=32, KC=256, NC=256)
+
+def rand(*shape: int) -> np.ndarray:
+    """U(-1, 1) data, seeded by the shape so each test's data is independent of test order."""
+    rng = np.random.default_rng(zlib.crc32(repr(shape).encode()))
+    return rng.uniform(-1, 1, size=shape).astype(np.float32)
+
+
+class Built:
+    """A model built with constants (so conv/matmul get packed weights, the GEMM path)."""
+
+    def __init__(self, module: Module, inputs: dict[str, np.ndarray], expect: np.ndarray,
+                 bound_args: tuple[str, list[np.ndarray], dict] | None = None):
+        self.module, self.inputs, self.expect, self.bound_args = module, inputs, expect, bound_args
+
+    def run(self, threads: int, dump: tuple[str, ...] = ()) -> tuple[np.ndarray, CompiledModel]:
+        cm = compile(self.module, options=CompileOptions(threads=threads, cache=False,
+                                                         dump=dump))
+        return cm.run(self.inputs)["y"], cm
+
+
+def conv_model(xs: tuple[int, ...], ws: tuple[int, ...], attrs: dict, bias: bool = True
+               ) -> Built:
+    x, w = rand(*xs), rand(*ws)
+    arrays = [x, w] + ([rand(ws[0])] if bias else [])
+    b = GraphBuilder("main")
+    xi = b.input(TensorType.of(x), "x")
+    consts = [b.const(a, n) for a, n in zip(arrays[1:], ("w", "bias"))]
+    y = b.op1("conv", [xi] + consts, attrs, name="y")
+    m = Module((b.finish([y], ["y"]),))
+    return Built(m, {"x": x}, reference("conv", arrays, attrs)[0], ("conv", arrays, attrs))
+
+
+def matmul_model(ash: tuple[int, ...], bsh: tuple[int, ...], b_const: bool) -> Built:
+    a, bm = rand(*ash), rand(*bsh)
+    gb = GraphBuilder("main")
+    ai = gb.input(TensorType.of(a), "a")
+    inputs = {"a": a}
+    if b_const:
+        bi = gb.const(bm, "w")
+    else:
+        bi = gb.input(TensorType.of(bm), "b")
+        inputs["b"] = bm
+    y = gb.op1("matmul", [ai, bi], name="y")
+    m = Module((gb.finish([y], ["y"]),))
+    return Built(m, inputs, reference("matmul", [a, bm], {})[0], ("matmul", [a, bm], {}))
+
+
+def check_built(bt: Built) -> None:
+    """Correct at 1 and 2 threads, the GEMM template was used, and both runs agree bit for bit
+    (threads split whole output blocks; each element's K order is the same)."""
+    one, cm = bt.run(1, dump=("loops",))
+    assert "gemm M=" in cm.report.dumps["loops"], "the GEMM template was not used"
+    two, _ = bt.run(2)
+    assert bt.bound_args is not None
+    name, arrays, attrs = bt.bound_args
+    assert_matches(name, one, bt.expect, arrays, attrs, "threads=1")
+    assert_matches(name, two, bt.expect, arrays, attrs, "threads=2")
+    np.testing.assert_array_equal(one, two, err_msg="1 thread vs 2 threads")
+
+
+MATMULS = {
+    # id: (A shape, B shape, B constant?)
+    "m7_k300_n45": ((7, 300), (300, 45), True),          # M, N off-tile; 2 K blocks
+    "m13_k600_n70": ((13, 600), (600, 70), True),        # 3 K blocks, tail K block of 88
+    "m5_k33_n257": ((5, 33), (33, 257), True),           # N > NC: 2 column blocks, 1-col tail
+    "m1_k5_n1": ((1, 5), (5, 1), True),                  # degenerate 1x1 output
+    "m7_k300_n45_runtime_b": ((7, 300), (300, 45), False),  # B packed at run time
+    "m11_k257_n33_runtime_b": ((11, 257), (257, 33), False),
+    "batch3": ((3, 7, 20), (3, 20, 33), False),
+    "batch_broadcast_b_const": ((4, 5, 9), (9, 7), True),
+    "batch_broadcast_a": ((5, 9), (2, 9, 7), False),
+    "batch_broadcast_both": ((2, 1, 5, 9), (3, 9, 7), False),
+    "batch_broadcast_k300": ((2, 1, 7, 300), (1, 3, 300, 40), False),
+}
+
+
+@pytest.mark.parametrize("case", list(MATMULS))
+def test_gemm_matmul_awkward_shapes(case: str) -> None:
+    ash, bsh, const = MATMULS[case]
+    check_built(matmul_model(ash, bsh, const))
+
+
+CONVS = {
+    # id: (x shape, w shape, attrs)
+    "1x1": ((1, 16, 7, 9), (10, 16, 1, 1), {}),
+    "7x7_s2_p3": ((1, 3, 20, 20), (8, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    "k288_two_k_blocks": ((1, 32, 6, 6), (13, 32, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "k576_three_k_blocks": ((1, 64, 5, 5), (7, 64, 3, 3), {}),
+    "group2_batch2": ((2, 8, 9, 9), (10, 4, 3, 3), {"group": 2, "pads": [1, 1, 1, 1]}),
+    "group4": ((1, 16, 8, 8), (8, 4, 3, 3), {"group": 4}),
+    "strided_dilated_asym_pads": ((1, 5, 11, 10), (7, 5, 3, 3),
+                                  {"strides": [2, 3], "dilations": [2, 1],
+                                   "pads": [1, 2, 0, 1]}),
+    "wide_rows_ow300": ((1, 4, 3, 300), (6, 4, 1, 3), {"pads": [0, 1, 0, 1]}),
+    "p323_batch3": ((3, 3, 17, 19), (6, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "m40_rect_kernel": ((1, 6, 9, 13), (40, 6, 2, 5), {"strides": [1, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVS))
+def test_gemm_conv_awkward_shapes(case: str) -> None:
+    xs, ws, attrs = CONVS[case]
+    check_built(conv_model(xs, ws, attrs))
+
+
+def test_gemm_conv_without_bias() -> None:
+    check_built(conv_model((1, 5, 8, 8), (9, 5, 3, 3), {"pads": [1, 1, 1, 1]}, bias=False))
+
+
+def _kernels(cm: CompiledModel) -> list[dict[str, Any]]:
+    return cm.artifact.summary.get("kernels", [])
+
+
+def test_conv_bias_residual_relu_is_one_fused_kernel() -> None:
+    x, w, bias = rand(2, 6, 9, 9), rand(12, 6, 3, 3), rand(1, 12, 1, 1)
+    res = rand(2, 12, 9, 9)
+    b = GraphBuilder("main")
+    xi, ri = b.input(TensorType.of(x), "x"), b.input(TensorType.of(res), "res")
+    c = b.op1("conv", [xi, b.const(w, "w")], {"pads": [1, 1, 1, 1]})
+    c = b.op1("add", [c, b.const(bias, "bias")])
+    c = b.op1("add", [c, ri])
+    y = b.op1("relu", [c], name="y")
+    m = Module((b.finish([y], ["y"]),))
+    conv = reference("conv", [x, w], {"pads": [1, 1, 1, 1]})[0]
+    expect = np.maximum(conv + bias + res, 0)
+    outs = {}
+    for threads in (1, 2):
+        cm = compile(m, options=CompileOptions(threads=threads, cache=False, dump=("loops",)))
+        assert len(_kernels(cm)) == 1, cm.summary()
+        assert "gemm M=" in cm.report.dumps["loops"]
+        outs[threads] = cm.run({"x": x, "res": res})["y"]
+        assert_matches("conv", outs[threads], expect.astype(np.float32),
+                       [x, w, bias.reshape(-1), res], {"pads": [1, 1, 1, 1]},
+                       f"fused epilogue threads={threads}")
+    np.testing.assert_array_equal(outs[1], outs[2])
+
+
+def test_matmul_add_gelu_is_one_fused_kernel() -> None:
+    a, w, bias = rand(2, 7, 300), rand(300, 45), rand(45)
+    gb = GraphBuilder("main")
+    ai = gb.input(TensorType.of(a), "a")
+    h = gb.op1("matmul", [ai, gb.const(w, "w")])
+    h = gb.op1("add", [h, gb.const(bias, "bias")])
+    y = gb.op1("gelu", [h], name="y")
+    m = Module((gb.finish([y], ["y"]),))
+    h_ref = reference("matmul", [a, w], {})[0] + bias
+    expect = reference("gelu", [h_ref], {})[0]
+    # gelu'(x) <= 1.13, so the matmul's bound carries over; plus the transcendental rtol
+    k = a.shape[-1]
+    bound = (k * U32 * 1.2) * (np.abs(a) @ np.abs(w) + np.abs(bias)) + 2e-6 * np.abs(expect)
+    outs = {}
+    for threads in (1, 2):
+        cm = compile(m, options=CompileOptions(threads=threads, cache=False, dump=("loops",)))
+        assert len(_kernels(cm)) == 1, cm.summary()
+        assert "gemm M=" in cm.report.dumps["loops"]
+        outs[threads] = cm.run({"a": a})["y"]
+        err = np.abs(outs[threads].astype(np.float64) - expect)
+        assert (err <= bound + 1e-7).all(), f"threads={threads}: max error {err.max():.3g}"
+    np.testing.assert_array_equal(outs[1], outs[2])
+
+
+# The samples are tiny; these are big enough that the parallel loops split real work.
+PARALLEL_SIZED = {
+    "add_broadcast": ("add", [(64, 300), (300,)], {}),
+    "exp": ("exp", [(48, 257)], {}),
+    "sigmoid": ("sigmoid", [(3, 40, 129)], {}),
+    "reduce_sum_inner": ("reduce_sum", [(96, 130)], {"axes": [1]}),
+    "reduce_max_outer": ("reduce_max", [(70, 33, 5)], {"axes": [0], "keepdims": False}),
+    "softmax": ("softmax", [(37, 200)], {"axis": -1}),
+    "layer_norm": ("layer_norm", [(2, 33, 64), (64,), (64,)], {"axis": -1}),
+    "max_pool": ("max_pool", [(2, 8, 17, 17)], {"kernel_shape": [3, 3], "strides": [2, 2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(PARALLEL_SIZED))
+def test_parallel_sized_ops(case: str) -> None:
+    name, shapes, attrs = PARALLEL_SIZED[case]
+    arrays = [rand(*s) for s in shapes]
+    ref = reference(name, arrays, attrs)[0]
+    outs = []
+    for threads in (1, 2):
+        got = compile_one(name, arrays, attrs, threads).run(feeds(arrays))["out0"]
+        assert_matches(name, got, ref, arrays, attrs, f"threads={threads}")
+        outs.append(got)
+    np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{case}: 1 thread vs 2")

@@ -1,0 +1,370 @@
+"""The runtime around compiled code: input checks (before any native code runs), saving and
+loading artifacts (checksums, version, CPU features), and the on-disk compile cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from minicc.compile import CompileOptions, CompiledModel, compile, load
+from minicc.errors import ArtifactError, RuntimeInputError
+from minicc.runtime.llvm_host import host_features
+
+RNG = np.random.default_rng(7)
+X_SHAPE, Y_SHAPE = (2, 3, 8, 8), (2, 4)
+
+
+def small_model() -> onnx.ModelProto:
+    """x -> Conv(3x3, pad 1) -> Relu -> GlobalAveragePool -> Flatten; + y -> out."""
+    w = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(4).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Add", ["f", "y"], ["out"]),
+    ]
+    g = helper.make_graph(
+        nodes, "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(X_SHAPE)),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, list(Y_SHAPE))],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(Y_SHAPE))],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def expected(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    w = numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+    b = numpy_helper.to_array(model.graph.initializer[1]).astype(np.float64)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    c = np.zeros((2, 4, 8, 8))
+    for ky in range(3):
+        for kx in range(3):
+            c += np.einsum("nchw,mc->nmhw", xp[:, :, ky:ky + 8, kx:kx + 8], w[:, :, ky, kx])
+    c += b.reshape(1, 4, 1, 1)
+    return (np.maximum(c, 0).mean(axis=(2, 3)) + y).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("model") / "small.onnx"
+    onnx.save(small_model(), str(p))
+    return p
+
+
+@pytest.fixture(scope="module")
+def cm(onnx_path: Path) -> CompiledModel:
+    return compile(str(onnx_path), options=CompileOptions(threads=1, cache=False))
+
+
+@pytest.fixture(scope="module")
+def feeds() -> dict[str, np.ndarray]:
+    return {"x": RNG.standard_normal(X_SHAPE).astype(np.float32),
+            "y": RNG.standard_normal(Y_SHAPE).astype(np.float32)}
+
+
+def test_compiled_model_runs(cm: CompiledModel, onnx_path: Path,
+                             feeds: dict[str, np.ndarray]) -> None:
+    assert cm.input_names == ["x", "y"] and cm.output_names == ["out"]
+    out = cm.run(feeds)
+    ref = expected(onnx.load(str(onnx_path)), feeds["x"], feeds["y"])
+    np.testing.assert_allclose(out["out"], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(cm(**feeds)["out"], out["out"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+@pytest.fixture
+def no_native(cm: CompiledModel, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace every native entry and the host-op path by a recorder: a check that fails must
+    fail before any of them is reached."""
+    calls: list[str] = []
+
+    def entry(name: str) -> Callable[..., None]:
+        return lambda *a: calls.append(name)
+
+    monkeypatch.setattr(cm.exe, "_entries", {k: entry(k) for k in cm.exe._entries})
+    monkeypatch.setattr(cm.exe, "_host", lambda *a: calls.append("host"))
+    return calls
+
+
+def _bad_inputs(feeds: dict[str, np.ndarray]) -> dict[str, tuple[dict[str, Any], str, str]]:
+    x, y = feeds["x"], feeds["y"]
+    wide = np.zeros((2, 6, 8, 8), np.float32)
+    aligned_off = np.frombuffer(bytearray(y.nbytes + 1), dtype=np.uint8)[1:].view(np.float32)
+    return {
+        # case: (inputs, input named, words in the message)
+        "wrong_dtype": ({"x": x.astype(np.float64), "y": y}, "x", "dtype f64 (float64)"),
+        "wrong_dtype_int": ({"x": x, "y": y.astype(np.int32)}, "y", "dtype i32 (int32)"),
+        "wrong_shape": ({"x": x[:1], "y": y}, "x", "shape [1, 3, 8, 8]"),
+        "wrong_rank": ({"x": x, "y": y.reshape(8)}, "y", "shape [8]"),
+        "missing": ({"x": x}, "y", "missing"),
+        "unknown": ({"x": x, "y": y, "z": y}, "z", "unknown"),
+        "non_contiguous_slice": ({"x": wide[:, ::2], "y": y}, "x", "not C-contiguous"),
+        "non_contiguous_transpose": ({"x": x, "y": np.ones((4, 2), np.float32).T}, "y",
+                                     "not C-contiguous"),
+        "list": ({"x": x.tolist(), "y": y}, "x", "got list"),
+        "scalar": ({"x": x, "y": 1.0}, "y", "got float"),
+        "unaligned": ({"x": x, "y": aligned_off.reshape(Y_SHAPE)}, "y", "not aligned"),
+    }
+
+
+BAD_CASES = list(_bad_inputs({"x": np.zeros(X_SHAPE, np.float32),
+                              "y": np.zeros(Y_SHAPE, np.float32)}))
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_refused_before_native_code(case: str, cm: CompiledModel,
+                                                 feeds: dict[str, np.ndarray],
+                                                 no_native: list[str]) -> None:
+    inputs, name, words = _bad_inputs(feeds)[case]
+    with pytest.raises(RuntimeInputError) as e:
+        cm.run(inputs)
+    msg = str(e.value)
+    assert f"'{name}'" in msg, msg
+    assert words in msg, msg
+    assert no_native == [], f"native code ran before the check: {no_native}"
+
+
+def test_recorder_sees_a_good_run(cm: CompiledModel, feeds: dict[str, np.ndarray],
+                                  no_native: list[str]) -> None:
+    """The recorder fixture is not vacuous: a valid call does reach native code."""
+    cm.run(feeds)
+    assert no_native, "no native entry was called"
+
+
+def test_runtime_input_error_is_a_value_error(cm: CompiledModel,
+                                              feeds: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError):
+        cm.run({"x": feeds["x"]})
+
+
+def test_outputs_are_fresh_arrays(cm: CompiledModel, feeds: dict[str, np.ndarray]) -> None:
+    a = cm.run(feeds)["out"]
+    b = cm.run(feeds)["out"]
+    assert a is not b and not np.shares_memory(a, b)
+    np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Artifacts
+
+
+@pytest.fixture(scope="module")
+def saved(cm: CompiledModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cm.save(tmp_path_factory.mktemp("art") / "small.mcc")
+
+
+def test_save_then_load_gives_identical_outputs(cm: CompiledModel, saved: Path,
+                                                feeds: dict[str, np.ndarray]) -> None:
+    cm2 = load(saved)
+    assert cm2.input_names == cm.input_names and cm2.output_names == cm.output_names
+    for k, v in cm.run(feeds).items():
+        np.testing.assert_array_equal(cm2.run(feeds)[k], v)
+    assert zipfile.ZipFile(saved).namelist() == ["manifest.json", "object.o", "weights.bin"]
+    assert not list(saved.parent.glob("*.tmp"))
+
+
+def rewrite_zip(src: Path, dst: Path, member: str, change: Callable[[bytes], bytes]) -> Path:
+    """Copy the artifact zip, passing one member's bytes through `change`."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            zout.writestr(info.filename, change(data) if info.filename == member else data)
+    dst.write_bytes(buf.getvalue())
+    return dst
+
+
+def flip_middle_byte(data: bytes) -> bytes:
+    assert data, "nothing to tamper with"
+    i = len(data) // 2
+    return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+
+
+def edit_manifest(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+    def change(data: bytes) -> bytes:
+        m = json.loads(data)
+        edit(m)
+        return json.dumps(m).encode()
+    return change
+
+
+@pytest.mark.parametrize("member", ["object.o", "weights.bin"])
+def test_tampered_artifact_is_refused(member: str, saved: Path, tmp_path: Path) -> None:
+    bad = rewrite_zip(saved, tmp_path / "bad.mcc", member, flip_middle_byte)
+    with pytest.raises(ArtifactError, match="checksum"):
+        load(bad)
+
+
+def test_untampered_copy_loads(saved: Path, tmp_path: Path, feeds: dict[str, np.ndarray]
+                               ) -> None:
+    """The zip rewriting itself keeps an artifact valid (so the refusals above are real)."""
+    same = rewrite_zip(saved, tmp_path / "same.mcc", "object.o", lambda d: d)
+    load(same).run(feeds)
+
+
+def test_artifact_from_another_version_is_refused(saved: Path, tmp_path: Path) -> None:
+    import minicc
+
+    bad = rewrite_zip(saved, tmp_path / "old.mcc", "manifest.json",
+                      edit_manifest(lambda m: m.update(version="0.0.0-other")))
+    with pytest.raises(ArtifactError) as e:
+        load(bad)
+    msg = str(e.value)
+    assert "0.0.0-other" in msg and minicc.__version__ in msg and "recompile" in msg, msg
+
+
+def _host_has(feature: str) -> bool:
+    return f"+{feature}" in host_features()[1].split(",")
+
+
+@pytest.mark.parametrize("feature", ["avx512fp16", "minicc-imaginary-feature"])
+def test_artifact_needing_a_missing_cpu_feature_is_refused(feature: str, saved: Path,
+                                                          tmp_path: Path) -> None:
+    if _host_has(feature):
+        pytest.skip(f"this CPU has {feature}")
+    bad = rewrite_zip(saved, tmp_path / "feat.mcc", "manifest.json",
+                      edit_manifest(lambda m: m.update(features=list(m["features"]) +
+                                                       [feature])))
+    with pytest.raises(ArtifactError) as e:
+        load(bad)
+    assert feature in str(e.value), str(e.value)
+
+
+def test_artifact_for_another_triple_is_refused(saved: Path, tmp_path: Path) -> None:
+    bad = rewrite_zip(saved, tmp_path / "triple.mcc", "manifest.json",
+                      edit_manifest(lambda m: m.update(triple="riscv64-unknown-linux-gnu")))
+    with pytest.raises(ArtifactError, match="riscv64"):
+        load(bad)
+
+
+def test_artifact_with_another_format_is_refused(saved: Path, tmp_path: Path) -> None:
+    bad = rewrite_zip(saved, tmp_path / "fmt.mcc", "manifest.json",
+                      edit_manifest(lambda m: m.update(format="minicc-artifact/999")))
+    with pytest.raises(ArtifactError, match="format"):
+        load(bad)
+
+
+def test_artifact_missing_a_member_is_refused(saved: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "partial.mcc"
+    with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(bad, "w") as zout:
+        for name in ("manifest.json", "object.o"):
+            zout.writestr(name, zin.read(name))
+    with pytest.raises(ArtifactError, match="incomplete or corrupt"):
+        load(bad)
+
+
+def test_non_zip_file_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "not_a_zip.mcc"
+    p.write_text("this is not an artifact\n")
+    with pytest.raises(ArtifactError, match="not a minicc artifact"):
+        load(p)
+
+
+def test_truncated_artifact_is_refused(saved: Path, tmp_path: Path) -> None:
+    p = tmp_path / "truncated.mcc"
+    p.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+    with pytest.raises(ArtifactError):
+        load(p)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no such file"):
+        load(tmp_path / "nope.mcc")
+
+
+# ---------------------------------------------------------------------------------------------
+# The compile cache
+
+
+def test_cache_hit_on_second_compile(onnx_path: Path, tmp_path: Path,
+                                     feeds: dict[str, np.ndarray]) -> None:
+    d = tmp_path / "cache"
+    opts = CompileOptions(threads=1, cache_dir=str(d))
+    a = compile(str(onnx_path), options=opts)
+    assert not a.report.cache_hit
+    assert len(list(d.glob("*.mcc"))) == 1
+    b = compile(str(onnx_path), options=opts)
+    assert b.report.cache_hit
+    assert len(list(d.glob("*.mcc"))) == 1
+    np.testing.assert_array_equal(a.run(feeds)["out"], b.run(feeds)["out"])
+
+
+def test_damaged_cache_entry_is_rebuilt(onnx_path: Path, tmp_path: Path,
+                                        feeds: dict[str, np.ndarray]) -> None:
+    d = tmp_path / "cache"
+    opts = CompileOptions(threads=1, cache_dir=str(d))
+    a = compile(str(onnx_path), options=opts)
+    (entry,) = d.glob("*.mcc")
+    entry.write_bytes(b"garbage")
+    b = compile(str(onnx_path), options=opts)
+    assert not b.report.cache_hit
+    load(entry)  # rewritten with a valid artifact
+    np.testing.assert_array_equal(a.run(feeds)["out"], b.run(feeds)["out"])
+
+
+def test_cache_key_depends_on_threads(onnx_path: Path, tmp_path: Path) -> None:
+    d = tmp_path / "cache"
+    compile(str(onnx_path), options=CompileOptions(threads=1, cache_dir=str(d)))
+    b = compile(str(onnx_path), options=CompileOptions(threads=2, cache_dir=str(d)))
+    assert not b.report.cache_hit
+    assert len(list(d.glob("*.mcc"))) == 2
+
+
+CHILD = """
+import sys
+import numpy as np
+from minicc.compile import CompileOptions, compile
+cm = compile(sys.argv[1], options=CompileOptions(threads=1, cache_dir=sys.argv[2]))
+x = np.load(sys.argv[3])
+out = cm.run({"x": x["x"], "y": x["y"]})["out"]
+np.save(sys.argv[4], out)
+print("cache_hit" if cm.report.cache_hit else "compiled")
+"""
+
+
+def test_two_processes_compiling_into_one_cache(onnx_path: Path, tmp_path: Path,
+                                                feeds: dict[str, np.ndarray]) -> None:
+    d = tmp_path / "shared_cache"
+    d.mkdir()
+    np.savez(tmp_path / "in.npz", **feeds)
+    env = dict(os.environ, MINICC_CACHE_DIR=str(tmp_path / "unused"))
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(onnx_path), str(d),
+                               str(tmp_path / "in.npz"), str(tmp_path / f"out{i}.npy")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for i in range(2)]
+    for i, p in enumerate(procs):
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, f"process {i} failed:\n{err.decode()[-3000:]}"
+    entries = sorted(d.iterdir())
+    assert [e.suffix for e in entries] == [".mcc"], entries   # no temp files left behind
+    ref = compile(str(onnx_path), options=CompileOptions(threads=1, cache=False)).run(feeds)
+    np.testing.assert_array_equal(load(entries[0]).run(feeds)["out"], ref["out"])
+    for i in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"out{i}.npy"), ref["out"])
+    # a third process finds the entry (a fresh process, like the two writers: the cache key
+    # hashes the compiler's source once per process)
+    third = subprocess.run([sys.executable, "-c", CHILD, str(onnx_path), str(d),
+                            str(tmp_path / "in.npz"), str(tmp_path / "out2.npy")],
+                           capture_output=True, env=env, timeout=120)
+    assert third.returncode == 0, third.stderr.decode()[-3000:]
+    assert third.stdout.decode().split() == ["cache_hit"], third.stdout.decode()
+    assert sorted(d.iterdir()) == entries
