@@ -145,7 +145,12 @@ def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
     err = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
     flop = 2.0 * n ** 3
     t_m = timeit(lambda: cm(a=a, b=b), repeat)
-    t_n = timeit(lambda: a @ b, repeat)
+    try:  # numpy's BLAS on the same number of threads, when threadpoolctl can set it
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(limits=threads, user_api="blas"):
+            t_n = timeit(lambda: a @ b, repeat)
+    except ImportError:
+        t_n = timeit(lambda: a @ b, repeat)
     g_m, g_n = flop / t_m / 1e9, flop / t_n / 1e9
     log(f"gemm {n}^3 threads {threads}: minicc {g_m:.1f} GFLOP/s, numpy {g_n:.1f} GFLOP/s "
         f"({100 * g_m / g_n:.0f}% of numpy), rel err {err:.1e}")

@@ -148,11 +148,20 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
     n_abs = add(n0, jl)
     # A element (broadcast) and B vector for (i, kk, jl)
     k_abs = add(mul(kc, KC), kk)
+    apack = None
+    a_pack: Stmt | None = None
     if s.a_packed is not None:
         a_val: Expr = BufLoad(s.a_packed, (s.a_batch(b), mr, k_abs, i), F32)
     else:
+        # A rows read in place sit a row apart: rows a multiple of 4 KiB long all map to one
+        # cache set. Copy the MR x KC panel once per (mr, kc) into contiguous scratch.
         assert s.a_load is not None
-        a_val = s.a_load(b, emin(m_abs, s.M - 1), k_abs)
+        apack = Buffer(f"{s.name}_apack", F32, (MR, KC), Scope.SCRATCH)
+        ai = Var("ai")
+        a_pack = For(ai, c64(MR), vloop(kk, kcur, lambda kv: Store(
+            apack, (ai, kv), s.a_load(b, emin(add(mul(mr, MR), ai), s.M - 1),
+                                      add(mul(kc, KC), kv)))))
+        a_val = BufLoad(apack, (i, kk), F32)
     if s.b_packed is not None:
         b_val: Expr = BufLoad(s.b_packed, (s.b_batch(b), div(n0, NR), k_abs, jl), F32)
     else:
@@ -190,7 +199,7 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
         store = per_cell(final, True)
     tile = Allocate(acc, seq(init, micro, store))
     n_tiles = div(add(valid, NR - 1), NR)
-    inner = For(mr, c64(nmr), For(nr, n_tiles, tile))
+    inner = For(mr, c64(nmr), seq(a_pack, For(nr, n_tiles, tile)))
     kloop = For(kc, c64(nkc), seq(pack, inner))
     par = LoopKind.PARALLEL if threads > 1 else LoopKind.SERIAL
     if s.batch >= threads and threads > 1:
@@ -201,12 +210,13 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
             body = For(b, c64(s.batch), body)  # type: ignore[arg-type]
     ps = list(params)
     rs = list(roles)
-    if col is not None:
-        ps.append(col)
-        rs.append("scratch")
+    for scratch in (col, apack):
+        if scratch is not None:
+            ps.append(scratch)
+            rs.append("scratch")
     trace = (f"gemm M={s.M} N={s.N} K={s.K} batch={s.batch}",
              f"tile MR={MR} NR={NR} KC={KC} NC={NC}",
-             "A " + ("packed const" if s.a_packed is not None else "in place"),
+             "A " + ("packed const" if s.a_packed is not None else "packed per (mr, kc)"),
              "B " + ("packed const" if s.b_packed is not None else "packed per block"),
              "vectorize l by 16; unroll i, jo")
     return Kernel(s.name, tuple(ps), tuple(rs), body, trace,
