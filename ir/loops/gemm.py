@@ -114,7 +114,8 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
         NC = s.block_cols
     else:
         NC = max(NR, min(kn.nc, -(-s.N // NR) * NR))
-        if threads > 1 and s.batch < threads:  # enough column blocks for every thread
+        if threads > 1 and s.batch < threads and -(-s.M // MR) < 2 * threads:
+            # too few row tiles to share: give every thread its own column blocks
             NC = max(NR, min(NC, -(-(-(-s.N // threads)) // NR) * NR))
     ncpad = -(-NC // NR) * NR
     nkc = -(-s.K // KC)
@@ -199,11 +200,27 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
         store = per_cell(final, True)
     tile = Allocate(acc, seq(init, micro, store))
     n_tiles = div(add(valid, NR - 1), NR)
-    inner = For(mr, c64(nmr), seq(a_pack, For(nr, n_tiles, tile)))
-    kloop = For(kc, c64(nkc), seq(pack, inner))
+    inner: Stmt = For(mr, c64(nmr), seq(a_pack, For(nr, n_tiles, tile)))
     par = LoopKind.PARALLEL if threads > 1 else LoopKind.SERIAL
-    if s.batch >= threads and threads > 1:
-        body: Stmt = For(b, c64(s.batch), For(nc, c64(nnc), kloop), par)  # type: ignore[arg-type]
+    # threads share the batch, else the column blocks, else (few columns, many rows: the late
+    # layers of a CNN) the row tiles, each thread packing its own copy of the B panel
+    split_rows = threads > 1 and s.batch < threads and nnc < 2 * threads and nmr >= 2 * threads
+    if split_rows:
+        chunk = -(-nmr // threads)
+        mc, mi = Var("mc"), Var("mi")
+        from minicc.ir.loops.primitives import subst_stmt
+
+        rows_here = emin(chunk, add(nmr, mul(mc, -chunk)))
+        inner = For(mi, rows_here, subst_stmt(seq(a_pack, For(nr, n_tiles, tile)),
+                                              {"mr": add(mul(mc, chunk), mi)}))
+    kloop = For(kc, c64(nkc), seq(pack, inner))
+    if split_rows:
+        body: Stmt = For(nc, c64(nnc), kloop)
+        if s.batch > 1:
+            body = For(b, c64(s.batch), body)  # type: ignore[arg-type]
+        body = For(mc, c64(threads), body, par)
+    elif s.batch >= threads and threads > 1:
+        body = For(b, c64(s.batch), For(nc, c64(nnc), kloop), par)  # type: ignore[arg-type]
     else:
         body = For(nc, c64(nnc), kloop, par if nnc > 1 else LoopKind.SERIAL)
         if s.batch > 1:
@@ -218,7 +235,9 @@ def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ..
              f"tile MR={MR} NR={NR} KC={KC} NC={NC}",
              "A " + ("packed const" if s.a_packed is not None else "packed per (mr, kc)"),
              "B " + ("packed const" if s.b_packed is not None else "packed per block"),
-             "vectorize l by 16; unroll i, jo")
+             "vectorize l by 16; unroll i, jo",
+             "parallel " + ("row tiles" if split_rows else "batch" if s.batch >= threads > 1
+                            else "column blocks") if threads > 1 else "serial")
     return Kernel(s.name, tuple(ps), tuple(rs), body, trace,
                   {**kn.as_dict(), "KC": KC, "NC": NC}, s.flops)
 
@@ -324,8 +343,8 @@ def conv_spec(name: str, group: Group, bufs: Mapping[Value, Buffer],
 
     epi = _epilogue(group, bufs, consts, lambda bg, m, p: out_index(bg, m, p), anchor_value)
     rows = max(1, min(knobs.nc // ow_, oh_))
-    if threads > 1 and n_ * g < threads:
-        rows = max(1, min(rows, -(-oh_ // threads)))
+    if threads > 1 and n_ * g < threads and -(-mg // knobs.mr) < 2 * threads:
+        rows = max(1, min(rows, -(-oh_ // threads)))  # share columns (rows of the output)
     KC = min(knobs.kc, K)
 
     def pack(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr) -> Stmt:
