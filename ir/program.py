@@ -86,8 +86,10 @@ def _check_static(f: Function) -> None:
 
 
 def build_program(f: Function, lower: Lowerer, threads: int = 1,
-                  partition: Partition | None = None) -> Program:
-    """Fuse, lower every group with `lower`, place every tensor, and order the steps."""
+                  partition: Partition | None = None, align: int = ALIGN) -> Program:
+    """Fuse, lower every group with `lower`, place every tensor, and order the steps.
+    `align`: byte alignment of tensors in the arena and the weights blob (64 for CPU cache
+    lines, 256 for CUDA)."""
     _check_static(f)
     part = partition or fuse(f)
     consts: dict[Value, np.ndarray] = {op.output: op.attrs["value"].array
@@ -116,7 +118,7 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
 
     def add_weight(key: int, arr: np.ndarray) -> Location:
         if key not in weight_off:
-            pad = (-len(blob)) % ALIGN
+            pad = (-len(blob)) % align
             blob.extend(b"\0" * pad)
             weight_off[key] = len(blob)
             blob.extend(np.ascontiguousarray(arr).tobytes())
@@ -197,7 +199,7 @@ def build_program(f: Function, lower: Lowerer, threads: int = 1,
                                 max(last.get(v, first.get(v, 0)), first.get(v, 0))))
     for s, b, _ in pending_scratch:
         requests.append(Request(f"s{id(b)}", b.nbytes * threads, s, s))
-    plan = plan_memory(requests, ALIGN)
+    plan = plan_memory(requests, align)
     ids = {id(v): v for v in arena_values}
 
     def slot(vid: int) -> int:

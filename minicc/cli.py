@@ -69,6 +69,7 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
     from minicc.compile import CompileOptions
 
     return CompileOptions(target=getattr(args, "target", "llvm"),
+                          cuda_arch=getattr(args, "cuda_arch", "sm_90"),
                           opt_level=getattr(args, "opt_level", 3),
                           threads=getattr(args, "threads", None), input_shapes=_shapes(args),
                           dump=dump, profile=getattr(args, "profile", False))
@@ -282,8 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=cmd_import)
 
     def compile_opts(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--target", default="llvm", choices=["llvm", "cpu"],
-                       help="code generator (llvm: this CPU)")
+        q.add_argument("--target", default="llvm", choices=["llvm", "cpu", "cuda"],
+                       help="code generator: llvm (this CPU; default) or cuda (CUDA C compiled "
+                       "with NVRTC; compiling needs no GPU, running does)")
+        q.add_argument("--cuda-arch", default="sm_90",
+                       help="GPU architecture for --target cuda (default sm_90)")
         q.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
                        help="graph passes and templates (0: none, 3: all; default 3)")
         q.add_argument("--threads", type=int, default=None,
@@ -300,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dump-ir", action="append", metavar="STAGE",
                    help="print the IR after a stage: imported, passes (after each graph "
                    "pass), fusion (groups), compute (each group's loop body before scheduling), "
-                   "loops (scheduled loop IR), memory (arena plan), llvm, asm, or all; "
-                   "repeatable or comma-separated")
+                   "loops (scheduled loop IR), memory (arena plan), llvm, asm, cuda (CUDA C), "
+                   "or all; repeatable or comma-separated")
     q.add_argument("--dump-dir", metavar="DIR", help="write dumps to files in DIR")
     q.add_argument("--explain-fusion", action="store_true",
                    help="list every fusion refusal with its reason")

@@ -19,7 +19,7 @@ from minicc.ir.registry import OPS, canonical_attrs, full_attrs
 from minicc.ir.types import Dim
 from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
 
-STAGES = ("imported", "passes", "fusion", "compute", "loops", "memory", "llvm", "asm")
+STAGES = ("imported", "passes", "fusion", "compute", "loops", "memory", "llvm", "asm", "cuda")
 
 
 def default_threads() -> int:
@@ -40,6 +40,8 @@ class CompileOptions:
     dump: tuple[str, ...] = ()          # stages to keep: imported, passes, fusion, loops, ...
     input_shapes: Mapping[str, Sequence[Dim]] | None = None
     profile: bool = False               # one native entry per kernel, so each can be timed
+    cuda_arch: str = "sm_90"            # target "cuda": the GPU architecture to compile for
+    cuda_graph: bool = False            # target "cuda": replay launches as a CUDA graph
 
 
 @dataclass
@@ -60,25 +62,43 @@ class CompiledModel:
     a dict of output arrays by name. `save(path)` writes an artifact `minicc.load` reads back."""
 
     def __init__(self, artifact: Artifact, threads: int | None = None,
-                 report: CompileReport | None = None):
+                 report: CompileReport | None = None, cuda_graph: bool = False):
         from minicc import __version__
-        from minicc.runtime.cpu import Executable
 
         self.artifact = artifact
-        self.exe = Executable(artifact, __version__, host_op, threads)
         self.report = report or CompileReport()
+        self._exe: Any = None
+        self._threads = threads
+        self._cuda_graph = cuda_graph
+        if artifact.target != "cuda":   # a CUDA model loads when it first runs (needs a GPU)
+            from minicc.runtime.cpu import Executable
+
+            self._exe = Executable(artifact, __version__, host_op, threads)
+
+    @property
+    def target(self) -> str:
+        return self.artifact.target
+
+    @property
+    def exe(self) -> Any:
+        if self._exe is None:
+            from minicc import __version__
+            from minicc.runtime.cuda import CudaExecutable
+
+            self._exe = CudaExecutable(self.artifact, __version__, host_op, self._cuda_graph)
+        return self._exe
 
     @property
     def input_names(self) -> list[str]:
-        return self.exe.input_names
+        return [n for n, _, _ in self.artifact.inputs]
 
     @property
     def output_names(self) -> list[str]:
-        return self.exe.output_names
+        return [n for n, _, _ in self.artifact.outputs]
 
     @property
     def threads(self) -> int:
-        return self.exe.threads
+        return self._exe.threads if self.target != "cuda" else 1
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         return self.exe.run(inputs)
@@ -107,8 +127,10 @@ class CompiledModel:
     def summary(self) -> str:
         s = self.artifact.summary
         ks = s.get("kernels", [])
+        where = f"threads: {self.threads}" if self.target != "cuda" else \
+            f"target: cuda {s.get('cuda_arch')}, cubin {s.get('cubin_bytes', 0)} bytes"
         lines = [f"kernels: {len(ks)}  host ops: {len(s.get('host_ops', []))}"
-                 f" ({', '.join(s.get('host_ops', [])) or 'none'})  threads: {self.threads}"]
+                 f" ({', '.join(s.get('host_ops', [])) or 'none'})  {where}"]
         for k in ks:
             lines.append(f"  {k['name']}: {' + '.join(k['ops'])}")
         mb = 1 / (1 << 20)
@@ -157,8 +179,10 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
 
     o = options or CompileOptions(target=target, opt_level=opt_level, threads=threads,
                                   input_shapes=input_shapes)
-    if o.target not in ("llvm", "cpu"):
-        raise MiniccError(f"unknown target '{o.target}' (this build compiles for: llvm)")
+    if o.target not in ("llvm", "cpu", "cuda"):
+        raise MiniccError(f"unknown target '{o.target}' (targets: llvm, cuda)")
+    if o.target == "cuda":
+        return _compile_cuda(model, o, input_shapes)
     nthreads = o.threads or default_threads()
     report = CompileReport()
     t0 = time.perf_counter()
@@ -195,12 +219,12 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
         if cache is not None:
             cache.put(key, art)
     if "llvm" in o.dump:
-        report.dumps["llvm"] = art.llvm_ir
+        report.dumps["llvm"] = art.source
     if "asm" in o.dump:
         from minicc.codegen.llvm.module import optimize
         from minicc.runtime.llvm_host import target_machine
 
-        report.dumps["asm"] = target_machine().emit_assembly(optimize(art.llvm_ir, o.opt_level))
+        report.dumps["asm"] = target_machine().emit_assembly(optimize(art.source, o.opt_level))
     report.timings["codegen"] = time.perf_counter() - t2
     try:
         return CompiledModel(art, nthreads, report)
@@ -208,3 +232,49 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
         raise
     except (OSError, RuntimeError) as e:
         raise CodegenError(f"loading the compiled code failed: {e}") from e
+
+
+def _compile_cuda(model: Any, o: CompileOptions,
+                  input_shapes: Mapping[str, Sequence[Dim]] | None) -> CompiledModel:
+    """Target 'cuda': GPU schedules, CUDA C, NVRTC cubin (no GPU needed to compile)."""
+    from minicc import __version__
+    from minicc.codegen.cuda.module import build_cuda_artifact, cuda_cache_key
+    from minicc.ir.loops.gpu import lower_group_gpu
+    from minicc.ir.loops.printer import print_kernel
+    from minicc.ir.passes.fuse import format_partition
+    from minicc.ir.passes.pipeline import run_pipeline
+    from minicc.ir.printer import print_module
+    from minicc.ir.program import build_program
+    from minicc.runtime.cache import CompileCache
+
+    report = CompileReport()
+    t0 = time.perf_counter()
+    m = _as_module(model, o.input_shapes or input_shapes)
+    if "imported" in o.dump:
+        report.dumps["imported"] = print_module(m)
+    m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None)
+    t1 = time.perf_counter()
+    report.timings["passes"] = t1 - t0
+    prog = build_program(m.main, lambda name, g, b, c, t: lower_group_gpu(name, g, b, c), 1,
+                         align=256)
+    if "fusion" in o.dump:
+        report.dumps["fusion"] = format_partition(prog.partition, explain=True)
+    if "loops" in o.dump:
+        report.dumps["loops"] = "\n".join(print_kernel(k) for k in prog.kernels)
+    if "memory" in o.dump:
+        report.dumps["memory"] = prog.memory.format()
+    t2 = time.perf_counter()
+    report.timings["lower"] = t2 - t1
+    key = cuda_cache_key(prog, o.cuda_arch, o.fastmath, __version__)
+    cache = CompileCache(o.cache_dir) if o.cache else None
+    art = cache.get(key) if cache is not None else None
+    if art is not None:
+        report.cache_hit = True
+    else:
+        art = build_cuda_artifact(prog, __version__, o.cuda_arch, o.fastmath)
+        if cache is not None:
+            cache.put(key, art)
+    if "cuda" in o.dump:
+        report.dumps["cuda"] = art.source
+    report.timings["codegen"] = time.perf_counter() - t2
+    return CompiledModel(art, None, report, o.cuda_graph)

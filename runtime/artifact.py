@@ -36,15 +36,16 @@ class Artifact:
     threads: int                      # the most threads scratch space was sized for
     cache_key: str = ""
     summary: dict = field(default_factory=dict)
-    llvm_ir: str = ""
+    source: str = ""                  # the generated code as text (LLVM IR or CUDA C)
 
     def manifest(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("object_code", "weights", "llvm_ir"):
+        for k in ("object_code", "weights", "source"):
             d.pop(k)
         d["format"] = FORMAT
         d["sha256"] = {"object": hashlib.sha256(self.object_code).hexdigest(),
-                       "weights": hashlib.sha256(self.weights).hexdigest()}
+                       "weights": hashlib.sha256(self.weights).hexdigest(),
+                       "source": hashlib.sha256(self.source.encode()).hexdigest()}
         return d
 
 
@@ -57,6 +58,8 @@ def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
         z.writestr("manifest.json", json.dumps(a.manifest(), indent=1))
         z.writestr("object.o", a.object_code)
         z.writestr("weights.bin", a.weights)
+        if a.target == "cuda":  # kept so a GPU of another architecture can JIT it again
+            z.writestr("source.cu", a.source)
     with tempfile.NamedTemporaryFile(dir=p.parent, delete=False, suffix=".tmp") as fh:
         fh.write(buf.getvalue())
     os.replace(fh.name, p)
@@ -76,6 +79,7 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
             m = json.loads(z.read("manifest.json"))
             obj = z.read("object.o")
             weights = z.read("weights.bin")
+            source = z.read("source.cu").decode() if "source.cu" in z.namelist() else ""
         except (KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ArtifactError(f"cannot load '{p}': incomplete or corrupt artifact ({e})"
                                 ) from None
@@ -83,7 +87,9 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         raise ArtifactError(f"cannot load '{p}': format {m.get('format')!r}, expected {FORMAT}")
     sums = m.get("sha256", {})
     if hashlib.sha256(obj).hexdigest() != sums.get("object") or \
-            hashlib.sha256(weights).hexdigest() != sums.get("weights"):
+            hashlib.sha256(weights).hexdigest() != sums.get("weights") or \
+            (m.get("target") == "cuda" and
+             hashlib.sha256(source.encode()).hexdigest() != sums.get("source")):
         raise ArtifactError(f"cannot load '{p}': checksum mismatch; the file was modified or "
                             "damaged. Recompile the model")
     try:
@@ -94,6 +100,6 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
             outputs=tuple((n, d, tuple(s)) for n, d, s in m["outputs"]),
             output_sources=tuple((k, o) for k, o in m["output_sources"]),
             arena_bytes=int(m["arena_bytes"]), weights=weights, threads=int(m["threads"]),
-            cache_key=m.get("cache_key", ""), summary=m.get("summary", {}))
+            cache_key=m.get("cache_key", ""), summary=m.get("summary", {}), source=source)
     except (KeyError, TypeError, ValueError) as e:
         raise ArtifactError(f"cannot load '{p}': malformed manifest ({e})") from None

@@ -182,7 +182,7 @@ def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bo
                     output_sources=tuple((s.kind, s.offset) for s in prog.output_sources),
                     arena_bytes=prog.memory.arena_bytes, weights=prog.weights,
                     threads=prog.threads, cache_key=key,
-                    summary=summary(prog), llvm_ir=text if keep_ir else "")
+                    summary=summary(prog), source=text if keep_ir else "")
 
 
 @functools.lru_cache(maxsize=None)

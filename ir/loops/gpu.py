@@ -253,7 +253,11 @@ def lower_gemm_gpu(name: str, group: Group, bufs: Mapping[Value, Buffer],
         g = full_attrs("conv", anchor.attrs)["group"]
         mg = m_ // g
 
+        wsplat = const_scalar(w, consts)   # a splat weight is an immediate, not a buffer
+
         def a_load(bg: Expr, m: Expr, k: Expr) -> Expr:
+            if wsplat is not None:
+                return wsplat
             return BufLoad(wb, (add(mul(mod(bg, g), mg), m), div(k, kh * kw),
                                 mod(div(k, kw), kh), mod(k, kw)), F32)
         spec.a_packed, spec.a_load = None, a_load
@@ -266,8 +270,11 @@ def lower_gemm_gpu(name: str, group: Group, bufs: Mapping[Value, Buffer],
         bv = anchor.inputs[1]
         if spec.b_packed is not None:  # use the weight as it is: [K, N] row-major
             bb = bufs[bv]
+            bsplat = const_scalar(bv, consts)
 
             def b_load(bi: Expr, k: Expr, n: Expr) -> Expr:
+                if bsplat is not None:
+                    return bsplat
                 return BufLoad(bb, (c64(0),) * (len(bb.shape) - 2) + (k, n), F32)
             spec.b_packed, spec.b_load = None, b_load
     params, roles = _params(group, bufs, consts, bufs[group.output])

@@ -1,0 +1,197 @@
+"""Run a CUDA Artifact with CuPy: weights uploaded once, one device arena from the memory plan,
+kernels launched in order on a stream (optionally replayed as a CUDA graph), CUDA events for
+timing. Inputs may be numpy or CuPy arrays; outputs come back as the same kind. Every input is
+checked before any kernel is launched. Needs a CUDA device (and `pip install cupy-cuda13x`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from typing import Any, Mapping
+
+import numpy as np
+
+from minicc.errors import ArtifactError, RuntimeInputError
+from minicc.runtime.artifact import Artifact
+
+_NP = {"bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
+       "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
+       "f16": np.float16, "f32": np.float32, "f64": np.float64}
+
+
+def cuda_device_available() -> str | None:
+    """None if CuPy sees a CUDA device, else why not."""
+    try:
+        import cupy
+        n = cupy.cuda.runtime.getDeviceCount()
+        return None if n > 0 else "no CUDA device"
+    except Exception as e:  # noqa: BLE001  (ImportError, CUDARuntimeError without a driver)
+        return f"{type(e).__name__}: {e}"
+
+
+class CudaExecutable:
+    def __init__(self, a: Artifact, version: str, host_op: Any = None,
+                 use_graph: bool = False):
+        why = cuda_device_available()
+        if why is not None:
+            raise ArtifactError(f"running a CUDA artifact needs a CUDA device and CuPy ({why}); "
+                                "compile with target='llvm' to run on this CPU")
+        if a.version != version:
+            raise ArtifactError(f"artifact was built by minicc {a.version}, this is minicc "
+                                f"{version}; recompile the model")
+        import cupy as cp
+
+        self.cp = cp
+        self.artifact = a
+        self.host_op = host_op
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.module = self._load_module(a)
+        self.kernels = {st["kernel"]: self.module.get_function(st["kernel"])
+                        for st in a.steps if "kernel" in st}
+        self.arena = cp.zeros(max(a.arena_bytes, 256), dtype=cp.uint8)
+        self.weights = cp.asarray(np.frombuffer(a.weights, dtype=np.uint8)) if a.weights \
+            else cp.zeros(256, dtype=cp.uint8)
+        self.input_names = [n for n, _, _ in a.inputs]
+        self.output_names = [n for n, _, _ in a.outputs]
+        self.use_graph = use_graph
+        self._graph = None
+        self._lock = threading.Lock()
+
+    def _load_module(self, a: Artifact) -> Any:
+        cp = self.cp
+        want = f"sm_{cp.cuda.Device().compute_capability}"
+        if a.object_code and a.cpu == want:
+            with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as fh:
+                fh.write(a.object_code)
+            try:
+                return cp.RawModule(path=fh.name)
+            finally:
+                os.unlink(fh.name)
+        # another GPU architecture: compile the kept CUDA source for this one
+        if not a.source:
+            raise ArtifactError(f"artifact holds cubin for {a.cpu}, this GPU is {want}, and no "
+                                "source to recompile")
+        return cp.RawModule(code=a.source, options=("-std=c++17",), backend="nvrtc")
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> list[Any]:
+        cp = self.cp
+        a = self.artifact
+        missing = [n for n in self.input_names if n not in inputs]
+        extra = [n for n in inputs if n not in self.input_names]
+        if missing or extra:
+            raise RuntimeInputError(f"inputs do not match the model: missing {missing}, "
+                                    f"unknown {extra}; it takes {self.input_names}")
+        out = []
+        for n, dt, shape in a.inputs:
+            x = inputs[n]
+            if not isinstance(x, (np.ndarray, cp.ndarray)):
+                raise RuntimeInputError(f"input '{n}': expected a numpy or CuPy array of "
+                                        f"{dt}{list(shape)}, got {type(x).__name__}")
+            if x.dtype != np.dtype(_NP[dt]):
+                raise RuntimeInputError(f"input '{n}': dtype {x.dtype} but the model expects "
+                                        f"{dt}{list(shape)}")
+            if tuple(x.shape) != tuple(shape):
+                raise RuntimeInputError(f"input '{n}': shape {list(x.shape)} but the model was "
+                                        f"compiled for {dt}{list(shape)}")
+            if not x.flags.c_contiguous:
+                raise RuntimeInputError(f"input '{n}': array is not C-contiguous")
+            out.append(x)
+        return out
+
+    def _ptr(self, kind: str, off: int, xs: list[Any], outs: list[Any]) -> int:
+        if kind == "arena":
+            return self.arena.data.ptr + off
+        if kind == "weights":
+            return self.weights.data.ptr + off
+        if kind == "input":
+            return xs[off].data.ptr
+        return outs[off].data.ptr
+
+    def _launch_all(self, xs: list[Any], outs: list[Any]) -> None:
+        for st in self.artifact.steps:
+            if "kernel" in st:
+                args = tuple(np.uint64(self._ptr(k, o, xs, outs)) for k, o in st["args"])
+                self.kernels[st["kernel"]](tuple(st["grid"]), tuple(st["block"]), args,
+                                           shared_mem=0, stream=self.stream)
+            else:
+                self._host(st, xs, outs)
+
+    def _host(self, st: dict, xs: list[Any], outs: list[Any]) -> None:
+        cp = self.cp
+        if self.host_op is None:
+            raise ArtifactError(f"op '{st['host']}' runs on the host but no handler was given")
+        self.stream.synchronize()
+
+        def view(k: str, o: int, d: str, s: list[int]) -> Any:
+            n = int(np.prod(s))
+            nbytes = n * np.dtype(_NP[d]).itemsize
+            base = {"arena": self.arena, "weights": self.weights}.get(k)
+            if base is None:
+                arr = (xs if k == "input" else outs)[o]
+                return arr.reshape(s)
+            return base[o:o + nbytes].view(_NP[d]).reshape(s)
+        args = [cp.asnumpy(view(*spec)) for spec in st["inputs"]]
+        res = self.host_op(st["host"], args, st["attrs"])
+        for spec, r in zip(st["outputs"], res):
+            view(*spec)[...] = cp.asarray(r)
+
+    def _graph_run(self, dev: list[Any], outs: list[Any]) -> None:
+        """Replay the launches as a CUDA graph captured once over fixed staging buffers (no
+        per-launch CPU overhead); only for models without host steps."""
+        cp = self.cp
+        if self._graph is None:
+            self._static_in = [cp.empty_like(x) for x in dev]
+            self._static_out = [cp.empty_like(o) for o in outs]
+            self.stream.begin_capture()
+            self._launch_all(self._static_in, self._static_out)
+            self._graph = self.stream.end_capture()
+        for s, x in zip(self._static_in, dev):
+            s[...] = x
+        self._graph.launch(self.stream)
+        for o, s in zip(outs, self._static_out):
+            o[...] = s
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        cp = self.cp
+        xs = self.check_inputs(inputs)
+        as_numpy = any(isinstance(x, np.ndarray) for x in xs)
+        with self._lock, self.stream:
+            dev = [cp.asarray(x) for x in xs]
+            outs = [cp.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
+            if self.use_graph and not any("host" in st for st in self.artifact.steps):
+                self._graph_run(dev, outs)
+            else:
+                self._launch_all(dev, outs)
+            result = {}
+            for k, ((name, d, s), (kind, off)) in enumerate(zip(self.artifact.outputs,
+                                                                 self.artifact.output_sources)):
+                if kind == "output" and off == k:
+                    r = outs[k]
+                elif kind in ("input", "output"):
+                    r = ((dev if kind == "input" else outs)[off]).reshape(s).copy()
+                else:
+                    base = self.arena if kind == "arena" else self.weights
+                    n = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
+                    r = base[off:off + n].view(_NP[d]).reshape(s).copy()
+                result[name] = r
+            self.stream.synchronize()
+        if as_numpy:
+            return {k: cp.asnumpy(v) for k, v in result.items()}
+        return result
+
+    def time(self, inputs: Mapping[str, Any], repeat: int = 20) -> float:
+        """Median milliseconds of the kernel launches alone, measured with CUDA events."""
+        cp = self.cp
+        xs = [cp.asarray(x) for x in self.check_inputs(inputs)]
+        outs = [cp.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
+        times = []
+        with self.stream:
+            for _ in range(repeat + 2):
+                start, end = cp.cuda.Event(), cp.cuda.Event()
+                start.record(self.stream)
+                self._launch_all(xs, outs)
+                end.record(self.stream)
+                end.synchronize()
+                times.append(cp.cuda.get_elapsed_time(start, end))
+        return float(np.median(times[2:]))
