@@ -19,6 +19,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore
+    cuda = sys.modules.get("tests.codegen.test_cuda")
+    if cuda is not None and cuda.COMPILED:
+        tr = terminalreporter
+        tr.section("CUDA kernels compiled with NVRTC (no GPU needed)")
+        total = sum(cuda.COMPILED.values())
+        tr.write_line(f"{total} kernels of {len(cuda.COMPILED)} models compiled to cubin, all "
+                      f"without error: " + ", ".join(f"{k} {v}" for k, v in
+                                                     sorted(cuda.COMPILED.items())))
     suite = sys.modules.get("tests.backend.test_onnx_backend")
     if suite is None or not suite.RESULTS:
         return
