@@ -206,6 +206,50 @@ class LSTMModel(nn.Module):
         return self.fc(y)
 
 
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * 4
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet50(nn.Module):
+    """The full ResNet-50 (the light_resnet50 architecture), for GPU benchmarks against
+    PyTorch eager on the same model."""
+
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        layers, cin = [], 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(blocks):
+                layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                cin = width * 4
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(x.mean((2, 3), keepdim=True), 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry and export
 
@@ -276,7 +320,14 @@ MODELS: dict[str, Spec] = {
     "lstm": Spec(_seeded(LSTMModel, 3), _seq, ["y"], {"x": 1, "y": 1}),
     "lstm_bidirectional": Spec(_seeded(LSTMModel, 4, bidirectional=True), _seq, ["y"],
                                {"x": 1, "y": 1}),
+    "resnet50": Spec(_seeded(ResNet50, 5, bn=True), lambda b: {
+        "x": _rng(99 + b).standard_normal((b, 3, 224, 224)).astype(np.float32)},
+        ["logits"], {"x": 0, "logits": 0}),
 }
+
+
+# the small models the test suite runs (resnet50 is for the GPU benchmark)
+TEST_MODELS = ["resnet18_like", "mobilenetv2_like", "bert_like", "lstm", "lstm_bidirectional"]
 
 
 def build(name: str) -> nn.Module:
@@ -324,7 +375,7 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
-    for name in MODELS:
+    for name in TEST_MODELS:
         feeds = export(name, out / f"{name}.onnx")
         export(name, out / f"{name}_dynamic.onnx", dynamic=True)
         np.savez(out / f"{name}.npz", **feeds)

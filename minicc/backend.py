@@ -108,7 +108,8 @@ class MiniccRep(BackendRep):
                 # bind symbolic dims by importing again with the actual shapes
                 values = {n: feeds[n] for n in self._bound if n in feeds}
                 m = import_onnx(self.model, shapes, values)
-            cm = compile(m, options=CompileOptions(threads=self.threads))
+            target = "cuda" if self.device.upper().startswith("CUDA") else "llvm"
+            cm = compile(m, options=CompileOptions(threads=self.threads, target=target))
             self._compiled[key.encode()] = cm
         return cm
 
@@ -126,7 +127,14 @@ class MiniccBackend(Backend):
 
     @classmethod
     def supports_device(cls, device: str) -> bool:
-        return device == "CPU"
+        if device == "CPU":
+            return True
+        if device.upper().startswith("CUDA") and not cls.interpret:
+            from minicc.codegen.cuda.nvrtc import nvrtc_available
+            from minicc.runtime.cuda import cuda_device_available
+
+            return cuda_device_available() is None and nvrtc_available() is None
+        return False
 
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Any, device: str = "CPU",

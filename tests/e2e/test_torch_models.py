@@ -47,7 +47,7 @@ def _load_examples() -> Any:
 
 
 tm = _load_examples()
-MODELS = list(tm.MODELS)
+MODELS = list(tm.TEST_MODELS)
 # Dynamic-batch models whose exported graph must contain run-time shape arithmetic.
 SHAPE_ARITHMETIC = {"resnet18_like", "bert_like", "lstm", "lstm_bidirectional"}
 
