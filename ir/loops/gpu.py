@@ -35,6 +35,7 @@ from minicc.ir.types import DType
 
 I64 = DType.I64
 F32 = DType.F32
+MAX_BLOCKS = 1 << 16   # elementwise grids stop growing here and loop (grid-stride)
 CUDA_DTYPES = {DType.F32, DType.F64, DType.I32, DType.I64, DType.I8, DType.U8, DType.I16,
                DType.U16, DType.U32, DType.U64, DType.BOOL}
 
@@ -125,8 +126,10 @@ def _per_element(body: Expr, ox: list[Var], shape: tuple[int, ...], out: Buffer,
                  kn: GpuKnobs, trace: list[str]) -> Stmt:
     n = int(np.prod(shape)) if shape else 1
     t = min(kn.threads, max(32, -(-n // 32) * 32))
-    bx, tx = Var("bx"), Var("tx")
-    p = add(mul(bx, t), tx)
+    nb = min(-(-n // t), MAX_BLOCKS)        # beyond that, a grid-stride loop
+    steps = -(-n // (nb * t))
+    bx, tx, it = Var("bx"), Var("tx"), Var("it")
+    p = add(mul(add(mul(it, nb), bx), t), tx) if steps > 1 else add(mul(bx, t), tx)
     idx = unflat_index(p, list(shape)) if shape else ()
     sub = {v.name: e for v, e in zip(ox, idx)}
     b2 = substitute(body, sub)
@@ -135,11 +138,13 @@ def _per_element(body: Expr, ox: list[Var], shape: tuple[int, ...], out: Buffer,
     def cont() -> Stmt:
         return Store(out, tuple(idx), cast(em.replace(b2), out.dtype))
     inner = em.emit_reduces(em.ready(b2, {"bx", "tx"}), {"bx", "tx"}, cont)
-    guarded: Stmt = inner if n % t == 0 else IfThen(p.lt(n), inner)
-    trace += [f"one thread per output: {n} outputs, blocks of {t}", "bind bx to block.x, "
-              "tx to thread.x"]
-    return For(bx, c64(-(-n // t)), For(tx, c64(t), guarded, LoopKind.THREAD_X),
-               LoopKind.BLOCK_X)
+    guarded: Stmt = inner if n == nb * t * steps else IfThen(p.lt(n), inner)
+    if steps > 1:
+        guarded = For(it, c64(steps), guarded)
+    trace += [f"one thread per output: {n} outputs, {nb} blocks of {t}" +
+              (f", grid-stride loop of {steps}" if steps > 1 else ""),
+              "bind bx to block.x, tx to thread.x"]
+    return For(bx, c64(nb), For(tx, c64(t), guarded, LoopKind.THREAD_X), LoopKind.BLOCK_X)
 
 
 def _row_reduce(body: Expr, reds: list[Reduce], ox: list[Var], shape: tuple[int, ...],
