@@ -255,3 +255,17 @@ def test_gpu_matmul_and_graph_replay() -> None:
     for _ in range(2):  # the second run replays the captured graph
         np.testing.assert_allclose(cm.run(feeds)["r"], ref, rtol=1e-4, atol=1e-4)
 
+
+
+def test_grid_stride_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import minicc.ir.loops.gpu as gpu
+
+    monkeypatch.setattr(gpu, "MAX_BLOCKS", 2)
+    m = parse("func @main(%x: f32[1000]) -> (f32[1000]) {\n  %y = tanh(%x) : f32[1000]\n"
+              "  return %y\n}")
+    g = fuse(m.main).groups[0]
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, (1000,)) for i, v in enumerate([g.inputs()[0],
+                                                                              g.output])}
+    k, _ = lower_group_gpu("k", g, bufs, {})
+    assert any("grid-stride" in t for t in k.trace)
+    _run_gpu_schedule(m)
