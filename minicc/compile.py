@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from minicc import env
 from minicc.errors import CodegenError, MiniccError
 from minicc.ir.graph import Module
 from minicc.ir.registry import OPS, canonical_attrs, full_attrs
@@ -169,9 +170,9 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
     """Compile an ONNX model (path, bytes, ModelProto), a .mir path or a Module for this CPU."""
     from minicc import __version__
     from minicc.codegen.llvm.module import build_artifact
-    from minicc.ir.passes.pipeline import run_pipeline
-    from minicc.ir.program import build_program
     from minicc.ir.passes.fuse import format_partition
+    from minicc.ir.passes.pipeline import check_roundtrip, run_pipeline
+    from minicc.ir.program import build_program
     from minicc.ir.printer import print_module
     from minicc.ir.loops.printer import print_kernel
     from minicc.ir.loops.schedule import lower_group
@@ -187,6 +188,8 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
     report = CompileReport()
     t0 = time.perf_counter()
     m = _as_module(model, o.input_shapes or input_shapes)
+    if env.flag("MINICC_VERIFY_ROUNDTRIP"):
+        check_roundtrip(m, "after import")
     if "imported" in o.dump:
         report.dumps["imported"] = print_module(m)
     m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None)

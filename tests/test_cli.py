@@ -170,3 +170,9 @@ def test_ops_text(capsys):
     assert rc == 0
     assert any(line.split()[:1] == ["conv"] for line in out.splitlines())
     assert "|" not in out.splitlines()[0]
+
+
+def test_verify_roundtrip_flag(capsys, monkeypatch):
+    monkeypatch.setenv("MINICC_VERIFY_ROUNDTRIP", "1")
+    rc, out, err = run(capsys, "compile", SQUEEZENET, "--threads", "1")
+    assert rc == 0, err

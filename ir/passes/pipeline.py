@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from minicc import env
 from minicc.errors import MiniccError
 from minicc.ir.graph import Function, Module
 from minicc.ir.passes.cse import eliminate_common_subexpressions
@@ -31,14 +32,28 @@ PIPELINES: dict[int, list[str]] = {
 PIPELINES[3] = PIPELINES[2]
 
 
+def check_roundtrip(m: Module, where: str) -> None:
+    """MINICC_VERIFY_ROUNDTRIP=1: the printed IR must parse back and print identically."""
+    from minicc.ir.parser import parse
+
+    text = print_module(m)
+    again = print_module(parse(text, weights=m.weights()))
+    if again != text:
+        raise MiniccError(f"IR round trip failed {where}: printing what was parsed differs "
+                          "(please report)")
+
+
 def run_passes(m: Module, names: list[str], dumps: dict[str, str] | None = None,
                verify_each: bool = False) -> Module:
+    roundtrip = env.flag("MINICC_VERIFY_ROUNDTRIP")
     for n in names:
         if n not in PASSES:
             raise MiniccError(f"unknown pass '{n}' (passes: {', '.join(PASSES)})")
         m = m.with_main(PASSES[n](m.main))
         if verify_each:
             verify_module(m)
+        if roundtrip:
+            check_roundtrip(m, f"after pass {n}")
         if dumps is not None:
             key = f"after {n}"
             while key in dumps:
