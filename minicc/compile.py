@@ -164,30 +164,19 @@ def _as_module(model: Any, input_shapes: Mapping[str, Sequence[Dim]] | None) -> 
     return import_onnx(model, input_shapes)
 
 
-def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int | None = None,
-            input_shapes: Mapping[str, Sequence[Dim]] | None = None,
-            options: CompileOptions | None = None) -> CompiledModel:
-    """Compile an ONNX model (path, bytes, ModelProto), a .mir path or a Module for this CPU."""
-    from minicc import __version__
-    from minicc.codegen.llvm.module import build_artifact
+def _lower(model: Any, o: CompileOptions, report: CompileReport, lower: Any, threads: int,
+           align: int) -> Any:
+    """The target-independent half: import, graph passes, fusion, lowering, memory planning,
+    with the dumps the options ask for. `lower` is the target's group lowering."""
+    from minicc.ir.loops.lower import format_compute
+    from minicc.ir.loops.printer import print_kernel
     from minicc.ir.passes.fuse import format_partition
     from minicc.ir.passes.pipeline import check_roundtrip, run_pipeline
-    from minicc.ir.program import build_program
     from minicc.ir.printer import print_module
-    from minicc.ir.loops.printer import print_kernel
-    from minicc.ir.loops.schedule import lower_group
-    from minicc.runtime.cache import CompileCache
+    from minicc.ir.program import build_program
 
-    o = options or CompileOptions(target=target, opt_level=opt_level, threads=threads,
-                                  input_shapes=input_shapes)
-    if o.target not in ("llvm", "cpu", "cuda"):
-        raise MiniccError(f"unknown target '{o.target}' (targets: llvm, cuda)")
-    if o.target == "cuda":
-        return _compile_cuda(model, o, input_shapes)
-    nthreads = o.threads or default_threads()
-    report = CompileReport()
     t0 = time.perf_counter()
-    m = _as_module(model, o.input_shapes or input_shapes)
+    m = _as_module(model, o.input_shapes)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         check_roundtrip(m, "after import")
     if "imported" in o.dump:
@@ -195,32 +184,77 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
     m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None)
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
-    prog = build_program(m.main, lambda name, g, b, c, t: lower_group(name, g, b, c, t,
-                                                                       o.opt_level), nthreads)
+    prog = build_program(m.main, lower, threads, align=align)
     if "fusion" in o.dump:
         report.dumps["fusion"] = format_partition(prog.partition, explain=True)
     if "compute" in o.dump:
-        from minicc.ir.loops.lower import format_compute
-
         report.dumps["compute"] = "\n".join(format_compute(g) for g in prog.partition.groups
                                              if not g.is_view and not g.is_host) + "\n"
     if "loops" in o.dump:
         report.dumps["loops"] = "\n".join(print_kernel(k) for k in prog.kernels)
     if "memory" in o.dump:
         report.dumps["memory"] = prog.memory.format()
-    t2 = time.perf_counter()
-    report.timings["lower"] = t2 - t1
-    from minicc.codegen.llvm.module import cache_key
+    report.timings["lower"] = time.perf_counter() - t1
+    return prog
 
-    key = cache_key(prog, o.opt_level, o.fastmath, __version__, o.profile)
+
+def _cached(o: CompileOptions, key: str, build: Any, report: CompileReport,
+            force: bool = False) -> Artifact:
+    from minicc.runtime.cache import CompileCache
+
     cache = CompileCache(o.cache_dir) if o.cache else None
-    art = cache.get(key) if cache is not None else None
-    if art is not None and not ({"llvm", "asm"} & set(o.dump)):
+    art = cache.get(key) if cache is not None and not force else None
+    if art is not None:
         report.cache_hit = True
-    else:
-        art = build_artifact(prog, __version__, o.opt_level, o.fastmath, split=o.profile)
-        if cache is not None:
-            cache.put(key, art)
+        return art
+    art = build()
+    if cache is not None:
+        cache.put(key, art)
+    return art
+
+
+def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int | None = None,
+            input_shapes: Mapping[str, Sequence[Dim]] | None = None,
+            options: CompileOptions | None = None) -> CompiledModel:
+    """Compile an ONNX model (path, bytes, ModelProto), a .mir path or a Module: for this CPU
+    (target 'llvm') or for NVIDIA GPUs (target 'cuda', via NVRTC; running needs a GPU)."""
+    from dataclasses import replace
+
+    from minicc import __version__
+
+    o = options or CompileOptions(target=target, opt_level=opt_level, threads=threads)
+    if o.input_shapes is None and input_shapes is not None:
+        o = replace(o, input_shapes=input_shapes)
+    if o.target not in ("llvm", "cpu", "cuda"):
+        raise MiniccError(f"unknown target '{o.target}' (targets: llvm, cuda)")
+    report = CompileReport()
+    if o.target == "cuda":
+        from minicc.codegen.cuda.module import build_cuda_artifact, cuda_cache_key
+        from minicc.ir.loops.gpu import lower_group_gpu
+
+        prog = _lower(model, o, report, lambda name, g, b, c, t: lower_group_gpu(name, g, b, c),
+                      1, 256)
+        t2 = time.perf_counter()
+        art = _cached(o, cuda_cache_key(prog, o.cuda_arch, o.fastmath, __version__),
+                      lambda: build_cuda_artifact(prog, __version__, o.cuda_arch, o.fastmath),
+                      report)
+        if "cuda" in o.dump:
+            report.dumps["cuda"] = art.source
+        report.timings["codegen"] = time.perf_counter() - t2
+        return CompiledModel(art, None, report, o.cuda_graph)
+
+    from minicc.codegen.llvm.module import build_artifact, cache_key
+    from minicc.ir.loops.schedule import lower_group
+
+    nthreads = o.threads or default_threads()
+    prog = _lower(model, o, report, lambda name, g, b, c, t: lower_group(name, g, b, c, t,
+                                                                          o.opt_level),
+                  nthreads, 64)
+    t2 = time.perf_counter()
+    art = _cached(o, cache_key(prog, o.opt_level, o.fastmath, __version__, o.profile),
+                  lambda: build_artifact(prog, __version__, o.opt_level, o.fastmath,
+                                         split=o.profile),
+                  report, force=bool({"llvm", "asm"} & set(o.dump)))
     if "llvm" in o.dump:
         report.dumps["llvm"] = art.source
     if "asm" in o.dump:
@@ -235,49 +269,3 @@ def compile(model: Any, target: str = "llvm", opt_level: int = 3, threads: int |
         raise
     except (OSError, RuntimeError) as e:
         raise CodegenError(f"loading the compiled code failed: {e}") from e
-
-
-def _compile_cuda(model: Any, o: CompileOptions,
-                  input_shapes: Mapping[str, Sequence[Dim]] | None) -> CompiledModel:
-    """Target 'cuda': GPU schedules, CUDA C, NVRTC cubin (no GPU needed to compile)."""
-    from minicc import __version__
-    from minicc.codegen.cuda.module import build_cuda_artifact, cuda_cache_key
-    from minicc.ir.loops.gpu import lower_group_gpu
-    from minicc.ir.loops.printer import print_kernel
-    from minicc.ir.passes.fuse import format_partition
-    from minicc.ir.passes.pipeline import run_pipeline
-    from minicc.ir.printer import print_module
-    from minicc.ir.program import build_program
-    from minicc.runtime.cache import CompileCache
-
-    report = CompileReport()
-    t0 = time.perf_counter()
-    m = _as_module(model, o.input_shapes or input_shapes)
-    if "imported" in o.dump:
-        report.dumps["imported"] = print_module(m)
-    m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None)
-    t1 = time.perf_counter()
-    report.timings["passes"] = t1 - t0
-    prog = build_program(m.main, lambda name, g, b, c, t: lower_group_gpu(name, g, b, c), 1,
-                         align=256)
-    if "fusion" in o.dump:
-        report.dumps["fusion"] = format_partition(prog.partition, explain=True)
-    if "loops" in o.dump:
-        report.dumps["loops"] = "\n".join(print_kernel(k) for k in prog.kernels)
-    if "memory" in o.dump:
-        report.dumps["memory"] = prog.memory.format()
-    t2 = time.perf_counter()
-    report.timings["lower"] = t2 - t1
-    key = cuda_cache_key(prog, o.cuda_arch, o.fastmath, __version__)
-    cache = CompileCache(o.cache_dir) if o.cache else None
-    art = cache.get(key) if cache is not None else None
-    if art is not None:
-        report.cache_hit = True
-    else:
-        art = build_cuda_artifact(prog, __version__, o.cuda_arch, o.fastmath)
-        if cache is not None:
-            cache.put(key, art)
-    if "cuda" in o.dump:
-        report.dumps["cuda"] = art.source
-    report.timings["codegen"] = time.perf_counter() - t2
-    return CompiledModel(art, None, report, o.cuda_graph)

@@ -6,12 +6,10 @@ runtime (`runtime/cuda.py`) launches them in order on a stream. Compiling needs 
 
 from __future__ import annotations
 
-import hashlib
-
 from minicc.codegen.cuda.nvrtc import DEFAULT_ARCH, compile_cuda, nvrtc_version
 from minicc.codegen.cuda.render import _cname, render_module
-from minicc.ir.loops.printer import print_kernel
-from minicc.ir.program import HostStep, KernelStep, Program, host_attrs
+from minicc.codegen.program_info import cache_key, host_step, summary
+from minicc.ir.program import HostStep, KernelStep, Program
 from minicc.runtime.artifact import Artifact
 
 
@@ -26,36 +24,18 @@ def cuda_steps(prog: Program, launches: dict) -> list[dict]:
                           "args": [[a.kind, a.offset] for a in st.args]})
         else:
             assert isinstance(st, HostStep)
-            steps.append({"host": st.op.kind, "attrs": host_attrs(st.op),
-                          "inputs": [[loc.kind, loc.offset, dt, list(sh)]
-                                     for loc, dt, sh in st.inputs],
-                          "outputs": [[loc.kind, loc.offset, dt, list(sh)]
-                                      for loc, dt, sh in st.outputs]})
+            steps.append(host_step(st))
     return steps
 
 
 def cuda_cache_key(prog: Program, arch: str, fastmath: bool, version: str) -> str:
-    from minicc.codegen.llvm.module import build_id
-
-    h = hashlib.sha256(f"{version}|{build_id()}|cuda|{arch}|{fastmath}".encode())
-    h.update(repr((prog.inputs, prog.outputs, prog.output_sources)).encode())
-    for st in prog.steps:
-        if isinstance(st, KernelStep):
-            h.update(print_kernel(st.kernel).encode())
-            h.update(repr(st.args).encode())
-        else:
-            h.update(repr((st.op.kind, sorted(host_attrs(st.op).items()), st.inputs,
-                           st.outputs)).encode())
-    h.update(hashlib.sha256(prog.weights).digest())
-    return h.hexdigest()[:32]
+    return cache_key(prog, version, "cuda", arch, fastmath)
 
 
 def build_cuda_artifact(prog: Program, version: str, arch: str = DEFAULT_ARCH,
                         fastmath: bool = False, compile_cubin: bool = True) -> Artifact:
     source, launches = render_module(prog.kernels, fastmath)
     cubin = compile_cuda(source, arch, "minicc_model") if compile_cubin and prog.kernels else b""
-    from minicc.codegen.llvm.module import summary
-
     s = summary(prog)
     s.update({"cuda_arch": arch, "cubin_bytes": len(cubin),
               "nvrtc": ".".join(map(str, nvrtc_version())) if cubin else None})

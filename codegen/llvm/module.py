@@ -10,10 +10,7 @@ kernel measured faster than one region per model with GOMP_barrier() between ker
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -21,9 +18,10 @@ from llvmlite import ir
 from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
 from minicc import env
 from minicc.errors import ToolchainError
-from minicc.ir.loops.printer import print_kernel
 from minicc.ir.loops.nodes import For, LoopKind, walk
-from minicc.ir.program import HostStep, KernelStep, Location, Program, host_attrs
+from minicc.codegen.program_info import cache_key as program_cache_key
+from minicc.codegen.program_info import host_step, summary
+from minicc.ir.program import HostStep, KernelStep, Location, Program
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.llvm_host import host_features, target_machine
 
@@ -66,11 +64,7 @@ def render_program(prog: Program, fastmath: bool = False, split: bool = False) -
         else:
             flush()
             assert isinstance(st, HostStep)
-            segments.append({"host": st.op.kind, "attrs": host_attrs(st.op),
-                             "inputs": [[loc.kind, loc.offset, dt, list(sh)]
-                                        for loc, dt, sh in st.inputs],
-                             "outputs": [[loc.kind, loc.offset, dt, list(sh)]
-                                         for loc, dt, sh in st.outputs]})
+            segments.append(host_step(st))
     flush()
     return Rendered(m, segments)
 
@@ -185,44 +179,9 @@ def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bo
                     summary=summary(prog), source=text if keep_ir else "")
 
 
-@functools.lru_cache(maxsize=None)
-def build_id() -> str:
-    """A hash of the compiler's own source: editing the code generator invalidates the cache
-    even when the version number does not change."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parents[2]
-    for pkg in ("codegen", "ir", "runtime"):
-        for f in sorted((root / pkg).rglob("*.py")):
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def cache_key(prog: Program, opt_level: int, fastmath: bool, version: str,
               split: bool = False) -> str:
-    h = hashlib.sha256()
-    h.update(f"{version}|{build_id()}|llvm|{opt_level}|{fastmath}|{prog.threads}|{split}|"
-             f"{host_features()}".encode())
-    h.update(repr((prog.inputs, prog.outputs, prog.output_sources,
-                   prog.memory.arena_bytes)).encode())
-    for st in prog.steps:
-        if isinstance(st, KernelStep):
-            h.update(print_kernel(st.kernel).encode())
-            h.update(repr(st.args).encode())
-        else:
-            h.update(repr((st.op.kind, sorted(host_attrs(st.op).items()), st.inputs,
-                           st.outputs)).encode())
-    h.update(hashlib.sha256(prog.weights).digest())
-    return h.hexdigest()[:32]
+    return program_cache_key(prog, version, "llvm", opt_level, fastmath, prog.threads, split,
+                             host_features())
 
-
-def summary(prog: Program) -> dict:
-    kernels = []
-    for st in prog.steps:
-        if isinstance(st, KernelStep):
-            kernels.append({"name": st.kernel.name, "ops": [op.kind for op in st.group.ops],
-                            "flops": st.kernel.flops})
-    return {"kernels": kernels, "host_ops": [op.kind for op in prog.host_ops],
-            "arena_bytes": prog.memory.arena_bytes, "naive_bytes": prog.memory.naive_bytes,
-            "lower_bound_bytes": prog.memory.lower_bound, "weights_bytes": len(prog.weights),
-            "threads": prog.threads}
 
