@@ -13,8 +13,9 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from minicc import env
-from minicc.errors import ArtifactError, RuntimeInputError
+from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
+from minicc.runtime.checks import NP_DTYPES, check_inputs
 from minicc.runtime.llvm_host import (host_features, init_llvm, load_gomp, new_target_machine,
                                       target_machine)
 
@@ -83,44 +84,7 @@ class Executable:
         self.output_names = [n for n, _, _ in a.outputs]
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
-        a = self.artifact
-        names = [n for n, _, _ in a.inputs]
-        missing = [n for n in names if n not in inputs]
-        extra = [n for n in inputs if n not in names]
-        if missing or extra:
-            parts = []
-            if missing:
-                parts.append("missing " + ", ".join(f"'{n}' ({d}{list(s)})" for n, d, s in
-                                                    a.inputs if n in missing))
-            if extra:
-                parts.append("unknown " + ", ".join(f"'{n}'" for n in extra))
-            raise RuntimeInputError(f"inputs do not match the model: {'; '.join(parts)}. "
-                                    f"It takes: {', '.join(names) or 'no inputs'}")
-        out = []
-        for n, dt, shape in a.inputs:
-            x = inputs[n]
-            if not isinstance(x, np.ndarray):
-                raise RuntimeInputError(f"input '{n}': expected a numpy array of {dt}{list(shape)}"
-                                        f", got {type(x).__name__}")
-            want = f"{dt}[{','.join(map(str, shape))}]"
-            if x.dtype != np.dtype(_NP[dt]):
-                got = _NAME.get(x.dtype, str(x.dtype))
-                raise RuntimeInputError(f"input '{n}': dtype {got} ({x.dtype}) but the model "
-                                        f"expects {want}; convert with "
-                                        f"x.astype(np.{np.dtype(_NP[dt])})")
-            if x.ndim != len(shape):
-                raise RuntimeInputError(f"input '{n}': rank {x.ndim} (shape {list(x.shape)}) "
-                                        f"but the model expects {want}")
-            if tuple(x.shape) != tuple(shape):
-                raise RuntimeInputError(f"input '{n}': shape {list(x.shape)} but the model was "
-                                        f"compiled for {want}")
-            if not x.flags.c_contiguous:
-                raise RuntimeInputError(f"input '{n}': array is not C-contiguous (a view or "
-                                        "transpose?); pass np.ascontiguousarray(x)")
-            if not x.flags.aligned:
-                raise RuntimeInputError(f"input '{n}': array data is not aligned")
-            out.append(x)
-        return out
+        return check_inputs(self.artifact.inputs, inputs)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         a = self.artifact
@@ -189,7 +153,4 @@ class Executable:
             self._view(k, o, d, s, xs, outs)[...] = r
 
 
-_NP: dict[str, type] = {"bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
-       "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
-       "f16": np.float16, "f32": np.float32, "f64": np.float64}
-_NAME = {np.dtype(v): k for k, v in _NP.items()}
+_NP = NP_DTYPES

@@ -12,12 +12,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from minicc.errors import ArtifactError, RuntimeInputError
+from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
+from minicc.runtime.checks import NP_DTYPES, check_inputs
 
-_NP = {"bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
-       "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
-       "f16": np.float16, "f32": np.float32, "f64": np.float64}
+_NP = NP_DTYPES
 
 
 def cuda_device_available() -> str | None:
@@ -75,29 +74,8 @@ class CudaExecutable:
         return cp.RawModule(code=a.source, options=("-std=c++17",), backend="nvrtc")
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[Any]:
-        cp = self.cp
-        a = self.artifact
-        missing = [n for n in self.input_names if n not in inputs]
-        extra = [n for n in inputs if n not in self.input_names]
-        if missing or extra:
-            raise RuntimeInputError(f"inputs do not match the model: missing {missing}, "
-                                    f"unknown {extra}; it takes {self.input_names}")
-        out = []
-        for n, dt, shape in a.inputs:
-            x = inputs[n]
-            if not isinstance(x, (np.ndarray, cp.ndarray)):
-                raise RuntimeInputError(f"input '{n}': expected a numpy or CuPy array of "
-                                        f"{dt}{list(shape)}, got {type(x).__name__}")
-            if x.dtype != np.dtype(_NP[dt]):
-                raise RuntimeInputError(f"input '{n}': dtype {x.dtype} but the model expects "
-                                        f"{dt}{list(shape)}")
-            if tuple(x.shape) != tuple(shape):
-                raise RuntimeInputError(f"input '{n}': shape {list(x.shape)} but the model was "
-                                        f"compiled for {dt}{list(shape)}")
-            if not x.flags.c_contiguous:
-                raise RuntimeInputError(f"input '{n}': array is not C-contiguous")
-            out.append(x)
-        return out
+        return check_inputs(self.artifact.inputs, inputs, (np.ndarray, self.cp.ndarray),
+                            "a numpy or CuPy array")
 
     def _ptr(self, kind: str, off: int, xs: list[Any], outs: list[Any]) -> int:
         if kind == "arena":

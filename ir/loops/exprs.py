@@ -56,24 +56,14 @@ def rename_reductions(e: Expr, tag: str) -> Expr:
     names: dict[str, Var] = {}
 
     def f(x: Expr) -> Expr | None:
+        if isinstance(x, Var) and x.name in names:
+            return names[x.name]
         if isinstance(x, Reduce):
             for v, _ in x.axes:
                 names.setdefault(v.name, Var(f"{v.name}.{tag}"))
             return Reduce(x.op, tuple((names[v.name], n) for v, n in x.axes),
-                          rename_reductions_body(x.body, names), x.dtype)
+                          map_expr(x.body, f), x.dtype)
         return None
-
-    def rename_reductions_body(b: Expr, nm: dict[str, Var]) -> Expr:
-        def g(x: Expr) -> Expr | None:
-            if isinstance(x, Var) and x.name in nm:
-                return nm[x.name]
-            if isinstance(x, Reduce):
-                for v, _ in x.axes:
-                    nm.setdefault(v.name, Var(f"{v.name}.{tag}"))
-                return Reduce(x.op, tuple((nm[v.name], n) for v, n in x.axes),
-                              rename_reductions_body(x.body, nm), x.dtype)
-            return None
-        return map_expr(b, g)
     return map_expr(e, f)
 
 
