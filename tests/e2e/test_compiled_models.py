@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib.util
 import multiprocessing
 import os
-import sys
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any, Iterator
 import numpy as np
 import onnx
 import pytest
+
+from tests.e2e.examples import torch_models
 from onnx import TensorProto, helper
 
 from minicc.bench import randomize_constants
@@ -124,19 +125,10 @@ def test_strip_final_softmax() -> None:
 # PyTorch example models (examples/torch_models.py)
 
 TORCH_MODELS = ["resnet18_like", "mobilenetv2_like", "bert_like", "lstm"]
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch_models.py"
 
 
 def _examples() -> Any:
-    name = "minicc_example_torch_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return torch_models()
 
 
 @pytest.mark.torch

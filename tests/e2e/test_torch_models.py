@@ -8,14 +8,14 @@ stays symbolic or, with static input shapes, folds away completely.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.e2e.examples import torch_models
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -31,19 +31,10 @@ from minicc.tools import onnxruntime_outputs  # noqa: E402
 pytestmark = pytest.mark.torch
 
 RTOL, ATOL = 1e-3, 1e-4
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch_models.py"
 
 
 def _load_examples() -> Any:
-    name = "minicc_example_torch_models"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return torch_models()
 
 
 tm = _load_examples()
