@@ -1,5 +1,5 @@
-"""What both code generators derive from a Program the same way: the compile-cache key, the
-summary stored in the artifact, and the description of host steps."""
+"""What both code generators derive from a Program the same way: the compile-cache key (computed
+here and nowhere else) and the summary stored in the artifact."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import functools
 import hashlib
 from pathlib import Path
 
+from minicc import abi, options
+from minicc.abi import HostCall, step_to_json
 from minicc.ir.loops.printer import print_kernel
-from minicc.ir.program import HostStep, KernelStep, Program, host_attrs
+from minicc.ir.loops.trace import format_schedule
+from minicc.ir.program import KernelStep, Program
+from minicc.options import CompileOptions, Target
 
 
 @functools.lru_cache(maxsize=None)
@@ -20,39 +24,35 @@ def build_id() -> str:
     for pkg in ("codegen", "ir", "runtime"):
         for f in sorted((root / pkg).rglob("*.py")):
             h.update(f.read_bytes())
+    for mod in (abi, options):
+        h.update(Path(mod.__file__).read_bytes())
     return h.hexdigest()[:16]
 
 
-def cache_key(prog: Program, *settings: object) -> str:
-    """Everything the generated code depends on: the scheduled loop IR of every kernel, where
-    each tensor lives, the host steps, the weights, the settings and the compiler itself."""
-    h = hashlib.sha256("|".join([build_id()] + [str(s) for s in settings]).encode())
+def cache_key(prog: Program, opts: CompileOptions, target: Target, version: str) -> str:
+    """Everything the generated code depends on: the compiler itself, the target, every option
+    that changes code (`CompileOptions.code_key`), the scheduled loop IR of every kernel, where
+    each tensor lives, the host steps and the weights."""
+    h = hashlib.sha256("|".join([build_id(), version, repr(target), opts.code_key()]).encode())
     h.update(repr((prog.inputs, prog.outputs, prog.output_sources,
-                   prog.memory.arena_bytes)).encode())
+                   prog.memory.arena_bytes, prog.threads)).encode())
     for st in prog.steps:
         if isinstance(st, KernelStep):
             h.update(print_kernel(st.kernel).encode())
             h.update(repr(st.args).encode())
         else:
-            h.update(repr((st.op.kind, sorted(host_attrs(st.op).items()), st.inputs,
-                           st.outputs)).encode())
+            h.update(repr(step_to_json(st)).encode())
     h.update(hashlib.sha256(prog.weights).digest())
     return h.hexdigest()[:32]
 
 
 def summary(prog: Program) -> dict:
-    kernels = []
-    for st in prog.steps:
-        if isinstance(st, KernelStep):
-            kernels.append({"name": st.kernel.name, "ops": [op.kind for op in st.group.ops],
-                            "flops": st.kernel.flops})
-    return {"kernels": kernels, "host_ops": [op.kind for op in prog.host_ops],
+    kernels = [{"name": st.kernel.name, "ops": [op.kind for op in st.group.ops],
+                "flops": st.kernel.flops,
+                "schedule": format_schedule(st.kernel.schedule, st.kernel.trace)}
+               for st in prog.kernel_steps]
+    return {"kernels": kernels,
+            "host_ops": [st.op for st in prog.steps if isinstance(st, HostCall)],
             "arena_bytes": prog.memory.arena_bytes, "naive_bytes": prog.memory.naive_bytes,
             "lower_bound_bytes": prog.memory.lower_bound, "weights_bytes": len(prog.weights),
-            "threads": prog.threads}
-
-
-def host_step(st: HostStep) -> dict:
-    return {"host": st.op.kind, "attrs": host_attrs(st.op),
-            "inputs": [[loc.kind, loc.offset, dt, list(sh)] for loc, dt, sh in st.inputs],
-            "outputs": [[loc.kind, loc.offset, dt, list(sh)] for loc, dt, sh in st.outputs]}
+            "threads": prog.threads, "target": prog.target.describe()}

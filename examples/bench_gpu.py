@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 def gemm(n: int, repeat: int) -> None:
     import cupy as cp
 
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
     from minicc.ir.parser import parse
 
     m = parse(f"func @main(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n"
@@ -57,7 +57,7 @@ def end_to_end(repeat: int) -> None:
     import torch
 
     import torch_models as tm
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
 
     dev = torch.device("cuda")
     with tempfile.TemporaryDirectory() as tmp:

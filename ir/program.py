@@ -1,6 +1,13 @@
-"""From a graph-IR function to a Program: fused groups lowered to kernels in execution order,
-every tensor given a place (model input or output, weights blob, arena offset), and the steps
-that run them. Codegen renders a Program; it decides nothing the Program did not say.
+"""From a graph-IR function to a Program: fused groups lowered to kernels in execution order, every
+tensor given a place, and the steps that run them. Codegen renders a Program; it decides nothing
+the Program did not say. Four small stages, each a function that can be run and tested alone:
+
+    place_tensors   which value owns each tensor's storage (views alias their source), which
+                    live in the caller's arrays or the weights, and the lifetimes of the rest
+    lower_groups    each group's scheduled kernel (the target's lowering), parameters bound
+    plan_arena      in-place outputs, then one arena for every other tensor (ir/memory.py)
+    bind_steps      the weights blob, and every kernel argument and host operand as a resolved
+                    Location (minicc.abi)
 
 Expects static shapes (symbolic dims must be bound with input shapes first).
 """
@@ -8,235 +15,213 @@ Expects static shapes (symbolic dims must be bound with input shapes first).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import numpy as np
 
-from minicc.errors import CodegenError
+from minicc.abi import HostCall, Location, LocKind, TensorRef
+from minicc.errors import CodegenError, ScheduleError
 from minicc.ir.graph import Function, Op, Value
-from minicc.ir.loops.nodes import BufLoad, Buffer, For, IfThen, Kernel, Scope, Stmt, Store, walk
-from minicc.ir.loops.exprs import flat_offset
+from minicc.ir.loops.exprs import flat_offset, loads_in
+from minicc.ir.loops.nodes import Buffer, Kernel, Scope, Store, walk
+from minicc.ir.loops.schedule import LowerCtx, Lowered
 from minicc.ir.memory import MemoryPlan, Request, plan_memory
 from minicc.ir.passes.fuse import Group, Partition, fuse
 from minicc.ir.registry import full_attrs
+from minicc.options import CompileOptions, Target
 
-ALIGN = 64
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where a tensor lives: `kind` is 'input' / 'output' (index into the call's arrays),
-    'arena' or 'weights' (byte offset into that block)."""
-
-    kind: str
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.kind}[{self.offset}]"
+Lowerer = Callable[[LowerCtx], Lowered]
 
 
 @dataclass
 class KernelStep:
     kernel: Kernel
-    args: list[Location]           # one per kernel param
+    args: tuple[Location, ...]      # one per kernel parameter
     group: Group
+    nest: Kernel | None = None      # the loop nest before scheduling (kept for dumps)
 
 
-@dataclass
-class HostStep:
-    """An op run on the host with its numpy reference (ops that cannot be compiled)."""
-
-    op: Op
-    inputs: list[tuple[Location, str, tuple[int, ...]]]    # location, dtype, shape
-    outputs: list[tuple[Location, str, tuple[int, ...]]]
+Step = Union[KernelStep, HostCall]
 
 
 @dataclass
 class Program:
     function: Function
     partition: Partition
-    steps: list[KernelStep | HostStep]
-    inputs: list[tuple[str, str, tuple[int, ...]]]          # name, dtype, shape
-    outputs: list[tuple[str, str, tuple[int, ...]]]
-    output_sources: list[Location]       # where each output's data is after a run
+    steps: list[Step]
+    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]      # name, dtype, shape
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
+    output_sources: tuple[Location, ...]      # where each output's data is after a run
     weights: bytes
     memory: MemoryPlan
     threads: int
-    kernel_count: int = 0
+    target: Target
     notes: list[str] = field(default_factory=list)
 
     @property
-    def kernels(self) -> list[Kernel]:
-        return [s.kernel for s in self.steps if isinstance(s, KernelStep)]
+    def kernel_steps(self) -> list[KernelStep]:
+        return [s for s in self.steps if isinstance(s, KernelStep)]
 
     @property
-    def host_ops(self) -> list[Op]:
-        return [s.op for s in self.steps if isinstance(s, HostStep)]
+    def kernels(self) -> list[Kernel]:
+        return [s.kernel for s in self.kernel_steps]
+
+    @property
+    def host_ops(self) -> list[str]:
+        return [s.op for s in self.steps if isinstance(s, HostCall)]
 
 
-Lowerer = Callable[[str, Group, dict[Value, Buffer], dict[Value, np.ndarray], int],
-                   tuple[Kernel, dict[int, tuple[Buffer, np.ndarray]]]]
+# ---- stage 1: places ------------------------------------------------------------------------
+
+@dataclass
+class Places:
+    """Where tensors live before the arena is planned. Keys are storage values: a view's value
+    maps to its source's through `storage`."""
+
+    function: Function
+    partition: Partition
+    root: dict[Value, Value]            # a view's value -> the value owning its storage
+    fixed: dict[Value, Location]        # storage in the caller's input and output arrays
+    consts: dict[Value, np.ndarray]
+    order: list[Group]                  # the groups that run (no views), in order
+    first: dict[Value, int]             # step that produces each storage value
+    last: dict[Value, int]              # last step that reads it
+    arena: list[Value]                  # storage values the arena holds, in first-use order
+    outputs: list[Value]                # storage of each function output
+
+    def storage(self, v: Value) -> Value:
+        return self.root.get(v, v)
 
 
-def _check_static(f: Function) -> None:
-    for v in list(f.inputs) + [o for op in f.ops for o in op.outputs]:
-        if not v.type.is_static:
-            raise CodegenError(f"compiling needs static shapes, but %{v.name_hint or '?'} is "
-                               f"{v.type}; give input shapes (input_shapes= / --input-shape)")
-
-
-def build_program(f: Function, lower: Lowerer, threads: int = 1,
-                  partition: Partition | None = None, align: int = ALIGN) -> Program:
-    """Fuse, lower every group with `lower`, place every tensor, and order the steps.
-    `align`: byte alignment of tensors in the arena and the weights blob (64 for CPU cache
-    lines, 256 for CUDA)."""
-    _check_static(f)
-    part = partition or fuse(f)
-    consts: dict[Value, np.ndarray] = {op.output: op.attrs["value"].array
-                                       for op in f.ops if op.kind == "const"}
-    loc: dict[Value, Location] = {}
-    for k, v in enumerate(f.inputs):
-        loc[v] = Location("input", k)
-    # views alias their source; find each value's storage root
+def place_tensors(f: Function, part: Partition) -> Places:
+    """Stage 1: views alias their source; an output's producer writes straight into the
+    caller's array (unless the output is an input, another output or a constant, copied after
+    the run); everything else that crosses kernels goes to the arena."""
+    consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
     root: dict[Value, Value] = {}
     for g in part.groups:
         if g.is_view:
             src = g.ops[0].inputs[0]
             root[g.output] = root.get(src, src)
-    # outputs: the producer of an output's root writes straight into the caller's array
-    output_sources: list[Location] = []
-    for k, v in enumerate(f.outputs):
-        r = root.get(v, v)
-        if r in loc or r in consts:   # an input, another output, or a constant: copied after
-            output_sources.append(loc[r] if r in loc else Location("const", id(r)))
-            continue
-        loc[r] = Location("output", k)
-        output_sources.append(loc[r])
-    # weights blob: every non-scalar constant a kernel reads, plus packed weights from lowering
-    blob = bytearray()
-    weight_off: dict[int, int] = {}
-
-    def add_weight(key: int, arr: np.ndarray) -> Location:
-        if key not in weight_off:
-            pad = (-len(blob)) % align
-            blob.extend(b"\0" * pad)
-            weight_off[key] = len(blob)
-            blob.extend(np.ascontiguousarray(arr).tobytes())
-        return Location("weights", weight_off[key])
-
-    step_of: dict[Group, int] = {}
+    fixed = {v: Location(LocKind.INPUT, k) for k, v in enumerate(f.inputs)}
+    outputs = [root.get(v, v) for v in f.outputs]
+    for k, r in enumerate(outputs):
+        if r not in fixed and r not in consts:
+            fixed[r] = Location(LocKind.OUTPUT, k)
     order = [g for g in part.groups if not g.is_view]
-    for i, g in enumerate(order):
-        step_of[g] = i
-    # lifetimes of arena tensors (in step indices), through views
     first: dict[Value, int] = {}
     last: dict[Value, int] = {}
-    for g in order:
-        s = step_of[g]
-        out = root.get(g.output, g.output)
-        for o in g.root.outputs:
-            first.setdefault(root.get(o, o), s)
+    arena: list[Value] = []
+    in_arena: set[Value] = set()
+    for s, g in enumerate(order):
         for v in g.inputs():
             r = root.get(v, v)
             last[r] = max(last.get(r, -1), s)
-        last.setdefault(out, s)
+        for o in g.root.outputs:
+            first.setdefault(root.get(o, o), s)
+        last.setdefault(root.get(g.output, g.output), s)
+        for v in g.inputs() + list(g.root.outputs):
+            r = root.get(v, v)
+            if r not in fixed and r not in consts and r not in in_arena:
+                in_arena.add(r)
+                arena.append(r)
+    return Places(f, part, root, fixed, consts, order, first, last, arena, outputs)
+
+
+# ---- stage 2: lowering ----------------------------------------------------------------------
+
+@dataclass
+class LoweredGroup:
+    """A group's kernel with each parameter bound: to a tensor (its graph value), to a weight
+    packed at compile time (the array), or to per-thread scratch (None)."""
+
+    group: Group
+    lowered: Lowered
+    binds: list[Value | np.ndarray | None]
+
+    @property
+    def kernel(self) -> Kernel:
+        return self.lowered.kernel
+
+
+def _buffer(v: Value) -> Buffer:
+    name = "".join(c if c.isalnum() or c in "_." else "_" for c in (v.name_hint or "t"))
+    return Buffer(name, v.type.dtype, tuple(int(d) for d in v.type.shape))
+
+
+def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOptions,
+                 threads: int) -> list[LoweredGroup | Group]:
+    """Stage 2: every group that runs becomes a kernel through the target's lowering; host
+    groups stay groups (they run an op's numpy reference)."""
     bufs: dict[Value, Buffer] = {}
-
-    def buffer_for(v: Value) -> Buffer:
-        if v not in bufs:
-            name = (v.name_hint or "t").replace("/", "_")
-            bufs[v] = Buffer(f"{name}", v.type.dtype, tuple(int(d) for d in v.type.shape))
-        return bufs[v]
-
-    steps: list[KernelStep | HostStep] = []
-    requests: list[Request] = []
-    alias: dict[Value, Value] = {}
-    pending_scratch: list[tuple[int, Buffer, int]] = []
-    arena_values: set[Value] = set()
-    for g in order:
-        s = step_of[g]
-        for v in g.inputs() + [o for o in g.root.outputs]:
-            r = root.get(v, v)
-            if r not in loc and r not in consts:
-                arena_values.add(r)
+    out: list[LoweredGroup | Group] = []
+    for s, g in enumerate(places.order):
         if g.is_host:
-            steps.append(HostStep(g.root, [], []))
+            out.append(g)
             continue
-        # views inside non-view groups keep their own buffers; give every value a Buffer
-        vb = {v: buffer_for(v) for v in g.inputs() + [g.output]}
-        name = f"k{s}_{g.root.kind}"
-        kernel, packed = lower(name, g, vb, consts, threads)
-        args: list[Location] = []
-        for b, role in zip(kernel.params, kernel.roles):
+        vb = {v: bufs.setdefault(v, _buffer(v)) for v in g.inputs() + [g.output]}
+        ctx = LowerCtx(f"k{s}_{g.root.kind}", g, vb, places.consts, target, opts, threads)
+        low = lower(ctx)
+        by_buf = {b: v for v, b in vb.items()}
+        binds: list[Value | np.ndarray | None] = []
+        for b in low.kernel.params:
             if b.scope == Scope.SCRATCH:
-                pending_scratch.append((s, b, len(steps)))
-                args.append(Location("scratch", id(b)))
-                continue
-            if id(b) in packed:
-                args.append(add_weight(id(b), packed[id(b)][1]))
-                continue
-            v = next((v for v, bb in vb.items() if bb is b), None)
-            if v is None:
-                raise CodegenError(f"kernel {name}: parameter {b.name} is bound to no tensor")
-            r = root.get(v, v)
-            if r in consts:
-                args.append(add_weight(id(r), consts[r]))
-            elif r in loc:
-                args.append(loc[r])
+                binds.append(None)
+            elif b in low.packed:
+                binds.append(low.packed[b])
+            elif b in by_buf:
+                binds.append(by_buf[b])
             else:
-                args.append(Location("value", id(r)))
-        steps.append(KernelStep(kernel, args, g))
-        x = _in_place_input(g, kernel, vb, s, root, last, loc, consts)
-        if x is not None:
-            alias[root.get(g.output, g.output)] = _resolve(alias, x)
-    # arena placement; an in-place output shares its input's slot (and extends its lifetime)
-    for v, target in alias.items():
-        last[target] = max(last.get(target, 0), last.get(v, first.get(v, 0)))
-    for v in arena_values:
-        if v in alias:
-            continue
-        requests.append(Request(f"v{id(v)}", int(v.type.nbytes or 0), first.get(v, 0),
-                                max(last.get(v, first.get(v, 0)), first.get(v, 0))))
-    for s, b, _ in pending_scratch:
-        requests.append(Request(f"s{id(b)}", b.nbytes * threads, s, s))
-    plan = plan_memory(requests, align)
-    ids = {id(v): v for v in arena_values}
+                raise CodegenError(f"kernel {ctx.name}: parameter {b.name} is bound to no "
+                                   "tensor")
+        out.append(LoweredGroup(g, low, binds))
+    _check_schedules_used(opts, [st.kernel.name for st in out if isinstance(st, LoweredGroup)])
+    return out
 
-    def slot(vid: int) -> int:
-        v = ids[vid]
-        return plan.offsets[f"v{id(_resolve(alias, v))}"]
-    for st in steps:
-        if isinstance(st, KernelStep):
-            st.args = [Location("arena", slot(a.offset)) if a.kind == "value"
-                       else Location("arena", plan.offsets[f"s{a.offset}"]) if a.kind == "scratch"
-                       else a for a in st.args]
-    for v in arena_values:
-        loc[v] = Location("arena", slot(id(v)))
-    # host steps: bind their operands now that every tensor has a place
-    for i, st in enumerate(steps):
-        if isinstance(st, HostStep):
-            op = st.op
 
-            def place(v: Value) -> Location:
-                r = root.get(v, v)
-                if r in consts:
-                    return add_weight(id(r), consts[r])
-                return loc[r]
-            st.inputs = [(place(v), v.type.dtype.value, tuple(int(d) for d in v.type.shape))
-                         for v in op.inputs]
-            st.outputs = [(place(v), v.type.dtype.value, tuple(int(d) for d in v.type.shape))
-                          for v in op.outputs]
-    # constant outputs: put them in the blob
-    output_sources = [add_weight(id(next(v for v in consts if id(v) == s.offset)),
-                                 consts[next(v for v in consts if id(v) == s.offset)])
-                      if s.kind == "const" else s for s in output_sources]
-    ins = [(n, v.type.dtype.value, tuple(int(d) for d in v.type.shape))
-           for n, v in zip(f.input_names, f.inputs)]
-    outs = [(n, v.type.dtype.value, tuple(int(d) for d in v.type.shape))
-            for n, v in zip(f.output_names, f.outputs)]
-    prog = Program(f, part, steps, ins, outs, output_sources, bytes(blob), plan, threads)
-    prog.kernel_count = sum(1 for s in steps if isinstance(s, KernelStep))
-    return prog
+def _check_schedules_used(opts: CompileOptions, names: list[str]) -> None:
+    unknown = sorted(set(opts.schedules or {}) - set(names))
+    if unknown:
+        raise ScheduleError(f"schedules given for no kernel named {', '.join(map(repr, unknown))}"
+                            f" (kernels: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
+
+
+# ---- stage 3: the arena ---------------------------------------------------------------------
+
+@dataclass
+class Arena:
+    plan: MemoryPlan
+    offset: dict[Value, int]                 # every arena storage value (in-place ones shared)
+    scratch: dict[tuple[int, int], int]      # (step, parameter index) -> offset
+
+
+def plan_arena(places: Places, steps: list[LoweredGroup | Group], threads: int,
+               align: int) -> Arena:
+    """Stage 3: an elementwise epilogue may write over an input that dies with it (in place);
+    every other arena value and every kernel's scratch gets a slot from `plan_memory`."""
+    alias: dict[Value, Value] = {}
+    last = dict(places.last)
+    for s, st in enumerate(steps):
+        if isinstance(st, LoweredGroup):
+            x = in_place_input(places, st, s)
+            if x is not None:
+                alias[places.storage(st.group.output)] = _resolve(alias, x)
+    for v, into in alias.items():
+        last[into] = max(last.get(into, 0), last.get(v, places.first.get(v, 0)))
+    names = {v: f"t{i}" for i, v in enumerate(places.arena)}
+    reqs = [Request(names[v], int(v.type.nbytes or 0), places.first.get(v, 0),
+                    max(last.get(v, places.first.get(v, 0)), places.first.get(v, 0)))
+            for v in places.arena if v not in alias]
+    scratch_names: dict[tuple[int, int], str] = {}
+    for s, st in enumerate(steps):
+        if isinstance(st, LoweredGroup):
+            for i, (b, bind) in enumerate(zip(st.kernel.params, st.binds)):
+                if b.scope == Scope.SCRATCH:
+                    scratch_names[(s, i)] = f"s{s}.{i}"
+                    reqs.append(Request(f"s{s}.{i}", b.nbytes * threads, s, s))
+    plan = plan_memory(reqs, align)
+    offset = {v: plan.offsets[names[_resolve(alias, v)]] for v in places.arena}
+    return Arena(plan, offset, {k: plan.offsets[n] for k, n in scratch_names.items()})
 
 
 def _resolve(alias: dict[Value, Value], v: Value) -> Value:
@@ -245,44 +230,83 @@ def _resolve(alias: dict[Value, Value], v: Value) -> Value:
     return v
 
 
-def _in_place_input(g: Group, k: Kernel, vb: dict[Value, Buffer], step: int,
-                    root: dict[Value, Value], last: dict[Value, int],
-                    loc: dict[Value, Location], consts: dict[Value, np.ndarray]) -> Value | None:
+def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
     """An input the kernel may overwrite with its output: same type, dead after this step, in
     the arena, and read only at the element the single store writes (an elementwise epilogue
     such as the residual add of a ResNet block)."""
-    out = root.get(g.output, g.output)
-    if out in loc or out in consts:
+    g, k = st.group, st.kernel
+    out = places.storage(g.output)
+    if out in places.fixed or out in places.consts:
         return None
-    out_buf = vb[g.output]
+    buf_of = {v: b for b, v in zip(k.params, st.binds) if isinstance(v, Value)}
+    out_buf = buf_of.get(g.output)
     stores = [s for s in walk(k.body) if isinstance(s, Store) and s.buf is out_buf]
-    if len(stores) != 1:
+    if out_buf is None or len(stores) != 1:
         return None
-    st = stores[0]
+    where = flat_offset(stores[0].index, out_buf.shape)
     for x in g.inputs():
-        r = root.get(x, x)
-        if r in loc or r in consts or r is out or x.type != g.output.type:
+        r = places.storage(x)
+        xb = buf_of.get(x)
+        if r in places.fixed or r in places.consts or r is out or x.type != g.output.type \
+                or places.last.get(r) != step or xb is None:
             continue
-        if last.get(r) != step or x not in vb:
-            continue
-        xb = vb[x]
-        loads = [ld for s in walk(k.body) for ld in _stmt_loads(s) if ld.buf is xb]
-        where = flat_offset(st.index, out_buf.shape)
+        loads = [ld for s in walk(k.body) for ld in loads_in(s) if ld.buf is xb]
         if loads and all(flat_offset(ld.index, xb.shape) == where for ld in loads):
             return r
     return None
 
 
-def _stmt_loads(s: Stmt) -> list[BufLoad]:
-    from minicc.ir.loops.lower import _loads
+# ---- stage 4: locations ---------------------------------------------------------------------
 
-    if isinstance(s, Store):
-        return _loads(s.value) + [ld for i in s.index for ld in _loads(i)]
-    if isinstance(s, For):
-        return _loads(s.extent)
-    if isinstance(s, IfThen):
-        return _loads(s.cond)
-    return []
+class WeightsBlob:
+    """The weights block: constants and packed weights, each aligned, each stored once."""
+
+    def __init__(self, align: int):
+        self.data = bytearray()
+        self.align = align
+        self._at: dict[Value | Buffer, int] = {}     # both are hashed by identity
+
+    def add(self, key: Value | Buffer, arr: np.ndarray) -> Location:
+        if key not in self._at:
+            self.data.extend(b"\0" * ((-len(self.data)) % self.align))
+            self._at[key] = len(self.data)
+            self.data.extend(np.ascontiguousarray(arr).tobytes())
+        return Location(LocKind.WEIGHTS, self._at[key])
+
+
+def bind_steps(places: Places, steps: list[LoweredGroup | Group], arena: Arena,
+               blob: WeightsBlob) -> tuple[list[Step], tuple[Location, ...]]:
+    """Stage 4: the Location of every kernel argument, host operand and output."""
+    def where(v: Value) -> Location:
+        r = places.storage(v)
+        if r in places.consts:
+            return blob.add(r, places.consts[r])
+        if r in places.fixed:
+            return places.fixed[r]
+        return Location(LocKind.ARENA, arena.offset[r])
+
+    out: list[Step] = []
+    for s, st in enumerate(steps):
+        if isinstance(st, Group):
+            out.append(host_call(st.root, where))
+            continue
+        args = []
+        for i, bind in enumerate(st.binds):
+            if bind is None:
+                args.append(Location(LocKind.ARENA, arena.scratch[(s, i)]))
+            elif isinstance(bind, Value):
+                args.append(where(bind))
+            else:
+                args.append(blob.add(st.kernel.params[i], bind))
+        out.append(KernelStep(st.kernel, tuple(args), st.group, st.lowered.nest))
+    return out, tuple(where(v) for v in places.function.outputs)
+
+
+def host_call(op: Op, where: Callable[[Value], Location]) -> HostCall:
+    def ref(v: Value) -> TensorRef:
+        return TensorRef(where(v), v.type.dtype.value, tuple(int(d) for d in v.type.shape))
+    return HostCall(op.kind, host_attrs(op), tuple(ref(v) for v in op.inputs),
+                    tuple(ref(v) for v in op.outputs))
 
 
 def host_attrs(op: Op) -> dict[str, Any]:
@@ -293,3 +317,34 @@ def host_attrs(op: Op) -> dict[str, Any]:
         if isinstance(out[k], tuple):
             out[k] = list(out[k])
     return out
+
+
+# ---- the stages together --------------------------------------------------------------------
+
+def _check_static(f: Function) -> None:
+    for v in list(f.inputs) + [o for op in f.ops for o in op.outputs]:
+        if not v.type.is_static:
+            raise CodegenError(f"compiling needs static shapes, but %{v.name_hint or '?'} is "
+                               f"{v.type}; give input shapes (input_shapes= / --input-shape)")
+
+
+def _signature(names: list[str], values: tuple[Value, ...]
+               ) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    return tuple((n, v.type.dtype.value, tuple(int(d) for d in v.type.shape))
+                 for n, v in zip(names, values))
+
+
+def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOptions,
+                  threads: int = 1, partition: Partition | None = None) -> Program:
+    """Fuse, then run the four stages. Tensors in the arena and the weights blob are aligned to
+    `target.align` bytes (64: CPU cache lines; 256: CUDA)."""
+    _check_static(f)
+    part = partition or fuse(f)
+    places = place_tensors(f, part)
+    lowered = lower_groups(places, lower, target, opts, threads)
+    arena = plan_arena(places, lowered, threads, target.align)
+    blob = WeightsBlob(target.align)
+    steps, sources = bind_steps(places, lowered, arena, blob)
+    return Program(f, part, steps, _signature(f.input_names, f.inputs),
+                   _signature(f.output_names, f.outputs), sources, bytes(blob.data), arena.plan,
+                   threads, target)

@@ -72,6 +72,10 @@ class OpDef:
     attrs: Mapping[str, Attr] = {}
     kind: FusionKind = FusionKind.OPAQUE
     doc: str = ""
+    view: bool = False          # only renames its input's storage (reshape): no kernel
+    host: bool = False          # runs on the host with its numpy reference (no compute)
+    template: str | None = None  # names the loop-nest template its groups lower with
+                                 # (ir/loops/gemm_views.py: conv2d_gemm, matmul_gemm)
 
     def num_outputs(self, attrs: Mapping[str, Any]) -> int:
         return 1

@@ -96,7 +96,7 @@ class MiniccRep(BackendRep):
         return tuple(out[n] for n in module.main.output_names)
 
     def _compiled_for(self, module: Module, feeds: dict[str, np.ndarray]) -> Any:
-        from minicc.compile import CompileOptions, compile
+        from minicc import CompileOptions, compile
 
         key = repr((id(module), sorted((n, a.dtype.str, a.shape) for n, a in feeds.items())))
         cm = self._compiled.get(key.encode())

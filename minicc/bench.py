@@ -87,7 +87,7 @@ def bench_model(path: str, name: str, threads_list: list[int], repeat: int = 20,
                 randomize: bool = True, inputs: dict | None = None,
                 input_shapes: dict | None = None, rtol: float = 1e-3, atol: float = 1e-4,
                 log: Callable[[str], None] = print) -> list[BenchRow]:
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
     from minicc.ir.interpret import random_inputs
 
     proto = onnx.load(path)
@@ -131,7 +131,7 @@ def geomean(xs: list[float]) -> float:
 def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
                log: Callable[[str], None] = print) -> tuple[float, float]:
     """GFLOP/s of minicc's matmul kernel and of numpy (OpenBLAS) on n x n x n float32."""
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
     from minicc.ir.parser import parse
 
     m = parse(f"func @main(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n"

@@ -66,18 +66,18 @@ def _summary(name: str, a: np.ndarray) -> str:
 
 
 def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # type: ignore
-    from minicc.compile import CompileOptions
+    from minicc import CompileOptions
 
-    return CompileOptions(target=getattr(args, "target", "llvm"),
-                          cuda_arch=getattr(args, "cuda_arch", "sm_90"),
-                          opt_level=getattr(args, "opt_level", 3),
-                          threads=getattr(args, "threads", None), input_shapes=_shapes(args),
-                          dump=dump, profile=getattr(args, "profile", False))
+    return CompileOptions(target=args.target, cpu=args.cpu, cuda_arch=args.cuda_arch,
+                          opt_level=args.opt_level, threads=args.threads,
+                          input_shapes=_shapes(args), dump=dump,
+                          profile=getattr(args, "profile", False),
+                          verify_each=args.verify_each)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from minicc.api import interpret
-    from minicc.compile import compile, load
+    from minicc import compile, load
     from minicc.tools import compare, load_input_arg, make_inputs, onnxruntime_outputs
 
     given = dict(load_input_arg(s) for s in (args.input or []))
@@ -146,13 +146,18 @@ class _Signature:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from minicc.compile import STAGES, compile
+    from minicc import compile
+    from minicc.options import STAGES
 
+    from minicc.targets import TARGETS, get_target
+
+    own = get_target(args.target).dumps
     stages: tuple[str, ...] = ()
     for d in args.dump_ir or []:
         for s in d.split(","):
             if s == "all":
-                stages += STAGES
+                stages += tuple(x for x in STAGES if x in own or not any(
+                    x in t.dumps for t in TARGETS.values()))
             elif s not in STAGES:
                 _err(f"unknown stage '{s}' for --dump-ir (stages: {', '.join(STAGES)}, all)")
                 return EXIT_USER
@@ -286,26 +291,33 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--target", default="llvm", choices=["llvm", "cpu", "cuda"],
                        help="code generator: llvm (this CPU; default) or cuda (CUDA C compiled "
                        "with NVRTC; compiling needs no GPU, running does)")
+        q.add_argument("--cpu", default="native", metavar="NAME",
+                       help="LLVM CPU to compile for: native (this machine; default), a psABI "
+                       "level (x86-64-v3, x86-64-v4) or a CPU name (skylake-avx512, znver4)")
         q.add_argument("--cuda-arch", default="sm_90",
                        help="GPU architecture for --target cuda (default sm_90)")
         q.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
                        help="graph passes and templates (0: none, 3: all; default 3)")
         q.add_argument("--threads", type=int, default=None,
                        help="threads to compile and run for (default: all cores)")
+        q.add_argument("--verify-each", action="store_true",
+                       help="verify the graph IR after every pass")
 
     q = sub.add_parser("compile", help="compile a model for this CPU",
                        description="Compile MODEL (.onnx or .mir) to native code: graph passes, "
-                       "fusion, loop IR, LLVM. Prints a summary; -o writes an artifact that "
-                       "`minicc run` and minicc.load() run without recompiling.")
+                       "fusion, scheduled loop IR, LLVM (or CUDA C). Prints a summary; -o writes "
+                       "an artifact that `minicc run OUT.mcc` and minicc.load(\"OUT.mcc\") run "
+                       "without recompiling.")
     q.add_argument("model", metavar="MODEL")
     q.add_argument("-o", "--output", metavar="OUT.mcc", help="write the compiled artifact")
     compile_opts(q)
     shape_opt(q)
     q.add_argument("--dump-ir", action="append", metavar="STAGE",
                    help="print the IR after a stage: imported, passes (after each graph "
-                   "pass), fusion (groups), compute (each group's loop body before scheduling), "
-                   "loops (scheduled loop IR), memory (arena plan), llvm, asm, cuda (CUDA C), "
-                   "or all; repeatable or comma-separated")
+                   "pass), fusion (groups), compute (each group's inlined definition), loops "
+                   "(each kernel's loop nest before and after scheduling, with its schedule), "
+                   "memory (arena plan), llvm, asm, cuda (CUDA C), or all; repeatable or "
+                   "comma-separated")
     q.add_argument("--dump-dir", metavar="DIR", help="write dumps to files in DIR")
     q.add_argument("--explain-fusion", action="store_true",
                    help="list every fusion refusal with its reason")

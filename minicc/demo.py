@@ -50,7 +50,7 @@ def run_demo(name: str = "resnet50", log: Callable[[str], None] = print,
              interpret_too: bool = False) -> bool:
     """Import, compile and run a light model; check against the shipped output."""
     from minicc.api import import_onnx, interpret
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
     from minicc.tools import compare
 
     path, feeds, expected = light_model_io(name)

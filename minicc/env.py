@@ -1,6 +1,7 @@
 """Debug environment variables, read in this one module (`minicc --help-env` lists them).
 
-They change diagnostics only, never results."""
+They change diagnostics only, never results; the ones that change the generated code
+(MINICC_SPLIT_KERNELS) are folded into the compile options, so the cache key covers them."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ FLAGS = {
     "MINICC_SPLIT_KERNELS": "1: one native entry per kernel (with MINICC_DEBUG, names each)",
     "MINICC_CACHE_DIR": "directory of the compile cache (default ~/.cache/minicc)",
     "MINICC_LIBGOMP": "path of libgomp.so to load for multi-threaded code",
-    "MINICC_VERIFY_ROUNDTRIP": "1: check that every printed IR dump parses back identically",
+    "MINICC_VERIFY_ROUNDTRIP": "1: check that the graph IR and every kernel's loop IR parse "
+                               "back identically",
+    "MINICC_VERIFY_EACH": "1: verify the graph IR after every pass (what --verify-each does)",
 }
 
 

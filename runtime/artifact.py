@@ -10,27 +10,29 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from minicc.abi import Location, Step, step_from_json, step_to_json
 from minicc.errors import ArtifactError
 
-FORMAT = "minicc-artifact/1"
+FORMAT = "minicc-artifact/2"
+Signature = tuple[tuple[str, str, tuple[int, ...]], ...]     # (name, dtype, shape) per tensor
 
 
 @dataclass(frozen=True)
 class Artifact:
     version: str                      # minicc version that built it
-    target: str                       # "llvm"
+    target: str                       # the target table's name: "llvm" or "cuda"
     triple: str
-    cpu: str
+    cpu: str                          # the LLVM CPU, or the GPU architecture (sm_90)
     features: tuple[str, ...]         # CPU features the code needs (e.g. avx512f)
     object_code: bytes
-    steps: tuple[dict, ...]           # {"native": symbol} | {"host": op, "attrs", "inputs", ...}
-    inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
-    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]
-    output_sources: tuple[tuple[str, int], ...]
+    steps: tuple[Step, ...]           # what one run does, in order (minicc.abi)
+    inputs: Signature
+    outputs: Signature
+    output_sources: tuple[Location, ...]     # where each output is after the steps ran
     arena_bytes: int
     weights: bytes
     threads: int                      # the most threads scratch space was sized for
@@ -39,9 +41,10 @@ class Artifact:
     source: str = ""                  # the generated code as text (LLVM IR or CUDA C)
 
     def manifest(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("object_code", "weights", "source"):
-            d.pop(k)
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("object_code", "weights", "source")}
+        d["steps"] = [step_to_json(s) for s in self.steps]
+        d["output_sources"] = [loc.to_json() for loc in self.output_sources]
         d["format"] = FORMAT
         d["sha256"] = {"object": hashlib.sha256(self.object_code).hexdigest(),
                        "weights": hashlib.sha256(self.weights).hexdigest(),
@@ -95,11 +98,12 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
     try:
         return Artifact(
             version=m["version"], target=m["target"], triple=m["triple"], cpu=m["cpu"],
-            features=tuple(m["features"]), object_code=obj, steps=tuple(m["steps"]),
+            features=tuple(m["features"]), object_code=obj,
+            steps=tuple(step_from_json(s) for s in m["steps"]),
             inputs=tuple((n, d, tuple(s)) for n, d, s in m["inputs"]),
             outputs=tuple((n, d, tuple(s)) for n, d, s in m["outputs"]),
-            output_sources=tuple((k, o) for k, o in m["output_sources"]),
+            output_sources=tuple(Location.from_json(x) for x in m["output_sources"]),
             arena_bytes=int(m["arena_bytes"]), weights=weights, threads=int(m["threads"]),
             cache_key=m.get("cache_key", ""), summary=m.get("summary", {}), source=source)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ArtifactError) as e:
         raise ArtifactError(f"cannot load '{p}': malformed manifest ({e})") from None

@@ -13,11 +13,11 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from minicc import env
+from minicc.abi import HostCall, Location, LocKind, NativeCall
 from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
-from minicc.runtime.llvm_host import (host_features, init_llvm, load_gomp, new_target_machine,
-                                      target_machine)
+from minicc.runtime.llvm_host import host_features, init_llvm, load_gomp, new_target_machine
 
 HostOp = Callable[[str, list[np.ndarray], dict], list[np.ndarray]]
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p,
@@ -41,9 +41,9 @@ def check_compatible(a: Artifact, version: str) -> None:
     if missing:
         raise ArtifactError(f"artifact was compiled for a CPU with {', '.join(missing)}, which "
                             f"this CPU ({host_features()[0]}) lacks; recompile here")
-    if a.triple != target_machine().triple:
-        raise ArtifactError(f"artifact is for {a.triple}, this machine is "
-                            f"{target_machine().triple}")
+    here = llvm.get_process_triple()
+    if a.triple != here:
+        raise ArtifactError(f"artifact is for {a.triple}, this machine is {here}")
 
 
 class Executable:
@@ -71,11 +71,11 @@ class Executable:
         self._ee.finalize_object()
         self._entries: dict[str, Any] = {}
         for st in a.steps:
-            if "native" in st:
-                addr = self._ee.get_function_address(st["native"])
+            if isinstance(st, NativeCall):
+                addr = self._ee.get_function_address(st.symbol)
                 if not addr:
-                    raise ArtifactError(f"entry {st['native']} missing from the object code")
-                self._entries[st["native"]] = _ENTRY(addr)
+                    raise ArtifactError(f"entry {st.symbol} missing from the object code")
+                self._entries[st.symbol] = _ENTRY(addr)
         self._arena = _aligned(max(a.arena_bytes, 64))
         self._weights = _aligned(max(len(a.weights), 64))
         self._weights[:len(a.weights)] = np.frombuffer(a.weights, dtype=np.uint8)
@@ -96,20 +96,24 @@ class Executable:
             debug = env.flag("MINICC_DEBUG")
             for st in a.steps:
                 if debug:
-                    print(f"minicc: running {st.get('native') or st.get('host')}", file=sys.stderr,
-                          flush=True)
-                if "native" in st:
-                    self._entries[st["native"]](self._arena.ctypes.data,
-                                                self._weights.ctypes.data, io, self.threads)
-                else:
-                    self._host(st, xs, outs)
+                    print(f"minicc: running {getattr(st, 'symbol', None) or st.op}",
+                          file=sys.stderr, flush=True)
+                self._step(st, io, xs, outs)
             result = {}
-            for k, ((name, d, s), (kind, off)) in enumerate(zip(a.outputs, a.output_sources)):
-                if kind == "output" and off == k:
+            for k, ((name, d, s), loc) in enumerate(zip(a.outputs, a.output_sources)):
+                if loc == Location(LocKind.OUTPUT, k):
                     result[name] = outs[k]        # native code wrote it in place
                 else:                             # an input, a weight or another output
-                    result[name] = self._view(kind, off, d, s, xs, outs).copy()
+                    result[name] = self._view(loc, d, s, xs, outs).copy()
         return result
+
+    def _step(self, st: NativeCall | HostCall, io: Any, xs: list[np.ndarray],
+              outs: list[np.ndarray]) -> None:
+        if isinstance(st, NativeCall):
+            self._entries[st.symbol](self._arena.ctypes.data, self._weights.ctypes.data, io,
+                                     self.threads)
+        else:
+            self._host(st, xs, outs)
 
     def time_segments(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[float]:
         """Median seconds of each step over `repeat` runs (steps as the artifact lists them)."""
@@ -125,32 +129,28 @@ class Executable:
             for _ in range(repeat + 1):
                 for k, st in enumerate(a.steps):
                     t = time.perf_counter()
-                    if "native" in st:
-                        self._entries[st["native"]](self._arena.ctypes.data,
-                                                    self._weights.ctypes.data, io, self.threads)
-                    else:
-                        self._host(st, xs, outs)
+                    self._step(st, io, xs, outs)
                     samples[k].append(time.perf_counter() - t)
         return [sorted(s[1:])[len(s[1:]) // 2] for s in samples]
 
-    def _view(self, kind: str, off: int, dt: str, shape: Sequence[int], xs: list[np.ndarray],
+    def _view(self, loc: Location, dt: str, shape: Sequence[int], xs: list[np.ndarray],
               outs: list[np.ndarray]) -> np.ndarray:
-        if kind == "input":
-            return xs[off].reshape(shape)      # a view (reshape) of an input
-        if kind == "output":
-            return outs[off].reshape(shape)
-        base = self._arena if kind == "arena" else self._weights
+        if loc.kind == LocKind.INPUT:
+            return xs[loc.offset].reshape(shape)      # a view (reshape) of an input
+        if loc.kind == LocKind.OUTPUT:
+            return outs[loc.offset].reshape(shape)
+        base = self._arena if loc.kind == LocKind.ARENA else self._weights
         n = int(np.prod(shape, dtype=np.int64))
-        return np.frombuffer(base, dtype=_NP[dt], count=n, offset=off).reshape(shape)
+        return np.frombuffer(base, dtype=_NP[dt], count=n, offset=loc.offset).reshape(shape)
 
-    def _host(self, st: dict, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+    def _host(self, st: HostCall, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
         if self.host_op is None:
-            raise ArtifactError(f"op '{st['host']}' runs on the host, but no host-op handler "
-                                "was given to the runtime")
-        args = [self._view(k, o, d, s, xs, outs) for k, o, d, s in st["inputs"]]
-        res = self.host_op(st["host"], args, st["attrs"])
-        for (k, o, d, s), r in zip(st["outputs"], res):
-            self._view(k, o, d, s, xs, outs)[...] = r
+            raise ArtifactError(f"op '{st.op}' runs on the host, but no host-op handler was "
+                                "given to the runtime")
+        args = [self._view(t.loc, t.dtype, t.shape, xs, outs) for t in st.inputs]
+        res = self.host_op(st.op, args, st.attrs)
+        for t, r in zip(st.outputs, res):
+            self._view(t.loc, t.dtype, t.shape, xs, outs)[...] = r
 
 
 _NP = NP_DTYPES

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from minicc.abi import HostCall, Launch, Location, LocKind
 from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
@@ -46,8 +47,8 @@ class CudaExecutable:
         self.host_op = host_op
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.module = self._load_module(a)
-        self.kernels = {st["kernel"]: self.module.get_function(st["kernel"])
-                        for st in a.steps if "kernel" in st}
+        self.kernels = {st.kernel: self.module.get_function(st.kernel)
+                        for st in a.steps if isinstance(st, Launch)}
         self.arena = cp.zeros(max(a.arena_bytes, 256), dtype=cp.uint8)
         self.weights = cp.asarray(np.frombuffer(a.weights, dtype=np.uint8)) if a.weights \
             else cp.zeros(256, dtype=cp.uint8)
@@ -77,42 +78,38 @@ class CudaExecutable:
         return check_inputs(self.artifact.inputs, inputs, (np.ndarray, self.cp.ndarray),
                             "a numpy or CuPy array")
 
-    def _ptr(self, kind: str, off: int, xs: list[Any], outs: list[Any]) -> int:
-        if kind == "arena":
-            return self.arena.data.ptr + off
-        if kind == "weights":
-            return self.weights.data.ptr + off
-        if kind == "input":
-            return xs[off].data.ptr
-        return outs[off].data.ptr
+    def _ptr(self, loc: Location, xs: list[Any], outs: list[Any]) -> int:
+        if loc.kind == LocKind.ARENA:
+            return self.arena.data.ptr + loc.offset
+        if loc.kind == LocKind.WEIGHTS:
+            return self.weights.data.ptr + loc.offset
+        return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].data.ptr
 
     def _launch_all(self, xs: list[Any], outs: list[Any]) -> None:
         for st in self.artifact.steps:
-            if "kernel" in st:
-                args = tuple(np.uint64(self._ptr(k, o, xs, outs)) for k, o in st["args"])
-                self.kernels[st["kernel"]](tuple(st["grid"]), tuple(st["block"]), args,
-                                           shared_mem=0, stream=self.stream)
+            if isinstance(st, Launch):
+                args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
+                self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0,
+                                        stream=self.stream)
             else:
                 self._host(st, xs, outs)
 
-    def _host(self, st: dict, xs: list[Any], outs: list[Any]) -> None:
+    def _view(self, loc: Location, d: str, s: Any, xs: list[Any], outs: list[Any]) -> Any:
+        if loc.kind in (LocKind.INPUT, LocKind.OUTPUT):
+            return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].reshape(s)
+        base = self.arena if loc.kind == LocKind.ARENA else self.weights
+        nbytes = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
+        return base[loc.offset:loc.offset + nbytes].view(_NP[d]).reshape(s)
+
+    def _host(self, st: HostCall, xs: list[Any], outs: list[Any]) -> None:
         cp = self.cp
         if self.host_op is None:
-            raise ArtifactError(f"op '{st['host']}' runs on the host but no handler was given")
+            raise ArtifactError(f"op '{st.op}' runs on the host but no handler was given")
         self.stream.synchronize()
-
-        def view(k: str, o: int, d: str, s: list[int]) -> Any:
-            n = int(np.prod(s))
-            nbytes = n * np.dtype(_NP[d]).itemsize
-            base = {"arena": self.arena, "weights": self.weights}.get(k)
-            if base is None:
-                arr = (xs if k == "input" else outs)[o]
-                return arr.reshape(s)
-            return base[o:o + nbytes].view(_NP[d]).reshape(s)
-        args = [cp.asnumpy(view(*spec)) for spec in st["inputs"]]
-        res = self.host_op(st["host"], args, st["attrs"])
-        for spec, r in zip(st["outputs"], res):
-            view(*spec)[...] = cp.asarray(r)
+        args = [cp.asnumpy(self._view(t.loc, t.dtype, t.shape, xs, outs)) for t in st.inputs]
+        res = self.host_op(st.op, args, st.attrs)
+        for t, r in zip(st.outputs, res):
+            self._view(t.loc, t.dtype, t.shape, xs, outs)[...] = cp.asarray(r)
 
     def _graph_run(self, dev: list[Any], outs: list[Any]) -> None:
         """Replay the launches as a CUDA graph captured once over fixed staging buffers (no
@@ -137,22 +134,15 @@ class CudaExecutable:
         with self._lock, self.stream:
             dev = [cp.asarray(x) for x in xs]
             outs = [cp.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
-            if self.use_graph and not any("host" in st for st in self.artifact.steps):
+            if self.use_graph and not any(isinstance(st, HostCall) for st in self.artifact.steps):
                 self._graph_run(dev, outs)
             else:
                 self._launch_all(dev, outs)
             result = {}
-            for k, ((name, d, s), (kind, off)) in enumerate(zip(self.artifact.outputs,
-                                                                 self.artifact.output_sources)):
-                if kind == "output" and off == k:
-                    r = outs[k]
-                elif kind in ("input", "output"):
-                    r = ((dev if kind == "input" else outs)[off]).reshape(s).copy()
-                else:
-                    base = self.arena if kind == "arena" else self.weights
-                    n = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
-                    r = base[off:off + n].view(_NP[d]).reshape(s).copy()
-                result[name] = r
+            for k, ((name, d, s), loc) in enumerate(zip(self.artifact.outputs,
+                                                        self.artifact.output_sources)):
+                own = loc == Location(LocKind.OUTPUT, k)
+                result[name] = outs[k] if own else self._view(loc, d, s, dev, outs).copy()
             self.stream.synchronize()
         if as_numpy:
             return {k: cp.asnumpy(v) for k, v in result.items()}

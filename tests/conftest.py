@@ -8,6 +8,9 @@ import sys
 import pytest
 from hypothesis import settings
 
+# the suite runs the graph verifier after every pass (what --verify-each does)
+os.environ.setdefault("MINICC_VERIFY_EACH", "1")
+
 settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None)
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from minicc.abi import HostCall, Location, LocKind, NativeCall, Step
 from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
-from minicc import env
+from minicc.codegen.llvm.target import machine_for
+from minicc.codegen.program_info import summary
 from minicc.errors import ToolchainError
 from minicc.ir.loops.nodes import For, LoopKind, walk
-from minicc.codegen.program_info import cache_key as program_cache_key
-from minicc.codegen.program_info import host_step, summary
-from minicc.ir.program import HostStep, KernelStep, Location, Program
+from minicc.ir.program import KernelStep, Program
+from minicc.options import CompileOptions, Target
 from minicc.runtime.artifact import Artifact
-from minicc.runtime.llvm_host import host_features, target_machine
 
 PTR = I8.as_pointer()
 
@@ -31,51 +31,51 @@ PTR = I8.as_pointer()
 @dataclass
 class Rendered:
     module: ir.Module
-    segments: list[dict]
+    steps: list[Step]
 
 
 def render_program(prog: Program, fastmath: bool = False, split: bool = False) -> Rendered:
     """`split`: one entry per kernel (for profiling and for finding a crashing kernel)."""
-    tm = target_machine()
+    tm = machine_for(prog.target)
     m = ir.Module(name="minicc")
     m.triple = tm.triple
     m.data_layout = str(tm.target_data)
     kernels: dict[int, ir.Function] = {}
-    for st in prog.steps:
+    for i, st in enumerate(prog.steps):
         if isinstance(st, KernelStep):
             fn = KernelRenderer(m, st.kernel, fastmath).render()
             fn.attributes.add("nounwind")
-            kernels[id(st)] = fn
-    segments: list[dict] = []
-    current: list[KernelStep] = []
+            kernels[i] = fn
+    steps: list[Step] = []
+    current: list[tuple[int, KernelStep]] = []
 
     def flush() -> None:
         if current:
-            name = f"minicc_entry_{len(segments)}"
-            _entry(m, name, list(current), kernels, prog.threads, len(prog.inputs))
-            segments.append({"native": name, "kernels": [s.kernel.name for s in current]})
+            name = f"minicc_entry_{len(steps)}"
+            _entry(m, name, [st for _, st in current], [kernels[i] for i, _ in current],
+                   prog.threads, len(prog.inputs))
+            steps.append(NativeCall(name, tuple(st.kernel.name for _, st in current)))
             current.clear()
-    split = split or env.flag("MINICC_SPLIT_KERNELS")
-    for st in prog.steps:
+    for i, st in enumerate(prog.steps):
         if isinstance(st, KernelStep):
-            current.append(st)
+            current.append((i, st))
             if split:
                 flush()
         else:
             flush()
-            assert isinstance(st, HostStep)
-            segments.append(host_step(st))
+            assert isinstance(st, HostCall)
+            steps.append(st)
     flush()
-    return Rendered(m, segments)
+    return Rendered(m, steps)
 
 
 def _pointer(b: ir.IRBuilder, loc: Location, arena: ir.Value, weights: ir.Value, io: ir.Value,
              n_in: int) -> ir.Value:
-    if loc.kind == "arena":
+    if loc.kind == LocKind.ARENA:
         return b.gep(arena, [ir.Constant(I64, loc.offset)])
-    if loc.kind == "weights":
+    if loc.kind == LocKind.WEIGHTS:
         return b.gep(weights, [ir.Constant(I64, loc.offset)])
-    idx = loc.offset if loc.kind == "input" else n_in + loc.offset
+    idx = loc.offset if loc.kind == LocKind.INPUT else n_in + loc.offset
     return b.load(b.gep(io, [ir.Constant(I64, idx)]))
 
 
@@ -84,7 +84,7 @@ def _gomp(m: ir.Module, name: str, ty: ir.FunctionType) -> ir.Function:
     return fn if fn is not None else ir.Function(m, ty, name)
 
 
-def _entry(m: ir.Module, name: str, steps: list[KernelStep], kernels: dict[int, ir.Function],
+def _entry(m: ir.Module, name: str, steps: list[KernelStep], kernels: list[ir.Function],
            threads: int, n_in: int) -> None:
     """The exported entry: each kernel with a parallel loop runs in its own GOMP_parallel region
     (the region's end is the barrier before the next kernel); the others run on the calling
@@ -101,7 +101,7 @@ def _entry(m: ir.Module, name: str, steps: list[KernelStep], kernels: dict[int, 
         ir.VoidType(), [ir.FunctionType(ir.VoidType(), [PTR]).as_pointer(), PTR, I32, I32])) \
         if threads > 1 else None
     for i, st in enumerate(steps):
-        fn = kernels[id(st)]
+        fn = kernels[i]
         # call(ctx, tid, nthreads): the kernel with its arguments taken from the context
         call = ir.Function(m, ir.FunctionType(ir.VoidType(), [ctx_ty.as_pointer(), I32, I32]),
                            f"{name}_k{i}")
@@ -136,52 +136,36 @@ def _entry(m: ir.Module, name: str, steps: list[KernelStep], kernels: dict[int, 
     b.ret_void()
 
 
-def optimize(text: str, opt_level: int) -> llvm.ModuleRef:
+def optimize(text: str, opt_level: int, target: Target) -> llvm.ModuleRef:
     try:
         mod = llvm.parse_assembly(text)
         mod.verify()
     except RuntimeError as e:
         raise ToolchainError(f"LLVM rejected the generated IR: {e}\n--- IR (first 4000 chars) "
                              f"---\n{text[:4000]}") from None
-    tm = target_machine()
     if opt_level > 0:
         pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
         pto.loop_vectorization = True
         pto.slp_vectorization = True
-        pb = llvm.create_pass_builder(tm, pto)
+        pb = llvm.create_pass_builder(machine_for(target), pto)
         pb.getModulePassManager().run(mod, pb)
     return mod
 
 
-def needed_features() -> tuple[str, ...]:
-    """The SIMD features the emitted code may use (what a loading machine must have)."""
-    feats = host_features()[1].split(",")
-    wanted = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "avx", "fma", "f16c",
-              "sse4.2")
-    return tuple(f[1:] for f in feats if f[1:] in wanted and f.startswith("+"))
-
-
-def build_artifact(prog: Program, version: str, opt_level: int = 3, fastmath: bool = False,
-                   keep_ir: bool = True, split: bool = False) -> Artifact:
-    r = render_program(prog, fastmath, split)
+def build_artifact(prog: Program, opts: CompileOptions, version: str) -> Artifact:
+    """Render, optimize and assemble the program for its target (LLVM IR kept as source)."""
+    r = render_program(prog, opts.fastmath, opts.profile)
     text = str(r.module)
-    mod = optimize(text, opt_level)
-    tm = target_machine()
-    obj = tm.emit_object(mod)
-    cpu, _ = host_features()
-    key = cache_key(prog, opt_level, fastmath, version, split)
-    return Artifact(version=version, target="llvm", triple=tm.triple, cpu=cpu,
-                    features=needed_features(), object_code=obj, steps=tuple(r.segments),
-                    inputs=tuple(prog.inputs), outputs=tuple(prog.outputs),
-                    output_sources=tuple((s.kind, s.offset) for s in prog.output_sources),
-                    arena_bytes=prog.memory.arena_bytes, weights=prog.weights,
-                    threads=prog.threads, cache_key=key,
-                    summary=summary(prog), source=text if keep_ir else "")
+    obj = machine_for(prog.target).emit_object(optimize(text, opts.opt_level, prog.target))
+    t = prog.target
+    return Artifact(version=version, target=t.name, triple=t.triple, cpu=t.cpu,
+                    features=t.features, object_code=obj, steps=tuple(r.steps),
+                    inputs=prog.inputs, outputs=prog.outputs,
+                    output_sources=prog.output_sources, arena_bytes=prog.memory.arena_bytes,
+                    weights=prog.weights, threads=prog.threads, summary=summary(prog),
+                    source=text)
 
 
-def cache_key(prog: Program, opt_level: int, fastmath: bool, version: str,
-              split: bool = False) -> str:
-    return program_cache_key(prog, version, "llvm", opt_level, fastmath, prog.threads, split,
-                             host_features())
-
-
+def assembly(art: Artifact, opts: CompileOptions, target: Target) -> str:
+    """The machine code of an artifact as assembly text (`--dump-ir asm`)."""
+    return machine_for(target).emit_assembly(optimize(art.source, opts.opt_level, target))

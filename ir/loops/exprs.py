@@ -7,7 +7,7 @@ import itertools
 from typing import Callable, Mapping
 
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var, call
-from minicc.ir.loops.nodes import BufLoad
+from minicc.ir.loops.nodes import BufLoad, For, IfThen, Stmt, Store
 from minicc.ir.types import DType
 
 I64 = DType.I64
@@ -81,6 +81,32 @@ def free_vars(e: Expr) -> frozenset[str]:
     if isinstance(e, Reduce):
         return free_vars(e.body) - {v.name for v, _ in e.axes}
     return frozenset()
+
+
+def expr_loads(e: Expr) -> list[BufLoad]:
+    """Every buffer load in `e`, including loads inside other loads' indices."""
+    out: list[BufLoad] = []
+
+    def f(x: Expr) -> Expr | None:
+        if isinstance(x, BufLoad):
+            out.append(x)
+            for i in x.index:
+                map_expr(i, f)
+            return x
+        return None
+    map_expr(e, f)
+    return out
+
+
+def loads_in(s: Stmt) -> list[BufLoad]:
+    """The loads in one statement's own expressions (not in the statements nested in it)."""
+    if isinstance(s, Store):
+        return expr_loads(s.value) + [ld for i in s.index for ld in expr_loads(i)]
+    if isinstance(s, For):
+        return expr_loads(s.extent)
+    if isinstance(s, IfThen):
+        return expr_loads(s.cond)
+    return []
 
 
 def reduces_in(e: Expr) -> list[Reduce]:

@@ -1,477 +1,327 @@
-"""The GEMM template: convolutions (as implicit GEMM) and matmuls with their fused epilogue.
+"""The CPU GEMM template: convolutions (as implicit GEMM) and matmuls with their fused epilogue,
+register-blocked for SIMD FMA. Its schedule is data like every other: the steps
 
-    C[b, m, n] = epilogue(sum_k A(b, m, k) * B(b, k, n))
+    tile(MR=6, NR=32, KC=256, NC=224)    the register block MR x NR, the K block, the N block
+    pack(A, at=compile|mr|none)          A packed at compile time (constant weights), per
+                                         (mr, kc) block at run time, or read in place
+    pack(B, at=compile|kc)               B packed at compile time, or per (nc, kc) block into a
+                                         per-thread panel (im2col for a conv, whole output rows)
+    vectorize(l, 16)                     the lanes of one vector register
+    parallel(nc|b|mc)                    threads share column blocks, the batch or row tiles
 
-Blocking follows BLIS. B is the vector operand: either packed at compile time (constant
-weights, panels [N/NR][K][NR]) or packed at run time into a per-thread scratch panel col[KC][NC]
-(im2col for a conv: the gather and the zero padding happen once per panel, not per FMA). A is
-the broadcast operand: constant weights packed as [M/MR][K][MR], or activations read in place.
-The micro-kernel keeps an MR x NR tile of accumulators in registers (NR/16 zmm per row),
-broadcasting one A element and loading NR/16 B vectors per k. Partial sums over K blocks go
-through C; the epilogue (bias, folded BN, activation, residual add) runs on the last block.
-
-Knobs (the autotuner's space): MR, NR, KC, NC.
+are the knobs a `GemmPlan` holds, and `GemmKernel` builds the loop nest they describe. Blocking
+follows BLIS: B is the vector operand, A is broadcast. The micro-kernel keeps an MR x NR tile of
+accumulators in registers (NR/lanes vectors per row), broadcasting one A element and loading
+NR/lanes B vectors per k. Partial sums over K blocks go through C; the epilogue (bias, folded
+BN, activation, residual add) runs on the last block.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
-from minicc.ir.graph import Value
-from minicc.ir.loops.exprs import simplify
-from minicc.ir.loops.lower import LANES, Inliner, _params, const_scalar
+from minicc.errors import ScheduleError
+from minicc.ir.compute import Const, Expr, Var, call, select
+from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mul, vloop)
 from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
                                    Scope, Stmt, Store, seq)
-from minicc.ir.passes.fuse import Group
-from minicc.ir.registry import full_attrs
+from minicc.ir.loops.primitives import subst_stmt
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
+from minicc.ir.loops.trace import Step, step
 from minicc.ir.types import DType
 
-I64 = DType.I64
 F32 = DType.F32
+SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
+                                    LoopKind.UNROLL)
 
 
-def c64(v: int) -> Const:
-    return Const(int(v), I64)
+@dataclass(frozen=True)
+class GemmPlan:
+    mr: int
+    nr: int
+    kc: int
+    nc: int
+    lanes: int
+    pack_a: str         # compile | mr | none
+    pack_b: str         # compile | kc
+    parallel: str       # none | nc | b | mc
+    threads: int
 
 
-def add(*xs: Expr | int) -> Expr:
-    out: Expr = c64(0)
-    for x in xs:
-        out = simplify(call("add", out, x if isinstance(x, Expr) else c64(x)))
-    return out
-
-
-def mul(a: Expr | int, b: Expr | int) -> Expr:
-    a = a if isinstance(a, Expr) else c64(a)
-    b = b if isinstance(b, Expr) else c64(b)
-    return simplify(call("mul", a, b))
-
-
-def div(a: Expr, b: int) -> Expr:
-    return simplify(call("floordiv", a, c64(b)))
-
-
-def mod(a: Expr, b: int) -> Expr:
-    return simplify(call("mod", a, c64(b)))
-
-
-def emin(a: Expr | int, b: Expr | int) -> Expr:
-    a = a if isinstance(a, Expr) else c64(a)
-    b = b if isinstance(b, Expr) else c64(b)
-    return simplify(call("min", a, b))
-
-
-@dataclass
-class Knobs:
-    mr: int = 6
-    nr: int = 32
-    kc: int = 256
-    nc: int = 256
-
-    def as_dict(self) -> dict:
-        return {"MR": self.mr, "NR": self.nr, "KC": self.kc, "NC": self.nc}
-
-
-@dataclass
-class GemmSpec:
-    """The GEMM a group computes. Index callbacks take expressions of (batch, row, col)."""
-
-    name: str
-    batch: int
-    M: int
-    N: int
-    K: int
-    # A: packed constant [batch_a][M/MR][K][MR] (a_packed) or a callback (b, m, k) -> Expr
-    a_packed: Buffer | None
-    a_batch: Callable[[Expr], Expr]          # batch index into a_packed
-    a_load: Callable[[Expr, Expr, Expr], Expr] | None
-    # B: packed constant [batch_b][N/NR][K][NR] (b_packed) or a callback for run-time packing
-    b_packed: Buffer | None
-    b_batch: Callable[[Expr], Expr]
-    b_load: Callable[[Expr, Expr, Expr], Expr] | None   # (b, k, n) -> value (guards included)
-    out: Buffer                               # viewed as [batch, M, N] through out_index
-    out_index: Callable[[Expr, Expr, Expr], tuple[Expr, ...]]
-    epilogue: Callable[[Expr, Expr, Expr, Expr], Expr]  # (acc, b, m, n) -> value stored
-    knobs: Knobs = field(default_factory=Knobs)
-    flops: int = 0
-    # a custom packer (col, b, kc, kcur, nc) -> Stmt filling col[kk, j] for this block, and the
-    # block width it needs (a conv packs whole output rows: no division per element)
-    pack: Callable[[Buffer, Expr, Expr, Expr, Expr], Stmt] | None = None
-    block_cols: int | None = None
-
-
-def gemm_kernel(spec: GemmSpec, params: tuple[Buffer, ...], roles: tuple[str, ...],
-                threads: int) -> Kernel:
-    s, kn = spec, spec.knobs
-    L = LANES
-    MR, NR = kn.mr, kn.nr
-    KC = min(kn.kc, s.K)
-    if s.block_cols is not None:
-        NC = s.block_cols
-    else:
-        NC = max(NR, min(kn.nc, -(-s.N // NR) * NR))
-        if threads > 1 and s.batch < threads and -(-s.M // MR) < 2 * threads:
-            # too few row tiles to share: give every thread its own column blocks
-            NC = max(NR, min(NC, -(-(-(-s.N // threads)) // NR) * NR))
-    ncpad = -(-NC // NR) * NR
-    nkc = -(-s.K // KC)
-    nnc = -(-s.N // NC)
-    nmr = -(-s.M // MR)
-    b: Expr = Var("b") if s.batch > 1 else c64(0)   # (a batch of one folds to index 0)
-    nc, kc = Var("nc"), Var("kc")
-    mr, nr, kk = Var("mr"), Var("nr"), Var("kk")
-    i, jo, ln, j = Var("i"), Var("jo"), Var("l"), Var("j")
-    kcur = emin(KC, add(s.K, mul(kc, -KC)))                       # rows in this K block
-    valid = emin(NC, add(s.N, mul(nc, -NC)))                      # columns in this N block
-    col = None
-    pack: Stmt | None = None
-    if s.b_packed is None:
-        col = Buffer(f"{s.name}_col", F32, (KC, ncpad), Scope.SCRATCH)
-        if s.pack is not None:
-            pack = s.pack(col, b, kc, kcur, nc)
+def plan_from_steps(v: GemmView, steps: Sequence[Step], threads: int) -> GemmPlan:
+    """The plan the steps describe; ScheduleError naming the step that does not fit."""
+    got: dict[str, Any] = {"pack_a": "compile" if v.a_const is not None else "mr",
+                           "pack_b": "compile" if v.b_const is not None and v.panel is None
+                           else "kc", "parallel": "none"}
+    for st in steps:
+        if st.name == "tile":
+            got.update({k.lower(): int(x) for k, x in st.kwargs})
+        elif st.name == "pack" and st.args in (("A",), ("B",)):
+            got["pack_" + str(st.args[0]).lower()] = st.get("at")
+        elif st.name == "vectorize" and st.args[:1] == ("l",):
+            got["lanes"] = int(st.args[1])
+        elif st.name == "parallel" and len(st.args) == 1:
+            got["parallel"] = st.args[0]
         else:
-            assert s.b_load is not None
-            kabs = add(mul(kc, KC), kk)
-            nabs = add(mul(nc, NC), j)
-            val = s.b_load(b, kabs, nabs)
-            val = select(nabs.lt(s.N), val, Const(0.0, F32)) if s.N % NC else val
-            pack = For(kk, kcur, vloop(j, c64(ncpad), lambda jv: Store(
-                col, (kk, jv), _subst_j(val, j, jv))))
-    acc = Buffer(f"{s.name}_acc", F32, (MR, NR), Scope.LOCAL)
-    nvec = NR // L
-    jl = add(mul(jo, L), ln)                                      # column within the tile
-    m_abs = add(mul(mr, MR), i)
-    n0 = add(mul(nc, NC), mul(nr, NR))
-    n_abs = add(n0, jl)
-    # A element (broadcast) and B vector for (i, kk, jl)
-    k_abs = add(mul(kc, KC), kk)
-    apack = None
-    a_pack: Stmt | None = None
-    if s.a_packed is not None:
-        a_val: Expr = BufLoad(s.a_packed, (s.a_batch(b), mr, k_abs, i), F32)
-    else:
+            raise ScheduleError(f"{st}: not a step of the gemm template (tile, pack, "
+                                "vectorize, parallel)")
+    missing = [k for k in ("mr", "nr", "kc", "nc", "lanes") if k not in got]
+    if missing:
+        raise ScheduleError(f"gemm template: the steps do not set {', '.join(missing)}")
+    p = GemmPlan(got["mr"], got["nr"], got["kc"], got["nc"], got["lanes"], got["pack_a"],
+                 got["pack_b"], got["parallel"], threads)
+    _check_plan(v, p)
+    return p
+
+
+def _check_plan(v: GemmView, p: GemmPlan) -> None:
+    def bad(why: str) -> ScheduleError:
+        return ScheduleError(f"gemm template ({v.name}): {why}")
+    if min(p.mr, p.nr, p.kc, p.nc, p.lanes) < 1 or p.nr % p.lanes:
+        raise bad(f"tile MR={p.mr} NR={p.nr} KC={p.kc} NC={p.nc} must be positive, NR a "
+                  f"multiple of the {p.lanes} lanes")
+    if p.kc > v.K:
+        raise bad(f"KC={p.kc} exceeds K={v.K}")
+    if p.pack_a not in (("compile", "none") if v.a_const is not None else ("mr", "none")):
+        raise bad(f"pack(A, at={p.pack_a}) does not fit an A that is "
+                  f"{'constant' if v.a_const is not None else 'computed at run time'}")
+    if p.pack_b not in (("compile", "kc") if v.b_const is not None and v.panel is None
+                        else ("kc",)):
+        raise bad(f"pack(B, at={p.pack_b}) does not fit this B")
+    if p.pack_b == "compile" and p.nc % p.nr:
+        raise bad(f"B packed at compile time needs NC={p.nc} to be a multiple of NR={p.nr}")
+    if v.row is not None and p.nc % v.row:
+        raise bad(f"a conv's N block spans whole output rows: NC={p.nc} must be a multiple "
+                  f"of the row length {v.row}")
+    if p.parallel not in ("none", "nc", "b", "mc") or (p.parallel == "b" and v.batch < 2):
+        raise bad(f"parallel({p.parallel}) is not nc, mc or b (b needs a batch)")
+
+
+def _pack_const(arr: np.ndarray, block: int, rows_axis: int) -> np.ndarray:
+    """[batches, R, C] -> panels [batches, ceil(R'/block), other, block] where R' is the axis
+    `rows_axis` (1: rows M of A, 2: columns N of B) padded with zeros to whole blocks."""
+    a = np.moveaxis(arr, rows_axis, 1)                     # [batches, R, other]
+    n = a.shape[1]
+    pad = -(-n // block) * block
+    out = np.zeros((a.shape[0], pad, a.shape[2]), np.float32)
+    out[:, :n] = a
+    return np.ascontiguousarray(out.reshape(a.shape[0], pad // block, block, a.shape[2])
+                                .transpose(0, 1, 3, 2))
+
+
+class GemmKernel:
+    """Builds the kernel a plan describes (see the module docstring)."""
+
+    def __init__(self, v: GemmView, p: GemmPlan):
+        self.v, self.p = v, p
+        self.ncpad = -(-p.nc // p.nr) * p.nr
+        self.nkc, self.nnc, self.nmr = -(-v.K // p.kc), -(-v.N // p.nc), -(-v.M // p.mr)
+        self.b: Expr = Var("b") if v.batch > 1 else c64(0)   # (a batch of one is index 0)
+        self.nc, self.kc, self.mr, self.nr = Var("nc"), Var("kc"), Var("mr"), Var("nr")
+        self.kk, self.i, self.jo, self.ln = Var("kk"), Var("i"), Var("jo"), Var("l")
+        self.kcur = emin(p.kc, add(v.K, mul(self.kc, -p.kc)))   # rows in this K block
+        self.valid = emin(p.nc, add(v.N, mul(self.nc, -p.nc)))  # columns in this N block
+        self.jl = add(mul(self.jo, p.lanes), self.ln)            # column within the tile
+        self.m_abs = add(mul(self.mr, p.mr), self.i)
+        self.n0 = add(mul(self.nc, p.nc), mul(self.nr, p.nr))
+        self.k_abs = add(mul(self.kc, p.kc), self.kk)
+        self.packed: dict[Buffer, np.ndarray] = {}
+        self.scratch: list[Buffer] = []
+
+    def operand_a(self) -> tuple[Expr, Stmt | None]:
+        """The A element the micro-kernel broadcasts, and the statement packing it (if any)."""
+        v, p = self.v, self.p
+        if p.pack_a == "compile":
+            assert v.a_const is not None
+            arr = _pack_const(v.a_const, p.mr, 1)                 # [g][M/MR][K][MR]
+            buf = Buffer(f"{v.name}_w", F32, arr.shape, Scope.GLOBAL)
+            self.packed[buf] = arr
+            return BufLoad(buf, (v.a_batch(self.b), self.mr, self.k_abs, self.i), F32), None
+        if p.pack_a == "none":
+            return v.a_load(self.b, emin(self.m_abs, v.M - 1), self.k_abs), None
         # A rows read in place sit a row apart: rows a multiple of 4 KiB long all map to one
         # cache set. Copy the MR x KC panel once per (mr, kc) into contiguous scratch.
-        assert s.a_load is not None
-        apack = Buffer(f"{s.name}_apack", F32, (MR, KC), Scope.SCRATCH)
+        apack = Buffer(f"{v.name}_apack", F32, (p.mr, p.kc), Scope.SCRATCH)
+        self.scratch.append(apack)
         ai = Var("ai")
-        a_pack = For(ai, c64(MR), vloop(kk, kcur, lambda kv: Store(
-            apack, (ai, kv), s.a_load(b, emin(add(mul(mr, MR), ai), s.M - 1),
-                                      add(mul(kc, KC), kv)))))
-        a_val = BufLoad(apack, (i, kk), F32)
-    if s.b_packed is not None:
-        b_val: Expr = BufLoad(s.b_packed, (s.b_batch(b), div(n0, NR), k_abs, jl), F32)
-    else:
-        assert col is not None
-        b_val = BufLoad(col, (kk, add(mul(nr, NR), jl)), F32)
-    acc_ij = BufLoad(acc, (i, jl), F32)
-    fma = Store(acc, (i, jl), call("add", acc_ij, call("mul", a_val, b_val)))
-    micro = For(kk, kcur, For(i, c64(MR), For(jo, c64(nvec), For(
-        ln, c64(L), fma, LoopKind.VECTOR, L), LoopKind.UNROLL), LoopKind.UNROLL))
-    # columns left in this tile (the tail tile is masked)
-    ncols = emin(L, add(valid, mul(add(mul(nr, NR), mul(jo, L)), -1)))
-    out_idx = s.out_index(b, m_abs, n_abs)
-    zero = Store(acc, (i, jl), Const(0.0, F32))
-    load_c = Store(acc, (i, jl), BufLoad(s.out, out_idx, F32))
-    row_ok = m_abs.lt(s.M) if s.M % MR else None
+        fill = For(ai, c64(p.mr), vloop(self.kk, self.kcur, lambda kv: Store(
+            apack, (ai, kv), v.a_load(self.b, emin(add(mul(self.mr, p.mr), ai), v.M - 1),
+                                      add(mul(self.kc, p.kc), kv))), p.lanes))
+        return BufLoad(apack, (self.i, self.kk), F32), fill
 
-    def per_cell(st: Stmt, guarded: bool) -> Stmt:
-        full = s.N % NC == 0 and NC % NR == 0
-        body: Stmt = For(ln, c64(L) if full or not guarded else ncols, st, LoopKind.VECTOR, L)
-        body = For(jo, c64(nvec), body, LoopKind.UNROLL)
-        if row_ok is not None and guarded:
-            body = IfThen(row_ok, body)
-        return For(i, c64(MR), body, LoopKind.UNROLL)
+    def operand_b(self) -> tuple[Expr, Stmt | None]:
+        """The B vector the micro-kernel loads, and the statement packing its panel (if any)."""
+        v, p = self.v, self.p
+        if p.pack_b == "compile":
+            assert v.b_const is not None
+            arr = _pack_const(v.b_const, p.nr, 2)                 # [1][N/NR][K][NR]
+            buf = Buffer(f"{v.name}_w", F32, arr.shape, Scope.GLOBAL)
+            self.packed[buf] = arr
+            return BufLoad(buf, (v.b_batch(self.b), div(self.n0, p.nr), self.k_abs, self.jl),
+                           F32), None
+        col = Buffer(f"{v.name}_col", F32, (p.kc, self.ncpad), Scope.SCRATCH)
+        self.scratch.insert(0, col)
+        if v.panel is not None:
+            fill = v.panel(col, self.b, self.kc, self.kcur, self.nc, p.kc,
+                           p.nc // (v.row or 1), p.lanes)
+        else:
+            j = Var("j")
+            guard = v.N % p.nc or p.nc % p.nr      # columns past N read as zeros
 
-    init_zero = per_cell(zero, False)
-    if nkc > 1:
-        init = IfThen(kc.eq(0), init_zero, per_cell(load_c, True))
-    else:
-        init = init_zero
-    final = Store(s.out, out_idx, s.epilogue(acc_ij, b, m_abs, n_abs))
-    partial = Store(s.out, out_idx, acc_ij)
-    if nkc > 1:
-        store = IfThen(kc.eq(nkc - 1), per_cell(final, True), per_cell(partial, True))
-    else:
-        store = per_cell(final, True)
-    tile = Allocate(acc, seq(init, micro, store))
-    n_tiles = div(add(valid, NR - 1), NR)
-    inner: Stmt = For(mr, c64(nmr), seq(a_pack, For(nr, n_tiles, tile)))
-    par = LoopKind.PARALLEL if threads > 1 else LoopKind.SERIAL
-    # threads share the batch, else the column blocks, else (few columns, many rows: the late
-    # layers of a CNN) the row tiles, each thread packing its own copy of the B panel
-    split_rows = threads > 1 and s.batch < threads and nnc < 2 * threads and nmr >= 2 * threads
-    if split_rows:
-        chunk = -(-nmr // threads)
-        mc, mi = Var("mc"), Var("mi")
-        from minicc.ir.loops.primitives import subst_stmt
+            def cell(jv: Expr) -> Stmt:
+                n = add(mul(self.nc, p.nc), jv)
+                val = v.b_load(self.b, self.k_abs, n)
+                return Store(col, (self.kk, jv), select(n.lt(v.N), val, Const(0.0, F32))
+                             if guard else val)
+            fill = For(self.kk, self.kcur, vloop(j, c64(self.ncpad), cell, p.lanes))
+        return BufLoad(col, (self.kk, add(mul(self.nr, p.nr), self.jl)), F32), fill
 
-        rows_here = emin(chunk, add(nmr, mul(mc, -chunk)))
-        inner = For(mi, rows_here, subst_stmt(seq(a_pack, For(nr, n_tiles, tile)),
-                                              {"mr": add(mul(mc, chunk), mi)}))
-    kloop = For(kc, c64(nkc), seq(pack, inner))
-    if split_rows:
-        body: Stmt = For(nc, c64(nnc), kloop)
-        if s.batch > 1:
-            body = For(b, c64(s.batch), body)  # type: ignore[arg-type]
-        body = For(mc, c64(threads), body, par)
-    elif s.batch >= threads and threads > 1:
-        body = For(b, c64(s.batch), For(nc, c64(nnc), kloop), par)  # type: ignore[arg-type]
-    else:
-        body = For(nc, c64(nnc), kloop, par if nnc > 1 else LoopKind.SERIAL)
-        if s.batch > 1:
-            body = For(b, c64(s.batch), body)  # type: ignore[arg-type]
-    ps = list(params)
-    rs = list(roles)
-    for scratch in (col, apack):
-        if scratch is not None:
-            ps.append(scratch)
-            rs.append("scratch")
-    trace = (f"gemm M={s.M} N={s.N} K={s.K} batch={s.batch}",
-             f"tile MR={MR} NR={NR} KC={KC} NC={NC}",
-             "A " + ("packed const" if s.a_packed is not None else "packed per (mr, kc)"),
-             "B " + ("packed const" if s.b_packed is not None else "packed per block"),
-             "vectorize l by 16; unroll i, jo",
-             "parallel " + ("row tiles" if split_rows else "batch" if s.batch >= threads > 1
-                            else "column blocks") if threads > 1 else "serial")
-    return Kernel(s.name, tuple(ps), tuple(rs), body, trace,
-                  {**kn.as_dict(), "KC": KC, "NC": NC}, s.flops)
+    def per_cell(self, st: Stmt, guarded: bool) -> Stmt:
+        """`st` for every (i, column) of the tile: the tail tile masked, tail rows skipped."""
+        v, p = self.v, self.p
+        full = v.N % p.nc == 0 and p.nc % p.nr == 0
+        ncols = emin(p.lanes, add(self.valid, mul(add(mul(self.nr, p.nr),
+                                                      mul(self.jo, p.lanes)), -1)))
+        body: Stmt = For(self.ln, c64(p.lanes) if full or not guarded else ncols, st, VECTOR,
+                         p.lanes)
+        body = For(self.jo, c64(p.nr // p.lanes), body, UNROLL)
+        if v.M % p.mr and guarded:
+            body = IfThen(self.m_abs.lt(v.M), body)
+        return For(self.i, c64(p.mr), body, UNROLL)
 
+    def tile(self, a_val: Expr, b_val: Expr) -> Stmt:
+        """One MR x NR register tile: initialize (or reload partial sums), FMAs over this K
+        block, store (the epilogue on the last K block)."""
+        v, p = self.v, self.p
+        acc = Buffer(f"{v.name}_acc", F32, (p.mr, p.nr), Scope.LOCAL)
+        acc_ij = BufLoad(acc, (self.i, self.jl), F32)
+        fma = Store(acc, (self.i, self.jl), call("add", acc_ij, call("mul", a_val, b_val)))
+        micro = For(self.kk, self.kcur, For(self.i, c64(p.mr), For(self.jo, c64(
+            p.nr // p.lanes), For(self.ln, c64(p.lanes), fma, VECTOR, p.lanes), UNROLL), UNROLL))
+        out_idx = v.out_index(self.b, self.m_abs, add(self.n0, self.jl))
+        init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), Const(0.0, F32)), False)
+        final = self.per_cell(Store(v.out, out_idx, v.epilogue(
+            acc_ij, self.b, self.m_abs, add(self.n0, self.jl))), True)
+        store = final
+        if self.nkc > 1:
+            init = IfThen(self.kc.eq(0), init, self.per_cell(
+                Store(acc, (self.i, self.jl), BufLoad(v.out, out_idx, F32)), True))
+            store = IfThen(self.kc.eq(self.nkc - 1), final,
+                           self.per_cell(Store(v.out, out_idx, acc_ij), True))
+        return Allocate(acc, seq(init, micro, store))
 
-def _subst_j(e: Expr, j: Var, new: Expr) -> Expr:
-    from minicc.ir.loops.exprs import substitute
+    def loops(self, a_fill: Stmt | None, b_fill: Stmt | None, tile: Stmt) -> Stmt:
+        """The blocked loops around the tile, with the threads' share as the plan says."""
+        v, p = self.v, self.p
+        n_tiles = div(add(self.valid, p.nr - 1), p.nr)
+        rows: Stmt = For(self.mr, c64(self.nmr), seq(a_fill, For(self.nr, n_tiles, tile)))
+        if p.parallel == "mc":      # few columns, many rows: threads take row tiles
+            chunk = -(-self.nmr // p.threads)
+            mc, mi = Var("mc"), Var("mi")
+            rows = For(mi, emin(chunk, add(self.nmr, mul(mc, -chunk))), subst_stmt(
+                seq(a_fill, For(self.nr, n_tiles, tile)), {"mr": add(mul(mc, chunk), mi)}))
+        kloop = For(self.kc, c64(self.nkc), seq(b_fill, rows))
+        nc_kind = PARALLEL if p.parallel == "nc" and self.nnc > 1 else SERIAL
+        body: Stmt = For(self.nc, c64(self.nnc), kloop, nc_kind)
+        if v.batch > 1:
+            body = For(self.b, c64(v.batch), body,  # type: ignore[arg-type]
+                       PARALLEL if p.parallel == "b" else SERIAL)
+        if p.parallel == "mc":
+            body = For(mc, c64(p.threads), body, PARALLEL)
+        return body
 
-    return substitute(e, {j.name: new})
-
-
-def vloop(v: Var, extent: Expr, body: Callable[[Expr], Stmt], lanes: int = LANES) -> Stmt:
-    """for v in 0..extent vectorized by `lanes`, the tail masked; `body` gets v's expression."""
-    vo, vv = Var(f"{v.name}.o"), Var(f"{v.name}.v")
-    if isinstance(extent, Const) and extent.value <= lanes:  # type: ignore[operator]
-        return For(vv, extent, body(vv), LoopKind.VECTOR, lanes)
-    n_o = div(add(extent, lanes - 1), lanes)
-    rem = emin(lanes, add(extent, mul(vo, -lanes)))
-    return For(vo, n_o, For(vv, rem, body(add(mul(vo, lanes), vv)), LoopKind.VECTOR, lanes))
-
-
-# ---- groups -> specs ------------------------------------------------------------------------
-
-def _epilogue(group: Group, bufs: Mapping[Value, Buffer], consts: Mapping[Value, np.ndarray],
-              index: Callable[[Expr, Expr, Expr], tuple[Expr, ...]],
-              anchor_value: Callable[[Expr, tuple[Expr, ...]], Expr]
-              ) -> Callable[[Expr, Expr, Expr, Expr], Expr]:
-    """The group's root expression with the anchor's result replaced by the accumulator."""
-    def leaf(v: Value, idx: tuple[Expr, ...]) -> Expr:
-        c = const_scalar(v, consts)
-        return c if c is not None else BufLoad(bufs[v], idx, v.type.dtype)
-
-    def epi(accv: Expr, b: Expr, m: Expr, n: Expr) -> Expr:
-        idx = index(b, m, n)
-        inl = Inliner(group, leaf, stop=group.anchor,
-                      stop_expr=lambda ix: anchor_value(accv, ix))
-        return cast(simplify(inl.expr(group.root, idx)), group.output.type.dtype)
-    return epi
+    def kernel(self) -> Kernel:
+        a_val, a_fill = self.operand_a()
+        b_val, b_fill = self.operand_b()
+        body = self.loops(a_fill, b_fill, self.tile(a_val, b_val))
+        v, p = self.v, self.p
+        drop = [v.a_param if p.pack_a == "compile" else None,
+                v.b_param if p.pack_b == "compile" else None]
+        params, roles = v.without(*drop)
+        extra = list(self.packed) + self.scratch
+        return Kernel(v.name, params + tuple(extra),
+                      roles + ("weight",) * len(self.packed) + ("scratch",) * len(self.scratch),
+                      body, flops=v.flops)
 
 
-def conv_spec(name: str, group: Group, bufs: Mapping[Value, Buffer],
-              consts: Mapping[Value, np.ndarray], knobs: Knobs, threads: int = 1
-              ) -> tuple[GemmSpec, dict[int, tuple[Buffer, np.ndarray]]] | None:
-    conv = group.anchor
-    assert conv is not None
-    x, w = conv.inputs[0], conv.inputs[1]
-    if w not in consts or x.type.dtype != DType.F32 or x.type.rank != 4:
+# ---- the rule -------------------------------------------------------------------------------
+
+class CpuGemm(Rule):
+    """`cpu.gemm`: the template for groups whose anchor op names a GEMM view in the registry."""
+
+    name = "cpu.gemm"
+
+    def view(self, ctx: LowerCtx) -> GemmView | None:
+        return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs,
+                                                       ctx.consts))
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        return ctx.opts.opt_level >= 1 and self.view(ctx) is not None
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        v = self.view(ctx)
+        assert v is not None
+        L = ctx.target.lanes
+        nc = self.defaults(ctx)["NC"]
+        if v.row is not None:
+            oh = v.N // v.row
+            ncs = sorted({r * v.row for r in (1, 2, 4, 8, 16, 32, 64) if r <= oh} | {nc})
+        else:
+            ncs = sorted({min(n, -(-v.N // (4 * L)) * 4 * L) for n in (64, 128, 256, 512, 1024)}
+                         | {nc})
+        par = ["none"] if ctx.threads == 1 else ["nc", "mc"] + (["b"] if v.batch > 1 else [])
+        return {"MR": tuple(range(1, min(8, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
+                "KC": tuple(sorted({min(k, v.K) for k in (32, 64, 128, 256, 512)})),
+                "NC": tuple(ncs), "parallel": tuple(par),
+                "pack_a": ("compile", "none") if v.a_const is not None else ("mr", "none"),
+                "pack_b": ("compile", "kc") if v.b_const is not None and v.panel is None
+                else ("kc",)}
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        if knobs["pack_b"] == "compile" and knobs["NC"] % knobs["NR"]:
+            return f"B packed at compile time needs NC={knobs['NC']} a multiple of NR"
         return None
-    at = full_attrs("conv", conv.attrs)
-    n_, c_, h_, w_ = (int(d) for d in x.type.shape)  # type: ignore[arg-type]
-    m_, cg, kh_, kw_ = (int(d) for d in w.type.shape)  # type: ignore[arg-type]
-    g = at["group"]
-    if cg == 1 and g > 1:
-        return None  # depthwise: the generic loop nest vectorizes it better
-    out = conv.outputs[0]
-    oh_, ow_ = int(out.type.shape[2]), int(out.type.shape[3])  # type: ignore[arg-type]
-    sh, sw = (at["strides"] or (1, 1))
-    dh, dw = (at["dilations"] or (1, 1))
-    pads = at["pads"] or (0, 0, 0, 0)
-    pt, pl = pads[0], pads[1]
-    mg = m_ // g
-    K = cg * kh_ * kw_
-    MR = knobs.mr
-    mpad = -(-mg // MR) * MR
-    wk = consts[w].astype(np.float32).reshape(g, mg, K)
-    wp = np.zeros((g, mpad, K), np.float32)
-    wp[:, :mg] = wk
-    packed = np.ascontiguousarray(wp.reshape(g, mpad // MR, MR, K).transpose(0, 1, 3, 2))
-    a_buf = Buffer(f"{name}_w", F32, packed.shape, Scope.GLOBAL)
-    xb = bufs[x]
-    P = oh_ * ow_
 
-    def b_load(bg: Expr, k: Expr, p: Expr) -> Expr:
-        nb, gi = div(bg, g), mod(bg, g)
-        c = add(mul(gi, cg), div(k, kh_ * kw_))
-        ky = mod(div(k, kw_), kh_)
-        kx = mod(k, kw_)
-        oy, ox = div(p, ow_), mod(p, ow_)
-        iy = add(mul(oy, sh), mul(ky, dh), -pt)
-        ix = add(mul(ox, sw), mul(kx, dw), -pl)
-        conds = []
-        if pt or (oh_ - 1) * sh + (kh_ - 1) * dh - pt >= h_:
-            conds += [iy.ge(0), iy.lt(h_)]
-        if pl or (ow_ - 1) * sw + (kw_ - 1) * dw - pl >= w_:
-            conds += [ix.ge(0), ix.lt(w_)]
-        if P % knobs.nc or P < knobs.nc:
-            conds.append(p.lt(P))
-        v: Expr = BufLoad(xb, (nb, c, iy, ix), F32)
-        cond = both(*conds)
-        return select(cond, v, Const(0.0, F32)) if cond is not None else v
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """6 x 2 vectors of accumulators, K blocks of 256, N blocks of 256 (a conv: as many
+        whole output rows as fit); threads share the batch, else the column blocks, else (few
+        columns, many rows: the late layers of a CNN) the row tiles."""
+        v = self.view(ctx)
+        assert v is not None
+        th, L = ctx.threads, ctx.target.lanes
+        mr, nr, kc = min(6, v.M), 2 * L, min(256, v.K)
+        few_rows = th > 1 and v.batch < th and -(-v.M // mr) < 2 * th
+        if v.row is not None:
+            oh = v.N // v.row
+            rows = max(1, min(256 // v.row, oh))
+            if few_rows:
+                rows = max(1, min(rows, -(-oh // th)))  # share columns (rows of the output)
+            nc = rows * v.row
+        else:
+            nc = max(nr, min(256, -(-v.N // nr) * nr))
+            if few_rows:   # too few row tiles to share: give every thread its own column blocks
+                nc = max(nr, min(nc, -(-(-(-v.N // th)) // nr) * nr))
+        nnc, nmr = -(-v.N // nc), -(-v.M // mr)
+        par = "none" if th == 1 else "mc" if v.batch < th and nnc < 2 * th and nmr >= 2 * th \
+            else "b" if v.batch >= th else "nc"
+        return {"MR": mr, "NR": nr, "KC": kc, "NC": nc, "parallel": par,
+                "pack_a": "compile" if v.a_const is not None else "mr",
+                "pack_b": "compile" if v.b_const is not None and v.panel is None else "kc"}
 
-    ob = bufs[group.output]
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        out = [step("tile", MR=knobs["MR"], NR=knobs["NR"], KC=knobs["KC"], NC=knobs["NC"]),
+               step("pack", "A", at=knobs["pack_a"]), step("pack", "B", at=knobs["pack_b"]),
+               step("vectorize", "l", ctx.target.lanes)]
+        if knobs["parallel"] != "none":
+            out.append(step("parallel", knobs["parallel"]))
+        return out
 
-    def out_index(bg: Expr, m: Expr, p: Expr) -> tuple[Expr, ...]:
-        return (div(bg, g), add(mul(mod(bg, g), mg), m), div(p, ow_), mod(p, ow_))
-
-    bias = conv.inputs[2] if len(conv.inputs) == 3 else None
-
-    def anchor_value(accv: Expr, ix: tuple[Expr, ...]) -> Expr:
-        if bias is None:
-            return accv
-        c = const_scalar(bias, consts)
-        return call("add", accv, c if c is not None else BufLoad(bufs[bias], (ix[1],), F32))
-
-    epi = _epilogue(group, bufs, consts, lambda bg, m, p: out_index(bg, m, p), anchor_value)
-    rows = max(1, min(knobs.nc // ow_, oh_))
-    if threads > 1 and n_ * g < threads and -(-mg // knobs.mr) < 2 * threads:
-        rows = max(1, min(rows, -(-oh_ // threads)))  # share columns (rows of the output)
-    KC = min(knobs.kc, K)
-
-    def pack(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr) -> Stmt:
-        """col[kk, r*OW + ox] = X[n, c, oy*s + ky*d - pt, ox*s + kx*d - pl] (0 in the pad)."""
-        kk, r, ox = Var("kk"), Var("r"), Var("ox")
-        k = add(mul(kc, KC), kk)
-        nb, gi = div(bg, g), mod(bg, g)
-        c = add(mul(gi, cg), div(k, kh_ * kw_))
-        ky, kx = mod(div(k, kw_), kh_), mod(k, kw_)
-        oy = add(mul(nc, rows), r)
-        iy = add(mul(oy, sh), mul(ky, dh), -pt)
-        rows_here = emin(rows, add(oh_, mul(nc, -rows)))
-
-        def cell(oxe: Expr) -> Stmt:
-            ix = add(mul(oxe, sw), mul(kx, dw), -pl)
-            conds = []
-            if pt or (oh_ - 1) * sh + (kh_ - 1) * dh - pt >= h_:
-                conds += [iy.ge(0), iy.lt(h_)]
-            if pl or (ow_ - 1) * sw + (kw_ - 1) * dw - pl >= w_:
-                conds += [ix.ge(0), ix.lt(w_)]
-            v: Expr = BufLoad(xb, (nb, c, iy, ix), F32)
-            cond = both(*conds)
-            if cond is not None:
-                v = select(cond, v, Const(0.0, F32))
-            return Store(col, (kk, add(mul(r, ow_), oxe)), v)
-        return For(kk, kcur, For(r, rows_here, vloop(ox, c64(ow_), cell)))
-
-    spec = GemmSpec(name, n_ * g, mg, P, K, a_buf, lambda bg: mod(bg, g), None, None,
-                    lambda bg: c64(0), b_load, ob, out_index, epi, knobs,
-                    flops=2 * n_ * m_ * P * K, pack=pack, block_cols=rows * ow_)
-    return spec, {id(a_buf): (a_buf, packed)}
-
-
-def matmul_spec(name: str, group: Group, bufs: Mapping[Value, Buffer],
-                consts: Mapping[Value, np.ndarray], knobs: Knobs
-                ) -> tuple[GemmSpec, dict[int, tuple[Buffer, np.ndarray]]] | None:
-    mm = group.anchor
-    assert mm is not None
-    a, bv = mm.inputs
-    if a.type.dtype != DType.F32 or a.type.rank < 2 or bv.type.rank < 2:
-        return None
-    out = mm.outputs[0]
-    oshape = [int(d) for d in out.type.shape]  # type: ignore[misc]
-    batch_shape = oshape[:-2]
-    batch = int(np.prod(batch_shape)) if batch_shape else 1
-    M, N = oshape[-2], oshape[-1]
-    K = int(a.type.shape[-1])  # type: ignore[arg-type]
-    ashape = [int(d) for d in a.type.shape]  # type: ignore[misc]
-    bshape = [int(d) for d in bv.type.shape]  # type: ignore[misc]
-    kn = Knobs(min(knobs.mr, M), knobs.nr, knobs.kc, knobs.nc)
-    packed: dict[int, tuple[Buffer, np.ndarray]] = {}
-
-    def batch_index(shape: list[int], bi: Expr) -> tuple[Expr, ...]:
-        """Index of batch position `bi` (flat over the output batch dims) into an operand."""
-        nb = len(shape) - 2
-        idx: list[Expr] = []
-        rem = bi
-        dims = batch_shape
-        for d_pos in range(len(dims)):
-            stride = int(np.prod(dims[d_pos + 1:])) if d_pos + 1 < len(dims) else 1
-            q = mod(div(rem, stride), dims[d_pos])
-            off = len(dims) - nb
-            if d_pos >= off:
-                idx.append(c64(0) if shape[d_pos - off] == 1 else q)
-        return tuple(idx)
-
-    bb = bufs.get(bv)
-    if bv in consts and (len(bshape) == 2 or all(d == 1 for d in bshape[:-2])):
-        w = consts[bv].astype(np.float32).reshape(K, N)
-        npad = -(-N // kn.nr) * kn.nr
-        wp = np.zeros((K, npad), np.float32)
-        wp[:, :N] = w
-        arr = np.ascontiguousarray(wp.reshape(K, npad // kn.nr, kn.nr).transpose(1, 0, 2)
-                                   ).reshape(1, npad // kn.nr, K, kn.nr)
-        b_buf = Buffer(f"{name}_w", F32, arr.shape, Scope.GLOBAL)
-        packed[id(b_buf)] = (b_buf, arr)
-        b_load = None
-    else:
-        b_buf = None
-        assert bb is not None
-
-        def b_load(bi: Expr, k: Expr, n: Expr) -> Expr:  # type: ignore[misc]
-            return BufLoad(bb, batch_index(bshape, bi) + (k, n), F32)
-    ab = bufs[a]
-
-    def a_load(bi: Expr, m: Expr, k: Expr) -> Expr:
-        return BufLoad(ab, batch_index(ashape, bi) + (m, k), F32)
-    ob = bufs[group.output]
-
-    def out_index(bi: Expr, m: Expr, n: Expr) -> tuple[Expr, ...]:
-        idx = []
-        for d_pos, d in enumerate(batch_shape):
-            stride = int(np.prod(batch_shape[d_pos + 1:])) if d_pos + 1 < len(batch_shape) else 1
-            idx.append(mod(div(bi, stride), d))
-        return tuple(idx) + (m, n)
-
-    epi = _epilogue(group, bufs, consts, out_index, lambda accv, ix: accv)
-    spec = GemmSpec(name, batch, M, N, K, None, lambda bi: c64(0), a_load, b_buf,
-                    lambda bi: c64(0), b_load, ob, out_index, epi, kn,
-                    flops=2 * batch * M * N * K)
-    return spec, packed
-
-
-def lower_gemm(name: str, group: Group, bufs: Mapping[Value, Buffer],
-               consts: Mapping[Value, np.ndarray], threads: int, knobs: Knobs | None = None
-               ) -> tuple[Kernel, dict[int, tuple[Buffer, np.ndarray]]] | None:
-    """The GEMM-template kernel for a conv/matmul group, or None if it does not apply."""
-    anchor = group.anchor
-    if anchor is None:
-        return None
-    kn = knobs or Knobs()
-    if anchor.kind == "conv":
-        r = conv_spec(name, group, bufs, consts, kn, threads)
-    elif anchor.kind == "matmul":
-        r = matmul_spec(name, group, bufs, consts, kn)
-    else:
-        return None
-    if r is None:
-        return None
-    spec, packed = r
-    params, roles = _params(group, bufs, consts, bufs[group.output])
-    # the anchor's constant weight is replaced by its packed form
-    keep = [(p, ro) for p, ro in zip(params, roles)
-            if not (anchor.kind == "conv" and p is bufs.get(anchor.inputs[1]))
-            and not (anchor.kind == "matmul" and spec.b_packed is not None
-                     and p is bufs.get(anchor.inputs[1]))]
-    ps = [p for p, _ in keep] + [b for b, _ in packed.values()]
-    rs = [r for _, r in keep] + ["weight"] * len(packed)
-    return gemm_kernel(spec, tuple(ps), tuple(rs), threads), packed
-
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        v = self.view(ctx)
+        assert v is not None
+        g = GemmKernel(v, plan_from_steps(v, steps, ctx.threads))
+        k = g.kernel()
+        return Lowered(k, dict(g.packed))

@@ -1,4 +1,5 @@
 """A Loop IR interpreter for tests: runs a Kernel on numpy arrays, one scalar at a time.
+Unscheduled nests run too (their Reduce expressions are evaluated in place).
 
 Slow by design and simple to trust: vector loops run lane by lane, parallel loops run every
 thread's chunk in turn, a Select evaluates only the branch it takes (so guarded out-of-bounds
@@ -17,10 +18,11 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from minicc.errors import InterpreterError
-from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
+from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.scalar import apply_scalar
+from minicc.ir.types import DType
 
 
 class _Run:
@@ -62,7 +64,41 @@ class _Run:
         if isinstance(e, Cast):
             with np.errstate(all="ignore"):
                 return np.asarray(self.expr(e.x)).astype(e.dtype.np)[()]
+        if isinstance(e, Reduce):
+            return self.reduce(e)
         raise InterpreterError(f"loop interpreter: cannot evaluate {type(e).__name__}")
+
+    def reduce(self, e: Reduce) -> Any:
+        """A reduction not yet scheduled into loops (an unscheduled nest): as compute_at's
+        accumulators would compute it (f16 sums in f32; argmax/argmin: the first extreme)."""
+        acc_dt = np.dtype(np.float32 if e.dtype == DType.F16 and e.op in ("sum", "prod") else
+                          e.body.dtype.np).type
+        acc: Any = None
+        pos = 0
+        saved = {v.name: self.env.get(v.name) for v, _ in e.axes}
+        with np.errstate(all="ignore"):
+            for flat, idx in enumerate(np.ndindex(*[n for _, n in e.axes])):
+                for (v, _), i in zip(e.axes, idx):
+                    self.env[v.name] = np.int64(i)
+                x = np.asarray(self.expr(e.body)).astype(acc_dt)[()]
+                if acc is None:
+                    acc = x
+                elif e.op in ("sum", "prod"):
+                    acc = acc_dt(acc + x) if e.op == "sum" else acc_dt(acc * x)
+                elif e.op in ("max", "min"):
+                    acc = apply_scalar(e.op, np.asarray(acc), np.asarray(x))[()]
+                elif (x > acc) if e.op == "argmax" else (x < acc):
+                    acc, pos = x, flat
+        for k, v in saved.items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = v
+        if e.op in ("argmax", "argmin"):
+            return np.int64(pos)
+        if acc is None:   # an empty reduction: its identity
+            acc = {"sum": 0, "prod": 1, "max": -np.inf, "min": np.inf}[e.op]
+        return np.asarray(acc).astype(e.dtype.np)[()]
 
     def stmt(self, s: Stmt) -> None:
         for _ in self.gstmt(s):
@@ -179,7 +215,7 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
             raise InterpreterError(f"loop interpreter: {b.name} is {a.dtype}{list(a.shape)}, "
                                    f"the kernel wants {b.dtype.value}{list(b.shape)}")
         arrays[id(b)] = a
-    has_par = "parallel" in repr(k.body)
+    has_par = any(isinstance(x, For) and x.kind == LoopKind.PARALLEL for x in walk(k.body))
     for tid in range(threads if has_par else 1):
         r = _Run(arrays, threads)
         r.tid = tid

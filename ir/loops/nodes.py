@@ -1,9 +1,10 @@
 """Loop IR: buffers, loops, loads and stores. One `Kernel` per fused group.
 
-Expressions reuse `ir.compute` nodes (Var, Const, Call, Select, Cast) plus `BufLoad`; `Reduce`
-never appears here (lowering turns it into accumulator loops). Loops start at 0. A VECTOR loop
-runs its body once for `lanes` consecutive values (fewer at a tail: its extent may be an
-expression, and the lanes past it are masked off); loops nested in it keep that vector context.
+Expressions reuse `ir.compute` nodes (Var, Const, Call, Select, Cast) plus `BufLoad`. A loop
+nest straight from lowering (before scheduling) may hold `Reduce` expressions; the `compute_at`
+step turns them into accumulator loops, and code generators never see one. Loops start at 0. A
+VECTOR loop runs its body once for `lanes` consecutive values (fewer at a tail: its extent may be
+an expression, and the lanes past it are masked off); loops nested in it keep that vector context.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from enum import Enum
 from typing import Iterator
 
 from minicc.ir.compute import Expr, Var
+from minicc.ir.loops.trace import Step
 from minicc.ir.types import DType
 
 
@@ -176,17 +178,19 @@ class BlockAllReduce(Stmt):
 class Kernel:
     """A kernel: parameters in call order (inputs, weights, outputs, then scratch) and a body.
 
-    `roles[i]` is 'in', 'weight', 'out' or 'scratch'. `trace` records how the loop nest was built
-    and scheduled (knobs, primitives), printed with the kernel.
+    `roles[i]` is 'in', 'weight', 'out' or 'scratch'. `schedule` names the rule that scheduled
+    the nest and `trace` its steps (ir/loops/trace.py): replaying them on the unscheduled nest
+    gives this kernel again. `knobs` are the knob values the steps came from, where known.
     """
 
     name: str
     params: tuple[Buffer, ...]
     roles: tuple[str, ...]
     body: Stmt
-    trace: tuple[str, ...] = ()
+    trace: tuple[Step, ...] = ()
     knobs: dict = field(default_factory=dict)
     flops: int = 0
+    schedule: str = ""
 
     def buffers(self, role: str) -> list[Buffer]:
         return [b for b, r in zip(self.params, self.roles) if r == role]
@@ -218,3 +222,13 @@ def walk(s: Stmt) -> Iterator[Stmt]:
     elif isinstance(s, Allocate):
         yield from walk(s.body)
     # Store, Barrier and BlockAllReduce have no statements inside
+
+
+def band(s: Stmt) -> tuple[list[tuple[str, int]], Stmt]:
+    """The perfectly nested loops of constant extent at the top of `s` (name, extent), and the
+    statement they hold."""
+    out: list[tuple[str, int]] = []
+    while isinstance(s, For) and isinstance(getattr(s.extent, "value", None), int):
+        out.append((s.var.name, int(s.extent.value)))  # type: ignore[attr-defined]
+        s = s.body
+    return out, s

@@ -1,27 +1,144 @@
-"""Choosing a loop nest per group: the GEMM template for convolutions and matmuls, the generic
-lowering (vectorized, parallel outer loop, hoisted reductions) for everything else."""
+"""The scheduler: one place where a group's loop nest gets its schedule.
+
+A schedule rule (`Rule`) is a family of schedules for the groups it applies to. It declares a
+knob space (names and allowed values: what a tuner searches), picks a default point in it from
+the group's pattern, shapes and target, turns any point into a list of steps (`trace.Step`), and
+turns steps into a kernel: the generic rules replay the steps as primitives on the nest lowered
+from the group's compute definitions (`nest.build_nest`); the GEMM templates read their steps as
+the knobs of a register-blocked micro-kernel. A kernel records its rule and steps, so its schedule
+prints as text and text rebuilds it (`CompileOptions.schedules` maps kernel names to such text).
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from minicc.errors import ScheduleError
 from minicc.ir.graph import Value
-from minicc.ir.loops.gemm import lower_gemm
-from minicc.ir.loops.lower import lower_generic
+from minicc.ir.loops.nest import build_nest
 from minicc.ir.loops.nodes import Buffer, Kernel
+from minicc.ir.loops.primitives import apply_steps
+from minicc.ir.loops.trace import Step, parse_schedule
 from minicc.ir.passes.fuse import Group
+from minicc.options import CompileOptions, Target
 
-Packed = dict[int, tuple[Buffer, np.ndarray]]
+KnobSpace = dict[str, tuple[Any, ...]]
 
 
-def lower_group(name: str, group: Group, bufs: Mapping[Value, Buffer],
-                consts: Mapping[Value, np.ndarray], threads: int, opt_level: int = 3
-                ) -> tuple[Kernel, Packed]:
-    """The kernel for one group, plus weights it packed at compile time (buffer id -> array)."""
-    if group.anchor is not None and opt_level >= 1:
-        r = lower_gemm(name, group, bufs, consts, threads)
-        if r is not None:
-            return r
-    return lower_generic(name, group, bufs, consts, threads_ok=threads > 1), {}
+@dataclass(frozen=True)
+class LowerCtx:
+    """What a schedule rule sees of one group: its kernel name, the buffers of the tensors it
+    reads and writes, the constants, and the target and options of the compile."""
+
+    name: str
+    group: Group
+    bufs: Mapping[Value, Buffer]
+    consts: Mapping[Value, np.ndarray]
+    target: Target
+    opts: CompileOptions
+    threads: int
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def nest(self) -> Kernel:
+        """The group's loop nest before scheduling (built once)."""
+        return build_nest(self.name, self.group, self.bufs, self.consts)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """What rules derive from the group (a GEMM view, ...), computed once per group."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+
+@dataclass
+class Lowered:
+    kernel: Kernel
+    packed: dict[Buffer, np.ndarray] = field(default_factory=dict)   # weights packed now
+    nest: Kernel | None = None          # the loop nest before scheduling (for dumps)
+
+
+class Rule:
+    """A family of schedules (see the module docstring). Subclasses set `name` and override
+    `applies`, `space`, `defaults` and `steps`; templates also override `apply`."""
+
+    name = ""
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        raise NotImplementedError
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        """Every knob with the values it may take for this group."""
+        raise NotImplementedError
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """The point of the space chosen without tuning."""
+        raise NotImplementedError
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        raise NotImplementedError
+
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        """The default: replay the steps as primitives on the group's loop nest."""
+        return Lowered(apply_steps(ctx.nest, tuple(steps)))
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        """Why a point of the space (a product of the knobs' values) cannot be built, if it
+        cannot: the constraints between knobs (a tuner skips such points)."""
+        return None
+
+    def check_knobs(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> None:
+        space = self.space(ctx)
+        bad = [f"{k}={v!r} (allowed: {space.get(k)})" for k, v in knobs.items()
+               if k not in space or v not in space[k]]
+        missing = [k for k in space if k not in knobs]
+        why = self.invalid(ctx, knobs) if not (bad or missing) else None
+        if bad or missing or why:
+            raise ScheduleError(f"kernel {ctx.name}: {self.name} knobs outside the space: "
+                                f"{'; '.join(bad + [f'{k} missing' for k in missing])}"
+                                + (why or ""))
+
+
+def schedule_group(ctx: LowerCtx, rules: Sequence[Rule],
+                   knobs: Mapping[str, Any] | None = None) -> Lowered:
+    """The kernel for one group: from the schedule text `ctx.opts.schedules` gives for it, else
+    from `knobs` (a point of the first applicable rule's space), else from that rule's
+    defaults."""
+    text = (ctx.opts.schedules or {}).get(ctx.name)
+    if text is not None:
+        rule, steps = _from_text(ctx, rules, text)
+        chosen: dict[str, Any] = {}
+    else:
+        rule = next((r for r in rules if r.applies(ctx)), None)
+        if rule is None:
+            raise ScheduleError(f"kernel {ctx.name}: no schedule rule applies to "
+                                f"{ctx.group.describe()}")
+        chosen = dict(knobs) if knobs is not None else rule.defaults(ctx)
+        if knobs is not None:
+            rule.check_knobs(ctx, chosen)
+        steps = tuple(rule.steps(ctx, chosen))
+    low = rule.apply(ctx, steps)
+    low.kernel = replace(low.kernel, schedule=rule.name, trace=tuple(steps), knobs=chosen)
+    if "loops" in ctx.opts.dump:
+        low.nest = ctx.nest
+    return low
+
+
+def _from_text(ctx: LowerCtx, rules: Sequence[Rule], text: str) -> tuple[Rule, tuple[Step, ...]]:
+    name, steps = parse_schedule(text)
+    rule = next((r for r in rules if r.name == name), None)
+    if rule is None:
+        raise ScheduleError(f"kernel {ctx.name}: no schedule rule '{name}' for target "
+                            f"{ctx.target.name} (rules: {', '.join(r.name for r in rules)})")
+    if not rule.applies(ctx):
+        raise ScheduleError(f"kernel {ctx.name}: rule {name} does not apply to "
+                            f"{ctx.group.describe()}")
+    return rule, steps
+
+
+def rule_for(kernel: Kernel, rules: Sequence[Rule]) -> Rule:
+    return next(r for r in rules if r.name == kernel.schedule)

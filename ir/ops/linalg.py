@@ -16,6 +16,7 @@ from minicc.ir.types import Dim, TensorType, dims_compatible
 @register_op
 class MatMul(OpDef):
     name = "matmul"
+    template = "matmul_gemm"
     inputs = (2, 2)
     kind = FusionKind.COMPLEX
     doc = "numpy matmul: [..., M, K] x [..., K, N] -> [..., M, N]; 1-D operands are promoted"

@@ -19,6 +19,7 @@ from minicc.ir.types import UNKNOWN, DType, TensorType
 @register_op
 class TopK(OpDef):
     name = "top_k"
+    host = True
     inputs = (1, 1)
     attrs = {"k": Attr("int"), "axis": Attr("int", -1), "largest": Attr("bool", True),
              "sorted": Attr("bool", True)}
@@ -59,6 +60,7 @@ class TopK(OpDef):
 @register_op
 class ScatterElements(OpDef):
     name = "scatter_elements"
+    host = True
     inputs = (3, 3)
     attrs = {"axis": Attr("int", 0), "reduction": Attr("str", "none")}
     kind = FusionKind.OPAQUE
@@ -92,6 +94,7 @@ class ScatterElements(OpDef):
 @register_op
 class ScatterND(OpDef):
     name = "scatter_nd"
+    host = True
     inputs = (3, 3)
     attrs = {"reduction": Attr("str", "none")}
     kind = FusionKind.OPAQUE
@@ -119,9 +122,10 @@ class ScatterND(OpDef):
 @register_op
 class GatherND(OpDef):
     name = "gather_nd"
+    host = True
     inputs = (2, 2)
     attrs = {"batch_dims": Attr("int", 0)}
-    kind = FusionKind.INJECTIVE
+    kind = FusionKind.OPAQUE
     doc = "slices of data addressed by the last axis of indices (after batch_dims)"
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:

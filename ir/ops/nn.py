@@ -54,6 +54,7 @@ CONV_ATTRS = {"strides": Attr("ints", ()), "pads": Attr("ints", ()),
 @register_op
 class Conv(OpDef):
     name = "conv"
+    template = "conv2d_gemm"
     inputs = (2, 3)
     attrs = CONV_ATTRS
     kind = FusionKind.COMPLEX

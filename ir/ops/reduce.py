@@ -254,6 +254,7 @@ class LogSoftmax(Softmax):
 @register_op
 class CumSum(OpDef):
     name = "cumsum"
+    host = True
     inputs = (1, 1)
     attrs = {"axis": Attr("int"), "exclusive": Attr("bool", False),
              "reverse": Attr("bool", False)}

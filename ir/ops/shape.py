@@ -78,6 +78,7 @@ def _resolve_reshape(src: Sequence[Dim], target: Sequence[Dim]) -> tuple[Dim, ..
 @register_op
 class Reshape(_Move):
     name = "reshape"
+    view = True
     inputs = (1, 1)
     attrs = {"shape": Attr("dims")}
     doc = "same elements, new shape (row-major); one -1 is inferred, symbols name dims"
@@ -585,6 +586,7 @@ def _nearest_expr(x: Expr, mode: str) -> Expr:
 @register_op
 class ShapeOp(OpDef):
     name = "shape"
+    host = True
     inputs = (1, 1)
     attrs = {"start": Attr("int", 0), "end": Attr("int", 2 ** 62)}
     kind = FusionKind.OPAQUE

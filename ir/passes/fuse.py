@@ -15,9 +15,6 @@ from minicc.ir.graph import Function, Op, Value
 from minicc.ir.registry import FusionKind, get_op
 
 ELEMWISE_LIKE = (FusionKind.ELEMWISE, FusionKind.BROADCAST)
-VIEW_OPS = frozenset({"reshape"})          # a group of only these is an alias, not a kernel
-HOST_KINDS = frozenset({"top_k", "scatter_elements", "scatter_nd", "gather_nd", "shape",
-                        "cumsum"})
 
 
 @dataclass(eq=False)
@@ -42,11 +39,13 @@ class Group:
 
     @property
     def is_view(self) -> bool:
-        return all(op.kind in VIEW_OPS for op in self.ops)
+        """Only ops the registry calls views (reshape): an alias of its input, not a kernel."""
+        return all(get_op(op.kind).view for op in self.ops)
 
     @property
     def is_host(self) -> bool:
-        return any(op.kind in HOST_KINDS for op in self.ops)
+        """Runs on the host with the numpy reference (ops the registry marks `host`)."""
+        return any(get_op(op.kind).host for op in self.ops)
 
     def inputs(self) -> list[Value]:
         inside = {v for op in self.ops for v in op.outputs}
@@ -90,7 +89,7 @@ def can_fuse(g: Group, consumer: Op, f: Function) -> str | None:
     """None if `consumer` may join producer group `g`, else the reason it may not."""
     ck = get_op(consumer.kind).kind
     gk = g.kind
-    if consumer.kind in HOST_KINDS or g.is_host:
+    if get_op(consumer.kind).host or g.is_host:
         return "runs on the host"
     if ck == FusionKind.OPAQUE or gk == FusionKind.OPAQUE:
         return "opaque op"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from minicc import env
-from minicc.errors import MiniccError
+from minicc.errors import MiniccError, VerificationError
 from minicc.ir.graph import Function, Module
 from minicc.ir.passes.cse import eliminate_common_subexpressions
 from minicc.ir.passes.dce import eliminate_dead_code
@@ -51,7 +51,10 @@ def run_passes(m: Module, names: list[str], dumps: dict[str, str] | None = None,
             raise MiniccError(f"unknown pass '{n}' (passes: {', '.join(PASSES)})")
         m = m.with_main(PASSES[n](m.main))
         if verify_each:
-            verify_module(m)
+            try:
+                verify_module(m)
+            except VerificationError as e:
+                raise VerificationError(f"after pass '{n}': {e}") from None
         if roundtrip:
             check_roundtrip(m, f"after pass {n}")
         if dumps is not None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pytest
 
-from minicc.compile import CompileOptions, CompiledModel, compile
+from minicc import CompileOptions, CompiledModel, compile
 from minicc.ir import OPS
 from minicc.ir.builder import GraphBuilder
 from minicc.ir.graph import Module
@@ -252,7 +252,7 @@ def check_built(bt: Built) -> None:
     """Correct at 1 and 2 threads, the GEMM template was used, and both runs agree bit for bit
     (threads split whole output blocks; each element's K order is the same)."""
     one, cm = bt.run(1, dump=("loops",))
-    assert "gemm M=" in cm.report.dumps["loops"], "the GEMM template was not used"
+    assert "schedule cpu.gemm:" in cm.report.dumps["loops"], "the GEMM template was not used"
     two, _ = bt.run(2)
     assert bt.bound_args is not None
     name, arrays, attrs = bt.bound_args
@@ -330,7 +330,7 @@ def test_conv_bias_residual_relu_is_one_fused_kernel() -> None:
     for threads in (1, 2):
         cm = compile(m, options=CompileOptions(threads=threads, cache=False, dump=("loops",)))
         assert len(_kernels(cm)) == 1, cm.summary()
-        assert "gemm M=" in cm.report.dumps["loops"]
+        assert "schedule cpu.gemm:" in cm.report.dumps["loops"]
         outs[threads] = cm.run({"x": x, "res": res})["y"]
         assert_matches("conv", outs[threads], expect.astype(np.float32),
                        [x, w, bias.reshape(-1), res], {"pads": [1, 1, 1, 1]},
@@ -355,7 +355,7 @@ def test_matmul_add_gelu_is_one_fused_kernel() -> None:
     for threads in (1, 2):
         cm = compile(m, options=CompileOptions(threads=threads, cache=False, dump=("loops",)))
         assert len(_kernels(cm)) == 1, cm.summary()
-        assert "gemm M=" in cm.report.dumps["loops"]
+        assert "schedule cpu.gemm:" in cm.report.dumps["loops"]
         outs[threads] = cm.run({"a": a})["y"]
         err = np.abs(outs[threads].astype(np.float64) - expect)
         assert (err <= bound + 1e-7).all(), f"threads={threads}: max error {err.max():.3g}"

@@ -13,10 +13,12 @@ import onnx
 import pytest
 
 from minicc.codegen.cuda.nvrtc import nvrtc_available
-from minicc.compile import CompileOptions, compile
+from minicc import CompileOptions, compile
 from minicc.demo import LIGHT_MODELS, light_model_path
 from minicc.ir.interpret import interpret
-from minicc.ir.loops.gpu import lower_group_gpu
+from minicc.abi import Launch
+from minicc.ir.loops.gpu import lower_gpu
+from tests.loops.util import ctx_for
 from minicc.ir.loops.interp import buffer_arrays, run_kernel
 from minicc.ir.loops.nodes import Buffer
 from minicc.ir.parser import parse
@@ -83,8 +85,9 @@ def _run_gpu_schedule(m) -> None:  # type: ignore[no-untyped-def]
         vals = list(g.inputs()) + [g.output]
         bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
                 for i, v in enumerate(vals)}
-        k, packed = lower_group_gpu("k", g, bufs, consts)
-        assert not packed
+        low = lower_gpu(ctx_for(g, bufs, consts, target="cuda"))
+        k = low.kernel
+        assert not low.packed
         arrays = {bufs[v].name: np.ascontiguousarray(env[v]) for v in g.inputs()}
         arrs = buffer_arrays(k, **arrays)
         run_kernel(k, arrs)
@@ -127,7 +130,7 @@ def test_missing_barrier_is_caught_by_the_interpreter() -> None:
     g = fuse(m.main).groups[0]
     bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
             for i, v in enumerate(list(g.inputs()) + [g.output])}
-    k, _ = lower_group_gpu("k", g, bufs, {})
+    k = lower_gpu(ctx_for(g, bufs, {}, target="cuda")).kernel
 
     def strip(s: Stmt) -> Stmt:
         if isinstance(s, Seq):
@@ -163,7 +166,7 @@ def test_light_models_compile_for_cuda(name: str, tmp_path) -> None:  # type: ig
     COMPILED[name] = len(s["kernels"])
     # the artifact round-trips (and a GPU-less machine can still save it)
     p = cm.save(tmp_path / f"{name}.mcc")
-    from minicc.compile import load
+    from minicc import load
 
     assert load(p).artifact.object_code == cm.artifact.object_code
 
@@ -193,8 +196,8 @@ def test_cuda_source_dump_and_launch_bounds(tmp_path) -> None:  # type: ignore[n
     assert 'extern "C" __global__ void __launch_bounds__(' in src
     assert "__restrict__" in src and "__shared__" in src and "__syncthreads();" in src
     assert "block.y" in cm.report.dumps["loops"] and "thread.x" in cm.report.dumps["loops"]
-    step = next(s for s in cm.artifact.steps if "kernel" in s)
-    assert step["block"][0] * step["block"][1] <= 1024
+    step = next(s for s in cm.artifact.steps if isinstance(s, Launch))
+    assert step.block[0] * step.block[1] <= 1024
 
 
 def test_nvrtc_errors_are_toolchain_errors() -> None:
@@ -266,6 +269,7 @@ def test_grid_stride_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     g = fuse(m.main).groups[0]
     bufs = {v: Buffer(f"b{i}", v.type.dtype, (1000,)) for i, v in enumerate([g.inputs()[0],
                                                                               g.output])}
-    k, _ = lower_group_gpu("k", g, bufs, {})
-    assert any("grid-stride" in t for t in k.trace)
+    k = lower_gpu(ctx_for(g, bufs, {}, target="cuda")).kernel
+    # a grid of MAX_BLOCKS blocks of threads, looped over: split by both, the grid loop inside
+    assert [s.name for s in k.trace][:3] == ["split", "split", "reorder"], k.trace
     _run_gpu_schedule(m)

@@ -35,7 +35,7 @@ from tests.e2e.examples import torch_models
 from onnx import TensorProto, helper
 
 from minicc.bench import randomize_constants
-from minicc.compile import CompileOptions, compile, load
+from minicc import CompileOptions, compile, load
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -1,40 +1,50 @@
-"""Loop IR: schedule primitives keep semantics (checked with the loop interpreter), traces replay
-to the same loop nest, and lowered kernels run in the interpreter match the op references."""
+"""Schedules as data: every primitive keeps semantics (the loop interpreter runs the nest before
+and after), traces print as text that replays to the same kernel, illegal steps are refused by
+name, and lowered kernels (every rule, default knobs and random points of their knob spaces)
+match the op references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from minicc.errors import ScheduleError
-from minicc.ir.compute import Const, Var, call
+from minicc.ir.compute import Const, Reduce, Var, call
 from minicc.ir.interpret import interpret
+from minicc.ir.loops.cpu import CPU_RULES, lower_group_cpu
+from minicc.ir.loops.gpu import GPU_RULES, lower_gpu
 from minicc.ir.loops.interp import buffer_arrays, run_kernel
-from minicc.ir.loops.nodes import Buffer, BufLoad, For, Kernel, Store
-from minicc.ir.loops.primitives import Schedule, replay
+from minicc.ir.loops.nodes import BufLoad, Buffer, For, Kernel, LoopKind, Store, walk
+from minicc.ir.loops.primitives import PRIMITIVES, apply_steps
 from minicc.ir.loops.printer import print_kernel
+from minicc.ir.loops.schedule import schedule_group
+from minicc.ir.loops.trace import Step, format_schedule, parse_schedule, step
+from minicc.ir.parser import parse
 from minicc.ir.passes.fuse import fuse as fuse_groups
-from minicc.ir.loops.schedule import lower_group
 from minicc.ir.types import DType
+from tests.loops.util import ctx_for
 
-F32 = DType.F32
+F32, I64 = DType.F32, DType.I64
 
 
-def naive(m: int, n: int) -> Kernel:
-    """out[i, j] = a[i, j] * 2 + b[j]"""
+def nest(m: int, n: int, reduce: bool) -> Kernel:
+    """out[i, j] = a[i, j] * 2 + b[j] (+ sum_k a[i, k] when `reduce`), unscheduled."""
     a = Buffer("a", F32, (m, n))
     b = Buffer("b", F32, (n,))
     out = Buffer("out", F32, (m, n))
-    i, j = Var("i"), Var("j")
+    i, j, k = Var("i"), Var("j"), Var("k")
     val = call("add", call("mul", BufLoad(a, (i, j), F32), Const(2.0, F32)),
                BufLoad(b, (j,), F32))
-    body = For(i, Const(m, DType.I64), For(j, Const(n, DType.I64), Store(out, (i, j), val)))
+    if reduce:
+        val = call("add", val, Reduce("sum", ((k, n),), BufLoad(a, (i, k), F32), F32))
+    body = For(i, Const(m, I64), For(j, Const(n, I64), Store(out, (i, j), val)))
     return Kernel("k", (a, b, out), ("in", "in", "out"), body)
 
 
-def run(k: Kernel, m: int, n: int, threads: int = 1) -> np.ndarray:
+def run(k: Kernel, threads: int = 1) -> np.ndarray:
+    m, n = k.params[0].shape
     rng = np.random.default_rng(0)
     arrs = buffer_arrays(k, a=rng.standard_normal((m, n)).astype(np.float32),
                          b=rng.standard_normal(n).astype(np.float32))
@@ -42,59 +52,119 @@ def run(k: Kernel, m: int, n: int, threads: int = 1) -> np.ndarray:
     return arrs["out"]
 
 
+def loops(k: Kernel) -> list[For]:
+    return [x for x in walk(k.body) if isinstance(x, For)]
+
+
+STEP_KINDS = ("split", "fuse", "reorder", "vectorize", "unroll", "parallel", "bind",
+              "compute_at", "block_reduce")
+
+
+def test_the_strategy_samples_every_primitive() -> None:
+    assert set(STEP_KINDS) == set(PRIMITIVES)
+
+
+def _draw_step(draw: st.DrawFn, k: Kernel, kind: str) -> Step:
+    ls = loops(k)
+    name = draw(st.sampled_from([x.var.name for x in ls])) if ls else "i"
+    if kind == "split":
+        return step("split", name, draw(st.integers(1, 7)), guard=draw(st.booleans()))
+    if kind in ("fuse", "reorder"):
+        pairs = [(x.var.name, x.body.var.name) for x in ls if isinstance(x.body, For)]
+        a, b = draw(st.sampled_from(pairs)) if pairs else (name, name)
+        return step("fuse", a, b) if kind == "fuse" else step("reorder", b, a)
+    if kind == "vectorize":
+        return step("vectorize", name, draw(st.sampled_from([4, 8, 16])))
+    if kind == "bind":
+        return step("bind", name, draw(st.sampled_from(["block.x", "thread.x", "block.y"])))
+    if kind == "compute_at":
+        return step("compute_at")
+    if kind == "block_reduce":
+        return step("block_reduce", draw(st.sampled_from([32, 64])))
+    return step(kind, name)
+
+
 @st.composite
-def schedules(draw: st.DrawFn) -> tuple[int, int, list]:
-    m, n = draw(st.integers(1, 9)), draw(st.integers(1, 23))
-    steps: list = []
-    loops = ["i", "j"]
-    for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["split", "fuse", "reorder", "unroll", "parallel"]))
-        if kind == "split":
-            v = draw(st.sampled_from(loops))
-            steps.append(("split", (v, draw(st.integers(1, 7)))))
-            loops = [x for x in loops if x != v] + [f"{v}.o", f"{v}.i"]
-        elif kind == "fuse" and loops[:2] == ["i", "j"]:
-            steps.append(("fuse", ("i", "j")))
-            loops = ["i_j"] + loops[2:]
-        elif kind == "reorder" and loops[:2] == ["i", "j"]:
-            steps.append(("reorder", ("i", "j")))
-            loops = ["j", "i"] + loops[2:]
-        elif kind == "parallel":
-            steps.append(("parallel", (loops[0],)))
-    return m, n, steps
+def schedules(draw: st.DrawFn) -> tuple[Kernel, list[Step]]:
+    """A nest and steps drawn against the loops it has after the steps before; a drawn step
+    may be illegal (the test rejects those with assume)."""
+    k0 = nest(draw(st.integers(1, 6)), draw(st.integers(1, 20)), draw(st.booleans()))
+    steps: list[Step] = []
+    k = k0
+    for _ in range(draw(st.integers(1, 5))):
+        s = _draw_step(draw, k, draw(st.sampled_from(STEP_KINDS)))
+        steps.append(s)
+        try:
+            k = apply_steps(k, [s])
+        except ScheduleError:
+            break
+    return k0, steps
 
 
 @given(schedules())
-def test_schedules_keep_semantics_and_replay(case: tuple[int, int, list]) -> None:
-    m, n, steps = case
-    k = naive(m, n)
-    ref = run(k, m, n)
-    s = Schedule(k)
-    for name, args in steps:
-        try:
-            s.apply(name, *args)
-        except ScheduleError:
-            return  # an illegal step (e.g. reordering loops that are no longer nested)
-    np.testing.assert_allclose(run(s.kernel, m, n, threads=2), ref, rtol=1e-6)
-    assert print_kernel(replay(k, s.trace)) == print_kernel(s.kernel)
+@settings(max_examples=150)
+def test_every_primitive_keeps_semantics_and_replays_from_text(case) -> None:  # type: ignore
+    k0, steps = case
+    try:
+        k = apply_steps(k0, steps)
+    except ScheduleError:
+        assume(False)     # an illegal step: refused by name, never silently applied
+        raise
+    np.testing.assert_allclose(run(k, threads=2), run(k0), rtol=1e-5, atol=1e-5)
+    rule, again = parse_schedule(format_schedule("steps", k.trace))
+    assert again == tuple(steps)
+    assert print_kernel(apply_steps(k0, list(again))) == print_kernel(k)
 
 
 def test_split_vectorize_unroll() -> None:
-    k = naive(3, 37)
-    s = Schedule(k).apply("split", "j", 16).apply("vectorize", "j.i", 16).apply("unroll", "i")
-    text = print_kernel(s.kernel)
+    k = apply_steps(nest(3, 37, False), [step("split", "j", 16), step("vectorize", "j.i", 16),
+                                         step("unroll", "i")])
+    text = print_kernel(k)
     assert "vector(16)" in text and "unroll" in text and "min(16" in text
-    np.testing.assert_allclose(run(s.kernel, 3, 37), run(k, 3, 37), rtol=1e-6)
+    assert "schedule steps: split(j, 16); vectorize(j.i, 16); unroll(i)" in text
+    np.testing.assert_allclose(run(k), run(nest(3, 37, False)), rtol=1e-6)
 
 
-def test_illegal_primitives_name_the_loop() -> None:
-    k = naive(3, 4)
-    with pytest.raises(ScheduleError, match="no loop named 'q'"):
-        Schedule(k).apply("split", "q", 2)
-    with pytest.raises(ScheduleError, match=r"vectorize\(j\): extent 40 > 16"):
-        Schedule(naive(3, 40)).apply("vectorize", "j", 16)
-    with pytest.raises(ScheduleError, match="not perfectly nested|not directly inside"):
-        Schedule(k).apply("fuse", "j", "i")
+def test_an_exact_split_has_no_tail_and_a_guarded_one_keeps_its_extent() -> None:
+    exact = apply_steps(nest(2, 32, False), [step("split", "j", 16)])
+    assert all(isinstance(x.extent, Const) for x in loops(exact))
+    guarded = apply_steps(nest(2, 20, False), [step("split", "j", 16, guard=True)])
+    assert all(isinstance(x.extent, Const) for x in loops(guarded))
+    assert "if (((j.o * 16) + j.i) < 20)" in print_kernel(guarded)
+
+
+def test_compute_at_hoists_a_reduction_out_of_the_inner_loop() -> None:
+    k = apply_steps(nest(3, 5, True), [step("compute_at")])
+    text = print_kernel(k)
+    assert text.index("alloc %acc1") < text.index("for j in")   # once per row, not per element
+    np.testing.assert_allclose(run(k), run(nest(3, 5, True)), rtol=1e-6)
+
+
+def test_illegal_steps_name_the_loop() -> None:
+    k = nest(3, 4, False)
+    cases = [
+        (step("split", "q", 2), "no loop named 'q'"),
+        (step("vectorize", "j", 2), r"vectorize\(j, 2\): extent 4 may exceed 2 lanes"),
+        (step("fuse", "j", "i"), "not directly inside"),
+        (step("unroll", "nope"), "no loop named 'nope'"),
+        (step("bind", "i", "warp.x"), "bind to one of"),
+        (step("reorder", "i", "i"), "two or more different loops"),
+        (step("transmogrify", "i"), "unknown schedule step 'transmogrify'"),
+        (step("block_reduce", 64), "needs loops around one store that reduces"),
+    ]
+    for s, msg in cases:
+        with pytest.raises(ScheduleError, match=msg):
+            apply_steps(k, [s])
+    v = apply_steps(nest(3, 16, True), [step("compute_at")])
+    with pytest.raises(ScheduleError, match="would write one element from every lane"):
+        apply_steps(v, [step("vectorize", "k", 16)])
+
+
+def test_schedule_text_errors_name_the_column() -> None:
+    with pytest.raises(ScheduleError, match="column"):
+        parse_schedule("cpu.loops: split(i0, )) ;")
+    assert parse_schedule("cpu.gemm: tile(MR=6, NR=32); pack(A, at=compile)")[1] == (
+        step("tile", MR=6, NR=32), step("pack", "A", at="compile"))
 
 
 SMALL = {
@@ -109,30 +179,120 @@ SMALL = {
     "pool_pad": "func @main(%x: f32[1,2,7,7]) -> (f32[1,2,4,4]) {\n"
                 "  %p = max_pool(%x) {kernel_shape=[3,3], pads=[1,1,1,1], strides=[2,2]} "
                 ": f32[1,2,4,4]\n  return %p\n}",
+    "argmax": "func @main(%x: f32[3,40]) -> (i64[3]) {\n"
+              "  %y = argmax(%x) {axis=1, keepdims=false} : i64[3]\n  return %y\n}",
 }
+CONST_WEIGHTS = {"conv_relu": ("w",), "matmul_add": ("b",)}
+
+
+def _one_group(name: str, seed: int = 1):  # type: ignore[no-untyped-def]
+    """The graph's single group, its buffers and constants (weights bound as constants), the
+    feeds of the remaining inputs and the reference output."""
+    m = parse(SMALL[name])
+    f = m.main
+    rng = np.random.default_rng(seed)
+    feeds = {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
+             for n, v in zip(f.input_names, f.inputs)}
+    ref = interpret(m, feeds)[f.output_names[0]]
+    g = fuse_groups(f).groups[0]
+    values = dict(zip(f.input_names, f.inputs))
+    consts = {values[n]: feeds[n] for n in CONST_WEIGHTS.get(name, ())}
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    given = {bufs[v].name: feeds[n] for n, v in zip(f.input_names, f.inputs) if v in bufs}
+    return g, bufs, consts, given, ref
+
+
+def _run_lowered(low, bufs, g, given, threads: int) -> np.ndarray:  # type: ignore
+    arrays = dict(given)
+    for b, arr in low.packed.items():
+        arrays[b.name] = arr
+    arrs = buffer_arrays(low.kernel, **arrays)
+    run_kernel(low.kernel, arrs, threads)
+    return arrs[bufs[g.output].name]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_cpu_kernels_in_the_interpreter(name: str, threads: int) -> None:
+    g, bufs, consts, given, ref = _one_group(name)
+    low = lower_group_cpu(ctx_for(g, bufs, consts, threads))
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, threads), ref, rtol=1e-5,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_lowered_kernels_in_the_interpreter(name: str) -> None:
-    from minicc.ir.parser import parse
+def test_gpu_kernels_in_the_interpreter(name: str) -> None:
+    g, bufs, consts, given, ref = _one_group(name)
+    low = lower_gpu(ctx_for(g, bufs, consts, target="cuda"))
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, 1), ref, rtol=1e-5, atol=1e-5)
 
-    m = parse(SMALL[name])
-    f = m.main
-    rng = np.random.default_rng(1)
-    feeds = {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
-             for n, v in zip(f.input_names, f.inputs)}
-    ref = interpret(m, feeds)
-    part = fuse_groups(f)
-    assert len(part.groups) == 1
-    g = part.groups[0]
-    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
-            for i, v in enumerate(list(g.inputs()) + [g.output])}
-    for threads in (1, 2):
-        k, packed = lower_group("k", g, bufs, {}, threads)
-        arrays = {bufs[v].name: feeds[n] for n, v in zip(f.input_names, f.inputs) if v in bufs}
-        for b, arr in packed.values():
-            arrays[b.name] = arr
-        arrs = buffer_arrays(k, **arrays)
-        run_kernel(k, arrs, threads)
-        np.testing.assert_allclose(arrs[bufs[g.output].name], ref[f.output_names[0]],
-                                   rtol=1e-5, atol=1e-5)
+
+@pytest.mark.parametrize("target", ["llvm", "cuda"])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_a_schedule_printed_as_text_rebuilds_the_kernel(name: str, target: str) -> None:
+    g, bufs, consts, _, _ = _one_group(name)
+    rules = CPU_RULES if target == "llvm" else GPU_RULES
+    low = schedule_group(ctx_for(g, bufs, consts, 2, target=target), rules)
+    text = format_schedule(low.kernel.schedule, low.kernel.trace)
+    again = schedule_group(ctx_for(g, bufs, consts, 2, target=target,
+                                   schedules={"k": text}), rules)
+    assert print_kernel(again.kernel) == print_kernel(low.kernel)
+
+
+def _knob_points(name: str, target: str, seed: int, n: int):  # type: ignore[no-untyped-def]
+    g, bufs, consts, given, ref = _one_group(name)
+    rules = CPU_RULES if target == "llvm" else GPU_RULES
+    ctx = ctx_for(g, bufs, consts, 2, target=target)
+    rule = next(r for r in rules if r.applies(ctx))
+    space = rule.space(ctx)
+    assert all(rule.defaults(ctx)[k] in vals for k, vals in space.items()), \
+        f"{rule.name}: defaults {rule.defaults(ctx)} outside the space {space}"
+    rng = np.random.default_rng(seed)
+    found = 0
+    for _ in range(20 * n):
+        knobs = {k: v[rng.integers(len(v))] for k, v in space.items()}
+        if rule.invalid(ctx, knobs) is None and found < n:
+            found += 1
+            yield g, bufs, consts, given, ref, rules, knobs
+    assert found == n, f"{rule.name}: too few valid points in {space}"
+
+
+@pytest.mark.parametrize("target", ["llvm", "cuda"])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_random_points_of_the_knob_space_give_correct_kernels(name: str, target: str) -> None:
+    """What a tuner may pick is always a correct kernel: random knob values from the space the
+    rule declares, run in the interpreter."""
+    for g, bufs, consts, given, ref, rules, knobs in _knob_points(name, target, 7, 4):
+        ctx = ctx_for(g, bufs, consts, 2, target=target)
+        low = schedule_group(ctx, rules, knobs)
+        got = _run_lowered(low, bufs, g, given, 2 if target == "llvm" else 1)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(knobs))
+
+
+def test_knobs_outside_the_space_are_refused() -> None:
+    g, bufs, consts, _, _ = _one_group("matmul_add")
+    with pytest.raises(ScheduleError, match=r"MR=99"):
+        lower_group_cpu(ctx_for(g, bufs, consts, 1), {"MR": 99, "NR": 32, "KC": 7, "NC": 64,
+                                                      "parallel": "none", "pack_a": "mr",
+                                                      "pack_b": "kc"})
+
+
+def test_a_wrong_schedule_text_for_a_kernel_is_a_clear_error() -> None:
+    g, bufs, consts, _, _ = _one_group("softmax")
+    with pytest.raises(ScheduleError, match="rule cpu.gemm does not apply"):
+        lower_group_cpu(ctx_for(g, bufs, consts, 1, schedules={"k": "cpu.gemm: tile(MR=1)"}))
+    with pytest.raises(ScheduleError, match="no schedule rule 'cpu.fast'"):
+        lower_group_cpu(ctx_for(g, bufs, consts, 1, schedules={"k": "cpu.fast: split(i, 2)"}))
+    g, bufs, consts, _, _ = _one_group("matmul_add")
+    with pytest.raises(ScheduleError, match="NR a multiple of the 16 lanes"):
+        lower_group_cpu(ctx_for(g, bufs, consts, 1, schedules={
+            "k": "cpu.gemm: tile(MR=4, NR=24, KC=7, NC=48); vectorize(l, 16)"}))
+
+
+def test_the_vector_loop_of_a_cpu_kernel_comes_from_the_target() -> None:
+    g, bufs, consts, _, _ = _one_group("softmax")
+    k = lower_group_cpu(ctx_for(g, bufs, consts, 1)).kernel
+    assert all(x.lanes in (0, 16) for x in loops(k)) or all(
+        x.lanes in (0, 8) for x in loops(k))
+    assert any(x.kind == LoopKind.VECTOR for x in loops(k))

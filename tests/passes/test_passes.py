@@ -515,3 +515,22 @@ func @main(%x: f32[1,2,3,3]) -> (f32[1,3,3,3]) {
     m = run("fold_batch_norm", text)
     assert [op.kind for op in m.main.ops if op.kind != "const"] == ["conv", "mul"]
     check_semantics(text, m)
+
+
+def test_the_suite_verifies_after_every_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile() runs the verifier between passes in tests (conftest sets MINICC_VERIFY_EACH):
+    a pass that breaks the IR is caught at once and named."""
+    import os
+
+    from minicc import compile
+    from minicc.errors import VerificationError
+    from minicc.ir.graph import Function
+
+    assert os.environ.get("MINICC_VERIFY_EACH") == "1"
+    m = parse("func @main(%x: f32[4]) -> (f32[4]) {\n  %y = exp(%x) : f32[4]\n  return %y\n}")
+
+    def broken(f: Function) -> Function:   # forgets the op that defines the output
+        return Function(f.name, f.inputs, (), f.outputs, f.input_names, f.output_names)
+    monkeypatch.setitem(PASSES, "cse", broken)
+    with pytest.raises(VerificationError, match="after pass 'cse'"):
+        compile(m, cache=False)

@@ -124,17 +124,13 @@ def assert_near_lower_bound(name: str, arena: int, lower: int, naive: int) -> No
 def program_plan(path: str) -> MemoryPlan:
     """The memory plan `compile(path, CompileOptions(threads=1))` makes, without running LLVM:
     the same import, O3 pass pipeline and `build_program` (which plans the arena)."""
-    from minicc.frontend.onnx_import import import_onnx
-    from minicc.ir.loops.schedule import lower_group
-    from minicc.ir.passes.pipeline import run_pipeline
-    from minicc.ir.program import build_program
+    from minicc.driver import lower_program
 
-    m = run_pipeline(import_onnx(path), 3)
-    return build_program(m.main, lambda n, g, b, c, t: lower_group(n, g, b, c, t, 3), 1).memory
+    return lower_program(path, threads=1).memory
 
 
 def test_compiled_squeezenet_arena_near_lower_bound(tmp_path: Path) -> None:
-    from minicc.compile import CompileOptions, compile
+    from minicc import CompileOptions, compile
 
     path = _model("light_squeezenet")
     cm = compile(path, options=CompileOptions(threads=1, cache_dir=str(tmp_path)))

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from minicc.compile import CompileOptions, CompiledModel, compile, load
+from minicc import CompileOptions, CompiledModel, compile, load
 from minicc.errors import ArtifactError, RuntimeInputError
 from minicc.runtime.llvm_host import host_features
 
@@ -332,7 +332,7 @@ def test_cache_key_depends_on_threads(onnx_path: Path, tmp_path: Path) -> None:
 CHILD = """
 import sys
 import numpy as np
-from minicc.compile import CompileOptions, compile
+from minicc import CompileOptions, compile
 cm = compile(sys.argv[1], options=CompileOptions(threads=1, cache_dir=sys.argv[2]))
 x = np.load(sys.argv[3])
 out = cm.run({"x": x["x"], "y": x["y"]})["out"]

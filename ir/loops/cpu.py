@@ -1,0 +1,105 @@
+"""CPU schedules: the GEMM template for groups whose anchor names one (gemm.py), and `cpu.loops`
+for everything else (elementwise, injective, reductions), whose default schedule is
+
+    fuse      the innermost axes, pairwise, while every access stays affine in the merged loop
+    reorder   the axes the reductions read go outside, so each reduction runs once per row
+    split     the innermost loop by the vector width (when it is longer), and
+    vectorize it (a masked tail)
+    compute_at   each reduction into an accumulator at the outermost loop that binds its inputs
+    parallel  the outermost loop, for kernels big enough to share
+
+Knobs: `lanes` (1 = scalar code) and `parallel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from minicc.ir.loops.exprs import expr_loads, flat_offset, linear_coef
+from minicc.ir.loops.gemm import CpuGemm
+from minicc.ir.loops.nodes import Kernel, Stmt, Store, band, walk
+from minicc.ir.loops.primitives import fuse
+from minicc.ir.loops.reductions import has_reduces, reduction_vars
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule, schedule_group
+from minicc.ir.loops.trace import Step, step
+
+PARALLEL_MIN_WORK = 1 << 14     # output elements below which a kernel runs on one thread
+
+
+def _stores(s: Stmt) -> list[Store]:
+    return [x for x in walk(s) if isinstance(x, Store)]
+
+
+def _affine(s: Stmt, var: str) -> bool:
+    """Every address a store writes or a load reads is affine in `var`."""
+    for st in _stores(s):
+        accesses = [(st.buf, st.index)] + [(ld.buf, ld.index) for ld in expr_loads(st.value)]
+        if any(linear_coef(flat_offset(idx, buf.shape), var) is None for buf, idx in accesses):
+            return False
+    return True
+
+
+def loops_steps(nest: Kernel, lanes: int, parallel: bool) -> list[Step]:
+    """The default schedule of a loop nest (see the module docstring)."""
+    axes, _ = band(nest.body)
+    body = nest.body
+    steps: list[Step] = []
+    while len(axes) >= 2:
+        (a, ea), (b, eb) = axes[-2], axes[-1]
+        trial = fuse(body, a, b)
+        if not _affine(trial, f"{a}_{b}"):
+            break
+        steps.append(step("fuse", a, b))
+        body, axes = trial, axes[:-2] + [(f"{a}_{b}", ea * eb)]
+    red, _ = reduction_vars(body)
+    order = [x for x in axes if x[0] in red] + [x for x in axes if x[0] not in red]
+    if order != axes:
+        steps.append(step("reorder", *(n for n, _ in order)))
+    loops = [n for n, _ in order]
+    if lanes > 1 and order and order[-1][1] > 1:
+        v, n = order[-1]
+        if n > lanes:
+            steps += [step("split", v, lanes), step("vectorize", f"{v}.i", lanes)]
+            loops[-1:] = [f"{v}.o", f"{v}.i"]
+        else:
+            steps.append(step("vectorize", v, lanes))
+            loops.pop()
+    if has_reduces(body):
+        steps.append(step("compute_at"))
+    if parallel and loops and dict(order).get(loops[0], 2) > 1:
+        steps.append(step("parallel", loops[0]))
+    return steps
+
+
+class CpuLoops(Rule):
+    """`cpu.loops`: a group's own loop nest, scheduled with primitives."""
+
+    name = "cpu.loops"
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        return True
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        L = ctx.target.lanes
+        lanes = sorted({1} | {L // d for d in (1, 2, 4) if L // d >= 4})
+        return {"lanes": tuple(lanes),
+                "parallel": (False, True) if ctx.threads > 1 else (False,)}
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """The widest vectors; threads for kernels of 16K elements or more whose reductions
+        each depend on some loop (one over the whole tensor runs before every loop)."""
+        numel = ctx.bufs[ctx.group.output].numel
+        whole = reduction_vars(ctx.nest.body)[1]
+        return {"lanes": ctx.target.lanes,
+                "parallel": ctx.threads > 1 and numel >= PARALLEL_MIN_WORK and not whole}
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])
+
+
+CPU_RULES: tuple[Rule, ...] = (CpuGemm(), CpuLoops())
+
+
+def lower_group_cpu(ctx: LowerCtx, knobs: Mapping[str, Any] | None = None) -> Lowered:
+    """The scheduled kernel for one group on a CPU target."""
+    return schedule_group(ctx, CPU_RULES, knobs)

@@ -1,0 +1,341 @@
+"""Convolutions and matmuls seen as batched GEMMs with a fused epilogue, for the GEMM templates:
+
+    C[b, m, n] = epilogue(sum_k A(b, m, k) * B(b, k, n), b, m, n)
+
+An op names its view in the registry (`OpDef.template`); `VIEWS` maps that name to the builder
+here, so no code in ir/loops tests op kinds. A view is target-neutral: it gives element loads of
+both operands (guards and padding included), their constant values where they are constants (for
+packing at compile time), where results go, and the epilogue. The CPU template (gemm.py) packs
+operands into panels; the GPU template (gpu_gemm.py) stages tiles in shared memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+
+from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
+from minicc.ir.graph import Value
+from minicc.ir.loops.exprs import simplify
+from minicc.ir.loops.nest import Inliner, const_scalar, kernel_params, leaf_loader
+from minicc.ir.loops.nodes import BufLoad, Buffer, For, LoopKind, Stmt, Store
+from minicc.ir.passes.fuse import Group
+from minicc.ir.registry import full_attrs, get_op
+from minicc.ir.types import DType
+
+I64 = DType.I64
+F32 = DType.F32
+Index3 = Callable[[Expr, Expr, Expr], Expr]
+
+
+def c64(v: int) -> Const:
+    return Const(int(v), I64)
+
+
+def add(*xs: Expr | int) -> Expr:
+    out: Expr = c64(0)
+    for x in xs:
+        out = simplify(call("add", out, x if isinstance(x, Expr) else c64(x)))
+    return out
+
+
+def mul(a: Expr | int, b: Expr | int) -> Expr:
+    a = a if isinstance(a, Expr) else c64(a)
+    b = b if isinstance(b, Expr) else c64(b)
+    return simplify(call("mul", a, b))
+
+
+def div(a: Expr, b: int) -> Expr:
+    return simplify(call("floordiv", a, c64(b)))
+
+
+def mod(a: Expr, b: int) -> Expr:
+    return simplify(call("mod", a, c64(b)))
+
+
+def emin(a: Expr | int, b: Expr | int) -> Expr:
+    a = a if isinstance(a, Expr) else c64(a)
+    b = b if isinstance(b, Expr) else c64(b)
+    return simplify(call("min", a, b))
+
+
+# A row panel packer (conv): (col, b, kc, kcur, nc, KC, rows, lanes) -> a Stmt filling
+# col[kk, r*row + x] for this block of K rows and output rows
+Panel = Callable[[Buffer, Expr, Expr, Expr, Expr, int, int, int], Stmt]
+
+
+def vloop(v: Var, extent: Expr, body: Callable[[Expr], Stmt], lanes: int) -> Stmt:
+    """for v in 0..extent vectorized by `lanes`, the tail masked; `body` gets v's expression."""
+    vo, vv = Var(f"{v.name}.o"), Var(f"{v.name}.v")
+    if isinstance(extent, Const) and extent.value <= lanes:  # type: ignore[operator]
+        return For(vv, extent, body(vv), LoopKind.VECTOR, lanes)
+    n_o = div(add(extent, lanes - 1), lanes)
+    rem = emin(lanes, add(extent, mul(vo, -lanes)))
+    return For(vo, n_o, For(vv, rem, body(add(mul(vo, lanes), vv)), LoopKind.VECTOR, lanes))
+
+
+@dataclass
+class GemmView:
+    """A group as a batched GEMM. Loads take expressions of (batch, row, column)."""
+
+    name: str
+    batch: int
+    M: int
+    N: int
+    K: int
+    a_load: Index3                      # A(b, m, k), read as it is
+    b_load: Index3                      # B(b, k, n), zero where it is padding
+    out: Buffer
+    out_index: Callable[[Expr, Expr, Expr], tuple[Expr, ...]]
+    epilogue: Callable[[Expr, Expr, Expr, Expr], Expr]   # (acc, b, m, n) -> value stored
+    params: tuple[Buffer, ...]          # the kernel's parameters with both operands read as is
+    roles: tuple[str, ...]
+    flops: int
+    a_const: np.ndarray | None = None   # A as [batches, M, K] when it is a constant
+    a_batch: Callable[[Expr], Expr] = field(default=lambda b: c64(0))
+    a_param: Buffer | None = None       # the parameter holding A (dropped once A is packed)
+    b_const: np.ndarray | None = None   # B as [batches, K, N] when it is a constant
+    b_batch: Callable[[Expr], Expr] = field(default=lambda b: c64(0))
+    b_param: Buffer | None = None
+    panel: Panel | None = None          # conv: packs whole output rows
+    row: int | None = None              # conv: the output row length a panel block spans
+
+    def without(self, *drop: Buffer | None) -> tuple[tuple[Buffer, ...], tuple[str, ...]]:
+        """The parameters and roles without the given buffers (operands packed elsewhere)."""
+        keep = [(p, r) for p, r in zip(self.params, self.roles) if not any(p is d for d in drop)]
+        return tuple(p for p, _ in keep), tuple(r for _, r in keep)
+
+
+def epilogue(group: Group, bufs: Mapping[Value, Buffer], consts: Mapping[Value, np.ndarray],
+             index: Callable[[Expr, Expr, Expr], tuple[Expr, ...]],
+             anchor_value: Callable[[Expr, tuple[Expr, ...]], Expr]
+             ) -> Callable[[Expr, Expr, Expr, Expr], Expr]:
+    """The group's root expression with the anchor's result replaced by the accumulator."""
+    leaf = leaf_loader(bufs, consts)
+
+    def epi(accv: Expr, b: Expr, m: Expr, n: Expr) -> Expr:
+        inl = Inliner(group, leaf, stop=group.anchor,
+                      stop_expr=lambda ix: anchor_value(accv, ix))
+        return cast(simplify(inl.expr(group.root, index(b, m, n))), group.output.type.dtype)
+    return epi
+
+
+Builder = Callable[[str, Group, Mapping[Value, Buffer], Mapping[Value, np.ndarray]],
+                   "GemmView | None"]
+VIEWS: dict[str, Builder] = {}
+
+
+def view_builder(name: str) -> Callable[[Builder], Builder]:
+    def reg(fn: Builder) -> Builder:
+        if name in VIEWS:
+            raise ValueError(f"GEMM view '{name}' registered twice")
+        VIEWS[name] = fn
+        return fn
+    return reg
+
+
+def gemm_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
+              consts: Mapping[Value, np.ndarray]) -> GemmView | None:
+    """The group's GEMM view, when its anchor op names one in the registry and it applies."""
+    if group.anchor is None:
+        return None
+    template = get_op(group.anchor.kind).template
+    builder = VIEWS.get(template) if template else None
+    return builder(name, group, bufs, consts) if builder is not None else None
+
+
+# ---- conv2d as implicit GEMM ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Conv:
+    """A 2-D convolution's geometry (batch n, groups g, mg output channels per group, cg input
+    channels per group)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    cg: int
+    kh: int
+    kw: int
+    g: int
+    oh: int
+    ow: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+
+    @property
+    def mg(self) -> int:
+        return self.m // self.g
+
+    def in_image(self, iy: Expr, ix: Expr) -> Expr | None:
+        """The bounds checks a padded or overhanging window needs (None: always inside)."""
+        conds = []
+        if self.pt or (self.oh - 1) * self.sh + (self.kh - 1) * self.dh - self.pt >= self.h:
+            conds += [iy.ge(0), iy.lt(self.h)]
+        if self.pl or (self.ow - 1) * self.sw + (self.kw - 1) * self.dw - self.pl >= self.w:
+            conds += [ix.ge(0), ix.lt(self.w)]
+        return both(*conds)
+
+    def tap(self, bg: Expr, k: Expr, oy: Expr, ox: Expr) -> tuple[Expr, Expr, Expr, Expr]:
+        """(image, channel, y, x) of the input X reads for reduction index k at (oy, ox)."""
+        c = add(mul(mod(bg, self.g), self.cg), div(k, self.kh * self.kw))
+        ky, kx = mod(div(k, self.kw), self.kh), mod(k, self.kw)
+        iy = add(mul(oy, self.sh), mul(ky, self.dh), -self.pt)
+        ix = add(mul(ox, self.sw), mul(kx, self.dw), -self.pl)
+        return div(bg, self.g), c, iy, ix
+
+
+def _conv_geometry(group: Group) -> _Conv | None:
+    conv = group.anchor
+    assert conv is not None
+    x, w = conv.inputs[0], conv.inputs[1]
+    if x.type.dtype != F32 or x.type.rank != 4:
+        return None
+    at = full_attrs(conv.kind, conv.attrs)
+    n, c, h, wd = (int(d) for d in x.type.shape)  # type: ignore[arg-type]
+    m, cg, kh, kw = (int(d) for d in w.type.shape)  # type: ignore[arg-type]
+    out = conv.outputs[0]
+    oh, ow = int(out.type.shape[2]), int(out.type.shape[3])  # type: ignore[arg-type]
+    sh, sw = at["strides"] or (1, 1)
+    dh, dw = at["dilations"] or (1, 1)
+    pads = at["pads"] or (0, 0, 0, 0)
+    return _Conv(n, c, h, wd, m, cg, kh, kw, at["group"], oh, ow, sh, sw, dh, dw, pads[0],
+                 pads[1])
+
+
+def _conv_panel(cv: _Conv, xb: Buffer) -> Panel:
+    def panel(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr, KC: int, rows: int,
+              lanes: int) -> Stmt:
+        """col[kk, r*OW + ox] = X[n, c, oy*s + ky*d - pt, ox*s + kx*d - pl] (0 in the pad)."""
+        kk, r, ox = Var("kk"), Var("r"), Var("ox")
+        oy = add(mul(nc, rows), r)
+        rows_here = emin(rows, add(cv.oh, mul(nc, -rows)))
+
+        def cell(oxe: Expr) -> Stmt:
+            nb, c, iy, ix = cv.tap(bg, add(mul(kc, KC), kk), oy, oxe)
+            v: Expr = BufLoad(xb, (nb, c, iy, ix), F32)
+            cond = cv.in_image(iy, ix)
+            if cond is not None:
+                v = select(cond, v, Const(0.0, F32))
+            return Store(col, (kk, add(mul(r, cv.ow), oxe)), v)
+        return For(kk, kcur, For(r, rows_here, vloop(ox, c64(cv.ow), cell, lanes)))
+    return panel
+
+
+@view_builder("conv2d_gemm")
+def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
+              consts: Mapping[Value, np.ndarray]) -> GemmView | None:
+    """Implicit GEMM: M = output channels per group, N = output pixels, K = cg*kh*kw; one GEMM
+    per (image, group). The weights (A) must be constant; depthwise convs are left to the
+    generic loop nest, which vectorizes them better."""
+    conv = group.anchor
+    assert conv is not None
+    x, w = conv.inputs[0], conv.inputs[1]
+    cv = _conv_geometry(group)
+    if cv is None or w not in consts or (cv.cg == 1 and cv.g > 1):
+        return None
+    mg, K, P = cv.mg, cv.cg * cv.kh * cv.kw, cv.oh * cv.ow
+    xb, wb = bufs[x], bufs.get(w)
+    wsplat = const_scalar(w, consts)
+
+    def a_load(bg: Expr, m: Expr, k: Expr) -> Expr:
+        if wsplat is not None:
+            return wsplat
+        assert wb is not None
+        return BufLoad(wb, (add(mul(mod(bg, cv.g), mg), m), div(k, cv.kh * cv.kw),
+                            mod(div(k, cv.kw), cv.kh), mod(k, cv.kw)), F32)
+
+    def b_load(bg: Expr, k: Expr, p: Expr) -> Expr:
+        nb, c, iy, ix = cv.tap(bg, k, div(p, cv.ow), mod(p, cv.ow))
+        cond = both(cv.in_image(iy, ix), p.lt(P))
+        v: Expr = BufLoad(xb, (nb, c, iy, ix), F32)
+        return select(cond, v, Const(0.0, F32)) if cond is not None else v
+
+    def out_index(bg: Expr, m: Expr, p: Expr) -> tuple[Expr, ...]:
+        return (div(bg, cv.g), add(mul(mod(bg, cv.g), mg), m), div(p, cv.ow), mod(p, cv.ow))
+
+    bias = conv.inputs[2] if len(conv.inputs) == 3 else None
+
+    def anchor_value(accv: Expr, ix: tuple[Expr, ...]) -> Expr:
+        if bias is None:
+            return accv
+        c = const_scalar(bias, consts)
+        return call("add", accv, c if c is not None else BufLoad(bufs[bias], (ix[1],), F32))
+
+    params, roles = kernel_params(group, bufs, consts)
+    return GemmView(
+        name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
+        epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
+        2 * cv.n * cv.m * P * K, a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
+        a_batch=lambda bg: mod(bg, cv.g), a_param=wb if wsplat is None else None,
+        panel=_conv_panel(cv, xb), row=cv.ow)
+
+
+# ---- matmul ---------------------------------------------------------------------------------
+
+def _batch_index(shape: list[int], batch_shape: list[int], bi: Expr) -> tuple[Expr, ...]:
+    """Index of batch position `bi` (flat over the output's batch dims) into an operand of
+    `shape` (numpy broadcasting over the leading dims)."""
+    nb = len(shape) - 2
+    off = len(batch_shape) - nb
+    idx: list[Expr] = []
+    for d_pos in range(len(batch_shape)):
+        stride = int(np.prod(batch_shape[d_pos + 1:])) if d_pos + 1 < len(batch_shape) else 1
+        if d_pos >= off:
+            q = mod(div(bi, stride), batch_shape[d_pos])
+            idx.append(c64(0) if shape[d_pos - off] == 1 else q)
+    return tuple(idx)
+
+
+@view_builder("matmul_gemm")
+def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
+                consts: Mapping[Value, np.ndarray]) -> GemmView | None:
+    """numpy matmul with broadcast batch dims; B is constant (weights) or an activation."""
+    mm = group.anchor
+    assert mm is not None
+    a, bv = mm.inputs
+    if a.type.dtype != F32 or a.type.rank < 2 or bv.type.rank < 2:
+        return None
+    oshape = [int(d) for d in mm.outputs[0].type.shape]  # type: ignore[misc]
+    batch_shape = oshape[:-2]
+    batch = int(np.prod(batch_shape)) if batch_shape else 1
+    M, N = oshape[-2], oshape[-1]
+    K = int(a.type.shape[-1])  # type: ignore[arg-type]
+    ashape = [int(d) for d in a.type.shape]  # type: ignore[misc]
+    bshape = [int(d) for d in bv.type.shape]  # type: ignore[misc]
+    ab, bb = bufs[a], bufs.get(bv)
+    bsplat = const_scalar(bv, consts)
+
+    def a_load(bi: Expr, m: Expr, k: Expr) -> Expr:
+        return BufLoad(ab, _batch_index(ashape, batch_shape, bi) + (m, k), F32)
+
+    def b_load(bi: Expr, k: Expr, n: Expr) -> Expr:
+        if bsplat is not None:
+            return bsplat
+        assert bb is not None
+        return BufLoad(bb, _batch_index(bshape, batch_shape, bi) + (k, n), F32)
+
+    def out_index(bi: Expr, m: Expr, n: Expr) -> tuple[Expr, ...]:
+        idx = []
+        for d_pos, d in enumerate(batch_shape):
+            stride = int(np.prod(batch_shape[d_pos + 1:])) if d_pos + 1 < len(batch_shape) else 1
+            idx.append(mod(div(bi, stride), d))
+        return tuple(idx) + (m, n)
+
+    b_const = None
+    if bv in consts and (len(bshape) == 2 or all(d == 1 for d in bshape[:-2])):
+        b_const = consts[bv].astype(np.float32).reshape(1, K, N)
+    params, roles = kernel_params(group, bufs, consts)
+    return GemmView(
+        name, batch, M, N, K, a_load, b_load, bufs[group.output], out_index,
+        epilogue(group, bufs, consts, out_index, lambda accv, ix: accv), params, roles,
+        2 * batch * M * N * K, a_param=ab, b_const=b_const,
+        b_param=bb if b_const is not None and bsplat is None else None)

@@ -1,0 +1,150 @@
+"""The GPU GEMM template (`gpu.gemm`): matmul and implicit-GEMM convolution from their GEMM views
+(gemm_views.py), a BM x BN output tile per thread block, staged through shared memory BK columns
+at a time, each thread accumulating a TM x TN register tile in a strided layout (so shared-memory
+reads and global stores are conflict-free and coalesced), the fused epilogue in the same kernel.
+
+Steps (the knobs): `tile(BM=128, BN=128, BK=8, TM=8, TN=8)`, `cache_shared(A, pad=4)` (the A^T
+tile, padded by `pad` floats per row against bank conflicts) and `cache_shared(B, pad=0)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from minicc.errors import ScheduleError
+from minicc.ir.compute import Const, Expr, Var, both, call, select
+from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view, mod, mul
+from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
+                                   LoopKind, Scope, Stmt, Store, seq)
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
+from minicc.ir.loops.trace import Step, step
+from minicc.ir.types import DType
+
+F32 = DType.F32
+UNROLL = LoopKind.UNROLL
+
+
+def _tile_of(steps: Sequence[Step]) -> dict[str, int]:
+    t: dict[str, int] = {"pad_a": 4, "pad_b": 0}
+    for st in steps:
+        if st.name == "tile":
+            t.update({k.lower(): int(v) for k, v in st.kwargs})
+        elif st.name == "cache_shared" and st.args in (("A",), ("B",)):
+            t["pad_" + str(st.args[0]).lower()] = int(st.get("pad", 0))
+        else:
+            raise ScheduleError(f"{st}: not a step of the gpu gemm template (tile, "
+                                "cache_shared)")
+    missing = [k for k in ("bm", "bn", "bk", "tm", "tn") if k not in t]
+    if missing:
+        raise ScheduleError(f"gpu gemm template: the steps do not set {', '.join(missing)}")
+    if any(t[k] < 1 for k in ("bm", "bn", "bk", "tm", "tn")) or t["bm"] % t["tm"] or \
+            t["bn"] % t["tn"] or min(t["pad_a"], t["pad_b"]) < 0:
+        raise ScheduleError(f"gpu gemm template: tile {t} must be positive with TM | BM, "
+                            "TN | BN")
+    n = (t["bm"] // t["tm"]) * (t["bn"] // t["tn"])
+    if not 32 <= n <= 1024:
+        raise ScheduleError(f"gpu gemm template: tile {t['bm']}x{t['bn']}/{t['tm']}x{t['tn']} "
+                            f"gives {n} threads per block (32 to 1024)")
+    return t
+
+
+def _cooperative_load(tile: Buffer, nthreads: int, tid: Expr, e: Var, rows: int, cols: int,
+                      cell: Any) -> Stmt:
+    """Thread `tid` fills elements tid, tid + nthreads, ... of a rows x cols tile; `cell(r, c)`
+    gives (index into the tile, value)."""
+    n = rows * cols
+    flat = add(mul(e, nthreads), tid)
+    idx, val = cell(div(flat, cols), mod(flat, cols))
+    st: Stmt = Store(tile, idx, val)
+    return For(e, c64(-(-n // nthreads)), st if n % nthreads == 0 else IfThen(flat.lt(n), st),
+               UNROLL)
+
+
+def _guarded(val: Expr, conds: list[Expr]) -> Expr:
+    cond = both(*conds)
+    return select(cond, val, Const(0.0, F32)) if cond is not None else val
+
+
+def gemm_gpu_kernel(v: GemmView, t: Mapping[str, int]) -> Kernel:
+    BM, BN, BK, TM, TN = t["bm"], t["bn"], t["bk"], t["tm"], t["tn"]
+    tyn, txn = BM // TM, BN // TN
+    nthreads = tyn * txn
+    As = Buffer(f"{v.name}_As", F32, (BK, BM + t["pad_a"]), Scope.SHARED)
+    Bs = Buffer(f"{v.name}_Bs", F32, (BK, BN + t["pad_b"]), Scope.SHARED)
+    acc = Buffer(f"{v.name}_acc", F32, (TM, TN), Scope.LOCAL)
+    b: Expr = Var("b") if v.batch > 1 else c64(0)
+    by, bx, ty, tx = Var("by"), Var("bx"), Var("ty"), Var("tx")
+    kt, kk, i, j, e = Var("kt"), Var("kk"), Var("i"), Var("j"), Var("e")
+    m0, n0 = mul(by, BM), mul(bx, BN)
+    tid = add(mul(ty, txn), tx)
+
+    def a_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # A tile row m, column k
+        am, ak = add(m0, r), add(mul(kt, BK), c)
+        conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(v.K)] if v.K % BK else [])
+        return (c, r), _guarded(v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1)), conds)
+
+    def b_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # B tile row k, column n
+        bk, bn = add(mul(kt, BK), r), add(n0, c)
+        conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(v.K)] if v.K % BK else [])
+        return (r, c), _guarded(v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1)), conds)
+
+    loads = seq(_cooperative_load(As, nthreads, tid, e, BM, BK, a_cell),
+                _cooperative_load(Bs, nthreads, tid, e, BK, BN, b_cell))
+    # the thread's rows are ty + tyn*i, columns tx + txn*j (strided: conflict-free, coalesced)
+    row, col = add(ty, mul(tyn, i)), add(tx, mul(txn, j))
+    fma = Store(acc, (i, j), call("add", BufLoad(acc, (i, j), F32), call(
+        "mul", BufLoad(As, (kk, row), F32), BufLoad(Bs, (kk, col), F32))))
+    compute = For(kk, c64(BK), For(i, c64(TM), For(j, c64(TN), fma, UNROLL), UNROLL), UNROLL)
+    kloop = For(kt, c64(-(-v.K // BK)), seq(loads, Barrier(), compute, Barrier()))
+    init = For(i, c64(TM), For(j, c64(TN), Store(acc, (i, j), Const(0.0, F32)), UNROLL), UNROLL)
+    m_abs, n_abs = add(m0, row), add(n0, col)
+    out_st: Stmt = Store(v.out, v.out_index(b, m_abs, n_abs),
+                         v.epilogue(BufLoad(acc, (i, j), F32), b, m_abs, n_abs))
+    ok = both(*([m_abs.lt(v.M)] if v.M % BM else []) + ([n_abs.lt(v.N)] if v.N % BN else []))
+    if ok is not None:
+        out_st = IfThen(ok, out_st)
+    store = For(i, c64(TM), For(j, c64(TN), out_st, UNROLL), UNROLL)
+    body: Stmt = For(ty, c64(tyn), For(tx, c64(txn), Allocate(acc, seq(init, kloop, store)),
+                                         LoopKind.THREAD_X), LoopKind.THREAD_Y)
+    body = For(bx, c64(-(-v.N // BN)), Allocate(As, Allocate(Bs, body)), LoopKind.BLOCK_X)
+    body = For(by, c64(-(-v.M // BM)), body, LoopKind.BLOCK_Y)
+    if v.batch > 1:
+        body = For(b, c64(v.batch), body, LoopKind.BLOCK_Z)  # type: ignore[arg-type]
+    return Kernel(v.name, v.params, v.roles, body, flops=v.flops)
+
+
+class GpuGemm(Rule):
+    name = "gpu.gemm"
+
+    def view(self, ctx: LowerCtx) -> GemmView | None:
+        return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs,
+                                                       ctx.consts))
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        return ctx.group.output.type.dtype == F32 and self.view(ctx) is not None
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (8, 16, 32),
+                "TM": (2, 4, 8), "TN": (2, 4, 8), "pad": (0, 4)}
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """128 x 128 tiles of 8 x 8 per thread; halved (with the thread tile) while a problem
+        fits in half a tile, so small problems still spread over the SMs."""
+        v = self.view(ctx)
+        assert v is not None
+        bm, bn, tm, tn = 128, 128, 8, 8
+        while bm > 32 and v.M <= bm // 2:
+            bm, tm = bm // 2, max(1, tm // 2)
+        while bn > 32 and v.N <= bn // 2:
+            bn, tn = bn // 2, max(1, tn // 2)
+        return {"BM": bm, "BN": bn, "BK": 8, "TM": tm, "TN": tn, "pad": 4}
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        return [step("tile", BM=knobs["BM"], BN=knobs["BN"], BK=knobs["BK"], TM=knobs["TM"],
+                     TN=knobs["TN"]), step("cache_shared", "A", pad=knobs["pad"]),
+                step("cache_shared", "B", pad=0)]
+
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        v = self.view(ctx)
+        assert v is not None
+        return Lowered(gemm_gpu_kernel(v, _tile_of(steps)))

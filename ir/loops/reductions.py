@@ -1,0 +1,177 @@
+"""Reductions into accumulators: the `compute_at` step of every schedule.
+
+A loop nest from lowering holds `Reduce` expressions in its stores. `compute_at` computes each one
+into a LOCAL accumulator at the outermost point where every variable it reads is bound (softmax's
+max and sum once per row, not once per element), innermost reductions first, and replaces it by
+a load of the accumulator. A reduction that reads the lane variable of a vector loop gets one
+accumulator per lane.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from minicc.errors import CodegenError
+from minicc.ir.compute import Call, Const, Expr, Reduce, Var, call, cast, select
+from minicc.ir.loops.exprs import free_vars, map_expr, reduces_in, simplify
+from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, LoopKind, Scope, Seq,
+                                   Stmt, Store, seq, walk)
+from minicc.ir.types import DType
+
+I64 = DType.I64
+
+
+def reduce_init(op: str, dt: DType) -> Expr:
+    if op in ("sum",):
+        return Const(0.0 if dt.is_float else 0, dt)
+    if op == "prod":
+        return Const(1.0 if dt.is_float else 1, dt)
+    if op in ("max", "argmax"):
+        return Const(-math.inf, dt) if dt.is_float else Const(int(np.iinfo(dt.np).min), dt)
+    if op in ("min", "argmin"):
+        return Const(math.inf, dt) if dt.is_float else Const(int(np.iinfo(dt.np).max), dt)
+    raise CodegenError(f"unknown reducer {op}")
+
+
+def widen(e: Expr, dt: DType) -> Expr:
+    """e evaluated in the wider type dt: products and sums of f16 values are not rounded to f16
+    on the way into an f32 accumulator (numpy's half matmul does the same)."""
+    if e.dtype == dt:
+        return e
+    if isinstance(e, Call) and e.fn in ("mul", "add", "sub") and e.dtype == DType.F16:
+        return call(e.fn, *(widen(a, dt) for a in e.args))
+    return cast(e, dt)
+
+
+class Emitter:
+    """Builds statements for expressions whose Reduce nodes become accumulator loops."""
+
+    def __init__(self, vec_var: str | None, lanes: int):
+        self.vec_var = vec_var
+        self.lanes = lanes
+        self.done: dict[Reduce, Expr] = {}
+        self.n = 0
+
+    def lane_index(self, r: Reduce) -> tuple[tuple[Expr, ...], tuple[int, ...]]:
+        if self.vec_var is not None and self.vec_var in free_vars(r):
+            return (Var(self.vec_var),), (self.lanes,)
+        return (Const(0, I64),), (1,)
+
+    def replace(self, e: Expr) -> Expr:
+        def f(x: Expr) -> Expr | None:
+            if isinstance(x, Reduce) and x in self.done:
+                return self.done[x]
+            return None
+        return map_expr(e, f)
+
+    def ready(self, e: Expr, bound: set[str]) -> list[Reduce]:
+        """Reduces in `e` (not yet emitted) whose free vars are all bound."""
+        return [r for r in reduces_in(self.replace(e)) if free_vars(r) <= bound]
+
+    def emit_reduces(self, rs: list[Reduce], bound: set[str], cont: Callable[[], Stmt]) -> Stmt:
+        """Allocate and compute each reduce in `rs`, then continue with `cont()` inside."""
+        if not rs:
+            return cont()
+        r = rs[0]
+        if r in self.done:
+            return self.emit_reduces(rs[1:], bound, cont)
+        # inner reduces that do not depend on r's own variables are computed first, outside
+        rvars = {v.name for v, _ in r.axes}
+        pre = [x for x in self.ready(r.body, bound) if not (free_vars(x) & rvars)]
+        if pre:
+            return self.emit_reduces(pre + rs, bound, cont)
+        self.n += 1
+        idx, shape = self.lane_index(r)
+        arg = r.op in ("argmax", "argmin")
+        # f16 sums accumulate in f32 (as numpy and onnxruntime do), rounding once at the end
+        acc_dt = DType.F32 if r.dtype == DType.F16 and r.op in ("sum", "prod") else \
+            (r.body.dtype if arg else r.dtype)
+        acc = Buffer(f"acc{self.n}", acc_dt, shape, Scope.LOCAL)
+        pos = Buffer(f"pos{self.n}", I64, shape, Scope.LOCAL) if arg else None
+        init: list[Stmt] = [Store(acc, idx, reduce_init(r.op, acc_dt))]
+        if pos is not None:
+            init.append(Store(pos, idx, Const(0, I64)))
+        inner_bound = bound | rvars
+
+        def inner() -> Stmt:
+            return self.emit_reduces(self.ready(r.body, inner_bound), inner_bound,
+                                     lambda: self._update(r, acc, pos, idx))
+        loop = inner()
+        for v, n in reversed(r.axes):
+            loop = For(v, Const(n, I64), loop)
+        self.done[r] = BufLoad(pos, idx, I64) if pos is not None else cast(
+            BufLoad(acc, idx, acc.dtype), r.dtype)
+        body = seq(*init, loop, self.emit_reduces(rs[1:], bound, cont))
+        if pos is not None:
+            body = Allocate(pos, body)
+        return Allocate(acc, body)
+
+    def _update(self, r: Reduce, acc: Buffer, pos: Buffer | None,
+                idx: tuple[Expr, ...]) -> Stmt:
+        body = self.replace(r.body)
+        if r.op in ("sum", "prod"):
+            body = widen(body, acc.dtype)
+        cur = BufLoad(acc, idx, acc.dtype)
+        if r.op in ("sum", "prod"):
+            return Store(acc, idx, call("add" if r.op == "sum" else "mul", cur, body))
+        if r.op in ("max", "min"):
+            return Store(acc, idx, call(r.op, cur, body))
+        assert pos is not None
+        better = body.gt(cur) if r.op == "argmax" else body.lt(cur)
+        flat: Expr = Const(0, I64)
+        for v, n in r.axes:
+            flat = simplify(call("add", simplify(call("mul", flat, Const(n, I64))), v))
+        return seq(Store(pos, idx, select(better, flat, BufLoad(pos, idx, I64))),
+                   Store(acc, idx, select(better, body, cur)))
+
+
+def _stores(s: Stmt) -> list[Store]:
+    return [x for x in walk(s) if isinstance(x, Store)]
+
+
+def compute_at(s: Stmt) -> Stmt:
+    """Every reduction computed into an accumulator at the outermost loop that binds what it
+    reads (see the module docstring). Before and after, for a row softmax:
+
+        for i in 0..4 { y[i, j] ... = exp(x[i, j] - max[k<8](x[i, k])) ... }
+        for i in 0..4 { alloc acc1 { acc1[0] = -inf; for k in 0..8 { acc1[0] = max(...) }
+                        for j in 0..8 { y[i, j] = exp(x[i, j] - acc1[0]) ... } } }
+    """
+    vec = next(((x.var.name, x.lanes) for x in walk(s) if isinstance(x, For)
+                and x.kind == LoopKind.VECTOR), (None, 1))
+    em = Emitter(vec[0], vec[1])
+
+    def go(x: Stmt, bound: set[str]) -> Stmt:
+        if isinstance(x, IfThen):   # inside a guard: what it guards may read out of bounds
+            return descend(x, bound)
+        ready = [r for st in _stores(x) for r in em.ready(st.value, bound)]
+        return em.emit_reduces(list(dict.fromkeys(ready)), bound, lambda: descend(x, bound))
+
+    def descend(x: Stmt, bound: set[str]) -> Stmt:
+        if isinstance(x, For):
+            return For(x.var, x.extent, go(x.body, bound | {x.var.name}), x.kind, x.lanes)
+        if isinstance(x, Store):
+            return Store(x.buf, x.index, em.replace(x.value))
+        if isinstance(x, Seq):
+            return Seq(tuple(go(y, bound) for y in x.stmts))
+        if isinstance(x, IfThen):
+            return IfThen(x.cond, go(x.then, bound),
+                          go(x.else_, bound) if x.else_ is not None else None)
+        if isinstance(x, Allocate):
+            return Allocate(x.buf, go(x.body, bound))
+        return x
+    return go(s, set())
+
+
+def has_reduces(s: Stmt) -> bool:
+    return any(reduces_in(st.value) for st in _stores(s))
+
+
+def reduction_vars(s: Stmt) -> tuple[set[str], bool]:
+    """Loop variables the reductions in `s` read, and whether one reads none (a whole-tensor
+    reduction, computed before every loop)."""
+    free = [free_vars(r) for st in _stores(s) for r in reduces_in(st.value)]
+    return set().union(*free) if free else set(), any(not f for f in free)

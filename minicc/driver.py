@@ -1,0 +1,272 @@
+"""`minicc.compile` and `minicc.load`: model -> graph passes -> fusion -> scheduled loop IR ->
+native code, as a `CompiledModel`.
+
+The driver only sequences stages and collects dumps; each stage lives in its own package, and
+what differs between targets lives in the target table (`minicc.targets`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from minicc import env
+from minicc.errors import CodegenError, MiniccError
+from minicc.ir.graph import Module
+from minicc.options import _UNSET, CompileOptions, Target, default_threads, merge_options
+from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
+from minicc.targets import TargetEntry, get_target
+
+
+@dataclass
+class CompileReport:
+    timings: dict[str, float] = field(default_factory=dict)
+    dumps: dict[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
+
+
+def host_op(kind: str, arrays: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
+    """Run one op on the host with its numpy reference (the runtimes' host-op handler)."""
+    from minicc.ir.registry import OPS, canonical_attrs, full_attrs
+
+    at = full_attrs(kind, canonical_attrs(kind, attrs))
+    return [np.asarray(r) for r in OPS[kind].reference(arrays, at)]
+
+
+class CompiledModel:
+    """A compiled model. Call it with keyword arrays, or `run(dict)`; both return a dict of
+    output arrays by name. `save(path)` writes an artifact that `minicc.load` reads back."""
+
+    def __init__(self, artifact: Artifact, threads: int | None = None,
+                 report: CompileReport | None = None, cuda_graph: bool = False):
+        from minicc import __version__
+
+        self.artifact = artifact
+        self.report = report or CompileReport()
+        entry = get_target(artifact.target)
+        self._load = lambda: entry.executable(artifact, __version__, host_op, threads,
+                                              cuda_graph)
+        self._exe: Any = None
+        if not entry.name == "cuda":    # a CUDA model loads when it first runs (needs a GPU)
+            try:
+                self._exe = self._load()
+            except MiniccError:
+                raise
+            except (OSError, RuntimeError) as e:
+                raise CodegenError(f"loading the compiled code failed: {e}") from e
+
+    @property
+    def target(self) -> str:
+        return self.artifact.target
+
+    @property
+    def exe(self) -> Any:
+        if self._exe is None:
+            self._exe = self._load()
+        return self._exe
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _, _ in self.artifact.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _, _ in self.artifact.outputs]
+
+    @property
+    def threads(self) -> int:
+        return self._exe.threads if self._exe is not None and self.target != "cuda" else 1
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return self.exe.run(inputs)
+
+    def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
+        return self.exe.run(inputs)
+
+    def profile(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[dict]:
+        """Median time of each step (one per kernel when compiled with profile=True), with its
+        FLOPs and GFLOP/s, slowest first."""
+        from minicc.abi import HostCall
+
+        times = self.exe.time_segments(inputs, repeat)
+        ks = {k["name"]: k for k in self.artifact.summary.get("kernels", [])}
+        rows = []
+        for st, t in zip(self.artifact.steps, times):
+            names = [st.op] if isinstance(st, HostCall) else list(getattr(st, "kernels", ()))
+            f = sum(ks[n]["flops"] for n in names if n in ks)
+            ops = "+".join(o for n in names for o in (ks[n]["ops"] if n in ks else [n]))
+            rows.append({"name": ",".join(names), "ops": ops, "ms": t * 1e3,
+                         "gflops": f / t / 1e9 if t > 0 else 0.0, "flops": f})
+        return sorted(rows, key=lambda r: -r["ms"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save_artifact(self.artifact, path)
+
+    def summary(self) -> str:
+        s = self.artifact.summary
+        ks = s.get("kernels", [])
+        where = f"threads: {self.threads}" if self.target != "cuda" else \
+            f"target: cuda {s.get('cuda_arch')}, cubin {s.get('cubin_bytes', 0)} bytes"
+        lines = [f"kernels: {len(ks)}  host ops: {len(s.get('host_ops', []))}"
+                 f" ({', '.join(s.get('host_ops', [])) or 'none'})  {where}"]
+        if s.get("target"):
+            lines.append(f"target: {s['target']}")
+        for k in ks:
+            lines.append(f"  {k['name']}: {' + '.join(k['ops'])}")
+        mb = 1 / (1 << 20)
+        lines.append(f"arena: {s.get('arena_bytes', 0) * mb:.2f} MiB (naive sum "
+                     f"{s.get('naive_bytes', 0) * mb:.2f} MiB, lower bound "
+                     f"{s.get('lower_bound_bytes', 0) * mb:.2f} MiB); weights "
+                     f"{s.get('weights_bytes', 0) * mb:.2f} MiB")
+        t = self.report.timings
+        if t:
+            lines.append("compile: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items())
+                         + (" (cache hit)" if self.report.cache_hit else ""))
+        return "\n".join(lines)
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
+    """Load an artifact written by `CompiledModel.save`; refuses one from another minicc
+    version, or one whose code this machine cannot run."""
+    return CompiledModel(read_artifact(path), threads)
+
+
+def _as_module(model: Any, input_shapes: Mapping[str, Any] | None) -> Module:
+    if isinstance(model, Module):
+        return model
+    p = str(model) if isinstance(model, (str, os.PathLike)) else None
+    if p is not None and p.endswith(".mir"):
+        from minicc.tools import load_mir
+
+        return load_mir(p)
+    from minicc.frontend.onnx_import import import_onnx
+
+    return import_onnx(model, input_shapes)
+
+
+def resolve_options(o: CompileOptions, entry: TargetEntry) -> CompileOptions:
+    """The options with everything left to the machine decided: the thread count (one on a
+    GPU), per-kernel entries when MINICC_SPLIT_KERNELS asks, `all` dumps of this target."""
+    threads = 1 if entry.name == "cuda" else (o.threads or default_threads())
+    wrong = [s for s in o.dump if s in ("llvm", "asm", "cuda") and s not in entry.dumps]
+    if wrong:
+        raise MiniccError(f"dump stage {', '.join(wrong)} needs another target (target "
+                          f"{entry.name} dumps {', '.join(entry.dumps)})")
+    return replace(o, target=entry.name, threads=threads,
+                   profile=o.profile or env.flag("MINICC_SPLIT_KERNELS"),
+                   verify_each=o.verify_each or env.flag("MINICC_VERIFY_EACH"))
+
+
+def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
+           report: CompileReport) -> Any:
+    """The target-independent half: import, graph passes, fusion, lowering and scheduling with
+    the target's rules, memory planning; with the dumps the options ask for."""
+    from minicc.ir.passes.pipeline import check_roundtrip, run_pipeline
+    from minicc.ir.printer import print_module
+    from minicc.ir.program import build_program
+
+    t0 = time.perf_counter()
+    m = _as_module(model, o.input_shapes)
+    if env.flag("MINICC_VERIFY_ROUNDTRIP"):
+        check_roundtrip(m, "after import")
+    if "imported" in o.dump:
+        report.dumps["imported"] = print_module(m)
+    m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None,
+                     verify_each=o.verify_each)
+    t1 = time.perf_counter()
+    report.timings["passes"] = t1 - t0
+    prog = build_program(m.main, entry.lower, target, o, o.threads or 1)
+    if env.flag("MINICC_VERIFY_ROUNDTRIP"):
+        from minicc.ir.loops.parser import check_roundtrip as check_kernel
+
+        for st in prog.kernel_steps:
+            for k in (st.kernel, st.nest):
+                if k is not None:
+                    check_kernel(k, f"for kernel {k.name}")
+    _dump_program(prog, o, report)
+    report.timings["lower"] = time.perf_counter() - t1
+    return prog
+
+
+def _dump_program(prog: Any, o: CompileOptions, report: CompileReport) -> None:
+    from minicc.ir.loops.nest import format_compute
+    from minicc.ir.loops.printer import print_kernel
+    from minicc.ir.passes.fuse import format_partition
+
+    if "fusion" in o.dump:
+        report.dumps["fusion"] = format_partition(prog.partition, explain=True)
+    if "compute" in o.dump:
+        report.dumps["compute"] = "\n".join(format_compute(g) for g in prog.partition.groups
+                                             if not g.is_view and not g.is_host) + "\n"
+    if "loops" in o.dump:
+        report.dumps["loops"] = "\n".join(
+            f"// {st.kernel.name}: {st.group.describe()}, before scheduling\n"
+            + (print_kernel(st.nest) if st.nest is not None else "// (no loop nest)\n")
+            + f"// {st.kernel.name}: after scheduling\n" + print_kernel(st.kernel)
+            for st in prog.kernel_steps)
+    if "memory" in o.dump:
+        report.dumps["memory"] = prog.memory.format()
+
+
+def _cached(o: CompileOptions, key: str, build: Any, report: CompileReport,
+            force: bool = False) -> Artifact:
+    from minicc.runtime.cache import CompileCache
+
+    cache = CompileCache(o.cache_dir) if o.cache else None
+    art = cache.get(key) if cache is not None and not force else None
+    if art is not None:
+        report.cache_hit = True
+        return art
+    art = replace(build(), cache_key=key)
+    if cache is not None:
+        cache.put(key, art)
+    return art
+
+
+def _prepare(options: CompileOptions | None, given: dict[str, Any]
+             ) -> tuple[CompileOptions, TargetEntry, Target]:
+    o = merge_options(options, given)
+    entry = get_target(o.target)
+    o = resolve_options(o, entry)
+    return o, entry, entry.resolve(o)
+
+
+def lower_program(model: Any, options: CompileOptions | None = None, **fields: Any) -> Any:
+    """The Program `compile` would generate code for (fused, scheduled, memory planned), without
+    generating it: for tests, tuners and tools that inspect kernels."""
+    o, entry, tgt = _prepare(options, fields)
+    return _front(model, o, entry, tgt, CompileReport())
+
+
+def compile(model: Any, target: str = _UNSET, opt_level: int = _UNSET, threads: int | None = _UNSET,
+            input_shapes: Mapping[str, Any] | None = _UNSET, *,
+            options: CompileOptions | None = None, **fields: Any) -> CompiledModel:
+    """Compile a model: an ONNX file (path, bytes, ModelProto), a .mir path or a Module.
+
+    `target`: "llvm" (this CPU; `cpu=` names another LLVM CPU) or "cuda" (NVIDIA GPUs through
+    NVRTC; running needs a GPU). `opt_level` 0..3; `threads`: None for every core. Any other
+    CompileOptions field may be given as a keyword too (fastmath=True, cpu="x86-64-v3", ...), or
+    all of them at once as `options=`; keywords and `options` combine, and a keyword that
+    contradicts a value `options` sets raises MiniccError.
+    """
+    from minicc import __version__
+    from minicc.codegen.program_info import cache_key
+
+    o, entry, tgt = _prepare(options, dict(fields, target=target, opt_level=opt_level,
+                                           threads=threads, input_shapes=input_shapes))
+    report = CompileReport()
+    prog = _front(model, o, entry, tgt, report)
+    t2 = time.perf_counter()
+    force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
+    art = _cached(o, cache_key(prog, o, tgt, __version__),
+                  lambda: entry.build(prog, o, __version__), report, force)
+    for stage in entry.dumps:
+        if stage in o.dump:
+            report.dumps[stage] = entry.dump(stage, art, o, tgt)
+    report.timings["codegen"] = time.perf_counter() - t2
+    return CompiledModel(art, o.threads, report, o.cuda_graph)

@@ -1,0 +1,127 @@
+"""What a compile is asked to do (`CompileOptions`) and what it generates code for (`Target`).
+
+A leaf module: the driver, ir/, codegen/ and runtime/ all import it, and it imports nothing of
+minicc but the errors. Both values are frozen and travel whole to every stage that needs them;
+the driver resolves a `Target` once, from the host (llvmlite) or from `cpu` / `cuda_arch`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Sequence
+
+from minicc.errors import MiniccError
+
+# stages `dump` may name, in pipeline order (`--dump-ir`)
+STAGES = ("imported", "passes", "fusion", "compute", "loops", "memory", "llvm", "asm", "cuda")
+
+
+def default_threads() -> int:
+    """Every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The machine code is generated for. `vector_bits` and `features` come from the host or
+    from the CPU / GPU architecture the user named, never from constants in the compiler."""
+
+    name: str                       # the entry of the target table: "llvm" or "cuda"
+    triple: str                     # LLVM target triple (nvptx64-nvidia-cuda for GPUs)
+    cpu: str                        # LLVM CPU name, or the GPU architecture (sm_90)
+    features: tuple[str, ...]       # ISA features the code may use (avx512f, fma, ...)
+    vector_bits: int                # widest SIMD register: 512 with AVX-512; 32 on a GPU thread
+    align: int                      # bytes: tensors in the arena and the weights blob
+    gpu: bool = False
+    llvm_features: str = ""         # the feature string LLVM's target machine is made with
+
+    @property
+    def lanes(self) -> int:
+        """f32 lanes of one vector register (16 with AVX-512, 8 with AVX2, 1 on a GPU)."""
+        return 1 if self.gpu else max(1, self.vector_bits // 32)
+
+    def describe(self) -> str:
+        simd = f"{self.vector_bits}-bit vectors" if not self.gpu else "GPU"
+        feats = f" ({', '.join(self.features)})" if self.features else ""
+        return f"{self.name} {self.cpu}, {simd}{feats}"
+
+
+_UNSET: Any = object()
+# fields that change how a compiled model runs, never the code: kept out of the cache key
+RUN_ONLY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each"})
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything a compile may be asked. Give it as `options=` to `minicc.compile`, or give
+    its fields as keywords; the two combine (a keyword that contradicts `options` is an error).
+    """
+
+    target: str = "llvm"            # "llvm" (this CPU, or `cpu`) or "cuda" (NVIDIA GPUs)
+    opt_level: int = 3              # 0: no graph passes or templates ... 3: everything
+    threads: int | None = None      # None: every core this process may use
+    cpu: str = "native"             # LLVM CPU to compile for: native, x86-64-v3, znver4, ...
+    cuda_arch: str = "sm_90"        # target "cuda": the GPU architecture
+    fastmath: bool = False
+    input_shapes: Mapping[str, Sequence[Any]] | None = None
+    profile: bool = False           # one native entry per kernel, so each can be timed
+    schedules: Mapping[str, str] | None = None   # kernel name -> schedule text to use instead
+    cuda_graph: bool = False        # target "cuda": replay the launches as a CUDA graph
+    cache: bool = True
+    cache_dir: str | None = None
+    dump: tuple[str, ...] = ()      # stages to keep as text (STAGES)
+    verify_each: bool = False       # verify the graph IR after every pass
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
+            raise MiniccError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise MiniccError(f"threads must be a positive integer or None, got "
+                              f"{self.threads!r}")
+        bad = [s for s in self.dump if s not in STAGES]
+        if bad:
+            raise MiniccError(f"unknown dump stage {', '.join(map(repr, bad))} (stages: "
+                              f"{', '.join(STAGES)})")
+
+    def code_key(self) -> str:
+        """The fields that change the generated code, as text for the cache key."""
+        return repr(sorted((f.name, _plain(getattr(self, f.name))) for f in fields(self)
+                           if f.name not in RUN_ONLY))
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return sorted((k, _plain(x)) for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
+FIELDS = tuple(f.name for f in fields(CompileOptions))
+
+
+def merge_options(options: CompileOptions | None, given: Mapping[str, Any]) -> CompileOptions:
+    """`options` (or the defaults) with the keyword fields in `given` applied. A keyword that
+    names no field, or that contradicts a value `options` sets, raises MiniccError."""
+    unknown = sorted(k for k in given if k not in FIELDS)
+    if unknown:
+        raise MiniccError(f"unknown compile option {', '.join(map(repr, unknown))} (options: "
+                          f"{', '.join(FIELDS)})")
+    set_ = {k: v for k, v in given.items() if v is not _UNSET}
+    if options is None:
+        return CompileOptions(**set_)
+    if not isinstance(options, CompileOptions):
+        raise MiniccError(f"options must be a CompileOptions, got {type(options).__name__}")
+    default = CompileOptions()
+    clash = [k for k, v in set_.items() if getattr(options, k) != getattr(default, k)
+             and getattr(options, k) != v]
+    if clash:
+        raise MiniccError("compile options given twice with different values: " + "; ".join(
+            f"{k}={set_[k]!r} as a keyword but {k}={getattr(options, k)!r} in options="
+            for k in clash) + ". Give each option once")
+    return replace(options, **set_) if set_ else options
+
