@@ -149,8 +149,8 @@ def _buffer(v: Value) -> Buffer:
     return Buffer(name, v.type.dtype, tuple(int(d) for d in v.type.shape))
 
 
-def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOptions,
-                 threads: int) -> list[LoweredGroup | Group]:
+def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOptions
+                 ) -> list[LoweredGroup | Group]:
     """Stage 2: every group that runs becomes a kernel through the target's lowering; host
     groups stay groups (they run an op's numpy reference)."""
     bufs: dict[Value, Buffer] = {}
@@ -160,7 +160,7 @@ def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOp
             out.append(g)
             continue
         vb = {v: bufs.setdefault(v, _buffer(v)) for v in g.inputs() + [g.output]}
-        ctx = LowerCtx(f"k{s}_{g.root.kind}", g, vb, places.consts, target, opts, threads)
+        ctx = LowerCtx(f"k{s}_{g.root.kind}", g, vb, places.consts, target, opts)
         low = lower(ctx)
         by_buf = {b: v for v, b in vb.items()}
         binds: list[Value | np.ndarray | None] = []
@@ -335,13 +335,14 @@ def _signature(names: list[str], values: tuple[Value, ...]
 
 
 def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOptions,
-                  threads: int = 1, partition: Partition | None = None) -> Program:
-    """Fuse, then run the four stages. Tensors in the arena and the weights blob are aligned to
-    `target.align` bytes (64: CPU cache lines; 256: CUDA)."""
+                  partition: Partition | None = None) -> Program:
+    """Fuse, then run the four stages, for `opts.threads` threads. Tensors in the arena and the
+    weights blob are aligned to `target.align` bytes (64: CPU cache lines; 256: CUDA)."""
     _check_static(f)
+    threads = opts.threads or 1
     part = partition or fuse(f)
     places = place_tensors(f, part)
-    lowered = lower_groups(places, lower, target, opts, threads)
+    lowered = lower_groups(places, lower, target, opts)
     arena = plan_arena(places, lowered, threads, target.align)
     blob = WeightsBlob(target.align)
     steps, sources = bind_steps(places, lowered, arena, blob)

@@ -18,7 +18,7 @@ import numpy as np
 from minicc import env
 from minicc.errors import CodegenError, MiniccError
 from minicc.ir.graph import Module
-from minicc.options import _UNSET, CompileOptions, Target, default_threads, merge_options
+from minicc.options import UNSET, CompileOptions, Target, default_threads, merge_options
 from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
 from minicc.targets import TargetEntry, get_target
 
@@ -151,7 +151,8 @@ def _as_module(model: Any, input_shapes: Mapping[str, Any] | None) -> Module:
 
 def resolve_options(o: CompileOptions, entry: TargetEntry) -> CompileOptions:
     """The options with everything left to the machine decided: the thread count (one on a
-    GPU), per-kernel entries when MINICC_SPLIT_KERNELS asks, `all` dumps of this target."""
+    GPU), per-kernel entries when MINICC_SPLIT_KERNELS asks, verification when
+    MINICC_VERIFY_EACH asks; dumps of generated code must be this target's."""
     threads = 1 if entry.name == "cuda" else (o.threads or default_threads())
     wrong = [s for s in o.dump if s in ("llvm", "asm", "cuda") and s not in entry.dumps]
     if wrong:
@@ -180,22 +181,31 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
                      verify_each=o.verify_each)
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
-    prog = build_program(m.main, entry.lower, target, o, o.threads or 1)
+    prog = build_program(m.main, entry.lower, target, o)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         from minicc.ir.loops.parser import check_roundtrip as check_kernel
 
-        for st in prog.kernel_steps:
-            for k in (st.kernel, st.nest):
-                if k is not None:
-                    check_kernel(k, f"for kernel {k.name}")
+        for k in [k for st in prog.kernel_steps for k in (st.kernel, st.nest) if k is not None]:
+            check_kernel(k, f"for kernel {k.name}")
     _dump_program(prog, o, report)
     report.timings["lower"] = time.perf_counter() - t1
     return prog
 
 
+def loops_dump(prog: Any) -> str:
+    """`--dump-ir loops`: every kernel's nest before scheduling, then the scheduled kernel
+    with its schedule (all of it parses back with ir/loops/parser.py)."""
+    from minicc.ir.loops.printer import print_kernel
+
+    return "\n".join(
+        f"// {st.kernel.name}: {st.group.describe()}, before scheduling\n"
+        + (print_kernel(st.nest) if st.nest is not None else "// (no loop nest kept)\n")
+        + f"// {st.kernel.name}: after scheduling\n" + print_kernel(st.kernel)
+        for st in prog.kernel_steps)
+
+
 def _dump_program(prog: Any, o: CompileOptions, report: CompileReport) -> None:
     from minicc.ir.loops.nest import format_compute
-    from minicc.ir.loops.printer import print_kernel
     from minicc.ir.passes.fuse import format_partition
 
     if "fusion" in o.dump:
@@ -204,11 +214,7 @@ def _dump_program(prog: Any, o: CompileOptions, report: CompileReport) -> None:
         report.dumps["compute"] = "\n".join(format_compute(g) for g in prog.partition.groups
                                              if not g.is_view and not g.is_host) + "\n"
     if "loops" in o.dump:
-        report.dumps["loops"] = "\n".join(
-            f"// {st.kernel.name}: {st.group.describe()}, before scheduling\n"
-            + (print_kernel(st.nest) if st.nest is not None else "// (no loop nest)\n")
-            + f"// {st.kernel.name}: after scheduling\n" + print_kernel(st.kernel)
-            for st in prog.kernel_steps)
+        report.dumps["loops"] = loops_dump(prog)
     if "memory" in o.dump:
         report.dumps["memory"] = prog.memory.format()
 
@@ -243,8 +249,8 @@ def lower_program(model: Any, options: CompileOptions | None = None, **fields: A
     return _front(model, o, entry, tgt, CompileReport())
 
 
-def compile(model: Any, target: str = _UNSET, opt_level: int = _UNSET, threads: int | None = _UNSET,
-            input_shapes: Mapping[str, Any] | None = _UNSET, *,
+def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: int | None = UNSET,
+            input_shapes: Mapping[str, Any] | None = UNSET, *,
             options: CompileOptions | None = None, **fields: Any) -> CompiledModel:
     """Compile a model: an ONNX file (path, bytes, ModelProto), a .mir path or a Module.
 

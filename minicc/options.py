@@ -50,9 +50,18 @@ class Target:
         return f"{self.name} {self.cpu}, {simd}{feats}"
 
 
-_UNSET: Any = object()
-# fields that change how a compiled model runs, never the code: kept out of the cache key
-RUN_ONLY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each"})
+class _Unset:
+    """A keyword not given (so `options=` or the default decides)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+UNSET: Any = _Unset()
+# fields kept out of the cache key: they change how a compile or a run goes, never the code, or
+# their whole effect is in the program the key hashes (shapes, kernels' schedules)
+NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each",
+                        "input_shapes", "schedules"})
 
 
 @dataclass(frozen=True)
@@ -88,9 +97,10 @@ class CompileOptions:
                               f"{', '.join(STAGES)})")
 
     def code_key(self) -> str:
-        """The fields that change the generated code, as text for the cache key."""
+        """The fields that change the generated code beyond the program, as text for the
+        cache key (every field but NOT_IN_KEY: a new field is in the key unless it says so)."""
         return repr(sorted((f.name, _plain(getattr(self, f.name))) for f in fields(self)
-                           if f.name not in RUN_ONLY))
+                           if f.name not in NOT_IN_KEY))
 
 
 def _plain(v: Any) -> Any:
@@ -111,7 +121,7 @@ def merge_options(options: CompileOptions | None, given: Mapping[str, Any]) -> C
     if unknown:
         raise MiniccError(f"unknown compile option {', '.join(map(repr, unknown))} (options: "
                           f"{', '.join(FIELDS)})")
-    set_ = {k: v for k, v in given.items() if v is not _UNSET}
+    set_ = {k: v for k, v in given.items() if v is not UNSET}
     if options is None:
         return CompileOptions(**set_)
     if not isinstance(options, CompileOptions):

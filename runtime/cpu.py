@@ -79,6 +79,12 @@ class Executable:
         self._arena = _aligned(max(a.arena_bytes, 64))
         self._weights = _aligned(max(len(a.weights), 64))
         self._weights[:len(a.weights)] = np.frombuffer(a.weights, dtype=np.uint8)
+        self._base = (self._arena.ctypes.data, self._weights.ctypes.data)
+        # resolved once: what each step calls, and which outputs native code writes in place
+        self._calls = [(self._entries[st.symbol] if isinstance(st, NativeCall) else None, st)
+                       for st in a.steps]
+        self._in_place = [loc == Location(LocKind.OUTPUT, k)
+                          for k, loc in enumerate(a.output_sources)]
         self._lock = threading.Lock()
         self.input_names = [n for n, _, _ in a.inputs]
         self.output_names = [n for n, _, _ in a.outputs]
@@ -94,24 +100,24 @@ class Executable:
         io = (ctypes.c_void_p * max(len(arrays), 1))(*[x.ctypes.data for x in arrays])
         with self._lock:
             debug = env.flag("MINICC_DEBUG")
-            for st in a.steps:
+            for k in range(len(self._calls)):
                 if debug:
+                    st = self._calls[k][1]
                     print(f"minicc: running {getattr(st, 'symbol', None) or st.op}",
                           file=sys.stderr, flush=True)
-                self._step(st, io, xs, outs)
+                self._step(k, io, xs, outs)
             result = {}
             for k, ((name, d, s), loc) in enumerate(zip(a.outputs, a.output_sources)):
-                if loc == Location(LocKind.OUTPUT, k):
+                if self._in_place[k]:
                     result[name] = outs[k]        # native code wrote it in place
                 else:                             # an input, a weight or another output
                     result[name] = self._view(loc, d, s, xs, outs).copy()
         return result
 
-    def _step(self, st: NativeCall | HostCall, io: Any, xs: list[np.ndarray],
-              outs: list[np.ndarray]) -> None:
-        if isinstance(st, NativeCall):
-            self._entries[st.symbol](self._arena.ctypes.data, self._weights.ctypes.data, io,
-                                     self.threads)
+    def _step(self, k: int, io: Any, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+        fn, st = self._calls[k]
+        if fn is not None:
+            fn(self._base[0], self._base[1], io, self.threads)
         else:
             self._host(st, xs, outs)
 
@@ -127,9 +133,9 @@ class Executable:
         samples: list[list[float]] = [[] for _ in a.steps]
         with self._lock:
             for _ in range(repeat + 1):
-                for k, st in enumerate(a.steps):
+                for k in range(len(a.steps)):
                     t = time.perf_counter()
-                    self._step(st, io, xs, outs)
+                    self._step(k, io, xs, outs)
                     samples[k].append(time.perf_counter() - t)
         return [sorted(s[1:])[len(s[1:]) // 2] for s in samples]
 

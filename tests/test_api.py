@@ -114,3 +114,21 @@ def test_import_minicc_is_enough_for_a_user(model: Path, tmp_path: Path) -> None
                        env={"MINICC_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin"})
     assert r.returncode == 0, r.stderr
     assert "['y']" in r.stdout
+
+
+def test_every_option_that_changes_code_is_in_the_cache_key() -> None:
+    """A field changes the key unless it is run-time only or already in the program the key
+    hashes (input shapes, kernels' schedules): a new option is covered by default."""
+    from dataclasses import fields, replace
+
+    from minicc.options import NOT_IN_KEY
+
+    other = {"target": "cuda", "opt_level": 1, "threads": 3, "cpu": "x86-64-v3",
+             "cuda_arch": "sm_80", "fastmath": True, "profile": True}
+    base = minicc.CompileOptions()
+    for f in fields(minicc.CompileOptions):
+        if f.name in NOT_IN_KEY:
+            continue
+        assert f.name in other, f"give test_every_option... a value for the new option {f.name}"
+        assert replace(base, **{f.name: other[f.name]}).code_key() != base.code_key(), f.name
+    assert minicc.CompileOptions(input_shapes={}).code_key() == base.code_key()

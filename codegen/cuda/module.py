@@ -30,7 +30,7 @@ def cuda_steps(prog: Program, launches: dict) -> list[Step]:
 def build_cuda_artifact(prog: Program, opts: CompileOptions, version: str,
                         compile_cubin: bool = True) -> Artifact:
     arch = prog.target.cpu
-    source, launches = render_module(prog.kernels, opts.fastmath)
+    source, launches = render_module(prog.kernels, opts)
     cubin = compile_cuda(source, arch, "minicc_model") if compile_cubin and prog.kernels else b""
     s = summary(prog)
     s.update({"cuda_arch": arch, "cubin_bytes": len(cubin),

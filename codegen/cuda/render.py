@@ -19,6 +19,7 @@ from minicc.ir.loops.exprs import flat_offset
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
                                    Kernel, LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
+from minicc.options import CompileOptions
 
 C_TYPE = {DType.F32: "float", DType.F64: "double", DType.I8: "signed char",
           DType.I16: "short", DType.I32: "int", DType.I64: "long long",
@@ -287,8 +288,9 @@ def render_kernel(k: Kernel, fastmath: bool = False) -> tuple[str, Launch]:
     return r.render(), r.launch
 
 
-def render_module(kernels: list[Kernel], fastmath: bool = False) -> tuple[str, dict[str, Launch]]:
+def render_module(kernels: list[Kernel], opts: CompileOptions) -> tuple[str, dict[str, Launch]]:
     """One CUDA source with every kernel (a prelude of helpers first) and launch configs."""
+    fastmath = opts.fastmath
     parts = [PRELUDE]
     launches = {}
     for k in kernels:

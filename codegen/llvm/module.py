@@ -34,8 +34,10 @@ class Rendered:
     steps: list[Step]
 
 
-def render_program(prog: Program, fastmath: bool = False, split: bool = False) -> Rendered:
-    """`split`: one entry per kernel (for profiling and for finding a crashing kernel)."""
+def render_program(prog: Program, opts: CompileOptions) -> Rendered:
+    """One entry per native segment; with `opts.profile` one per kernel (for profiling and for
+    finding a crashing kernel). `opts.fastmath` allows reassociation."""
+    fastmath, split = opts.fastmath, opts.profile
     tm = machine_for(prog.target)
     m = ir.Module(name="minicc")
     m.triple = tm.triple
@@ -154,7 +156,7 @@ def optimize(text: str, opt_level: int, target: Target) -> llvm.ModuleRef:
 
 def build_artifact(prog: Program, opts: CompileOptions, version: str) -> Artifact:
     """Render, optimize and assemble the program for its target (LLVM IR kept as source)."""
-    r = render_program(prog, opts.fastmath, opts.profile)
+    r = render_program(prog, opts)
     text = str(r.module)
     obj = machine_for(prog.target).emit_object(optimize(text, opts.opt_level, prog.target))
     t = prog.target

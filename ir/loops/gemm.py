@@ -30,7 +30,7 @@ from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kerne
                                    Scope, Stmt, Store, seq)
 from minicc.ir.loops.primitives import subst_stmt
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
-from minicc.ir.loops.trace import Step, step
+from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
 F32 = DType.F32
@@ -58,11 +58,12 @@ def plan_from_steps(v: GemmView, steps: Sequence[Step], threads: int) -> GemmPla
                            else "kc", "parallel": "none"}
     for st in steps:
         if st.name == "tile":
-            got.update({k.lower(): int(x) for k, x in st.kwargs})
+            got.update(int_kwargs(st, ("MR", "NR", "KC", "NC")))
         elif st.name == "pack" and st.args in (("A",), ("B",)):
             got["pack_" + str(st.args[0]).lower()] = st.get("at")
-        elif st.name == "vectorize" and st.args[:1] == ("l",):
-            got["lanes"] = int(st.args[1])
+        elif st.name == "vectorize" and len(st.args) == 2 and st.args[0] == "l" and \
+                isinstance(st.args[1], int):
+            got["lanes"] = st.args[1]
         elif st.name == "parallel" and len(st.args) == 1:
             got["parallel"] = st.args[0]
         else:

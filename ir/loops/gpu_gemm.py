@@ -17,7 +17,7 @@ from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view,
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Stmt, Store, seq)
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
-from minicc.ir.loops.trace import Step, step
+from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
 F32 = DType.F32
@@ -28,9 +28,9 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, int]:
     t: dict[str, int] = {"pad_a": 4, "pad_b": 0}
     for st in steps:
         if st.name == "tile":
-            t.update({k.lower(): int(v) for k, v in st.kwargs})
+            t.update(int_kwargs(st, ("BM", "BN", "BK", "TM", "TN")))
         elif st.name == "cache_shared" and st.args in (("A",), ("B",)):
-            t["pad_" + str(st.args[0]).lower()] = int(st.get("pad", 0))
+            t["pad_" + str(st.args[0]).lower()] = int_kwargs(st, ("pad",)).get("pad", 0)
         else:
             raise ScheduleError(f"{st}: not a step of the gpu gemm template (tile, "
                                 "cache_shared)")
@@ -126,6 +126,10 @@ class GpuGemm(Rule):
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (8, 16, 32),
                 "TM": (2, 4, 8), "TN": (2, 4, 8), "pad": (0, 4)}
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        n = (knobs["BM"] // knobs["TM"]) * (knobs["BN"] // knobs["TN"])
+        return None if 32 <= n <= 1024 else f"{n} threads per block (32 to 1024)"
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """128 x 128 tiles of 8 x 8 per thread; halved (with the thread tile) while a problem

@@ -13,6 +13,7 @@ a wrong result here. Shared buffers exist once per block, local ones once per th
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -44,7 +45,7 @@ class _Run:
             except KeyError:
                 raise InterpreterError(f"loop interpreter: unbound variable {e.name}") from None
         if isinstance(e, Const):
-            return e.dtype.np.type(e.value)
+            return e.value if e.dtype == DType.I64 else e.dtype.np.type(e.value)
         if isinstance(e, BufLoad):
             arr = self.array(id(e.buf))
             idx = tuple(int(self.expr(i)) for i in e.index)
@@ -57,6 +58,11 @@ class _Run:
                 raise InterpreterError(f"loop interpreter: {e.buf.name}{list(idx)} is out of "
                                        f"bounds {list(arr.shape)}") from None
         if isinstance(e, Call):
+            fast = _INDEX_OPS.get(e.fn)
+            if fast is not None and all(a.dtype == DType.I64 for a in e.args):
+                xs = [int(self.expr(a)) for a in e.args]
+                if not (e.fn in ("floordiv", "mod") and xs[1] == 0):
+                    return fast(*xs)      # index arithmetic: Python ints, as numpy computes
             args = [np.asarray(self.expr(a), dtype=a.dtype.np) for a in e.args]
             return apply_scalar(e.fn, *args)[()]
         if isinstance(e, Select):
@@ -79,7 +85,7 @@ class _Run:
         with np.errstate(all="ignore"):
             for flat, idx in enumerate(np.ndindex(*[n for _, n in e.axes])):
                 for (v, _), i in zip(e.axes, idx):
-                    self.env[v.name] = np.int64(i)
+                    self.env[v.name] = i
                 x = np.asarray(self.expr(e.body)).astype(acc_dt)[()]
                 if acc is None:
                     acc = x
@@ -119,7 +125,7 @@ class _Run:
                 chunk = -(-n // self.threads)
                 start, stop = self.tid * chunk, min(n, (self.tid + 1) * chunk)
             for i in range(start, stop):
-                self.env[s.var.name] = np.int64(i)
+                self.env[s.var.name] = i
                 yield from self.gstmt(s.body)
             self.env.pop(s.var.name, None)
         elif isinstance(s, Store):
@@ -163,7 +169,7 @@ class _Run:
             t.env = dict(self.env)
             t.local = dict(self.local)
             for lp, v in zip(loops, combo):
-                t.env[lp.var.name] = np.int64(v)
+                t.env[lp.var.name] = int(v)
             threads.append(t.gstmt(body))
         sends: list[Any] = [None] * len(threads)
         live = list(range(len(threads)))
@@ -194,6 +200,13 @@ class _Run:
             else:
                 sends = [0] * len(threads)   # resume value for plain barriers
         yield from ()  # (a generator: the threads' own barriers never reach the caller)
+
+
+# i64 index arithmetic on Python ints (floored // and %, like numpy's on int64)
+_INDEX_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
+              "floordiv": operator.floordiv, "mod": operator.mod, "min": min, "max": max,
+              "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+              "eq": operator.eq, "ne": operator.ne}
 
 
 def _has_sync(s: Stmt) -> bool:

@@ -40,8 +40,12 @@ class LowerCtx:
     consts: Mapping[Value, np.ndarray]
     target: Target
     opts: CompileOptions
-    threads: int
     _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def threads(self) -> int:
+        """The threads the kernel is scheduled for (the options', resolved by the driver)."""
+        return self.opts.threads or 1
 
     @cached_property
     def nest(self) -> Kernel:

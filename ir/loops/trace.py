@@ -36,6 +36,19 @@ class Step:
         return f"{self.name}({', '.join(parts)})"
 
 
+def int_kwargs(st: Step, names: tuple[str, ...]) -> dict[str, int]:
+    """A step's keyword arguments as ints, by lower-case name; ScheduleError naming the step
+    for an unknown name or a value that is not an integer."""
+    out = {}
+    for k, v in st.kwargs:
+        if k not in names:
+            raise ScheduleError(f"{st}: unknown knob {k} (knobs: {', '.join(names)})")
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ScheduleError(f"{st}: {k} must be an integer, got {v!r}")
+        out[k.lower()] = v
+    return out
+
+
 def step(name: str, *args: Arg, **kwargs: Arg) -> Step:
     return Step(name, tuple(args), tuple(kwargs.items()))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from minicc.errors import ScheduleError
@@ -240,7 +240,14 @@ def test_a_schedule_printed_as_text_rebuilds_the_kernel(name: str, target: str) 
     assert print_kernel(again.kernel) == print_kernel(low.kernel)
 
 
-def _knob_points(name: str, target: str, seed: int, n: int):  # type: ignore[no-untyped-def]
+def _small_block(knobs: dict) -> bool:
+    """GPU GEMM points with at most 64 threads a block (the interpreter runs threads one by
+    one); other rules' points all pass."""
+    return "BM" not in knobs or (knobs["BM"] // knobs["TM"]) * (knobs["BN"] // knobs["TN"]) <= 64
+
+
+def _knob_points(name: str, target: str, seed: int, n: int,  # type: ignore[no-untyped-def]
+                 keep=lambda knobs: True):
     g, bufs, consts, given, ref = _one_group(name)
     rules = CPU_RULES if target == "llvm" else GPU_RULES
     ctx = ctx_for(g, bufs, consts, 2, target=target)
@@ -252,22 +259,36 @@ def _knob_points(name: str, target: str, seed: int, n: int):  # type: ignore[no-
     found = 0
     for _ in range(20 * n):
         knobs = {k: v[rng.integers(len(v))] for k, v in space.items()}
-        if rule.invalid(ctx, knobs) is None and found < n:
+        if rule.invalid(ctx, knobs) is None and keep(knobs) and found < n:
             found += 1
             yield g, bufs, consts, given, ref, rules, knobs
     assert found == n, f"{rule.name}: too few valid points in {space}"
+
+
+def _check_knob_points(name: str, target: str, seed: int, n: int,  # type: ignore
+                       keep=lambda knobs: True) -> None:
+    for g, bufs, consts, given, ref, rules, knobs in _knob_points(name, target, seed, n, keep):
+        ctx = ctx_for(g, bufs, consts, 2, target=target)
+        low = schedule_group(ctx, rules, knobs)
+        got = _run_lowered(low, bufs, g, given, 2 if target == "llvm" else 1)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(knobs))
 
 
 @pytest.mark.parametrize("target", ["llvm", "cuda"])
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_random_points_of_the_knob_space_give_correct_kernels(name: str, target: str) -> None:
     """What a tuner may pick is always a correct kernel: random knob values from the space the
-    rule declares, run in the interpreter."""
-    for g, bufs, consts, given, ref, rules, knobs in _knob_points(name, target, 7, 4):
-        ctx = ctx_for(g, bufs, consts, 2, target=target)
-        low = schedule_group(ctx, rules, knobs)
-        got = _run_lowered(low, bufs, g, given, 2 if target == "llvm" else 1)
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(knobs))
+    rule declares, run in the interpreter (GPU GEMM blocks run thread by thread: here only small
+    blocks; the slow suite takes any)."""
+    gpu_gemm = target == "cuda" and name in ("conv_relu", "matmul_add")
+    _check_knob_points(name, target, 7, 2 if gpu_gemm else 4, _small_block)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["llvm", "cuda"])
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_many_points_of_the_knob_space_give_correct_kernels(name: str, target: str) -> None:
+    _check_knob_points(name, target, 11, 12)
 
 
 def test_knobs_outside_the_space_are_refused() -> None:
@@ -296,3 +317,55 @@ def test_the_vector_loop_of_a_cpu_kernel_comes_from_the_target() -> None:
     assert all(x.lanes in (0, 16) for x in loops(k)) or all(
         x.lanes in (0, 8) for x in loops(k))
     assert any(x.kind == LoopKind.VECTOR for x in loops(k))
+
+
+_NAMES = ["i0", "i1", "i2", "i0_i1", "i1_i2", "i2.o", "i2.i", "l", "A", "B", "nc", "mc", "b",
+          "compile", "mr", "kc", "none", "block.x", "thread.x"]
+_ARG = st.one_of(st.integers(-2, 40), st.sampled_from(_NAMES), st.booleans())
+
+
+@st.composite
+def mutated(draw: st.DrawFn, rule: str, steps: tuple[Step, ...]) -> str:
+    """A schedule near `steps`: steps dropped, repeated, with arguments replaced, or new ones."""
+    out = list(steps)
+    for _ in range(draw(st.integers(0, 3))):
+        what = draw(st.sampled_from(["drop", "repeat", "arg", "kwarg", "new"]))
+        k = draw(st.integers(0, max(len(out) - 1, 0)))
+        if what == "drop" and out:
+            out.pop(k)
+        elif what == "repeat" and out:
+            out.insert(k, out[k])
+        elif what == "arg" and out and out[k].args:
+            a = list(out[k].args)
+            a[draw(st.integers(0, len(a) - 1))] = draw(_ARG)
+            out[k] = Step(out[k].name, tuple(a), out[k].kwargs)
+        elif what == "kwarg" and out and out[k].kwargs:
+            kw = list(out[k].kwargs)
+            j = draw(st.integers(0, len(kw) - 1))
+            kw[j] = (kw[j][0], draw(_ARG))
+            out[k] = Step(out[k].name, out[k].args, tuple(kw))
+        else:
+            out.insert(k, Step(draw(st.sampled_from(sorted(PRIMITIVES) + ["tile", "pack"])),
+                               tuple(draw(st.lists(_ARG, max_size=3)))))
+    return format_schedule(rule, out)
+
+
+@given(st.sampled_from(["softmax", "matmul_add", "conv_relu", "argmax"]), st.data())
+@settings(max_examples=150)
+def test_any_schedule_text_gives_a_correct_kernel_or_a_schedule_error(name: str,
+                                                                      data: st.DataObject
+                                                                      ) -> None:
+    """Schedules are user input: whatever the text (here: the default one mutated), a kernel
+    that computes the right values or a ScheduleError naming the problem, nothing else."""
+    g, bufs, consts, given, ref = _one_group(name)
+    default = lower_group_cpu(ctx_for(g, bufs, consts, 2)).kernel
+    text = data.draw(mutated(default.schedule, default.trace))
+    try:
+        low = lower_group_cpu(ctx_for(g, bufs, consts, 2, schedules={"k": text}))
+    except ScheduleError as e:
+        assert str(e), text
+        event("refused")
+        return      # refused, with a message (the other outcome this test allows)
+    event("built")
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, 2), ref, rtol=1e-5,
+                               atol=1e-5, err_msg=text)

@@ -14,4 +14,4 @@ def ctx_for(group: Any, bufs: Mapping, consts: Mapping | None = None, threads: i
             target: str = "llvm", name: str = "k", **opts: Any) -> LowerCtx:
     o = CompileOptions(target=target, threads=threads, **opts)
     t = cpu_target() if target == "llvm" else get_target(target).resolve(o)
-    return LowerCtx(name, group, bufs, consts or {}, t, o, threads)
+    return LowerCtx(name, group, bufs, consts or {}, t, o)

@@ -100,7 +100,8 @@ def no_native(cm: CompiledModel, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def entry(name: str) -> Callable[..., None]:
         return lambda *a: calls.append(name)
 
-    monkeypatch.setattr(cm.exe, "_entries", {k: entry(k) for k in cm.exe._entries})
+    monkeypatch.setattr(cm.exe, "_calls", [(entry(st.symbol) if fn is not None else None, st)
+                                          for fn, st in cm.exe._calls])
     monkeypatch.setattr(cm.exe, "_host", lambda *a: calls.append("host"))
     return calls
 

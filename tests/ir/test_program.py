@@ -1,0 +1,139 @@
+"""The program's four stages, each on its own: place_tensors, lower_groups, plan_arena and
+bind_steps; every location they produce is a typed, resolved value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minicc.abi import HostCall, Location, LocKind
+from minicc.codegen.llvm.target import cpu_target
+from minicc.errors import ArtifactError
+from minicc.ir.loops.cpu import lower_group_cpu
+from minicc.ir.memory import check_plan
+from minicc.ir.parser import parse
+from minicc.ir.passes.fuse import fuse
+from minicc.ir.program import (KernelStep, LoweredGroup, WeightsBlob, bind_steps, build_program,
+                               lower_groups, place_tensors, plan_arena)
+from minicc.options import CompileOptions
+
+# kernels exp, neg, conv+tanh+add (the residual add may write over e, which dies there), a
+# reshape view of an input returned as an output, an input returned as it is, a host op (top_k)
+TEXT = """func @main(%x: f32[1,4,6,6], %r: f32[1,4,6,6]) -> (f32[1,4,6,6], f32[1,144], i64[1,2,6,6]) {
+  %w = const splat<0.5> : f32[4,4,3,3]
+  %e = exp(%r) : f32[1,4,6,6]
+  %n = neg(%e) : f32[1,4,6,6]
+  %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,4,6,6]
+  %t = tanh(%c) : f32[1,4,6,6]
+  %s = add(%t, %e) : f32[1,4,6,6]
+  %v = reshape(%x) {shape=[1,144]} : f32[1,144]
+  %k, %i = top_k(%s) {axis=1, k=2} : f32[1,2,6,6], i64[1,2,6,6]
+  return %n, %v, %i
+}"""
+
+
+@pytest.fixture
+def places():  # type: ignore[no-untyped-def]
+    f = parse(TEXT).main
+    return place_tensors(f, fuse(f))
+
+
+def _stage2(places):  # type: ignore[no-untyped-def]
+    return lower_groups(places, lower_group_cpu, cpu_target(), CompileOptions(threads=2))
+
+
+def test_place_tensors(places) -> None:  # type: ignore[no-untyped-def]
+    f = places.function
+    x, r = f.inputs
+    n, v, i = f.outputs
+    assert places.fixed[x] == Location(LocKind.INPUT, 0)
+    assert places.storage(v) is x                  # a view: its source owns the storage
+    assert places.fixed[n] == Location(LocKind.OUTPUT, 0)
+    assert places.fixed[i] == Location(LocKind.OUTPUT, 2)
+    assert x not in places.arena and all(a not in places.fixed for a in places.arena)
+    for a in places.arena:
+        assert places.first[a] <= places.last[a]
+
+
+def test_lower_groups_binds_every_parameter(places) -> None:  # type: ignore[no-untyped-def]
+    steps = _stage2(places)
+    kernels = [s for s in steps if isinstance(s, LoweredGroup)]
+    assert len(kernels) + sum(1 for s in steps if not isinstance(s, LoweredGroup)) == \
+        len(places.order)
+    for st in kernels:
+        assert len(st.binds) == len(st.kernel.params)
+        for b, bind in zip(st.kernel.params, st.binds):
+            assert bind is None or isinstance(bind, np.ndarray) or bind in places.root \
+                or bind in st.group.inputs() or bind is st.group.output, b.name
+
+
+def test_plan_arena_puts_the_residual_add_in_place(places) -> None:  # type: ignore
+    steps = _stage2(places)
+    arena = plan_arena(places, steps, 2, 64)
+    check_plan(arena.plan)
+    add = next(s for s in steps if isinstance(s, LoweredGroup) and s.group.root.kind == "add")
+    e = next(v for v in add.group.inputs() if v.name_hint == "e")
+    assert arena.offset[add.group.output] == arena.offset[e]     # in place: e dies here
+    assert all(off % 64 == 0 for off in arena.offset.values())
+
+
+def test_bind_steps_resolves_every_location(places) -> None:  # type: ignore[no-untyped-def]
+    steps = _stage2(places)
+    arena = plan_arena(places, steps, 2, 64)
+    blob = WeightsBlob(64)
+    out, sources = bind_steps(places, steps, arena, blob)
+    assert [type(s) for s in out].count(HostCall) == 1
+    host = next(s for s in out if isinstance(s, HostCall))
+    assert host.op == "top_k" and [t.dtype for t in host.outputs] == ["f32", "i64"]
+    for st in out:
+        locs = st.args if isinstance(st, KernelStep) else [t.loc for t in st.inputs + st.outputs]
+        for loc in locs:
+            assert isinstance(loc, Location) and isinstance(loc.kind, LocKind)
+            if loc.kind == LocKind.ARENA:
+                assert loc.offset < arena.plan.arena_bytes
+            if loc.kind == LocKind.WEIGHTS:
+                assert loc.offset < len(blob.data)
+    assert sources == (Location(LocKind.OUTPUT, 0), Location(LocKind.INPUT, 0),   # v: copied
+                       Location(LocKind.OUTPUT, 2))
+
+
+def test_weights_are_stored_once_and_aligned() -> None:
+    blob = WeightsBlob(64)
+    f = parse(TEXT).main
+    a, b = f.inputs
+    la = blob.add(a, np.ones(3, np.float32))
+    lb = blob.add(b, np.ones(5, np.float32))
+    assert blob.add(a, np.ones(3, np.float32)) == la
+    assert la.offset == 0 and lb.offset == 64 and len(blob.data) == 64 + 20
+
+
+def test_a_location_is_never_a_placeholder() -> None:
+    with pytest.raises(ArtifactError):
+        Location(LocKind.ARENA, -1)
+    with pytest.raises(ArtifactError):
+        Location("arena", 0)  # type: ignore[arg-type]
+    assert Location.from_json(Location(LocKind.WEIGHTS, 128).to_json()) == \
+        Location(LocKind.WEIGHTS, 128)
+
+
+def test_build_program_runs_the_four_stages() -> None:
+    f = parse(TEXT).main
+    prog = build_program(f, lower_group_cpu, cpu_target(), CompileOptions(threads=1))
+    assert [k.name for k in prog.kernels] == ["k0_exp", "k1_neg", "k2_add"]
+    assert prog.host_ops == ["top_k"]
+    assert all(k.schedule for k in prog.kernels)
+    check_plan(prog.memory)
+
+
+def test_the_program_runs_as_the_interpreter_says() -> None:
+    from minicc import compile
+    from minicc.ir.interpret import interpret
+
+    m = parse(TEXT)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32),
+             "r": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)}
+    ref = interpret(m, feeds)
+    got = compile(m, threads=2, cache=False).run(feeds)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
