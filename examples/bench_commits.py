@@ -154,10 +154,10 @@ def main(argv: list[str]) -> int:
                 close = all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a.files)
                 o = ort_ms(model, inputs, th, args.repeat)
                 rows.append((th, name, best["old"], best["new"], o, same, close))
+                verdict = "bit-identical" if same else "close" if close else "DIFFER"
                 print(f"{name:18} threads {th}: old {best['old']:8.2f} ms  new {best['new']:8.2f}"
                       f" ms  new/old {best['new'] / best['old']:5.3f}  new/onnxruntime "
-                      f"{best['new'] / o:5.2f}  outputs {'bit-identical' if same else 'close' if close else 'DIFFER'}",
-                      flush=True)
+                      f"{best['new'] / o:5.2f}  outputs {verdict}", flush=True)
     for th in threads:
         rs = [r for r in rows if r[0] == th]
         print(f"threads {th}: geo-mean new/old {geomean([r[3] / r[2] for r in rs]):.3f}, "

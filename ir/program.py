@@ -182,8 +182,9 @@ def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOp
 def _check_schedules_used(opts: CompileOptions, names: list[str]) -> None:
     unknown = sorted(set(opts.schedules or {}) - set(names))
     if unknown:
+        more = " ..." if len(names) > 12 else ""
         raise ScheduleError(f"schedules given for no kernel named {', '.join(map(repr, unknown))}"
-                            f" (kernels: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''})")
+                            f" (kernels: {', '.join(names[:12])}{more})")
 
 
 # ---- stage 3: the arena ---------------------------------------------------------------------

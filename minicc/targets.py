@@ -20,7 +20,7 @@ class TargetEntry:
     summary: str
     resolve: Callable[[CompileOptions], Target]       # the Target description for these options
     lower: Callable[[Any], Any]                       # ir.loops: LowerCtx -> Lowered
-    build: Callable[[Any, CompileOptions, str], Any]  # codegen: (Program, options, version) -> Artifact
+    build: Callable[[Any, CompileOptions, str], Any]  # codegen: (Program, options, version)
     dumps: tuple[str, ...]                            # the stages only this target has
     dump: Callable[[str, Any, CompileOptions, Target], str]   # (stage, artifact, ...) -> text
     executable: Callable[[Any, str, Any, int | None, bool], Any]  # runtime: loads an Artifact

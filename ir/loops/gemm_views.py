@@ -19,7 +19,7 @@ import numpy as np
 from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
 from minicc.ir.graph import Value
 from minicc.ir.loops.exprs import simplify
-from minicc.ir.loops.nest import Inliner, const_scalar, kernel_params, leaf_loader
+from minicc.ir.loops.nest import Inliner, const_scalar, group_flops, kernel_params, leaf_loader
 from minicc.ir.loops.nodes import BufLoad, Buffer, For, LoopKind, Stmt, Store
 from minicc.ir.passes.fuse import Group
 from minicc.ir.registry import full_attrs, get_op
@@ -92,7 +92,7 @@ class GemmView:
     epilogue: Callable[[Expr, Expr, Expr, Expr], Expr]   # (acc, b, m, n) -> value stored
     params: tuple[Buffer, ...]          # the kernel's parameters with both operands read as is
     roles: tuple[str, ...]
-    flops: int
+    flops: int                          # the group's, from the registry's cost functions
     a_const: np.ndarray | None = None   # A as [batches, M, K] when it is a constant
     a_batch: Callable[[Expr], Expr] = field(default=lambda b: c64(0))
     a_param: Buffer | None = None       # the parameter holding A (dropped once A is packed)
@@ -274,7 +274,7 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     return GemmView(
         name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
-        2 * cv.n * cv.m * P * K, a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
+        group_flops(group), a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
         a_batch=lambda bg: mod(bg, cv.g), a_param=wb if wsplat is None else None,
         panel=_conv_panel(cv, xb), row=cv.ow)
 
@@ -337,5 +337,5 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     return GemmView(
         name, batch, M, N, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, lambda accv, ix: accv), params, roles,
-        2 * batch * M * N * K, a_param=ab, b_const=b_const,
+        group_flops(group), a_param=ab, b_const=b_const,
         b_param=bb if b_const is not None and bsplat is None else None)

@@ -1,7 +1,7 @@
 """Schedule primitives: pure functions Stmt -> Stmt on loop nests, applied by name from a trace.
 
-    for i in 0..100 {S(i)}   --split(i, 16)-->   for i.o in 0..7 { for i.i in 0..min(16, 100 - i.o*16)
-                                                     { S(i.o*16 + i.i) } }
+    for i in 0..100 {S(i)}   --split(i, 16)-->
+        for i.o in 0..7 { for i.i in 0..min(16, 100 - i.o*16) { S(i.o*16 + i.i) } }
     split(i, 16, guard=true): for i.o in 0..7 { for i.i in 0..16 { if i.o*16 + i.i < 100 {S} } }
     for i in 0..A { for j in 0..B {S(i, j)} }   --fuse(i, j)-->   for i_j in 0..A*B
                                                                   { S(i_j // B, i_j % B) }

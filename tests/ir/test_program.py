@@ -19,7 +19,8 @@ from minicc.options import CompileOptions
 
 # kernels exp, neg, conv+tanh+add (the residual add may write over e, which dies there), a
 # reshape view of an input returned as an output, an input returned as it is, a host op (top_k)
-TEXT = """func @main(%x: f32[1,4,6,6], %r: f32[1,4,6,6]) -> (f32[1,4,6,6], f32[1,144], i64[1,2,6,6]) {
+TEXT = """func @main(%x: f32[1,4,6,6], %r: f32[1,4,6,6])
+    -> (f32[1,4,6,6], f32[1,144], i64[1,2,6,6]) {
   %w = const splat<0.5> : f32[4,4,3,3]
   %e = exp(%r) : f32[1,4,6,6]
   %n = neg(%e) : f32[1,4,6,6]

@@ -199,12 +199,12 @@ def _one_group(name: str, seed: int = 1):  # type: ignore[no-untyped-def]
     consts = {values[n]: feeds[n] for n in CONST_WEIGHTS.get(name, ())}
     bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
             for i, v in enumerate(list(g.inputs()) + [g.output])}
-    given = {bufs[v].name: feeds[n] for n, v in zip(f.input_names, f.inputs) if v in bufs}
-    return g, bufs, consts, given, ref
+    inputs = {bufs[v].name: feeds[n] for n, v in zip(f.input_names, f.inputs) if v in bufs}
+    return g, bufs, consts, inputs, ref
 
 
-def _run_lowered(low, bufs, g, given, threads: int) -> np.ndarray:  # type: ignore
-    arrays = dict(given)
+def _run_lowered(low, bufs, g, inputs, threads: int) -> np.ndarray:  # type: ignore
+    arrays = dict(inputs)
     for b, arr in low.packed.items():
         arrays[b.name] = arr
     arrs = buffer_arrays(low.kernel, **arrays)
@@ -215,17 +215,17 @@ def _run_lowered(low, bufs, g, given, threads: int) -> np.ndarray:  # type: igno
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_cpu_kernels_in_the_interpreter(name: str, threads: int) -> None:
-    g, bufs, consts, given, ref = _one_group(name)
+    g, bufs, consts, inputs, ref = _one_group(name)
     low = lower_group_cpu(ctx_for(g, bufs, consts, threads))
-    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, threads), ref, rtol=1e-5,
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, threads), ref, rtol=1e-5,
                                atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_gpu_kernels_in_the_interpreter(name: str) -> None:
-    g, bufs, consts, given, ref = _one_group(name)
+    g, bufs, consts, inputs, ref = _one_group(name)
     low = lower_gpu(ctx_for(g, bufs, consts, target="cuda"))
-    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, 1), ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, 1), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("target", ["llvm", "cuda"])
@@ -248,7 +248,7 @@ def _small_block(knobs: dict) -> bool:
 
 def _knob_points(name: str, target: str, seed: int, n: int,  # type: ignore[no-untyped-def]
                  keep=lambda knobs: True):
-    g, bufs, consts, given, ref = _one_group(name)
+    g, bufs, consts, inputs, ref = _one_group(name)
     rules = CPU_RULES if target == "llvm" else GPU_RULES
     ctx = ctx_for(g, bufs, consts, 2, target=target)
     rule = next(r for r in rules if r.applies(ctx))
@@ -261,16 +261,16 @@ def _knob_points(name: str, target: str, seed: int, n: int,  # type: ignore[no-u
         knobs = {k: v[rng.integers(len(v))] for k, v in space.items()}
         if rule.invalid(ctx, knobs) is None and keep(knobs) and found < n:
             found += 1
-            yield g, bufs, consts, given, ref, rules, knobs
+            yield g, bufs, consts, inputs, ref, rules, knobs
     assert found == n, f"{rule.name}: too few valid points in {space}"
 
 
 def _check_knob_points(name: str, target: str, seed: int, n: int,  # type: ignore
                        keep=lambda knobs: True) -> None:
-    for g, bufs, consts, given, ref, rules, knobs in _knob_points(name, target, seed, n, keep):
+    for g, bufs, consts, feeds, ref, rules, knobs in _knob_points(name, target, seed, n, keep):
         ctx = ctx_for(g, bufs, consts, 2, target=target)
         low = schedule_group(ctx, rules, knobs)
-        got = _run_lowered(low, bufs, g, given, 2 if target == "llvm" else 1)
+        got = _run_lowered(low, bufs, g, feeds, 2 if target == "llvm" else 1)
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(knobs))
 
 
@@ -357,7 +357,7 @@ def test_any_schedule_text_gives_a_correct_kernel_or_a_schedule_error(name: str,
                                                                       ) -> None:
     """Schedules are user input: whatever the text (here: the default one mutated), a kernel
     that computes the right values or a ScheduleError naming the problem, nothing else."""
-    g, bufs, consts, given, ref = _one_group(name)
+    g, bufs, consts, inputs, ref = _one_group(name)
     default = lower_group_cpu(ctx_for(g, bufs, consts, 2)).kernel
     text = data.draw(mutated(default.schedule, default.trace))
     try:
@@ -367,5 +367,5 @@ def test_any_schedule_text_gives_a_correct_kernel_or_a_schedule_error(name: str,
         event("refused")
         return      # refused, with a message (the other outcome this test allows)
     event("built")
-    np.testing.assert_allclose(_run_lowered(low, bufs, g, given, 2), ref, rtol=1e-5,
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, 2), ref, rtol=1e-5,
                                atol=1e-5, err_msg=text)
