@@ -322,10 +322,10 @@ def host_attrs(op: Op) -> dict[str, Any]:
 
 # ---- the stages together --------------------------------------------------------------------
 
-def _check_static(f: Function) -> None:
+def check_static(f: Function, what: str = "compiling") -> None:
     for v in list(f.inputs) + [o for op in f.ops for o in op.outputs]:
         if not v.type.is_static:
-            raise CodegenError(f"compiling needs static shapes, but %{v.name_hint or '?'} is "
+            raise CodegenError(f"{what} needs static shapes, but %{v.name_hint or '?'} is "
                                f"{v.type}; give input shapes (input_shapes= / --input-shape)")
 
 
@@ -339,7 +339,7 @@ def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOpti
                   partition: Partition | None = None) -> Program:
     """Fuse, then run the four stages, for `opts.threads` threads. Tensors in the arena and the
     weights blob are aligned to `target.align` bytes (64: CPU cache lines; 256: CUDA)."""
-    _check_static(f)
+    check_static(f)
     threads = opts.threads or 1
     part = partition or fuse(f)
     places = place_tensors(f, part)

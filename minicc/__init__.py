@@ -4,16 +4,17 @@ Public API:
     compile(model, target="llvm", opt_level=3, threads=None, options=None, ...) -> CompiledModel
     load(path) -> CompiledModel                  (an artifact written by CompiledModel.save)
     CompileOptions(...)                          every compile option, passed whole
+    analyze(model) -> Analysis                   FLOPs, parameters, bytes per op and kernel
     import_onnx(path_or_proto, input_shapes=None) -> Module
     interpret(module, inputs) -> dict[str, np.ndarray]
     minicc.ir.parse(text) / str(module)
 """
 
 from minicc.api import import_onnx, interpret
-from minicc.driver import CompiledModel, compile, load
+from minicc.driver import CompiledModel, analyze, compile, load
 from minicc.errors import MiniccError
 from minicc.options import CompileOptions, Target
 
 __version__ = "0.1.0"
-__all__ = ["compile", "load", "CompiledModel", "CompileOptions", "Target", "import_onnx",
-           "interpret", "MiniccError", "__version__"]
+__all__ = ["compile", "load", "analyze", "CompiledModel", "CompileOptions", "Target",
+           "import_onnx", "interpret", "MiniccError", "__version__"]

@@ -239,6 +239,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if run_demo(args.model, interpret_too=args.interp) else EXIT_CHECK
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from minicc import analyze
+    from minicc.ir.cost import format_analysis
+
+    a = analyze(args.model, input_shapes=_shapes(args), opt_level=args.opt_level)
+    if args.json:
+        print(json.dumps(a.as_dict(), indent=1))
+    else:
+        sys.stdout.write(format_analysis(a, ops=args.ops))
+    return EXIT_OK
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from minicc.frontend.onnx_import import CONVERTERS
     from minicc.ir import OPS
@@ -357,6 +371,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gemm", type=int, metavar="N", help="benchmark an N x N x N matmul vs numpy")
     shape_opt(q)
     q.set_defaults(fn=cmd_bench)
+
+    q = sub.add_parser("analyze", help="FLOPs, parameters and bytes per op and per kernel",
+                       description="Count FLOPs (a multiply-add is 2), parameters, bytes read "
+                       "and written and arithmetic intensity of every op and every fused kernel "
+                       "of MODEL (.onnx or .mir), from the op registry's cost functions, after "
+                       "the graph passes; fused intermediates are not counted for kernels.")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    q.add_argument("--ops", action="store_true", help="also list every op (text output)")
+    q.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
+                   help="graph passes before counting (default 3, as compile)")
+    shape_opt(q)
+    q.set_defaults(fn=cmd_analyze)
 
     q = sub.add_parser("opt", help="run graph passes on IR text",
                        description="Read IR (a .mir file or - for stdin), run passes, print or "

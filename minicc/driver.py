@@ -242,6 +242,20 @@ def _prepare(options: CompileOptions | None, given: dict[str, Any]
     return o, entry, entry.resolve(o)
 
 
+def analyze(model: Any, options: CompileOptions | None = None, **fields: Any) -> Any:
+    """FLOPs, parameters and bytes moved per op and per fused kernel (ir/cost.py), after the
+    graph passes of `opt_level`, without compiling anything."""
+    from minicc.ir.cost import analyze as analyze_function
+    from minicc.ir.passes.fuse import fuse
+    from minicc.ir.passes.pipeline import run_pipeline
+    from minicc.ir.program import check_static
+
+    o = merge_options(options, fields)
+    m = run_pipeline(_as_module(model, o.input_shapes), o.opt_level, verify_each=o.verify_each)
+    check_static(m.main, "analyzing")
+    return analyze_function(m.main, fuse(m.main))
+
+
 def lower_program(model: Any, options: CompileOptions | None = None, **fields: Any) -> Any:
     """The Program `compile` would generate code for (fused, scheduled, memory planned), without
     generating it: for tests, tuners and tools that inspect kernels."""
