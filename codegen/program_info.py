@@ -9,6 +9,7 @@ from pathlib import Path
 
 from minicc import abi, options
 from minicc.abi import HostCall, step_to_json
+from minicc.ir.cost import Cost, analyze
 from minicc.ir.loops.printer import print_kernel
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.program import KernelStep, Program
@@ -47,11 +48,23 @@ def cache_key(prog: Program, opts: CompileOptions, target: Target, version: str)
 
 
 def summary(prog: Program) -> dict:
+    """What the artifact tells about itself: each kernel's ops, cost (ir/cost.py: FLOPs, bytes
+    read and written, parameters) and schedule; the host steps' costs; the memory plan."""
+    costs = analyze(prog.function, prog.partition)
+    by_name = {r.name: r for r in costs.kernels + costs.host}
+
+    def cost(name: str) -> dict:
+        r = by_name.get(name)
+        c = r.cost if r is not None else Cost()
+        return {"bytes_read": c.bytes_read, "bytes_written": c.bytes_written,
+                "params": c.params, "output": r.shape if r is not None else ""}
     kernels = [{"name": st.kernel.name, "ops": [op.kind for op in st.group.ops],
-                "flops": st.kernel.flops,
+                "flops": st.kernel.flops, **cost(st.kernel.name),
                 "schedule": format_schedule(st.kernel.schedule, st.kernel.trace)}
                for st in prog.kernel_steps]
-    return {"kernels": kernels,
+    host = [{"name": r.name, "ops": r.what.split("+"), "flops": r.cost.flops, **cost(r.name)}
+            for r in costs.host]
+    return {"kernels": kernels, "host": host,
             "host_ops": [st.op for st in prog.steps if isinstance(st, HostCall)],
             "arena_bytes": prog.memory.arena_bytes, "naive_bytes": prog.memory.naive_bytes,
             "lower_bound_bytes": prog.memory.lower_bound, "weights_bytes": len(prog.weights),

@@ -253,6 +253,47 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from minicc.profile import format_profile, plot_roofline, profile, write_trace
+    from minicc.tools import load_input_arg
+
+    given = dict(load_input_arg(s) for s in (args.input or []))
+    p = profile(args.model, inputs=given or None, repeat=args.repeat,
+                options=_compile_options(args))
+    if args.json:
+        print(json.dumps(p.as_dict(), indent=1))
+    else:
+        sys.stdout.write(format_profile(p, args.top))
+    if args.trace:
+        print(f"wrote {write_trace(p, args.trace)} (open it in https://ui.perfetto.dev or "
+              "chrome://tracing)", file=sys.stderr)
+    if args.plot:
+        print(f"wrote {plot_roofline(p, args.plot)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_peaks(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from minicc.codegen.llvm.peaks import machine_peaks
+
+    p = machine_peaks(refresh=args.refresh)
+    if args.json:
+        print(json.dumps(asdict(p), indent=1))
+        return EXIT_OK
+    print(f"{p.cpu}, {p.cores} cores, {p.vector_bits}-bit vectors (measured {p.measured})")
+    print(f"  FMA peak     1 core  {p.fma_gflops_1:8.1f} GFLOP/s   {p.cores} cores "
+          f"{p.fma_gflops_all:8.1f} GFLOP/s")
+    print(f"  memory copy  1 core  {p.copy_gbs_1:8.1f} GB/s       {p.cores} cores "
+          f"{p.copy_gbs_all:8.1f} GB/s   (read + write)")
+    print(f"  ridge point  {p.fma_gflops_1 / p.copy_gbs_1:.1f} FLOP/byte on 1 core, "
+          f"{p.fma_gflops_all / p.copy_gbs_all:.1f} on {p.cores}")
+    return EXIT_OK
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from minicc.frontend.onnx_import import CONVERTERS
     from minicc.ir import OPS
@@ -384,6 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="graph passes before counting (default 3, as compile)")
     shape_opt(q)
     q.set_defaults(fn=cmd_analyze)
+
+    q = sub.add_parser("profile", help="time every kernel, on this machine's roofline",
+                       description="Compile MODEL with one entry per kernel and time each over "
+                       "--repeat runs: median time, share, the ops fused, GFLOP/s and GB/s, "
+                       "and the roofline bound at its arithmetic intensity (FLOPs and bytes "
+                       "from the op registry, roofs from `minicc peaks`), slowest first.")
+    q.add_argument("model", metavar="MODEL")
+    compile_opts(q)
+    shape_opt(q)
+    q.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input (default: random inputs); repeatable")
+    q.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
+    q.add_argument("--top", type=int, default=None, help="show only the N slowest")
+    q.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace (Perfetto)")
+    q.add_argument("--plot", metavar="ROOFLINE.png", help="draw the roofline (matplotlib)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    q.set_defaults(fn=cmd_profile)
+
+    q = sub.add_parser("peaks", help="this machine's FMA peak and memory bandwidth",
+                       description="Measure (once per host, then cached) the FMA throughput of "
+                       "one core and of all cores with a generated loop of independent FMA "
+                       "chains at the host's vector width, and the memory bandwidth of a "
+                       "generated streaming copy: the roofs `minicc profile` uses.")
+    q.add_argument("--refresh", action="store_true", help="measure again")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(fn=cmd_peaks)
 
     q = sub.add_parser("opt", help="run graph passes on IR text",
                        description="Read IR (a .mir file or - for stdin), run passes, print or "

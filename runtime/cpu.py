@@ -30,6 +30,12 @@ def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[off:off + nbytes]
 
 
+def median_steps(runs: list[list[tuple[float, float]]]) -> list[float]:
+    """The median duration of each step over runs of (start, end) pairs."""
+    return [float(np.median([run[k][1] - run[k][0] for run in runs]))
+            for k in range(len(runs[0]))] if runs else []
+
+
 def check_compatible(a: Artifact, version: str) -> None:
     if a.version != version:
         raise ArtifactError(f"artifact was built by minicc {a.version}, this is minicc {version}; "
@@ -121,8 +127,10 @@ class Executable:
         else:
             self._host(st, xs, outs)
 
-    def time_segments(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[float]:
-        """Median seconds of each step over `repeat` runs (steps as the artifact lists them)."""
+    def time_steps(self, inputs: Mapping[str, Any], repeat: int = 10,
+                   warmup: int = 1) -> list[list[tuple[float, float]]]:
+        """(start, end) seconds of every step in each of `repeat` runs after `warmup` ones
+        (steps as the artifact lists them; perf_counter time)."""
         import time
 
         a = self.artifact
@@ -130,14 +138,21 @@ class Executable:
         outs = [np.empty(s, dtype=_NP[d]) for _, d, s in a.outputs]
         io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(
             *[x.ctypes.data for x in xs + outs])
-        samples: list[list[float]] = [[] for _ in a.steps]
+        runs: list[list[tuple[float, float]]] = []
         with self._lock:
-            for _ in range(repeat + 1):
+            for r in range(repeat + warmup):
+                run = []
                 for k in range(len(a.steps)):
                     t = time.perf_counter()
                     self._step(k, io, xs, outs)
-                    samples[k].append(time.perf_counter() - t)
-        return [sorted(s[1:])[len(s[1:]) // 2] for s in samples]
+                    run.append((t, time.perf_counter()))
+                if r >= warmup:
+                    runs.append(run)
+        return runs
+
+    def time_segments(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[float]:
+        """Median seconds of each step over `repeat` runs (steps as the artifact lists them)."""
+        return median_steps(self.time_steps(inputs, repeat))
 
     def _view(self, loc: Location, dt: str, shape: Sequence[int], xs: list[np.ndarray],
               outs: list[np.ndarray]) -> np.ndarray:

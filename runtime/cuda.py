@@ -148,6 +148,36 @@ class CudaExecutable:
             return {k: cp.asnumpy(v) for k, v in result.items()}
         return result
 
+    def time_steps(self, inputs: Mapping[str, Any], repeat: int = 10,
+                   warmup: int = 1) -> list[list[tuple[float, float]]]:
+        """(start, end) seconds of every step in each run, measured with a CUDA event before
+        and after each launch (relative to the run's first event; host steps between)."""
+        cp = self.cp
+        xs = [cp.asarray(x) for x in self.check_inputs(inputs)]
+        outs = [cp.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
+        runs = []
+        with self.stream:
+            for r in range(repeat + warmup):
+                events = []
+                for st in self.artifact.steps:
+                    ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
+                    ev0.record(self.stream)
+                    if isinstance(st, Launch):
+                        args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
+                        self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0,
+                                                stream=self.stream)
+                    else:
+                        self._host(st, xs, outs)
+                    ev1.record(self.stream)
+                    events.append((ev0, ev1))
+                events[-1][1].synchronize()
+                first = events[0][0]
+                run = [(cp.cuda.get_elapsed_time(first, a) / 1e3,
+                        cp.cuda.get_elapsed_time(first, b) / 1e3) for a, b in events]
+                if r >= warmup:
+                    runs.append(run)
+        return runs
+
     def time(self, inputs: Mapping[str, Any], repeat: int = 20) -> float:
         """Median milliseconds of the kernel launches alone, measured with CUDA events."""
         cp = self.cp
