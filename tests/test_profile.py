@@ -44,7 +44,7 @@ def test_peaks_are_measured_once_and_cached(tmp_path: Path,
 
 
 def test_measured_peaks_are_real_numbers() -> None:
-    p = P.measure(cores=1)
+    p = P.measure(cores=1, seconds=0.02, copy_bytes=16 << 20)
     assert p.fma_gflops_1 > 1 and p.copy_gbs_1 > 0.1 and p.vector_bits in (128, 256, 512)
 
 

@@ -186,14 +186,17 @@ def measure_copy(jit: _Jit, threads: int, nbytes: int = COPY_BYTES) -> float:
     return 2 * threads * n * 4 / best / 1e9
 
 
-def measure(cores: int | None = None) -> Peaks:
+def measure(cores: int | None = None, seconds: float = 0.3,
+            copy_bytes: int = COPY_BYTES) -> Peaks:
+    """Measure now: the FMA loop for about `seconds` per try, copies of `copy_bytes`."""
     t = cpu_target("native")
     lanes, cores = t.lanes, cores or default_threads()
     jit = _Jit(lanes)
-    return Peaks(t.cpu, t.vector_bits, cores, round(measure_fma(jit, lanes, 1), 1),
-                 round(measure_fma(jit, lanes, cores), 1), round(measure_copy(jit, 1), 1),
-                 round(measure_copy(jit, cores), 1), time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                   time.gmtime()))
+    return Peaks(t.cpu, t.vector_bits, cores, round(measure_fma(jit, lanes, 1, seconds), 1),
+                 round(measure_fma(jit, lanes, cores, seconds), 1),
+                 round(measure_copy(jit, 1, copy_bytes), 1),
+                 round(measure_copy(jit, cores, copy_bytes), 1),
+                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
 def _cache_file(cores: int) -> Path:
