@@ -1,7 +1,7 @@
-"""Benchmarks against onnxruntime and numpy, in the same process on the same inputs.
+"""Benchmarks against onnxruntime, OpenVINO and numpy, in the same process on the same inputs.
 
-`minicc bench MODEL --vs onnxruntime` prints median latencies and the ratio minicc/onnxruntime
-at each thread count. Models whose weights are ConstantOfShape splats (onnx's light_* models)
+`minicc bench MODEL --vs onnxruntime [--vs openvino]` prints median (min..max) latencies, calls
+alternated between the runtimes, the outputs checked, and the ratios at each thread count. Models whose weights are ConstantOfShape splats (onnx's light_* models)
 can have those replaced by random values of the same scale (`randomize=True`), so numerics and
 speed are realistic.
 """
@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+from minicc.errors import MiniccError
 
 
 def randomize_constants(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
@@ -69,6 +71,78 @@ def ort_session(model: onnx.ModelProto | str, threads: int):  # type: ignore[no-
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
+# ---- runners: one model on one runtime, called with the same inputs ------------------------
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]     # outputs in graph order
+RUNTIMES = ("minicc", "onnxruntime", "openvino")
+
+
+def _minicc_runner(proto: onnx.ModelProto, threads: int, shapes: dict | None) -> Runner:
+    from minicc import compile
+
+    cm = compile(proto, threads=threads, input_shapes=shapes)
+    names = [o.name for o in proto.graph.output]
+    return lambda feeds: [cm.run({n: feeds[n] for n in cm.input_names})[n] for n in names]
+
+
+def _ort_runner(proto: onnx.ModelProto, threads: int, shapes: dict | None) -> Runner:
+    sess = ort_session(proto, threads)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+
+
+def _openvino_runner(proto: onnx.ModelProto, threads: int, shapes: dict | None) -> Runner:
+    """OpenVINO's CPU plugin for latency: `threads` inference threads, one stream, f32."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MiniccError("--vs openvino needs OpenVINO: pip install openvino "
+                          "(or pip install 'minicc[bench]')") from None
+    core = ov.Core()
+    model = core.read_model(proto.SerializeToString(), b"")
+    if shapes:
+        model.reshape({k: list(v) for k, v in shapes.items()})
+    cm = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                           "PERFORMANCE_HINT": "LATENCY",
+                                           "INFERENCE_PRECISION_HINT": "f32"})
+    req = cm.create_infer_request()
+    ins = [i.get_any_name() for i in cm.inputs]
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        req.infer({n: feeds[n] for n in ins})
+        return [np.array(req.get_output_tensor(k).data) for k in range(len(cm.outputs))]
+    return run
+
+
+MAKERS = {"minicc": _minicc_runner, "onnxruntime": _ort_runner,
+          "openvino": _openvino_runner}
+
+
+def alternate(runners: dict[str, Runner], feeds: dict[str, np.ndarray], repeat: int = 20,
+              warmup: int = 3, block: int = 5, settle: float = 0.05) -> dict[str, list[float]]:
+    """Seconds per call of each runner, `repeat` calls each: rounds in which every runner makes
+    `block` calls in a row (after a pause of `settle` seconds and one untimed call: each runtime
+    keeps a pool of worker threads that spin for a while after a call, and on a small machine
+    they would take the cores from the next runtime), the order rotated every round, so no
+    runtime always runs after the same one."""
+    names = list(runners)
+    for _ in range(warmup):
+        for n in names:
+            runners[n](feeds)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    r = 0
+    while any(len(v) < repeat for v in out.values()):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            time.sleep(settle)             # the other runtimes' spinning threads go idle
+            runners[n](feeds)
+            for _ in range(min(block, repeat - len(out[n]))):
+                t = time.perf_counter()
+                runners[n](feeds)
+                out[n].append(time.perf_counter() - t)
+        r += 1
+    return out
+
+
 @dataclass
 class BenchRow:
     model: str
@@ -77,51 +151,96 @@ class BenchRow:
     ort_ms: float
     max_abs_err: float
     ok: bool
+    times: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # med/min/max
+    batch: int = 1
 
     @property
     def ratio(self) -> float:
         return self.minicc_ms / self.ort_ms
 
+    def ratio_to(self, runtime: str) -> float:
+        return self.times["minicc"][0] / self.times[runtime][0]
+
+
+def batch_shapes(proto: onnx.ModelProto, batch: int) -> dict[str, tuple]:
+    """Input shapes with the first dimension set to `batch`; MiniccError when a model fixes
+    it to something else."""
+    inits = {t.name for t in proto.graph.initializer}
+    out = {}
+    for i in proto.graph.input:
+        if i.name in inits:
+            continue
+        dims = i.type.tensor_type.shape.dim
+        if not dims:
+            continue
+        d0 = dims[0]
+        if d0.HasField("dim_value") and d0.dim_value not in (0, batch):
+            raise MiniccError(f"input '{i.name}' has a fixed batch of {d0.dim_value}; --batch "
+                              "needs a model whose first dimension is dynamic")
+        rest = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in dims[1:])
+        out[i.name] = (batch,) + rest
+    return out
+
+
+def _check_outputs(results: dict[str, list[np.ndarray]], rtol: float, atol: float
+                   ) -> tuple[float, bool]:
+    """Max abs error of every runtime's outputs against onnxruntime's (or minicc's)."""
+    ref = results.get("onnxruntime", results["minicc"])
+    err, ok = 0.0, True
+    for outs in results.values():
+        for g, r in zip(outs, ref):
+            g, r = np.asarray(g), np.asarray(r)
+            if r.size:
+                err = max(err, float(np.max(np.abs(g.astype(np.float64) - r))))
+            ok = ok and g.shape == r.shape and bool(np.allclose(g, r, rtol=rtol, atol=atol))
+    return err, ok
+
 
 def bench_model(path: str, name: str, threads_list: list[int], repeat: int = 20,
                 randomize: bool = True, inputs: dict | None = None,
                 input_shapes: dict | None = None, rtol: float = 1e-3, atol: float = 1e-4,
-                log: Callable[[str], None] = print) -> list[BenchRow]:
-    from minicc import CompileOptions, compile
-    from minicc.ir.interpret import random_inputs
-
-    proto = onnx.load(path)
+                log: Callable[[str], None] = print, vs: tuple[str, ...] = ("onnxruntime",),
+                batch: int | None = None) -> list[BenchRow]:
+    """minicc and the runtimes in `vs` on one model, in this process, on the same inputs, calls
+    alternated (see `alternate`); outputs checked against onnxruntime; one row per thread count.
+    """
+    proto = onnx.load(path) if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") \
+        else path
     if randomize:
         proto = randomize_constants(proto)
+    shapes = dict(input_shapes or {})
+    if batch is not None:
+        shapes.update(batch_shapes(proto, batch))
     rows = []
     for th in threads_list:
         t0 = time.perf_counter()
-        cm = compile(proto, options=CompileOptions(threads=th, input_shapes=input_shapes))
+        runners = {"minicc": _minicc_runner(proto, th, shapes or None)}
         tc = time.perf_counter() - t0
+        for rt in ("onnxruntime",) + tuple(v for v in vs if v != "onnxruntime"):
+            runners[rt] = MAKERS[rt](proto, th, shapes or None)
         if inputs is None:
-            from minicc.api import import_onnx
-
-            mod = import_onnx(proto, input_shapes)
-            inputs = random_inputs(mod.main, seed=1)
-            inputs = {k: (np.abs(v) if v.dtype.kind == "f" else v) for k, v in inputs.items()}
-        sess = ort_session(proto, th)
-        ort_names = [i.name for i in sess.get_inputs()]
-        ref = sess.run(None, {k: inputs[k] for k in ort_names})
-        got = cm.run(inputs)
-        err, ok = 0.0, True
-        for o, r in zip(sess.get_outputs(), ref):
-            g = got[o.name]
-            err = max(err, float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0)
-            ok = ok and bool(np.allclose(g, r, rtol=rtol, atol=atol))
-        t_m = timeit(lambda: cm.run(inputs), repeat)
-        feeds = {k: inputs[k] for k in ort_names}
-        t_o = timeit(lambda: sess.run(None, feeds), repeat)
-        row = BenchRow(name, th, t_m * 1e3, t_o * 1e3, err, ok)
+            inputs = _inputs_for(proto, shapes)
+        err, ok = _check_outputs({n: r(inputs) for n, r in runners.items()}, rtol, atol)
+        times = {n: (statistics.median(t) * 1e3, min(t) * 1e3, max(t) * 1e3)
+                 for n, t in alternate(runners, inputs, repeat).items()}
+        row = BenchRow(name, th, times["minicc"][0], times["onnxruntime"][0], err, ok, times,
+                       batch or 1)
         rows.append(row)
-        log(f"{name:22} threads {th}: minicc {row.minicc_ms:8.2f} ms  onnxruntime "
-            f"{row.ort_ms:8.2f} ms  ratio {row.ratio:5.2f}x  max abs err {err:.2e} "
+        others = "  ".join(f"{n} {t[0]:8.2f} ms" for n, t in times.items() if n != "minicc")
+        ratios = "  ".join(f"/{n} {row.ratio_to(n):5.2f}x" for n in times if n != "minicc")
+        log(f"{name:22} threads {th}: minicc {row.minicc_ms:8.2f} ms [{times['minicc'][1]:.2f}"
+            f"..{times['minicc'][2]:.2f}]  {others}  minicc{ratios}  max abs err {err:.2e} "
             f"{'ok' if ok else 'MISMATCH'}  (compile {tc:.1f}s)")
     return rows
+
+
+def _inputs_for(proto: onnx.ModelProto, shapes: dict) -> dict[str, np.ndarray]:
+    from minicc.api import import_onnx
+    from minicc.ir.interpret import random_inputs
+
+    mod = import_onnx(proto, shapes or None)
+    feeds = random_inputs(mod.main, seed=1)
+    return {k: (np.abs(v) if v.dtype.kind == "f" else v) for k, v in feeds.items()}
 
 
 def geomean(xs: list[float]) -> float:

@@ -1,0 +1,72 @@
+"""`minicc bench`: runtimes alternated on the same inputs, outputs checked, ratios; --batch on a
+dynamic-batch model; clear errors for a fixed batch and a missing runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from minicc.bench import alternate, batch_shapes, bench_model
+from minicc.cli import main
+
+
+def mlp(path: Path, batch: int | str = 1) -> Path:
+    """x[B,64] -> matmul -> relu -> matmul -> y[B,10]."""
+    rng = np.random.default_rng(0)
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [64, 32], rng.standard_normal(2048))
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [32, 10], rng.standard_normal(320))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       [batch, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
+                          [w1, w2])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_alternate_rotates_the_order_and_times_every_runner() -> None:
+    calls: list[str] = []
+    runners = {n: (lambda feeds, n=n: calls.append(n) or []) for n in ("a", "b", "c")}
+    times = alternate(runners, {}, repeat=4, warmup=1, block=2, settle=0.0)
+    assert all(len(t) == 4 for t in times.values())
+    firsts = [calls[3 + k * 9] for k in range(2)]     # after warm-up, each round's first runner
+    assert firsts == ["a", "b"]
+
+
+def test_bench_against_onnxruntime(tmp_path: Path) -> None:
+    rows = bench_model(str(mlp(tmp_path / "m.onnx")), "mlp", [1], repeat=3, randomize=False,
+                       log=lambda s: None)
+    r = rows[0]
+    assert r.ok and r.max_abs_err < 1e-3 and set(r.times) == {"minicc", "onnxruntime"}
+    med, lo, hi = r.times["minicc"]
+    assert lo <= med <= hi and r.ratio == pytest.approx(r.ratio_to("onnxruntime"))
+
+
+def test_bench_against_openvino_too(tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    rows = bench_model(str(mlp(tmp_path / "m.onnx", "N")), "mlp", [1], repeat=3,
+                       randomize=False, log=lambda s: None, vs=("onnxruntime", "openvino"),
+                       batch=4)
+    assert rows[0].ok and set(rows[0].times) == {"minicc", "onnxruntime", "openvino"}
+    assert rows[0].batch == 4
+
+
+def test_batch_needs_a_dynamic_batch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    m = onnx.load(str(mlp(tmp_path / "m.onnx")))
+    with pytest.raises(Exception, match="fixed batch of 1"):
+        batch_shapes(m, 8)
+    assert batch_shapes(onnx.load(str(mlp(tmp_path / "d.onnx", "N"))), 8) == {"x": (8, 64)}
+    assert main(["bench", str(tmp_path / "m.onnx"), "--batch", "8", "--repeat", "2"]) == 2
+    assert "fixed batch of 1" in capsys.readouterr().err
+
+
+def test_cli_bench(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = mlp(tmp_path / "d.onnx", "N")
+    assert main(["bench", str(path), "--threads", "1", "--repeat", "3", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "minicc/onnxruntime" in out and " ok " in out
