@@ -39,6 +39,8 @@ class KernelStep:
     args: tuple[Location, ...]      # one per kernel parameter
     group: Group
     nest: Kernel | None = None      # the loop nest before scheduling (kept for dumps)
+    ctx: LowerCtx | None = None     # what it was scheduled from (the tuner reschedules it)
+    origin: str = "default"         # where its schedule came from: default, text, log
 
 
 Step = Union[KernelStep, HostCall]
@@ -138,6 +140,7 @@ class LoweredGroup:
     group: Group
     lowered: Lowered
     binds: list[Value | np.ndarray | None]
+    ctx: LowerCtx | None = None
 
     @property
     def kernel(self) -> Kernel:
@@ -174,7 +177,7 @@ def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOp
             else:
                 raise CodegenError(f"kernel {ctx.name}: parameter {b.name} is bound to no "
                                    "tensor")
-        out.append(LoweredGroup(g, low, binds))
+        out.append(LoweredGroup(g, low, binds, ctx))
     _check_schedules_used(opts, [st.kernel.name for st in out if isinstance(st, LoweredGroup)])
     return out
 
@@ -299,7 +302,8 @@ def bind_steps(places: Places, steps: list[LoweredGroup | Group], arena: Arena,
                 args.append(where(bind))
             else:
                 args.append(blob.add(st.kernel.params[i], bind))
-        out.append(KernelStep(st.kernel, tuple(args), st.group, st.lowered.nest))
+        out.append(KernelStep(st.kernel, tuple(args), st.group, st.lowered.nest, st.ctx,
+                              st.lowered.origin))
     return out, tuple(where(v) for v in places.function.outputs)
 
 
@@ -347,6 +351,7 @@ def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOpti
     arena = plan_arena(places, lowered, threads, target.align)
     blob = WeightsBlob(target.align)
     steps, sources = bind_steps(places, lowered, arena, blob)
+    notes = [st.lowered.note for st in lowered if isinstance(st, LoweredGroup) and st.lowered.note]
     return Program(f, part, steps, _signature(f.input_names, f.inputs),
                    _signature(f.output_names, f.outputs), sources, bytes(blob.data), arena.plan,
-                   threads, target)
+                   threads, target, notes)

@@ -77,10 +77,11 @@ Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]     # outputs in gr
 RUNTIMES = ("minicc", "onnxruntime", "openvino")
 
 
-def _minicc_runner(proto: onnx.ModelProto, threads: int, shapes: dict | None) -> Runner:
+def _minicc_runner(proto: onnx.ModelProto, threads: int, shapes: dict | None,
+                   tuning_log: str | None = None) -> Runner:
     from minicc import compile
 
-    cm = compile(proto, threads=threads, input_shapes=shapes)
+    cm = compile(proto, threads=threads, input_shapes=shapes, tuning_log=tuning_log)
     names = [o.name for o in proto.graph.output]
     return lambda feeds: [cm.run({n: feeds[n] for n in cm.input_names})[n] for n in names]
 
@@ -159,7 +160,10 @@ class BenchRow:
         return self.minicc_ms / self.ort_ms
 
     def ratio_to(self, runtime: str) -> float:
-        return self.times["minicc"][0] / self.times[runtime][0]
+        return self.ratio_of("minicc", runtime)
+
+    def ratio_of(self, a: str, b: str) -> float:
+        return self.times[a][0] / self.times[b][0]
 
 
 def batch_shapes(proto: onnx.ModelProto, batch: int) -> dict[str, tuple]:
@@ -200,10 +204,10 @@ def bench_model(path: str, name: str, threads_list: list[int], repeat: int = 20,
                 randomize: bool = True, inputs: dict | None = None,
                 input_shapes: dict | None = None, rtol: float = 1e-3, atol: float = 1e-4,
                 log: Callable[[str], None] = print, vs: tuple[str, ...] = ("onnxruntime",),
-                batch: int | None = None) -> list[BenchRow]:
+                batch: int | None = None, tuning_log: str | None = None) -> list[BenchRow]:
     """minicc and the runtimes in `vs` on one model, in this process, on the same inputs, calls
     alternated (see `alternate`); outputs checked against onnxruntime; one row per thread count.
-    """
+    With `tuning_log`, minicc also runs tuned with it ("minicc-tuned")."""
     proto = onnx.load(path) if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__") \
         else path
     if randomize:
@@ -216,6 +220,8 @@ def bench_model(path: str, name: str, threads_list: list[int], repeat: int = 20,
         t0 = time.perf_counter()
         runners = {"minicc": _minicc_runner(proto, th, shapes or None)}
         tc = time.perf_counter() - t0
+        if tuning_log:
+            runners["minicc-tuned"] = _minicc_runner(proto, th, shapes or None, tuning_log)
         for rt in ("onnxruntime",) + tuple(v for v in vs if v != "onnxruntime"):
             runners[rt] = MAKERS[rt](proto, th, shapes or None)
         if inputs is None:
@@ -227,7 +233,8 @@ def bench_model(path: str, name: str, threads_list: list[int], repeat: int = 20,
                        batch or 1)
         rows.append(row)
         others = "  ".join(f"{n} {t[0]:8.2f} ms" for n, t in times.items() if n != "minicc")
-        ratios = "  ".join(f"/{n} {row.ratio_to(n):5.2f}x" for n in times if n != "minicc")
+        ratios = "  ".join(f"/{n} {row.ratio_to(n):5.2f}x" for n in times
+                           if n not in ("minicc", "minicc-tuned"))
         log(f"{name:22} threads {th}: minicc {row.minicc_ms:8.2f} ms [{times['minicc'][1]:.2f}"
             f"..{times['minicc'][2]:.2f}]  {others}  minicc{ratios}  max abs err {err:.2e} "
             f"{'ok' if ok else 'MISMATCH'}  (compile {tc:.1f}s)")

@@ -72,7 +72,7 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
                           opt_level=args.opt_level, threads=args.threads,
                           input_shapes=_shapes(args), dump=dump,
                           profile=getattr(args, "profile", False),
-                          verify_each=args.verify_each)
+                          verify_each=args.verify_each, tuning_log=args.tuning_log)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -181,6 +181,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if args.dump_dir and cm.report.dumps:
         print(f"wrote {len(cm.report.dumps)} dumps to {args.dump_dir}/", file=sys.stderr)
+    for n in cm.report.notes:
+        print(f"minicc: note: {n}", file=sys.stderr)
     print(cm.summary())
     print(f"total compile time {dt:.2f} s")
     if args.output:
@@ -205,12 +207,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for m in args.model:
         rows += bench_model(m, Path(m).stem, threads, args.repeat,
                             randomize=not args.no_randomize, input_shapes=_shapes(args), vs=vs,
-                            batch=args.batch)
+                            batch=args.batch, tuning_log=args.tuning_log)
     for th in threads:
         rs = [r for r in rows if r.threads == th]
         print(f"threads {th}: geometric mean over {len(rs)} model(s): " + ", ".join(
             f"minicc/{v} {geomean([r.ratio_to(v) for r in rs]):.2f}x"
             for v in ("onnxruntime",) + tuple(x for x in vs if x != "onnxruntime")))
+        if args.tuning_log:
+            print(f"threads {th}: tuned: " + ", ".join(
+                f"minicc-tuned/{v} {geomean([r.ratio_of('minicc-tuned', v) for r in rs]):.2f}x"
+                for v in ("minicc",) + ("onnxruntime",) + tuple(x for x in vs
+                                                                  if x != "onnxruntime")))
     return EXIT_OK if all(r.ok for r in rows) else EXIT_CHECK
 
 
@@ -271,6 +278,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
               "chrome://tracing)", file=sys.stderr)
     if args.plot:
         print(f"wrote {plot_roofline(p, args.plot)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from minicc.tune import tune
+
+    o = _compile_options(args)
+    from dataclasses import replace
+
+    r = tune(args.model, args.log, budget_trials=args.budget_trials,
+             budget_seconds=args.budget_seconds, seed=args.seed,
+             options=replace(o, tuning_log=None))
+    sys.stdout.write(r.table())
+    print(f"use it: minicc compile {args.model} --tuning-log {args.log}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -357,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="threads to compile and run for (default: all cores)")
         q.add_argument("--verify-each", action="store_true",
                        help="verify the graph IR after every pass")
+        q.add_argument("--tuning-log", metavar="LOG.jsonl",
+                       help="schedule kernels with the best records of a `minicc tune` log "
+                       "(records measured on other machines are ignored)")
 
     q = sub.add_parser("compile", help="compile a model for this CPU",
                        description="Compile MODEL (.onnx or .mir) to native code: graph passes, "
@@ -410,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "as the reference for the outputs)")
     q.add_argument("--batch", type=int, default=None,
                    help="batch size (for models with a dynamic first dimension)")
+    q.add_argument("--tuning-log", metavar="LOG.jsonl",
+                   help="also run minicc tuned with this `minicc tune` log (minicc-tuned)")
     q.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     q.add_argument("--repeat", type=int, default=20, help="timed runs after warm-up (default 20)")
     q.add_argument("--no-randomize", action="store_true", help="keep splat weights as they are")
@@ -446,6 +472,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--plot", metavar="ROOFLINE.png", help="draw the roofline (matplotlib)")
     q.add_argument("--json", action="store_true", help="print JSON instead of the table")
     q.set_defaults(fn=cmd_profile)
+
+    q = sub.add_parser("tune", help="search each kernel's schedule knobs; log the timings",
+                       description="Autotune MODEL: for every kernel (once per workload), "
+                       "compile and time candidates from its schedule's knob space (random "
+                       "points, then mutations of the best), each checked against the default "
+                       "schedule's output, in a worker process with a timeout. Every "
+                       "measurement goes to LOG (JSON lines; a later run continues from it); "
+                       "`minicc compile --tuning-log LOG` uses the best records.")
+    q.add_argument("model", metavar="MODEL")
+    compile_opts(q)
+    shape_opt(q)
+    q.add_argument("--log", default="tuning.jsonl", metavar="LOG.jsonl",
+                   help="the tuning log (default tuning.jsonl)")
+    b = q.add_mutually_exclusive_group()
+    b.add_argument("--budget-trials", type=int, default=None, metavar="N",
+                   help="candidates to time in all (default: 32 per workload)")
+    b.add_argument("--budget-seconds", type=float, default=None, metavar="S",
+                   help="stop after S seconds")
+    q.add_argument("--seed", type=int, default=0, help="random seed of the search")
+    q.set_defaults(fn=cmd_tune)
 
     q = sub.add_parser("peaks", help="this machine's FMA peak and memory bandwidth",
                        description="Measure (once per host, then cached) the FMA throughput of "

@@ -28,6 +28,7 @@ class CompileReport:
     timings: dict[str, float] = field(default_factory=dict)
     dumps: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
+    notes: list[str] = field(default_factory=list)   # what the user should hear (CLI: stderr)
 
 
 def host_op(kind: str, arrays: list[np.ndarray], attrs: dict) -> list[np.ndarray]:
@@ -182,6 +183,7 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
     prog = build_program(m.main, entry.lower, target, o)
+    report.notes += prog.notes + _log_notes(prog, o, target)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         from minicc.ir.loops.parser import check_roundtrip as check_kernel
 
@@ -190,6 +192,28 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
     _dump_program(prog, o, report)
     report.timings["lower"] = time.perf_counter() - t1
     return prog
+
+
+def _log_notes(prog: Any, o: CompileOptions, target: Target) -> list[str]:
+    """What a compile with a tuning log says: how many kernels came from it, and what of the
+    log it could not use."""
+    if not o.tuning_log:
+        return []
+    from minicc.ir.loops.tuning import load_log, machine_key
+
+    log = load_log(o.tuning_log)
+    if not log.path.exists():
+        return [f"tuning log {o.tuning_log}: no such file; every kernel has its default "
+                "schedule"]
+    used = sum(1 for st in prog.kernel_steps if st.origin == "log")
+    notes = [f"tuning log {o.tuning_log}: {used} of {len(prog.kernel_steps)} kernels "
+             "scheduled from its records"]
+    foreign = log.foreign(machine_key(target))
+    if foreign:
+        notes.append(f"tuning log: {foreign} record(s) measured on other machines ignored "
+                     f"(this one is {machine_key(target)})")
+    notes += [f"tuning log: skipped {s}" for s in log.skipped[:5]]
+    return notes
 
 
 def loops_dump(prog: Any) -> str:

@@ -61,7 +61,7 @@ UNSET: Any = _Unset()
 # fields kept out of the cache key: they change how a compile or a run goes, never the code, or
 # their whole effect is in the program the key hashes (shapes, kernels' schedules)
 NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each",
-                        "input_shapes", "schedules"})
+                        "input_shapes", "schedules", "tuning_log"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class CompileOptions:
     input_shapes: Mapping[str, Sequence[Any]] | None = None
     profile: bool = False           # one native entry per kernel, so each can be timed
     schedules: Mapping[str, str] | None = None   # kernel name -> schedule text to use instead
+    tuning_log: str | None = None   # a `minicc tune` log: its best records schedule kernels
     cuda_graph: bool = False        # target "cuda": replay the launches as a CUDA graph
     cache: bool = True
     cache_dir: str | None = None

@@ -24,6 +24,7 @@ class TargetEntry:
     dumps: tuple[str, ...]                            # the stages only this target has
     dump: Callable[[str, Any, CompileOptions, Target], str]   # (stage, artifact, ...) -> text
     executable: Callable[[Any, str, Any, int | None, bool], Any]  # runtime: loads an Artifact
+    rules: Callable[[], Any]                          # ir.loops: the schedule rules (the tuner)
 
 
 # ---- llvm: this CPU (or the LLVM CPU `cpu` names) -------------------------------------------
@@ -60,6 +61,12 @@ def _llvm_exe(art: Any, version: str, host_op: Any, threads: int | None, graph: 
     return Executable(art, version, host_op, threads)
 
 
+def _llvm_rules() -> Any:
+    from minicc.ir.loops.cpu import CPU_RULES
+
+    return CPU_RULES
+
+
 # ---- cuda: NVIDIA GPUs through NVRTC --------------------------------------------------------
 
 def _cuda_target(o: CompileOptions) -> Target:
@@ -91,13 +98,19 @@ def _cuda_exe(art: Any, version: str, host_op: Any, threads: int | None, graph: 
     return CudaExecutable(art, version, host_op, graph)
 
 
+def _cuda_rules() -> Any:
+    from minicc.ir.loops.gpu import GPU_RULES
+
+    return GPU_RULES
+
+
 TARGETS: dict[str, TargetEntry] = {
     "llvm": TargetEntry("llvm", "this CPU through LLVM (AVX-512 where the host has it)",
                         _llvm_target, _llvm_lower, _llvm_build, ("llvm", "asm"), _llvm_dump,
-                        _llvm_exe),
+                        _llvm_exe, _llvm_rules),
     "cuda": TargetEntry("cuda", "NVIDIA GPUs: CUDA C compiled with NVRTC (running needs a GPU)",
                         _cuda_target, _cuda_lower, _cuda_build, ("cuda",), _cuda_dump,
-                        _cuda_exe),
+                        _cuda_exe, _cuda_rules),
 }
 ALIASES = {"cpu": "llvm"}
 

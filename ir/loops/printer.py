@@ -45,22 +45,23 @@ def format_const(e: Const) -> str:
 
 
 class Names:
-    """Unique printed names for a kernel's buffers (identity is by object)."""
+    """Unique printed names for a kernel's buffers (identity is by object); `canonical` names
+    them by position instead (p0, p1, ... for parameters, a0, a1, ... for allocations)."""
 
-    def __init__(self, k: Kernel | None = None):
+    def __init__(self, k: Kernel | None = None, canonical: bool = False):
         self.of: dict[int, str] = {}
         self.used: set[str] = set()
         if k is not None:
-            for b in k.params:
-                self.name(b)
-            for s in walk(k.body):
-                if isinstance(s, Allocate):
-                    self.name(s.buf)
+            for i, b in enumerate(k.params):
+                self.name(b, f"p{i}" if canonical else None)
+            allocs = [s.buf for s in walk(k.body) if isinstance(s, Allocate)]
+            for i, b in enumerate(allocs):
+                self.name(b, f"a{i}" if canonical else None)
 
-    def name(self, b: Buffer) -> str:
+    def name(self, b: Buffer, hint: str | None = None) -> str:
         n = self.of.get(id(b))
         if n is None:
-            base = "".join(c if c.isalnum() or c in "_." else "_" for c in b.name) or "t"
+            base = "".join(c if c.isalnum() or c in "_." else "_" for c in hint or b.name) or "t"
             n, k = base, 0
             while n in self.used:
                 k += 1
@@ -135,6 +136,14 @@ def format_stmt(s: Stmt, indent: int = 1, names: Names | None = None) -> list[st
         a = nm.name(s.acc)
         return [f"{pad}%{a}[0] = block_all_reduce.{s.op}(%{a}[0]) via %{nm.name(s.scratch)}"]
     return [f"{pad}{s!r}"]
+
+
+def canonical_text(k: Kernel) -> str:
+    """The kernel with names by position and no name, FLOPs or schedule: what two kernels that
+    compute the same thing on the same shapes print alike (a tuning workload)."""
+    nm = Names(k, canonical=True)
+    params = ", ".join(f"%{nm.name(b)}: {_type(b)} {r}" for b, r in zip(k.params, k.roles))
+    return "\n".join([f"kernel k({params}) {{"] + format_stmt(k.body, 1, nm) + ["}"]) + "\n"
 
 
 def print_kernel(k: Kernel) -> str:

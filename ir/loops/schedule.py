@@ -64,6 +64,8 @@ class Lowered:
     kernel: Kernel
     packed: dict[Buffer, np.ndarray] = field(default_factory=dict)   # weights packed now
     nest: Kernel | None = None          # the loop nest before scheduling (for dumps)
+    origin: str = "default"             # where the schedule came from: default, text, log
+    note: str = ""                      # something the user should hear about it
 
 
 class Rule:
@@ -110,26 +112,48 @@ class Rule:
 def schedule_group(ctx: LowerCtx, rules: Sequence[Rule],
                    knobs: Mapping[str, Any] | None = None) -> Lowered:
     """The kernel for one group: from the schedule text `ctx.opts.schedules` gives for it, else
-    from `knobs` (a point of the first applicable rule's space), else from that rule's
-    defaults."""
+    from `knobs` (a point of the first applicable rule's space), else from the best record of
+    `ctx.opts.tuning_log` for its workload on this machine, else from the rule's defaults."""
     text = (ctx.opts.schedules or {}).get(ctx.name)
     if text is not None:
-        rule, steps = _from_text(ctx, rules, text)
-        chosen: dict[str, Any] = {}
-    else:
-        rule = next((r for r in rules if r.applies(ctx)), None)
-        if rule is None:
-            raise ScheduleError(f"kernel {ctx.name}: no schedule rule applies to "
-                                f"{ctx.group.describe()}")
-        chosen = dict(knobs) if knobs is not None else rule.defaults(ctx)
-        if knobs is not None:
-            rule.check_knobs(ctx, chosen)
-        steps = tuple(rule.steps(ctx, chosen))
+        return _build(ctx, *_from_text(ctx, rules, text), {}, "text")
+    note = ""
+    if knobs is None and ctx.opts.tuning_log:
+        rec = _record(ctx)
+        if rec is not None:
+            try:
+                return _build(ctx, *_from_text(ctx, rules, rec), {}, "log")
+            except ScheduleError as e:          # a record from another compiler, say
+                note = f"kernel {ctx.name}: its tuning record does not apply ({e})"
+    rule = next((r for r in rules if r.applies(ctx)), None)
+    if rule is None:
+        raise ScheduleError(f"kernel {ctx.name}: no schedule rule applies to "
+                            f"{ctx.group.describe()}")
+    chosen = dict(knobs) if knobs is not None else rule.defaults(ctx)
+    if knobs is not None:
+        rule.check_knobs(ctx, chosen)
+    low = _build(ctx, rule, tuple(rule.steps(ctx, chosen)), chosen, "default")
+    low.note = note
+    return low
+
+
+def _build(ctx: LowerCtx, rule: Rule, steps: tuple[Step, ...], knobs: dict[str, Any],
+           origin: str) -> Lowered:
     low = rule.apply(ctx, steps)
-    low.kernel = replace(low.kernel, schedule=rule.name, trace=tuple(steps), knobs=chosen)
+    low.kernel = replace(low.kernel, schedule=rule.name, trace=tuple(steps), knobs=knobs)
+    low.origin = origin
     if "loops" in ctx.opts.dump:
         low.nest = ctx.nest
     return low
+
+
+def _record(ctx: LowerCtx) -> str | None:
+    """The schedule of the fastest good record for this kernel's workload on this machine."""
+    from minicc.ir.loops.tuning import kernel_workload, load_log, machine_key
+
+    rec = load_log(ctx.opts.tuning_log or "").best(kernel_workload(ctx), machine_key(ctx.target),
+                                                   ctx.threads)
+    return rec.schedule if rec is not None else None
 
 
 def _from_text(ctx: LowerCtx, rules: Sequence[Rule], text: str) -> tuple[Rule, tuple[Step, ...]]:
