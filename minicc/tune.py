@@ -139,15 +139,16 @@ class Worker:
     """The parent's handle on the worker: a call that crashes or exceeds `timeout` kills it, a
     new one starts, and the call reports why."""
 
-    def __init__(self, timeout: float = TIMEOUT):
+    def __init__(self, timeout: float = TIMEOUT, main: Callable[[Any], None] | None = None):
         self.timeout = timeout
+        self.main = main or _worker_main         # (tests give one that crashes on purpose)
         self.loaded: dict[str, tuple] = {}
         self._start()
 
     def _start(self) -> None:
         ctx = multiprocessing.get_context("spawn")   # no fork of a process with OpenMP threads
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=self.main, args=(child,), daemon=True)
         self.proc.start()
         self.live: set[str] = set()
 
@@ -283,7 +284,8 @@ def _progress(total: int | None, seconds: float | None) -> Callable[[str], None]
 
 def tune(model: Any, log: str, budget_trials: int | None = None,
          budget_seconds: float | None = None, seed: int = 0, options: Any = None,
-         timeout: float = TIMEOUT, progress: bool = True, **fields: Any) -> TuneReport:
+         timeout: float = TIMEOUT, progress: bool = True,
+         worker_main: Callable[[Any], None] | None = None, **fields: Any) -> TuneReport:
     """Tune every kernel of `model` for these options; returns what improved. One of the two
     budgets stops the search (default: 32 trials per workload that takes >= 0.5% of the time)."""
     from minicc import __version__
@@ -302,7 +304,7 @@ def tune(model: Any, log: str, budget_trials: int | None = None,
     rng = random.Random(seed)
     report = TuneReport(list(wl.values()), 0, 0.0, log)
     show = _progress(budget_trials, budget_seconds) if progress else (lambda s: None)
-    worker = Worker(timeout)
+    worker = Worker(timeout, worker_main)
     t0 = time.perf_counter()
     try:
         resolved = lower_options(o, prog)
