@@ -295,6 +295,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    from minicc.report import write_graph
+
+    p = write_graph(args.model, args.stage, args.output, input_shapes=_shapes(args),
+                    opt_level=args.opt_level)
+    print(f"wrote {p}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from minicc.report import html_report
+
+    p = html_report(args.model, args.output, repeat=args.repeat, options=_compile_options(args))
+    print(f"wrote {p}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_peaks(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
@@ -492,6 +509,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after S seconds")
     q.add_argument("--seed", type=int, default=0, help="random seed of the search")
     q.set_defaults(fn=cmd_tune)
+
+    q = sub.add_parser("viz", help="draw the graph at a stage (DOT, SVG or HTML)",
+                       description="Draw MODEL's graph after a stage: imported, passes (after "
+                       "the graph passes) or fused (kernels as clusters, named as the compiler "
+                       "names them). Nodes are ops with their result types. -o decides the "
+                       "format: .dot, .svg (needs Graphviz's dot) or .html (self-contained).")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("--stage", default="fused", choices=["imported", "passes", "fused"])
+    q.add_argument("-o", "--output", required=True, metavar="GRAPH.svg|.dot|.html")
+    q.add_argument("--opt-level", type=int, default=3, choices=[0, 1, 2, 3])
+    shape_opt(q)
+    q.set_defaults(fn=cmd_viz)
+
+    q = sub.add_parser("report", help="one self-contained HTML page about a compiled model",
+                       description="Compile and profile MODEL and write one HTML page with the "
+                       "summary, the per-kernel profile, the roofline chart, the fused graph "
+                       "and the compile timings; nothing in it is fetched from the network.")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("-o", "--output", required=True, metavar="REPORT.html")
+    compile_opts(q)
+    shape_opt(q)
+    q.add_argument("--repeat", type=int, default=20, help="timed runs (default 20)")
+    q.set_defaults(fn=cmd_report)
 
     q = sub.add_parser("peaks", help="this machine's FMA peak and memory bandwidth",
                        description="Measure (once per host, then cached) the FMA throughput of "

@@ -62,6 +62,7 @@ class Profile:
     runs: list[list[tuple[float, float]]] = field(repr=False, default_factory=list)
     peaks: Any = None
     run_ms: float = 0.0          # median of whole runs (the sum of steps, Python between them)
+    compiled: Any = field(default=None, repr=False)    # the CompiledModel that was timed
 
     @property
     def total_ms(self) -> float:
@@ -128,7 +129,7 @@ def profile(model: Any, inputs: Mapping[str, np.ndarray] | None = None, repeat: 
             r.bound_gflops = peaks.roof(r.intensity, threads)
     name = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
     return Profile(str(name), cm.target, threads, repeat, rows, runs, peaks,
-                   float(np.median([run[-1][1] - run[0][0] for run in runs])) * 1e3)
+                   float(np.median([run[-1][1] - run[0][0] for run in runs])) * 1e3, cm)
 
 
 def random_feeds(signature: Any, seed: int = 0) -> dict[str, np.ndarray]:
@@ -233,7 +234,8 @@ def plot_roofline(p: Profile, path: str | os.PathLike, labels: int = 6) -> Path:
     ax.set_title(f"{Path(p.model).stem}: {p.total_ms:.2f} ms, {p.threads} thread(s), "
                  f"{p.peaks.cpu}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    leg = ax.legend(loc="lower right", fontsize=8)
+    leg.legend_handles[1].set_sizes([30])        # a legend dot, not the largest kernel's
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
