@@ -15,7 +15,7 @@ from onnx import numpy_helper, shape_inference
 import minicc
 from minicc.cli import main
 from minicc.demo import light_model_path
-from tests.e2e.examples import torch_models
+from tests.e2e.examples import example_module, torch_models
 
 
 def onnx_macs(model: onnx.ModelProto) -> dict[str, int]:
@@ -64,6 +64,18 @@ def test_bert_encoder_flops_match_the_onnx_graph(tmp_path: Path) -> None:
     tm.export("bert_like", path)
     a = minicc.analyze(str(path))
     assert a.flops_by_kind()["matmul"] == 2 * onnx_macs(onnx.load(str(path)))["matmul"]
+
+
+def test_minilm_encoder_flops_match_the_onnx_graph_and_the_formula(tmp_path: Path) -> None:
+    """MiniLM-style, 3 layers, hidden 384, FFN 1536, sequence 64: per layer 4 s h^2 (Q, K, V,
+    output projections) + 2 s h f (FFN) + 2 s^2 h (scores and context) multiply-adds."""
+    path = tmp_path / "minilm.onnx"
+    example_module("deploy_models").export("minilm_like", path)
+    a = minicc.analyze(str(path))
+    s, h, f, layers = 64, 384, 1536, 3
+    macs = layers * (4 * s * h * h + 2 * s * h * f + 2 * s * s * h)
+    assert onnx_macs(onnx.load(str(path)))["matmul"] == macs
+    assert a.flops_by_kind()["matmul"] == 2 * macs
 
 
 def test_cli_analyze_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
