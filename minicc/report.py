@@ -121,12 +121,13 @@ def _profile_table(p: Any) -> str:
             "<th>ms</th><th class=\"l\">share</th><th>GFLOP/s</th><th>GB/s</th>"
             "<th>FLOP/B</th><th>bound GFLOP/s</th><th>% of bound</th></tr>")
     rows = []
+    top = max((k.share for k in p.kernels), default=1.0) or 1.0
     for k in p.sorted():
         rows.append(
             f"<tr><td class=\"l\">{html.escape(k.name)}</td><td class=\"l\">"
             f"{html.escape(k.ops)}</td><td class=\"l\">{html.escape(k.output)}</td>"
             f"<td>{k.ms:.3f}</td><td class=\"l\"><span class=\"bar\" style=\"width:"
-            f"{max(1, int(2 * k.share))}px\"></span> {k.share:.1f}%</td><td>{k.gflops:.1f}</td>"
+            f"{max(1, round(80 * k.share / top))}px\"></span> {k.share:.1f}%</td><td>{k.gflops:.1f}</td>"
             f"<td>{k.gbs:.1f}</td><td>{k.intensity:.2f}</td><td>{k.bound_gflops:.1f}</td>"
             f"<td>{k.of_bound:.0f}%</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
