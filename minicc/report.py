@@ -57,8 +57,8 @@ def render_svg(dot_text: str, timeout: float = 120) -> str:
         raise MiniccError("SVG needs Graphviz's `dot` (apt-get install graphviz); write .dot "
                           "instead, or .html, which shows the DOT text without it")
     try:
-        r = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run([exe, "-Tsvg"], check=False, input=dot_text, capture_output=True,
+                           text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise MiniccError(f"Graphviz took more than {timeout:.0f} s to lay out the graph; "
                           "write .dot and lay it out yourself") from None
@@ -127,9 +127,9 @@ def _profile_table(p: Any) -> str:
             f"<tr><td class=\"l\">{html.escape(k.name)}</td><td class=\"l\">"
             f"{html.escape(k.ops)}</td><td class=\"l\">{html.escape(k.output)}</td>"
             f"<td>{k.ms:.3f}</td><td class=\"l\"><span class=\"bar\" style=\"width:"
-            f"{max(1, round(80 * k.share / top))}px\"></span> {k.share:.1f}%</td><td>{k.gflops:.1f}</td>"
-            f"<td>{k.gbs:.1f}</td><td>{k.intensity:.2f}</td><td>{k.bound_gflops:.1f}</td>"
-            f"<td>{k.of_bound:.0f}%</td></tr>")
+            f"{max(1, round(80 * k.share / top))}px\"></span> {k.share:.1f}%</td>"
+            f"<td>{k.gflops:.1f}</td><td>{k.gbs:.1f}</td><td>{k.intensity:.2f}</td>"
+            f"<td>{k.bound_gflops:.1f}</td><td>{k.of_bound:.0f}%</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -170,22 +170,22 @@ def html_report(model: Any, out: str | Path, repeat: int = 20, options: Any = No
     summary = _kv([
         ("model", str(model)), ("target", s.get("target", cm.target)),
         ("threads", str(prof.threads)),
-        ("kernels", f"{len(s.get('kernels', []))} (host ops: "
-                    f"{', '.join(s.get('host_ops', [])) or 'none'})"),
-        ("time per run", f"{prof.run_ms:.3f} ms (kernels {prof.total_ms:.3f} ms, median of "
-                         f"{repeat} runs)"),
+        ("kernels", (f"{len(s.get('kernels', []))} (host ops: "
+                    f"{', '.join(s.get('host_ops', [])) or 'none'})")),
+        ("time per run", (f"{prof.run_ms:.3f} ms (kernels {prof.total_ms:.3f} ms, median of "
+                         f"{repeat} runs)")),
         ("FLOPs", _si(sum(k.flops for k in prof.kernels), "FLOP")),
-        ("arena", f"{s.get('arena_bytes', 0) * mb:.2f} MiB (lower bound "
+        ("arena", (f"{s.get('arena_bytes', 0) * mb:.2f} MiB (lower bound "
                   f"{s.get('lower_bound_bytes', 0) * mb:.2f} MiB, naive sum "
-                  f"{s.get('naive_bytes', 0) * mb:.2f} MiB)"),
+                  f"{s.get('naive_bytes', 0) * mb:.2f} MiB)")),
         ("weights", f"{s.get('weights_bytes', 0) * mb:.2f} MiB"),
         ("compile", ", ".join(f"{k} {v:.2f} s" for k, v in cm.report.timings.items())
                     + (" (cache hit)" if cm.report.cache_hit else "")),
         ("roofs", f"FMA {prof.peaks.fma(prof.threads):.1f} GFLOP/s, memory "
                   f"{prof.peaks.bandwidth(prof.threads):.1f} GB/s ({prof.peaks.cpu})"
                   if prof.peaks is not None else "not measured (GPU target)"),
-        ("made by", f"minicc {__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-                    f" in {time.perf_counter() - t0:.1f} s")])
+        ("made by", (f"minicc {__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                    f" in {time.perf_counter() - t0:.1f} s"))])
     body = (f"<h2>Summary</h2>{summary}<h2>Kernels, slowest first</h2>{_profile_table(prof)}"
             f"<h2>Roofline</h2>{_roofline_svg(prof) if prof.peaks else ''}"
             f"<h2>Fused graph</h2>{_graph_html(graph_dot(model, 'fused', options, **fields))}")
