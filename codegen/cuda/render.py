@@ -66,6 +66,10 @@ template <typename T> __device__ __forceinline__ T minicc_shl(T a, T n) {
   return (n < 0 || n >= (T)(8 * sizeof(T))) ? (T)0 : (T)(a << n); }
 template <typename T> __device__ __forceinline__ T minicc_shr(T a, T n) {
   return (n < 0 || n >= (T)(8 * sizeof(T))) ? (a < 0 ? (T)-1 : (T)0) : (T)(a >> n); }
+// acc + sum of a's bytes (unsigned) times b's bytes (signed): (a - 128) x b by __dp4a, plus
+// 128 x the sum of b's bytes
+__device__ __forceinline__ int minicc_dpbusd(int acc, int a, int b) {
+  return __dp4a(a ^ (int)0x80808080, b, acc) + 128 * __dp4a(0x01010101, b, 0); }
 """
 
 _BLOCK = {LoopKind.BLOCK_X: "blockIdx.x", LoopKind.BLOCK_Y: "blockIdx.y",
@@ -229,6 +233,10 @@ class CudaRenderer:
         if isinstance(e, Call):
             args = [self.expr(a) for a in e.args]
             dt = e.args[0].dtype
+            if e.fn == "dpbusd":        # int8 GEMMs: __dp4a, u8 x s8 through the s8 x s8 form
+                ct = C_TYPE[dt]
+                return (f"(({ct})minicc_dpbusd((int)({args[0]}), (int)({args[1]}), "
+                        f"(int)({args[2]})))")
             tpl = CUDA_UNARY.get(e.fn) if len(args) == 1 else CUDA_BINARY.get(e.fn)
             if tpl is None:
                 raise CodegenError(f"cuda: no emitter for '{e.fn}'")

@@ -45,7 +45,7 @@ def render_program(prog: Program, opts: CompileOptions) -> Rendered:
     kernels: dict[int, ir.Function] = {}
     for i, st in enumerate(prog.steps):
         if isinstance(st, KernelStep):
-            fn = KernelRenderer(m, st.kernel, fastmath).render()
+            fn = KernelRenderer(m, st.kernel, fastmath, prog.target.features).render()
             fn.attributes.add("nounwind")
             kernels[i] = fn
     steps: list[Step] = []

@@ -57,9 +57,11 @@ class _VecCtx:
 class KernelRenderer:
     """Emits one kernel into an llvmlite module."""
 
-    def __init__(self, module: ir.Module, kernel: Kernel, fastmath: bool = False):
+    def __init__(self, module: ir.Module, kernel: Kernel, fastmath: bool = False,
+                 features: tuple[str, ...] = ()):
         self.m = module
         self.k = kernel
+        self.features = frozenset(features)    # the target's ISA features (intrinsics use them)
         self.flags = ("fast",) if fastmath else ("contract",)
         self.vars: dict[str, ir.Value] = {}
         self.bufs: dict[int, ir.Value] = {}
@@ -727,7 +729,30 @@ def _rounding(name: str) -> Emitter:
     return emit
 
 
+def _dpbusd(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    """acc + four u8 x s8 byte products per lane: `vpdpbusd` where the target has AVX-512 VNNI
+    (16 lanes, or 8 with AVX512VL), else the same sum from shifts, masks and multiplies."""
+    acc, x, y = a
+    ty = acc.type
+    vec = isinstance(ty, ir.VectorType)
+    el = ty.element if vec else ty
+    if vec and el == I32 and "avx512vnni" in r.features and (
+            ty.count == 16 or (ty.count == 8 and "avx512vl" in r.features)):
+        bits = 32 * ty.count
+        fn = r._intrinsic(f"llvm.x86.avx512.vpdpbusd.{bits}", ty, [ty, ty, ty])
+        return r.b.call(fn, [acc, x, y])
+    b = r.b
+    width = el.width
+    total = acc
+    for j in range(4):
+        ua = b.and_(b.lshr(x, _splat_like(r, x, 8 * j)), _splat_like(r, x, 0xFF))
+        sb = b.ashr(b.shl(y, _splat_like(r, y, width - 8 - 8 * j)), _splat_like(r, y, width - 8))
+        total = b.add(total, b.mul(ua, sb))
+    return total
+
+
 EMITTERS: dict[str, Emitter] = {
+    "dpbusd": _dpbusd,
     "add": _arith("fadd", "add"), "sub": _arith("fsub", "sub"), "mul": _arith("fmul", "mul"),
     "div": _div, "floordiv": _floordiv, "mod": _mod, "fmod": _fmod, "pow": _pow,
     "min": _minmax("min"), "max": _minmax("max"),

@@ -25,7 +25,8 @@ import numpy as np
 
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Const, Expr, Var, call, select
-from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mul, vloop)
+from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mul, quads,
+                                        vloop, word)
 from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
                                    Scope, Stmt, Store, seq)
 from minicc.ir.loops.primitives import subst_stmt
@@ -33,7 +34,7 @@ from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
-F32 = DType.F32
+F32, I32 = DType.F32, DType.I32
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
 
@@ -86,6 +87,11 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
                   f"multiple of the {p.lanes} lanes")
     if p.kc > v.K:
         raise bad(f"KC={p.kc} exceeds K={v.K}")
+    if v.int8 and p.kc != v.K:
+        raise bad(f"an int8 GEMM takes the whole K in one block: KC={p.kc} must be K={v.K}")
+    if v.int8 and (p.pack_a, p.pack_b) != _int8_packing(v):
+        raise bad(f"an int8 GEMM packs A at={_int8_packing(v)[0]} and B at="
+                  f"{_int8_packing(v)[1]} (words of four K values)")
     if p.pack_a not in (("compile", "none") if v.a_const is not None else ("mr", "none")):
         raise bad(f"pack(A, at={p.pack_a}) does not fit an A that is "
                   f"{'constant' if v.a_const is not None else 'computed at run time'}")
@@ -101,29 +107,53 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
         raise bad(f"parallel({p.parallel}) is not nc, mc or b (b needs a batch)")
 
 
+def _int8_packing(v: GemmView) -> tuple[str, str]:
+    """int8 operands are read as words of four K values, so both are packed: constants at
+    compile time, activations at run time."""
+    return ("compile" if v.a_const is not None else "mr",
+            "compile" if v.b_const is not None and v.panel is None else "kc")
+
+
 def _pack_const(arr: np.ndarray, block: int, rows_axis: int) -> np.ndarray:
     """[batches, R, C] -> panels [batches, ceil(R'/block), other, block] where R' is the axis
     `rows_axis` (1: rows M of A, 2: columns N of B) padded with zeros to whole blocks."""
     a = np.moveaxis(arr, rows_axis, 1)                     # [batches, R, other]
     n = a.shape[1]
     pad = -(-n // block) * block
-    out = np.zeros((a.shape[0], pad, a.shape[2]), np.float32)
+    out = np.zeros((a.shape[0], pad, a.shape[2]), np.int32 if arr.dtype == np.int32
+                   else np.float32)
     out[:, :n] = a
     return np.ascontiguousarray(out.reshape(a.shape[0], pad // block, block, a.shape[2])
                                 .transpose(0, 1, 3, 2))
 
 
+def _words(arr: np.ndarray, k_axis: int) -> np.ndarray:
+    """int8 [batches, R, C] -> int32 words of four consecutive K values (axis `k_axis`, padded
+    with zeros to a multiple of 4), little-endian: the layout vpdpbusd reads."""
+    a = np.moveaxis(arr.astype(np.int8), k_axis, -1)
+    k = a.shape[-1]
+    a = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, quads(k) * 4 - k)])
+    w = np.ascontiguousarray(a).view(np.int32)               # [..., K/4]
+    return np.ascontiguousarray(np.moveaxis(w, -1, k_axis))
+
+
 class GemmKernel:
-    """Builds the kernel a plan describes (see the module docstring)."""
+    """Builds the kernel a plan describes (see the module docstring). An int8 view (u8 x s8)
+    runs over int32 words of four K values: the same blocking, `dpbusd` for the FMA, int32
+    accumulators, and the whole K in one block (partial sums have nowhere to go in a u8 C)."""
 
     def __init__(self, v: GemmView, p: GemmPlan):
         self.v, self.p = v, p
+        self.i8 = v.int8
+        self.dt = I32 if v.int8 else F32                  # the packed operands and accumulators
         self.ncpad = -(-p.nc // p.nr) * p.nr
         self.nkc, self.nnc, self.nmr = -(-v.K // p.kc), -(-v.N // p.nc), -(-v.M // p.mr)
         self.b: Expr = Var("b") if v.batch > 1 else c64(0)   # (a batch of one is index 0)
         self.nc, self.kc, self.mr, self.nr = Var("nc"), Var("kc"), Var("mr"), Var("nr")
         self.kk, self.i, self.jo, self.ln = Var("kk"), Var("i"), Var("jo"), Var("l")
         self.kcur = emin(p.kc, add(v.K, mul(self.kc, -p.kc)))   # rows in this K block
+        if self.i8:
+            self.kcur = c64(quads(v.K))                            # words: one K block
         self.valid = emin(p.nc, add(v.N, mul(self.nc, -p.nc)))  # columns in this N block
         self.jl = add(mul(self.jo, p.lanes), self.ln)            # column within the tile
         self.m_abs = add(mul(self.mr, p.mr), self.i)
@@ -137,10 +167,23 @@ class GemmKernel:
         v, p = self.v, self.p
         if p.pack_a == "compile":
             assert v.a_const is not None
-            arr = _pack_const(v.a_const, p.mr, 1)                 # [g][M/MR][K][MR]
-            buf = Buffer(f"{v.name}_w", F32, arr.shape, Scope.GLOBAL)
+            src = _words(v.a_const, 2) if self.i8 else v.a_const
+            arr = _pack_const(src, p.mr, 1)                       # [g][M/MR][K][MR]
+            buf = Buffer(f"{v.name}_w", self.dt, arr.shape, Scope.GLOBAL)
             self.packed[buf] = arr
-            return BufLoad(buf, (v.a_batch(self.b), self.mr, self.k_abs, self.i), F32), None
+            return BufLoad(buf, (v.a_batch(self.b), self.mr, self.k_abs, self.i), self.dt), None
+        if self.i8:                          # u8 activations: four K values to a word per row
+            apack = Buffer(f"{v.name}_apack", I32, (p.mr, quads(v.K)), Scope.SCRATCH)
+            self.scratch.append(apack)
+            ai, kq = Var("ai"), Var("kq")
+            m = emin(add(mul(self.mr, p.mr), ai), v.M - 1)
+
+            def byte(j: int) -> Expr:
+                k = add(mul(kq, 4), j)
+                val = v.a_load(self.b, m, emin(k, v.K - 1))
+                return select(k.lt(v.K), val, Const(0, DType.U8)) if v.K % 4 else val
+            fill = For(ai, c64(p.mr), For(kq, self.kcur, Store(apack, (ai, kq), word(byte))))
+            return BufLoad(apack, (self.i, self.kk), I32), fill
         if p.pack_a == "none":
             return v.a_load(self.b, emin(self.m_abs, v.M - 1), self.k_abs), None
         # A rows read in place sit a row apart: rows a multiple of 4 KiB long all map to one
@@ -158,12 +201,14 @@ class GemmKernel:
         v, p = self.v, self.p
         if p.pack_b == "compile":
             assert v.b_const is not None
-            arr = _pack_const(v.b_const, p.nr, 2)                 # [1][N/NR][K][NR]
-            buf = Buffer(f"{v.name}_w", F32, arr.shape, Scope.GLOBAL)
+            src = _words(v.b_const, 1) if self.i8 else v.b_const
+            arr = _pack_const(src, p.nr, 2)                       # [1][N/NR][K][NR]
+            buf = Buffer(f"{v.name}_w", self.dt, arr.shape, Scope.GLOBAL)
             self.packed[buf] = arr
             return BufLoad(buf, (v.b_batch(self.b), div(self.n0, p.nr), self.k_abs, self.jl),
-                           F32), None
-        col = Buffer(f"{v.name}_col", F32, (p.kc, self.ncpad), Scope.SCRATCH)
+                           self.dt), None
+        rows = quads(v.K) if self.i8 else p.kc
+        col = Buffer(f"{v.name}_col", self.dt, (rows, self.ncpad), Scope.SCRATCH)
         self.scratch.insert(0, col)
         if v.panel is not None:
             fill = v.panel(col, self.b, self.kc, self.kcur, self.nc, p.kc,
@@ -178,7 +223,7 @@ class GemmKernel:
                 return Store(col, (self.kk, jv), select(n.lt(v.N), val, Const(0.0, F32))
                              if guard else val)
             fill = For(self.kk, self.kcur, vloop(j, c64(self.ncpad), cell, p.lanes))
-        return BufLoad(col, (self.kk, add(mul(self.nr, p.nr), self.jl)), F32), fill
+        return BufLoad(col, (self.kk, add(mul(self.nr, p.nr), self.jl)), self.dt), fill
 
     def per_cell(self, st: Stmt, guarded: bool) -> Stmt:
         """`st` for every (i, column) of the tile: the tail tile masked, tail rows skipped."""
@@ -197,13 +242,18 @@ class GemmKernel:
         """One MR x NR register tile: initialize (or reload partial sums), FMAs over this K
         block, store (the epilogue on the last K block)."""
         v, p = self.v, self.p
-        acc = Buffer(f"{v.name}_acc", F32, (p.mr, p.nr), Scope.LOCAL)
-        acc_ij = BufLoad(acc, (self.i, self.jl), F32)
-        fma = Store(acc, (self.i, self.jl), call("add", acc_ij, call("mul", a_val, b_val)))
+        acc = Buffer(f"{v.name}_acc", self.dt, (p.mr, p.nr), Scope.LOCAL)
+        acc_ij = BufLoad(acc, (self.i, self.jl), self.dt)
+        if self.i8:       # dpbusd(acc, u8 word, s8 word)
+            u, s = (a_val, b_val) if v.a_unsigned else (b_val, a_val)
+            fma = Store(acc, (self.i, self.jl), call("dpbusd", acc_ij, u, s))
+        else:
+            fma = Store(acc, (self.i, self.jl), call("add", acc_ij, call("mul", a_val, b_val)))
         micro = For(self.kk, self.kcur, For(self.i, c64(p.mr), For(self.jo, c64(
             p.nr // p.lanes), For(self.ln, c64(p.lanes), fma, VECTOR, p.lanes), UNROLL), UNROLL))
         out_idx = v.out_index(self.b, self.m_abs, add(self.n0, self.jl))
-        init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), Const(0.0, F32)), False)
+        init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), Const(
+            0 if self.i8 else 0.0, self.dt)), False)
         final = self.per_cell(Store(v.out, out_idx, v.epilogue(
             acc_ij, self.b, self.m_abs, add(self.n0, self.jl))), True)
         store = final
@@ -235,6 +285,7 @@ class GemmKernel:
         return body
 
     def kernel(self) -> Kernel:
+        self.packed.update(self.v.extra)
         a_val, a_fill = self.operand_a()
         b_val, b_fill = self.operand_b()
         body = self.loops(a_fill, b_fill, self.tile(a_val, b_val))
@@ -274,6 +325,11 @@ class CpuGemm(Rule):
             ncs = sorted({min(n, -(-v.N // (4 * L)) * 4 * L) for n in (64, 128, 256, 512, 1024)}
                          | {nc})
         par = ["none"] if ctx.threads == 1 else ["nc", "mc"] + (["b"] if v.batch > 1 else [])
+        if v.int8:
+            pa, pb = _int8_packing(v)
+            return {"MR": tuple(range(1, min(8, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
+                    "KC": (v.K,), "NC": tuple(ncs), "parallel": tuple(par), "pack_a": (pa,),
+                    "pack_b": (pb,)}
         return {"MR": tuple(range(1, min(8, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
                 "KC": tuple(sorted({min(k, v.K) for k in (32, 64, 128, 256, 512)})),
                 "NC": tuple(ncs), "parallel": tuple(par),
@@ -294,10 +350,14 @@ class CpuGemm(Rule):
         assert v is not None
         th, L = ctx.threads, ctx.target.lanes
         mr, nr, kc = min(6, v.M), 2 * L, min(256, v.K)
+        if v.int8:          # the whole K at once: keep the B panel (K x NC bytes) near 128 KiB
+            kc = v.K
         few_rows = th > 1 and v.batch < th and -(-v.M // mr) < 2 * th
         if v.row is not None:
             oh = v.N // v.row
             rows = max(1, min(256 // v.row, oh))
+            if v.int8:
+                rows = max(1, min(rows, (1 << 17) // (v.K * v.row)))
             if few_rows:
                 rows = max(1, min(rows, -(-oh // th)))  # share columns (rows of the output)
             nc = rows * v.row
@@ -308,9 +368,9 @@ class CpuGemm(Rule):
         nnc, nmr = -(-v.N // nc), -(-v.M // mr)
         par = "none" if th == 1 else "mc" if v.batch < th and nnc < 2 * th and nmr >= 2 * th \
             else "b" if v.batch >= th else "nc"
-        return {"MR": mr, "NR": nr, "KC": kc, "NC": nc, "parallel": par,
-                "pack_a": "compile" if v.a_const is not None else "mr",
-                "pack_b": "compile" if v.b_const is not None and v.panel is None else "kc"}
+        pa, pb = _int8_packing(v)       # (the float defaults too)
+        return {"MR": mr, "NR": nr, "KC": kc, "NC": nc, "parallel": par, "pack_a": pa,
+                "pack_b": pb}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         out = [step("tile", MR=knobs["MR"], NR=knobs["NR"], KC=knobs["KC"], NC=knobs["NC"]),

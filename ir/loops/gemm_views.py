@@ -26,6 +26,7 @@ from minicc.ir.registry import full_attrs, get_op
 from minicc.ir.types import DType
 
 I64 = DType.I64
+I32 = DType.I32
 F32 = DType.F32
 Index3 = Callable[[Expr, Expr, Expr], Expr]
 
@@ -101,6 +102,9 @@ class GemmView:
     b_param: Buffer | None = None
     panel: Panel | None = None          # conv: packs whole output rows
     row: int | None = None              # conv: the output row length a panel block spans
+    int8: bool = False                  # u8 x s8 -> int32 (conv_integer, matmul_integer)
+    a_unsigned: bool = False            # int8: A holds the u8 activations (else B does)
+    extra: dict[Buffer, np.ndarray] = field(default_factory=dict)  # constants the epilogue reads
 
     def without(self, *drop: Buffer | None) -> tuple[tuple[Buffer, ...], tuple[str, ...]]:
         """The parameters and roles without the given buffers (operands packed elsewhere)."""
@@ -197,7 +201,7 @@ def _conv_geometry(group: Group) -> _Conv | None:
     conv = group.anchor
     assert conv is not None
     x, w = conv.inputs[0], conv.inputs[1]
-    if x.type.dtype != F32 or x.type.rank != 4:
+    if x.type.dtype not in (F32, DType.U8) or x.type.rank != 4:
         return None
     at = full_attrs(conv.kind, conv.attrs)
     n, c, h, wd = (int(d) for d in x.type.shape)  # type: ignore[arg-type]
@@ -230,6 +234,44 @@ def _conv_panel(cv: _Conv, xb: Buffer) -> Panel:
     return panel
 
 
+def word(byte: Callable[[int], Expr]) -> Expr:
+    """An int32 of four bytes, byte(j) (u8 or s8 values) at bits 8j..8j+7 (little-endian)."""
+    out: Expr = Const(0, I32)
+    for j in range(4):
+        b = call("bitand", cast(byte(j), I32), Const(0xFF, I32))
+        out = call("bitor", out, call("shl", b, Const(8 * j, I32)) if j else b)
+    return out
+
+
+def _conv_panel_i8(cv: _Conv, xb: Buffer, zp: int) -> Panel:
+    def panel(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr, KC: int, rows: int,
+              lanes: int) -> Stmt:
+        """col[kq, r*OW + ox] = the four u8 taps k = 4kq..4kq+3 at (oy, ox), as one int32
+        (the zero point in the pad; 0 past K, where the weights are 0 too)."""
+        kq, r, ox = Var("kq"), Var("r"), Var("ox")
+        oy = add(mul(nc, rows), r)
+        rows_here = emin(rows, add(cv.oh, mul(nc, -rows)))
+        K = cv.cg * cv.kh * cv.kw
+
+        def cell(oxe: Expr) -> Stmt:
+            def byte(j: int) -> Expr:
+                k = add(mul(kq, 4), j)
+                nb, c, iy, ix = cv.tap(bg, emin(k, K - 1), oy, oxe)
+                v: Expr = BufLoad(xb, (nb, c, iy, ix), DType.U8)
+                cond = both(cv.in_image(iy, ix), k.lt(K) if K % 4 else None)
+                if cond is not None:
+                    v = select(cond, v, Const(zp, DType.U8))
+                return v
+            return Store(col, (kq, add(mul(r, cv.ow), oxe)), word(byte))
+        return For(kq, kcur, For(r, rows_here, vloop(ox, c64(cv.ow), cell, lanes)))
+    return panel
+
+
+def quads(K: int) -> int:
+    """int32 words of four bytes along a K of `K` elements."""
+    return -(-K // 4)
+
+
 @view_builder("conv2d_gemm")
 def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
               consts: Mapping[Value, np.ndarray]) -> GemmView | None:
@@ -242,6 +284,8 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     cv = _conv_geometry(group)
     if cv is None or w not in consts or (cv.cg == 1 and cv.g > 1):
         return None
+    if x.type.dtype == DType.U8:
+        return _conv_view_i8(name, group, bufs, consts, cv)
     mg, K, P = cv.mg, cv.cg * cv.kh * cv.kw, cv.oh * cv.ow
     xb, wb = bufs[x], bufs.get(w)
     wsplat = const_scalar(w, consts)
@@ -279,6 +323,45 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         panel=_conv_panel(cv, xb), row=cv.ow)
 
 
+def _zp_correction(name: str, zp: int, wsum: np.ndarray, index: int
+                   ) -> tuple[Callable[[Expr, tuple[Expr, ...]], Expr], dict[Buffer, np.ndarray]]:
+    """sum (x - zp) w = sum x w - zp * sum w: the int8 kernels multiply the stored u8 values,
+    and the epilogue subtracts zp times each output channel's weight sum (a constant)."""
+    if zp == 0:
+        return (lambda accv, ix: accv), {}
+    buf = Buffer(f"{name}_zpw", I32, (len(wsum),))
+    corr = (-zp * wsum.astype(np.int64)).astype(np.int32)
+    return (lambda accv, ix: call("add", accv, BufLoad(buf, (ix[index],), I32))), {buf: corr}
+
+
+def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
+                  consts: Mapping[Value, np.ndarray], cv: _Conv) -> GemmView:
+    """conv_integer as implicit GEMM: A = the s8 weights (packed at compile time), B = the u8
+    activations (packed four K values to an int32 per column)."""
+    conv = group.anchor
+    assert conv is not None
+    x, w = conv.inputs[0], conv.inputs[1]
+    zp = full_attrs(conv.kind, conv.attrs)["zero_point"]
+    mg, K, P = cv.mg, cv.cg * cv.kh * cv.kw, cv.oh * cv.ow
+    xb = bufs[x]
+    wq = consts[w].astype(np.int8).reshape(cv.g, mg, K)
+
+    def out_index(bg: Expr, m: Expr, p: Expr) -> tuple[Expr, ...]:
+        return (div(bg, cv.g), add(mul(mod(bg, cv.g), mg), m), div(p, cv.ow), mod(p, cv.ow))
+
+    def unused(*_: Expr) -> Expr:
+        raise AssertionError("int8 operands are read through their packed panels")
+
+    anchor_value, extra = _zp_correction(name, zp, wq.reshape(cv.m, K).sum(axis=1), 1)
+    params, roles = kernel_params(group, bufs, consts)
+    return GemmView(
+        name, cv.n * cv.g, mg, P, K, unused, unused, bufs[group.output], out_index,
+        epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
+        group_flops(group), a_const=wq, a_batch=lambda bg: mod(bg, cv.g),
+        a_param=bufs.get(w), panel=_conv_panel_i8(cv, xb, zp), row=cv.ow, int8=True,
+        extra=extra)
+
+
 # ---- matmul ---------------------------------------------------------------------------------
 
 def _batch_index(shape: list[int], batch_shape: list[int], bi: Expr) -> tuple[Expr, ...]:
@@ -302,7 +385,8 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     mm = group.anchor
     assert mm is not None
     a, bv = mm.inputs
-    if a.type.dtype != F32 or a.type.rank < 2 or bv.type.rank < 2:
+    i8 = a.type.dtype == DType.U8
+    if a.type.dtype not in (F32, DType.U8) or a.type.rank < 2 or bv.type.rank < 2:
         return None
     oshape = [int(d) for d in mm.outputs[0].type.shape]  # type: ignore[misc]
     batch_shape = oshape[:-2]
@@ -315,7 +399,7 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     bsplat = const_scalar(bv, consts)
 
     def a_load(bi: Expr, m: Expr, k: Expr) -> Expr:
-        return BufLoad(ab, _batch_index(ashape, batch_shape, bi) + (m, k), F32)
+        return BufLoad(ab, _batch_index(ashape, batch_shape, bi) + (m, k), a.type.dtype)
 
     def b_load(bi: Expr, k: Expr, n: Expr) -> Expr:
         if bsplat is not None:
@@ -332,8 +416,18 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
 
     b_const = None
     if bv in consts and (len(bshape) == 2 or all(d == 1 for d in bshape[:-2])):
-        b_const = consts[bv].astype(np.float32).reshape(1, K, N)
+        b_const = consts[bv].astype(np.int8 if i8 else np.float32).reshape(1, K, N)
     params, roles = kernel_params(group, bufs, consts)
+    if i8:
+        if b_const is None or bsplat is not None:
+            return None       # u8 x u8 activations or batched weights: the generic loop nest
+        zp = full_attrs(mm.kind, mm.attrs)["zero_point"]
+        anchor_value, extra = _zp_correction(name, zp, b_const[0].sum(axis=0), -1)
+        return GemmView(
+            name, batch, M, N, K, a_load, b_load, bufs[group.output], out_index,
+            epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
+            group_flops(group), a_param=ab, b_const=b_const, b_param=bb, int8=True,
+            a_unsigned=True, extra=extra)
     return GemmView(
         name, batch, M, N, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, lambda accv, ix: accv), params, roles,

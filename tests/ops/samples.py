@@ -17,6 +17,14 @@ def i64(*shape: int, lo: int = -5, hi: int = 5) -> np.ndarray:
     return R.integers(lo, hi, size=shape).astype(np.int64)
 
 
+def u8(*shape: int) -> np.ndarray:
+    return R.integers(0, 256, size=shape).astype(np.uint8)
+
+
+def s8(*shape: int) -> np.ndarray:
+    return R.integers(-128, 128, size=shape).astype(np.int8)
+
+
 def boolean(*shape: int) -> np.ndarray:
     return R.random(shape) < 0.5
 
@@ -77,6 +85,11 @@ SAMPLES: dict[str, list] = {
     "log_softmax": [([f32(2, 5)], {})],
     "cumsum": [([f32(2, 5)], {"axis": 1}), ([i64(2, 5)], {"axis": 1, "exclusive": True,
                                                            "reverse": True})],
+    "conv_integer": [([u8(1, 3, 5, 5), s8(4, 3, 3, 3)], {"pads": [1, 1, 1, 1], "zero_point": 9}),
+                     ([u8(1, 4, 6, 6), s8(4, 2, 3, 3)], {"group": 2, "strides": [2, 2],
+                                                         "zero_point": 128})],
+    "matmul_integer": [([u8(3, 8), s8(8, 5)], {"zero_point": 3}),
+                       ([u8(2, 3, 8), s8(8, 5)], {})],
     "matmul": [([f32(3, 4), f32(4, 5)], {}), ([f32(2, 1, 3, 4), f32(3, 4, 2)], {}),
                ([f32(4), f32(2, 4, 3)], {}), ([f32(2, 3, 4), f32(4)], {})],
     "einsum": [([f32(2, 3, 4), f32(2, 4, 5)], {"equation": "bij,bjk->bik"}),
