@@ -1,0 +1,117 @@
+"""The INT8 rewrite: float convolutions and matmuls with constant weights become integer ones.
+
+    %y = conv(%x, %w, %b)          %q = cast(clip(round(%x / s_x) + zp, 0, 255), u8)
+                           ->      %a = conv_integer(%q, %w8) {zero_point=zp}      (int32)
+                                   %y = cast(%a, f32) * (s_x * s_w) + %b
+
+Weights are quantized per output channel, symmetric, to s8 in [-127, 127] (s_w = max|w| / 127);
+activations per tensor with the (scale, zero point) calibration gave them. Everything after
+the integer op is ordinary elementwise arithmetic, so the fusion pass puts it (and the next
+layer's quantize) in the same kernel's epilogue: a conv-relu-conv chain reads and writes u8 and
+requantizes in registers. One quantize per activation, shared by all its users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from minicc.ir.graph import Function, Op, Value
+from minicc.ir.passes.rewrite import Rewriter, rewrite
+from minicc.ir.registry import full_attrs
+from minicc.ir.types import DType
+
+
+@dataclass(frozen=True)
+class Quantizable:
+    """An op the rewrite can make integer, and the activation it quantizes."""
+
+    op: Op
+    activation: Value
+    name: str                 # the ONNX node it came from (or the printed value name)
+
+
+def layer_name(op: Op) -> str:
+    return op.loc.node if op.loc and op.loc.node else (op.outputs[0].name_hint or op.kind)
+
+
+def quantizable(f: Function, depthwise: bool = True) -> list[Quantizable]:
+    """Convs (2-D, constant weights) and matmuls by a constant 2-D matrix, in order."""
+    consts = {op.output: op for op in f.ops if op.kind == "const"}
+    out = []
+    for op in f.ops:
+        if op.kind == "conv" and op.inputs[1] in consts and op.inputs[0].type.rank == 4 and \
+                op.inputs[0].type.dtype == DType.F32 and \
+                (len(op.inputs) < 3 or op.inputs[2] in consts):
+            g = full_attrs("conv", op.attrs)["group"]
+            if g > 1 and op.inputs[1].type.shape[1] == 1 and not depthwise:
+                continue
+            out.append(Quantizable(op, op.inputs[0], layer_name(op)))
+        elif op.kind == "matmul" and op.inputs[1] in consts and op.inputs[1].type.rank == 2 \
+                and op.inputs[0].type.dtype == DType.F32 and op.inputs[0].type.rank >= 2:
+            out.append(Quantizable(op, op.inputs[0], layer_name(op)))
+    return out
+
+
+def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel s8 weights along `axis`, and their scales."""
+    red = tuple(k for k in range(w.ndim) if k != axis)
+    m = np.max(np.abs(w.astype(np.float64)), axis=red, keepdims=True)
+    s = np.where(m > 0, m / 127.0, 1.0)
+    q = np.clip(np.rint(w / s), -127, 127).astype(np.int8)
+    return q, s.reshape(-1)
+
+
+def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
+                 only: set[Op] | None = None) -> Function:
+    """Make integer every op of `quantizable(f)` whose activation has qparams (and, when
+    `only` is given, that is in it)."""
+    todo = {q.op: q for q in quantizable(f) if q.activation in qparams
+            and (only is None or q.op in only)}
+    shared: dict[Value, Value] = {}
+
+    def quantize(rw: Rewriter, x: Value, old: Value, op: Op) -> Value:
+        if old in shared:
+            return shared[old]
+        s, zp = qparams[old]
+        b = rw.b
+        sv = b.const(np.array(s, np.float32))
+        q = b.op1("round", [b.op1("div", [x, sv], loc=op.loc)], loc=op.loc)
+        if zp:
+            q = b.op1("add", [q, b.const(np.array(zp, np.float32))], loc=op.loc)
+        q = b.op1("clip", [q], {"min": 0.0, "max": 255.0}, loc=op.loc)
+        shared[old] = b.op1("cast", [q], {"to": DType.U8},
+                            name=(old.name_hint or "x") + "_q", loc=op.loc)
+        return shared[old]
+
+    def visit(rw: Rewriter, op: Op, ins: list[Value]) -> Sequence[Value] | None:
+        q = todo.get(op)
+        if q is None:
+            return None
+        s_x, zp = qparams[op.inputs[0]]
+        xq = quantize(rw, ins[0], op.inputs[0], op)
+        w = rw.const(ins[1])
+        assert w is not None
+        b = rw.b
+        if op.kind == "conv":
+            wq, s_w = quantize_weights(w, 0)
+            at = dict(full_attrs("conv", op.attrs), zero_point=zp)
+            acc = b.op1("conv_integer", [xq, b.const(wq)], at, loc=op.loc)
+            shape = (1, -1, 1, 1)
+        else:
+            wq, s_w = quantize_weights(w, 1)
+            acc = b.op1("matmul_integer", [xq, b.const(wq)], {"zero_point": zp}, loc=op.loc)
+            shape = (-1,)
+        y = b.op1("cast", [acc], {"to": DType.F32}, loc=op.loc)
+        scale = (s_x * s_w).astype(np.float32).reshape(shape)
+        y = b.op1("mul", [y, b.const(scale)], loc=op.loc)
+        if op.kind == "conv" and len(ins) == 3:
+            bias = rw.const(ins[2])
+            assert bias is not None
+            return b.op("add", [y, b.const(bias.astype(np.float32).reshape(shape))],
+                        None, op.outputs[0].name_hint, op.loc)
+        return [y]
+
+    return rewrite(f, visit)
