@@ -62,12 +62,12 @@ def train(epochs: int = 30, seed: int = 0) -> tuple["object", tuple]:
     return net, (xtr, ytr, xte, yte)
 
 
-def export(out_dir: str | Path) -> tuple[Path, Path]:
+def export(out_dir: str | Path, epochs: int = 30) -> tuple[Path, Path]:
     import torch
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    net, (xtr, ytr, xte, yte) = train()
+    net, (xtr, ytr, xte, yte) = train(epochs)
     onnx_path, npz = out / "digits_cnn.onnx", out / "digits.npz"
     torch.onnx.export(net, torch.zeros(1, 1, 8, 8), str(onnx_path), input_names=["x"],
                       output_names=["logits"], dynamo=False, opset_version=17)

@@ -175,7 +175,11 @@ def calibration_batches(data: Any, signature: Sequence[tuple[str, Any]], seed: i
             n = int(data.split(":", 1)[1])
         except ValueError:
             raise MiniccError(f"calibration data '{data}': random:N needs a count") from None
-        feeds = [random_feeds(dict(signature), seed + i) for i in range(n)]
+        sig = [(name, t.dtype.value, tuple(t.shape)) for name, t in signature]
+        if any(not isinstance(d, int) for _, _, sh in sig for d in sh):
+            raise MiniccError("calibration data random:N needs static input shapes "
+                              "(--input-shape)")
+        feeds = [random_feeds(sig, seed + i) for i in range(n)]
     elif isinstance(data, (str, os.PathLike)):
         p = Path(data)
         if p.is_dir():

@@ -295,6 +295,53 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from minicc.quantization import quantize
+    from minicc.tools import save_mir
+
+    if args.calib is None:
+        raise MiniccError("quantize needs --calib DATA (.npy/.npz files, a folder of them, or "
+                          "random:N for a smoke test)")
+    q = quantize(args.model, args.calib, args.method, per_channel=not args.per_tensor,
+                 symmetric=args.symmetric, keep_float=args.keep_float or (),
+                 percentile=args.percentile, input_shapes=_shapes(args), threads=args.threads,
+                 log=lambda s: print(s, file=sys.stderr))
+    print(f"{'layer':<34} {'op':<8} {'range':>23} {'scale':>10} {'zp':>4}")
+    for name in q.layers:
+        lo, hi = q.ranges[name]
+        p = q.params[name]
+        print(f"{name[:34]:<34} {'':<8} [{lo:>10.4g}, {hi:>10.4g}] {p.scale:>10.4g} "
+              f"{p.zero_point:>4}")
+    if args.analyze:
+        table = q.sensitivity()
+        print(f"\nsensitivity: each layer quantized alone, error of the output against the "
+              f"float model on {len(q.feeds)} calibration batches, worst first")
+        print(f"{'layer':<34} {'op':<8} {'rel L2':>10} {'top-1':>7}")
+        for r in table:
+            t = f"{100 * r.top1:.1f}%" if r.top1 is not None else "-"
+            print(f"{r.name[:34]:<34} {r.op:<8} {r.rel_l2:>10.3e} {t:>7}")
+        if args.target_error is not None:
+            keep, err = q.propose_float(args.target_error, table)
+            print(f"\nto reach relative L2 error <= {args.target_error:g}: keep {len(keep)} "
+                  f"layer(s) in float ({', '.join(keep) or 'none'}): error {err:.3e}")
+            if args.apply:
+                q = q.with_float(keep)
+            else:
+                print("(--apply writes the model with them in float)")
+    e, t = q.error()
+    print(f"\nquantized model against float on the calibration set: relative L2 {e:.3e}"
+          + (f", top-1 agreement {100 * t:.1f}%" if t is not None else ""))
+    if args.output:
+        p = save_mir(q.module, args.output)
+        print(f"wrote {p}", file=sys.stderr)
+    if args.export_qdq:
+        from minicc.onnx_export import export_qdq
+
+        p = export_qdq(q, args.export_qdq)
+        print(f"wrote {p}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_viz(args: argparse.Namespace) -> int:
     from minicc.report import write_graph
 
@@ -509,6 +556,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after S seconds")
     q.add_argument("--seed", type=int, default=0, help="random seed of the search")
     q.set_defaults(fn=cmd_tune)
+
+    q = sub.add_parser("quantize", help="INT8 post-training quantization with calibration",
+                       description="Calibrate MODEL on --calib (the float model runs compiled "
+                       "over the batches, histograms collected per activation), then rewrite "
+                       "its convolutions and matmuls to INT8: symmetric s8 weights per output "
+                       "channel, u8 activations per tensor, int32 accumulation, requantization "
+                       "in the fused epilogue (VNNI kernels where the CPU has them). Prints each "
+                       "layer's range and scale and the error against the float model.")
+    q.add_argument("model", metavar="MODEL")
+    q.add_argument("--calib", metavar="DATA", help=".npy (one input) or .npz (inputs by name) "
+                   "files, a folder of them, or random:N")
+    q.add_argument("--method", default="entropy", choices=["minmax", "entropy", "percentile"],
+                   help="calibrator (default entropy: KL over a 2048-bin histogram)")
+    q.add_argument("--percentile", type=float, default=99.99, help="for --method percentile "
+                   "(default 99.99)")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--per-channel", action="store_true", default=True,
+                   help="one weight scale per output channel (the default)")
+    g.add_argument("--per-tensor", action="store_true", help="one weight scale per layer")
+    q.add_argument("--symmetric", action="store_true",
+                   help="symmetric activations (zero point 128 in u8); default asymmetric")
+    q.add_argument("--keep-float", nargs="+", metavar="NODE",
+                   help="ONNX node names to leave in float (mixed precision)")
+    q.add_argument("--analyze", action="store_true", help="sensitivity: quantize one layer at "
+                   "a time and report the error each causes")
+    q.add_argument("--target-error", type=float, metavar="E", help="with --analyze: propose "
+                   "the fewest layers to keep in float for a relative L2 error <= E")
+    q.add_argument("--apply", action="store_true", help="with --target-error: write the model "
+                   "with the proposed layers in float")
+    q.add_argument("-o", "--output", metavar="MODEL.int8.mir", help="write the int8 IR")
+    q.add_argument("--export-qdq", metavar="MODEL.qdq.onnx",
+                   help="write a QDQ ONNX model (QuantizeLinear/DequantizeLinear) for other "
+                   "runtimes")
+    q.add_argument("--threads", type=int, default=None)
+    shape_opt(q)
+    q.set_defaults(fn=cmd_quantize)
 
     q = sub.add_parser("viz", help="draw the graph at a stage (DOT, SVG or HTML)",
                        description="Draw MODEL's graph after a stage: imported, passes (after "

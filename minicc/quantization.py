@@ -46,6 +46,7 @@ class Quantized:
     ranges: dict[str, tuple[float, float]]
     feeds: list[dict[str, np.ndarray]] = field(repr=False, default_factory=list)
     threads: int | None = None
+    per_channel: bool = True
     _qparams: dict[Value, tuple[float, int]] = field(repr=False, default_factory=dict)
 
     def with_float(self, names: Sequence[str]) -> "Quantized":
@@ -53,7 +54,7 @@ class Quantized:
         keep = set(self.kept_float) | set(_check_names(self.float_module.main, names))
         f = self.float_module.main
         only = {q.op for q in quantizable(f) if q.name in self.layers and q.name not in keep}
-        m = self.float_module.with_main(int8_rewrite(f, self._qparams, only))
+        m = self.float_module.with_main(int8_rewrite(f, self._qparams, only, self.per_channel))
         return replace(self, module=m, kept_float=sorted(keep),
                        layers=[q.name for q in quantizable(f) if q.op in only])
 
@@ -72,7 +73,8 @@ class Quantized:
         out = []
         qs = [q for q in quantizable(f) if q.name in self.layers]
         for q in _progress(qs, "sensitivity", progress):
-            m = self.float_module.with_main(int8_rewrite(f, self._qparams, {q.op}))
+            m = self.float_module.with_main(int8_rewrite(f, self._qparams, {q.op},
+                                                         self.per_channel))
             e, t = _compare(ref, _outputs(m, self.feeds, self.threads))
             out.append(LayerError(q.name, q.op.kind, e, t))
         return sorted(out, key=lambda r: -r.rel_l2)
@@ -147,14 +149,15 @@ def _observer_module(m: Module, acts: Sequence[Value]) -> Module:
     return m.with_main(g)
 
 
-def quantize(model: Any, calib: Any, method: str = "entropy", *, symmetric: bool = False,
+def quantize(model: Any, calib: Any, method: str = "entropy", *, per_channel: bool = True,
+             symmetric: bool = False,
              keep_float: Sequence[str] = (), percentile: float = 99.99,
              depthwise: bool = True, input_shapes: Mapping[str, Any] | None = None,
              threads: int | None = None, progress: bool = True,
              log: Callable[[str], None] | None = None) -> Quantized:
     """Calibrate `model` (an ONNX path or proto, or a Module) on `calib` and rewrite it to
-    INT8: per-channel symmetric s8 weights, per-tensor u8 activations (asymmetric, or
-    symmetric with `symmetric=True`)."""
+    INT8: symmetric s8 weights (per output channel, or per tensor with `per_channel=False`),
+    per-tensor u8 activations (asymmetric, or symmetric with `symmetric=True`)."""
     from minicc.driver import _as_module, compile
     from minicc.ir.passes.pipeline import run_pipeline
     from minicc.ir.program import check_static
@@ -185,10 +188,11 @@ def quantize(model: Any, calib: Any, method: str = "entropy", *, symmetric: bool
         ranges[v] = tensor_range(seen[n], method, percentile)
         p = QParams.of(*ranges[v], symmetric)
         qparams[v] = (p.scale, p.zero_point)
-    qm = m.with_main(int8_rewrite(f, qparams))
+    qm = m.with_main(int8_rewrite(f, qparams, per_channel=per_channel))
     if log:
         log(f"quantized {len(qs)} layers ({method}, {len(feeds)} calibration batches)"
             + (f"; kept in float: {', '.join(sorted(keep))}" if keep else ""))
     return Quantized(qm, m, method, [q.name for q in qs], sorted(keep),
                      {q.name: QParams(*qparams[q.activation]) for q in qs},
-                     {q.name: ranges[q.activation] for q in qs}, feeds, threads, qparams)
+                     {q.name: ranges[q.activation] for q in qs}, feeds, threads, per_channel,
+                     qparams)

@@ -55,17 +55,20 @@ def quantizable(f: Function, depthwise: bool = True) -> list[Quantizable]:
     return out
 
 
-def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-channel s8 weights along `axis`, and their scales."""
-    red = tuple(k for k in range(w.ndim) if k != axis)
+def quantize_weights(w: np.ndarray, axis: int, per_channel: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric s8 weights, one scale per channel along `axis` (or one for all), and the
+    scales (one per channel either way)."""
+    red = tuple(k for k in range(w.ndim) if k != axis or not per_channel)
     m = np.max(np.abs(w.astype(np.float64)), axis=red, keepdims=True)
     s = np.where(m > 0, m / 127.0, 1.0)
     q = np.clip(np.rint(w / s), -127, 127).astype(np.int8)
-    return q, s.reshape(-1)
+    return q, np.broadcast_to(s, [w.shape[k] if k == axis else 1 for k in range(w.ndim)]
+                              ).reshape(-1).copy()
 
 
 def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
-                 only: set[Op] | None = None) -> Function:
+                 only: set[Op] | None = None, per_channel: bool = True) -> Function:
     """Make integer every op of `quantizable(f)` whose activation has qparams (and, when
     `only` is given, that is in it)."""
     todo = {q.op: q for q in quantizable(f) if q.activation in qparams
@@ -96,12 +99,12 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
         assert w is not None
         b = rw.b
         if op.kind == "conv":
-            wq, s_w = quantize_weights(w, 0)
+            wq, s_w = quantize_weights(w, 0, per_channel)
             at = dict(full_attrs("conv", op.attrs), zero_point=zp)
             acc = b.op1("conv_integer", [xq, b.const(wq)], at, loc=op.loc)
             shape = (1, -1, 1, 1)
         else:
-            wq, s_w = quantize_weights(w, 1)
+            wq, s_w = quantize_weights(w, 1, per_channel)
             acc = b.op1("matmul_integer", [xq, b.const(wq)], {"zero_point": zp}, loc=op.loc)
             shape = (-1,)
         y = b.op1("cast", [acc], {"to": DType.F32}, loc=op.loc)

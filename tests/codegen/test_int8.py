@@ -1,0 +1,111 @@
+"""The int8 GEMM template: conv_integer and matmul_integer through vpdpbusd (AVX-512 VNNI) and
+through the portable fallback (x86-64-v4 has no VNNI), exactly equal to the integer reference,
+for shapes with tails in every dimension (K not a multiple of 4, M and N not of the tile)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minicc
+from minicc.ir.builder import GraphBuilder
+from minicc.ir.graph import Module
+from minicc.ir.interpret import interpret
+from minicc.ir.types import DType, TensorType
+from minicc.runtime.llvm_host import host_features
+
+VNNI = "+avx512vnni" in host_features()[1].split(",")
+
+
+def conv_model(c: int, m: int, h: int, k: int, zp: int, pad: int, stride: int,
+               group: int = 1, seed: int = 0) -> tuple[Module, np.ndarray]:
+    """u8 x -> conv_integer -> cast -> * scale -> relu (a quantized conv's shape)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.U8, (1, c, h, h)), "x")
+    w = b.const(rng.integers(-127, 128, (m, c // group, k, k)).astype(np.int8), "w")
+    acc = b.op1("conv_integer", [x, w], {"pads": [pad] * 4, "strides": [stride] * 2,
+                                          "zero_point": zp, "group": group})
+    s = b.const((rng.random((1, m, 1, 1)) * 0.01).astype(np.float32), "s")
+    y = b.op1("relu", [b.op1("mul", [b.op1("cast", [acc], {"to": DType.F32}), s])])
+    return Module((b.finish([y], ["y"]),)), rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
+
+
+def matmul_model(M: int, K: int, N: int, zp: int, seed: int = 0) -> tuple[Module, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.U8, (M, K)), "x")
+    w = b.const(rng.integers(-128, 128, (K, N)).astype(np.int8), "w")
+    acc = b.op1("matmul_integer", [x, w], {"zero_point": zp})
+    return Module((b.finish([acc], ["y"]),)), rng.integers(0, 256, (M, K)).astype(np.uint8)
+
+
+def run(mod: Module, x: np.ndarray, **kw: Any) -> tuple[np.ndarray, Any]:
+    cm = minicc.compile(mod, threads=1, **kw)
+    return np.asarray(cm.run({"x": x})["y"]), cm
+
+
+CPUS = ["native", "x86-64-v4"]
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+@pytest.mark.parametrize("shape", [(16, 32, 14, 3, 7, 1, 1), (3, 8, 9, 3, 0, 1, 2),
+                                   (64, 64, 14, 1, 128, 0, 1), (5, 7, 6, 3, 255, 2, 1)])
+def test_conv_integer_gemm_is_exact(shape: tuple[int, ...], cpu: str) -> None:
+    mod, x = conv_model(*shape)
+    got, cm = run(mod, x, cpu=cpu)
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.gemm:")
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+@pytest.mark.parametrize("shape", [(64, 384, 96, 3), (5, 37, 19, 0), (1, 8, 16, 200)])
+def test_matmul_integer_gemm_is_exact(shape: tuple[int, ...], cpu: str) -> None:
+    mod, x = matmul_model(*shape)
+    got, cm = run(mod, x, cpu=cpu)
+    assert "pack(A, at=mr)" in cm.artifact.summary["kernels"][0]["schedule"]
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+def test_depthwise_conv_integer_takes_the_loop_nest() -> None:
+    mod, x = conv_model(8, 8, 10, 3, 5, 1, 1, group=8)
+    got, cm = run(mod, x)
+    assert not cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.gemm")
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+@pytest.mark.skipif(not VNNI, reason="this CPU has no AVX-512 VNNI")
+def test_vnni_is_used_where_the_cpu_has_it() -> None:
+    mod, _ = conv_model(16, 32, 14, 3, 7, 1, 1)
+    native = minicc.compile(mod, threads=1, dump=("asm",), cache=False).report.dumps["asm"]
+    v4 = minicc.compile(mod, threads=1, cpu="x86-64-v4", dump=("asm",),
+                        cache=False).report.dumps["asm"]
+    assert "vpdpbusd" in native and "vpdpbusd" not in v4
+
+
+@settings(max_examples=12, deadline=None)
+@given(c=st.integers(1, 9), m=st.integers(1, 20), h=st.integers(3, 9), k=st.sampled_from([1, 3]),
+       zp=st.integers(0, 255), stride=st.integers(1, 2), seed=st.integers(0, 9))
+def test_conv_integer_schedules_keep_semantics(c: int, m: int, h: int, k: int, zp: int,
+                                               stride: int, seed: int) -> None:
+    mod, x = conv_model(c, m, h, k, zp, k // 2, stride, seed=seed)
+    got, _ = run(mod, x)
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+def test_the_knob_space_of_an_int8_gemm_is_one_k_block() -> None:
+    from minicc.ir.loops.gemm import CpuGemm
+
+    mod, x = conv_model(16, 32, 14, 3, 7, 1, 1)
+    cm = minicc.compile(mod, threads=1)
+    sched = cm.artifact.summary["kernels"][0]["schedule"]
+    assert "KC=144" in sched and "pack(A, at=compile)" in sched and "pack(B, at=kc)" in sched
+    bad = sched.replace("KC=144", "KC=64")
+    with pytest.raises(minicc.MiniccError, match="whole K in one block"):
+        minicc.compile(mod, threads=1, schedules={cm.artifact.summary["kernels"][0]["name"]:
+                                                  bad})
+    assert CpuGemm.name == "cpu.gemm"

@@ -1,0 +1,185 @@
+"""INT8 post-training quantization: the calibrators on known distributions, the rewrite on a
+small CNN (integer kernels, requantization fused, close to float), real accuracy on the
+scikit-learn digits, mixed precision, the CLI, QDQ export run by onnxruntime, and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import minicc
+from minicc.calibration import BINS, Observer, QParams, calibration_batches, tensor_range
+from minicc.cli import main
+from minicc.errors import MiniccError
+from minicc.quantization import quantize
+from tests.test_tune import small_model
+
+
+# ---- calibrators ------------------------------------------------------------------------------
+
+def observed(*arrays: np.ndarray) -> Observer:
+    o = Observer()
+    for a in arrays:
+        o.update(a)
+    return o
+
+
+def test_minmax_is_the_observed_range_and_memory_is_bounded() -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(0, 1 + k, 10_000).astype(np.float32) for k in range(5)]
+    o = observed(*batches)
+    allv = np.concatenate(batches)
+    assert tensor_range(o, "minmax") == (float(allv.min()), float(allv.max()))
+    assert o.hist.shape == (BINS,) and o.hist.sum() == allv.size     # re-binned, none lost
+    assert o.edge >= np.abs(allv).max()
+
+
+def test_percentile_and_entropy_clip_outliers_that_minmax_keeps() -> None:
+    rng = np.random.default_rng(1)
+    x = np.abs(rng.laplace(0, 1, 200_000)).astype(np.float32)
+    x[:20] = 60.0                                         # a few far outliers
+    o = observed(x)
+    mm = tensor_range(o, "minmax")[1]
+    pc = tensor_range(o, "percentile", 99.99)[1]
+    en = tensor_range(o, "entropy")[1]
+    assert mm == 60.0
+    assert pc == pytest.approx(np.percentile(x, 99.99), rel=0.05)
+    assert 3 < en < 30 and en != pytest.approx(pc, rel=0.01)  # a third answer, not min/max
+
+
+def test_zeros_do_not_drag_the_entropy_threshold() -> None:
+    rng = np.random.default_rng(2)
+    relu = np.maximum(rng.normal(0, 1, 100_000), 0).astype(np.float32)   # half exact zeros
+    t = tensor_range(observed(relu), "entropy")[1]
+    assert t > 0.6 * relu.max()
+
+
+def test_qparams() -> None:
+    p = QParams.of(0.0, 2.55, False)
+    assert p.zero_point == 0 and p.scale == pytest.approx(0.01)
+    p = QParams.of(-1.0, 3.0, False)
+    assert p.zero_point == 64 and p.scale == pytest.approx(4 / 255)
+    p = QParams.of(-1.0, 2.54, True)
+    assert p.zero_point == 128 and p.scale == pytest.approx(0.02)
+
+
+# ---- the rewrite ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_model(tmp_path_factory.mktemp("q") / "small.onnx")
+
+
+@pytest.fixture(scope="module")
+def q(model: Path):  # type: ignore[no-untyped-def]
+    return quantize(str(model), "random:16", "minmax", progress=False)
+
+
+def test_quantized_model_runs_integer_kernels_close_to_float(q) -> None:  # type: ignore
+    cm = minicc.compile(q.module, threads=1)
+    kinds = [k["ops"] for k in cm.artifact.summary["kernels"]]
+    assert kinds[0] == ["div", "round", "clip", "cast"]          # the input, quantized
+    assert kinds[1] == ["conv_integer", "cast", "mul", "relu"]   # scale in the epilogue
+    assert kinds[3] == ["reshape", "div", "round", "clip", "cast"]
+    assert kinds[4] == ["matmul_integer", "cast", "mul"]
+    err, _ = q.error()
+    assert 0 < err < 0.02
+
+
+def test_compiled_int8_matches_the_interpreter(q) -> None:  # type: ignore[no-untyped-def]
+    cm = minicc.compile(q.module, threads=1)
+    for fd in q.feeds[:4]:
+        ref = minicc.interpret(q.module, fd)["y"]
+        np.testing.assert_allclose(cm.run(fd)["y"], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_float_is_mixed_precision(model: Path) -> None:
+    q = quantize(str(model), "random:4", "minmax", keep_float=["y"], progress=False)
+    ops = [op.kind for op in q.module.main.ops]
+    assert "conv_integer" in ops and "matmul_integer" not in ops and q.kept_float == ["y"]
+
+
+def test_sensitivity_and_the_proposal(q) -> None:  # type: ignore[no-untyped-def]
+    table = q.sensitivity(progress=False)
+    assert {r.name for r in table} == set(q.layers) and table[0].rel_l2 >= table[-1].rel_l2
+    keep, err = q.propose_float(q.error()[0] / 10, table, progress=False)
+    assert keep and err <= q.error()[0]
+
+
+# ---- bad input ----------------------------------------------------------------------------
+
+def test_bad_calibration_data_is_a_clear_error(model: Path, tmp_path: Path) -> None:
+    sig = [("x", minicc.import_onnx(str(model)).main.inputs[0].type)]
+    with pytest.raises(MiniccError, match=r"input 'x' has shape \[1, 3, 4, 4\], the model "
+                                          r"wants \[1, 3, 8, 8\]"):
+        calibration_batches([{"x": np.zeros((1, 3, 4, 4), np.float32)}], sig)
+    with pytest.raises(MiniccError, match="input 'x' is float64, the model wants f32"):
+        calibration_batches([{"x": np.zeros((1, 3, 8, 8))}], sig)
+    with pytest.raises(MiniccError, match="empty"):
+        calibration_batches([], sig)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MiniccError, match="empty"):
+        calibration_batches(tmp_path / "empty", sig)
+    with pytest.raises(MiniccError, match="no such file"):
+        calibration_batches(tmp_path / "nope.npz", sig)
+    np.save(tmp_path / "a.npy", np.zeros((1, 3, 8, 8), np.float32))
+    assert len(calibration_batches(tmp_path / "a.npy", sig)) == 1
+    with pytest.raises(MiniccError, match=r"no quantizable node named 'yy' \(did you mean y"):
+        quantize(str(model), "random:2", keep_float=["yy"], progress=False)
+    with pytest.raises(MiniccError, match="unknown calibration method 'kl'"):
+        quantize(str(model), "random:2", "kl", progress=False)
+
+
+# ---- CLI and QDQ export -----------------------------------------------------------------------
+
+def test_cli_quantize_writes_ir_and_a_qdq_model_onnxruntime_runs(
+        model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    np.savez(tmp_path / "c0.npz", x=np.random.default_rng(0).random((1, 3, 8, 8), np.float32))
+    np.savez(tmp_path / "c1.npz", x=np.random.default_rng(1).random((1, 3, 8, 8), np.float32))
+    mir, qdq = tmp_path / "m.int8.mir", tmp_path / "m.qdq.onnx"
+    assert main(["quantize", str(model), "--calib", str(tmp_path), "--method", "percentile",
+                 "-o", str(mir), "--export-qdq", str(qdq), "--analyze",
+                 "--target-error", "1e-9"]) == 0
+    out = capsys.readouterr().out
+    assert "sensitivity" in out and "keep" in out and "relative L2" in out
+    qm = minicc.compile(str(mir), threads=1)
+    m = onnx.load(str(qdq))
+    onnx.checker.check_model(m)
+    assert {n.op_type for n in m.graph.node} >= {"QuantizeLinear", "DequantizeLinear", "Conv"}
+    x = np.random.default_rng(5).random((1, 3, 8, 8), np.float32)
+    s = ort.InferenceSession(str(qdq), providers=["CPUExecutionProvider"])
+    y_ort = s.run(None, {"x": x})[0]
+    y = qm.run({"x": x})["y"]
+    ref = minicc.compile(str(model), threads=1).run({"x": x})["y"]
+    step = np.abs(ref).max() / 127                 # about one output quantization step
+    assert np.abs(y_ort - y).max() < 4 * step
+    assert main(["quantize", str(model)]) == 2
+    assert "needs --calib" in capsys.readouterr().err
+
+
+# ---- real data ------------------------------------------------------------------------------
+
+def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:
+    """A CNN trained on scikit-learn's handwritten digits: INT8 top-1 on the held-out split
+    within one point of FP32, for every calibrator."""
+    pytest.importorskip("sklearn")
+    from tests.e2e.examples import example_module
+
+    dc = example_module("digits_cnn")
+    onnx_path, npz = dc.export(tmp_path, epochs=8)
+    d = np.load(npz)
+    xtr, xte, yte = d["x_train"], d["x_test"], d["y_test"]
+
+    def top1(cm: minicc.CompiledModel) -> float:
+        return float(np.mean([np.argmax(cm.run({"x": xte[i:i + 1]})["logits"]) == yte[i]
+                              for i in range(len(xte))]))
+    fp32 = top1(minicc.compile(str(onnx_path), threads=1))
+    assert fp32 > 0.9
+    calib = [{"x": xtr[i:i + 1]} for i in range(0, len(xtr), 8)]
+    for method in ("minmax", "entropy", "percentile"):
+        q = quantize(str(onnx_path), calib, method, progress=False)
+        assert top1(minicc.compile(q.module, threads=1)) >= fp32 - 0.01, method
