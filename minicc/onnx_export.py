@@ -158,6 +158,9 @@ def to_onnx(f: Function, hook: Callable[[_Writer, Op, list[str]], list[str] | No
         if w.name(v) != n:
             w.node("Identity", [w.name(v)], [n])
 
+    used = {i for n in w.nodes for i in n.input}
+    w.inits = [t for t in w.inits if t.name in used]      # float weights a hook replaced
+
     def vi(name: str, v: Value) -> onnx.ValueInfoProto:
         dims = [d if isinstance(d, int) else str(d) for d in v.type.shape]
         return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(

@@ -183,3 +183,76 @@ def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:
     for method in ("minmax", "entropy", "percentile"):
         q = quantize(str(onnx_path), calib, method, progress=False)
         assert top1(minicc.compile(q.module, threads=1)) >= fp32 - 0.01, method
+
+
+# ---- quantized models from onnxruntime --------------------------------------------------------
+
+def cnn(path: Path) -> Path:
+    """conv3x3-relu, conv3x3 (stride 2)-relu, global pool, gemm: a small classifier."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+
+    def t(name: str, *shape: int) -> onnx.TensorProto:
+        fan = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        a = rng.standard_normal(shape) * np.sqrt(2 / fan) if len(shape) > 1 else \
+            rng.standard_normal(shape) * 0.1
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, a.astype(np.float32).ravel())
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1],
+                              strides=[2, 2], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc")]
+    g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 10])],
+        [t("w1", 16, 3, 3, 3), t("b1", 16), t("w2", 32, 16, 3, 3), t("b2", 32),
+         t("wf", 32, 10), t("bf", 10)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
+def test_a_quantize_static_model_runs_on_the_int8_kernels(tmp_path: Path, act: str) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    src = cnn(tmp_path / "cnn.onnx")
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": rng.random((1, 3, 16, 16), np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+    dst = tmp_path / "cnn.qdq.onnx"
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=getattr(QuantType, act),
+                    weight_type=QuantType.QInt8)
+    cm = minicc.compile(str(dst), threads=1)
+    ops = [k["ops"][0] for k in cm.artifact.summary["kernels"]]
+    assert ops.count("conv_integer") == 2 and "matmul_integer" in ops
+    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    m = onnx.load(str(dst))
+    out_scale = [numpy_helper_scale(m, n) for n in m.graph.node
+                 if n.op_type == "DequantizeLinear" and n.output[0] == "y"]
+    assert out_scale, "the QDQ model dequantizes its output"
+    step = out_scale[0]
+    for seed in range(3):
+        x = np.random.default_rng(seed + 10).random((1, 3, 16, 16), np.float32)
+        diff = np.abs(cm.run({"x": x})["y"] - s.run(None, {"x": x})[0]).max()
+        assert diff <= 1.01 * step, (diff, step)
+
+
+def numpy_helper_scale(m: onnx.ModelProto, n: onnx.NodeProto) -> float:
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return float(inits[n.input[1]].reshape(-1)[0])

@@ -11,6 +11,7 @@ from minicc.ir.passes.cse import eliminate_common_subexpressions
 from minicc.ir.passes.dce import eliminate_dead_code
 from minicc.ir.passes.fold_bn import fold_batch_norm
 from minicc.ir.passes.fold_constants import fold_constants
+from minicc.ir.passes.qdq import qdq_to_int8
 from minicc.ir.passes.simplify import simplify
 from minicc.ir.printer import print_module
 from minicc.ir.verify import verify_module
@@ -19,6 +20,7 @@ PASSES: dict[str, Callable[[Function], Function]] = {
     "fold_constants": fold_constants,
     "simplify": simplify,
     "fold_batch_norm": fold_batch_norm,
+    "qdq_to_int8": qdq_to_int8,
     "cse": eliminate_common_subexpressions,
     "dce": eliminate_dead_code,
 }
@@ -26,8 +28,8 @@ PASSES: dict[str, Callable[[Function], Function]] = {
 PIPELINES: dict[int, list[str]] = {
     0: ["dce"],
     1: ["fold_constants", "simplify", "dce"],
-    2: ["fold_constants", "simplify", "fold_batch_norm", "fold_constants", "simplify", "cse",
-        "dce"],
+    2: ["fold_constants", "simplify", "fold_batch_norm", "fold_constants", "simplify",
+        "qdq_to_int8", "cse", "dce"],
 }
 PIPELINES[3] = PIPELINES[2]
 
