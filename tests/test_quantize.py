@@ -256,3 +256,20 @@ def numpy_helper_scale(m: onnx.ModelProto, n: onnx.NodeProto) -> float:
 
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     return float(inits[n.input[1]].reshape(-1)[0])
+
+
+def test_a_qdq_model_with_a_zero_scale_is_refused(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quant_x"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "zero", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                      [4])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.0]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [0])])
+    p = tmp_path / "zero.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    with pytest.raises(MiniccError, match=r"QuantizeLinear node 'quant_x': scale 's' holds "
+                                          r"0\.0: a quantization scale must be positive"):
+        minicc.compile(str(p))

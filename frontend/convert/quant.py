@@ -30,8 +30,19 @@ def _align(ctx: NodeContext, p: Value, x: Value) -> Value:
     return ctx.op("gather", [p, idx], {"axis": axis}, out=None)
 
 
+def _check_scale(ctx: NodeContext) -> None:
+    """A constant scale must be positive and finite: zero would divide by zero (inf and NaN
+    downstream), which onnxruntime refuses too."""
+    s = ctx.const(1)
+    if s is not None and s.size and not np.all(np.isfinite(s) & (s > 0)):
+        bad = s.reshape(-1)[~(np.isfinite(s.reshape(-1)) & (s.reshape(-1) > 0))][0]
+        raise ctx.error(f"scale '{ctx.node.input[1]}' holds {float(bad)!r}: a quantization scale "
+                        "must be positive and finite")
+
+
 @converter("QuantizeLinear", since=10)
 def quantize_v10(ctx: NodeContext) -> Sequence[Value]:
+    _check_scale(ctx)
     x, scale = ctx.input(0), ctx.input(1)
     zp = ctx.opt(2)
     if zp is not None:
@@ -57,6 +68,7 @@ def quantize_v10(ctx: NodeContext) -> Sequence[Value]:
 
 @converter("DequantizeLinear", since=10)
 def dequantize_v10(ctx: NodeContext) -> Sequence[Value]:
+    _check_scale(ctx)
     x, scale = ctx.input(0), ctx.input(1)
     if not x.type.dtype.is_int:
         raise ctx.error(f"dequantizing {x.type.dtype.value} is not supported (integer types only)")
