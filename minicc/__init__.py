@@ -5,6 +5,7 @@ Public API:
     load(path) -> CompiledModel                  (an artifact written by CompiledModel.save)
     CompileOptions(...)                          every compile option, passed whole
     analyze(model) -> Analysis                   FLOPs, parameters, bytes per op and kernel
+    quantize(model, calib, method="entropy") -> Quantized   INT8 post-training quantization
     import_onnx(path_or_proto, input_shapes=None) -> Module
     interpret(module, inputs) -> dict[str, np.ndarray]
     minicc.ir.parse(text) / str(module)
@@ -14,7 +15,9 @@ from minicc.api import import_onnx, interpret
 from minicc.driver import CompiledModel, analyze, compile, load
 from minicc.errors import MiniccError
 from minicc.options import CompileOptions, Target
+from minicc.quantization import Quantized, quantize
 
 __version__ = "0.1.0"
-__all__ = ["compile", "load", "analyze", "CompiledModel", "CompileOptions", "Target",
+__all__ = ["compile", "load", "analyze", "quantize", "Quantized", "CompiledModel",
+           "CompileOptions", "Target",
            "import_onnx", "interpret", "MiniccError", "__version__"]

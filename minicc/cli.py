@@ -166,7 +166,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.explain_fusion and "fusion" not in stages:
         stages += ("fusion",)
     t = time.perf_counter()
-    cm = compile(args.model, options=_compile_options(args, stages))
+    model = args.model
+    if args.precision in ("int8", "mixed"):
+        from minicc.quantization import quantize
+
+        if args.calib is None:
+            raise MiniccError(f"--precision {args.precision} needs --calib DATA (calibration "
+                              "batches: .npy/.npz files, a folder of them, or random:N)")
+        if args.precision == "mixed" and not args.keep_float:
+            raise MiniccError("--precision mixed needs --keep-float NODE ... (the layers to "
+                              "leave in float; `minicc quantize --analyze --target-error E` "
+                              "proposes them)")
+        model = quantize(args.model, args.calib, args.method, keep_float=args.keep_float or (),
+                         input_shapes=_shapes(args), threads=args.threads,
+                         log=lambda s: print(f"minicc: {s}", file=sys.stderr)).module
+    cm = compile(model, options=_compile_options(args, stages))
     dt = time.perf_counter() - t
     for stage, text in cm.report.dumps.items():
         if args.dump_dir:
@@ -466,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list every fusion refusal with its reason")
     q.add_argument("--profile", action="store_true",
                    help="one native entry per kernel (for per-kernel timing)")
+    q.add_argument("--precision", default="fp32", choices=["fp32", "int8", "mixed"],
+                   help="fp32 (default); int8: quantize first (needs --calib; see `minicc "
+                   "quantize`); mixed: int8 with the --keep-float layers in float")
+    q.add_argument("--calib", metavar="DATA", help="calibration data for --precision int8")
+    q.add_argument("--method", default="entropy", choices=["minmax", "entropy", "percentile"],
+                   help="calibrator for --precision int8 (default entropy)")
+    q.add_argument("--keep-float", nargs="+", metavar="NODE",
+                   help="with --precision int8/mixed: ONNX nodes left in float")
     q.set_defaults(fn=cmd_compile)
 
     q = sub.add_parser("run", help="run a model (.onnx, .mir or .mcc) and print its outputs",

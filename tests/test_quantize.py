@@ -273,3 +273,18 @@ def test_a_qdq_model_with_a_zero_scale_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MiniccError, match=r"QuantizeLinear node 'quant_x': scale 's' holds "
                                           r"0\.0: a quantization scale must be positive"):
         minicc.compile(str(p))
+
+
+def test_compile_precision_int8_and_mixed(model: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "m.mcc"
+    assert main(["compile", str(model), "--precision", "int8", "--calib", "random:4",
+                 "--threads", "1", "-o", str(out)]) == 0
+    assert "conv_integer" in capsys.readouterr().out
+    assert "conv_integer" in str(minicc.load(str(out)).artifact.summary)
+    assert main(["compile", str(model), "--precision", "mixed", "--calib", "random:4",
+                 "--keep-float", "c", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "matmul_integer" in text and "conv_integer" not in text
+    assert main(["compile", str(model), "--precision", "int8"]) == 2
+    assert "needs --calib" in capsys.readouterr().err
