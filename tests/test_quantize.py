@@ -288,3 +288,14 @@ def test_compile_precision_int8_and_mixed(model: Path, tmp_path: Path,
     assert "matmul_integer" in text and "conv_integer" not in text
     assert main(["compile", str(model), "--precision", "int8"]) == 2
     assert "needs --calib" in capsys.readouterr().err
+
+
+def test_an_int8_model_compiles_for_cuda(q) -> None:  # type: ignore[no-untyped-def]
+    """NVRTC compiles the integer kernels (generic GPU loop nests; no GPU needed)."""
+    from minicc.codegen.cuda.nvrtc import nvrtc_available
+
+    if not nvrtc_available():
+        pytest.skip("no NVRTC")
+    cm = minicc.compile(q.module, target="cuda", dump=("cuda",), cache=False)
+    assert "__global__" in cm.report.dumps["cuda"]
+    assert [k["ops"][0] for k in cm.artifact.summary["kernels"]].count("conv_integer") == 1

@@ -121,7 +121,9 @@ class GpuGemm(Rule):
                                                        ctx.consts))
 
     def applies(self, ctx: LowerCtx) -> bool:
-        return ctx.group.output.type.dtype == F32 and self.view(ctx) is not None
+        """Float GEMMs; int8 ones (u8 x s8 words) take the generic GPU loop nest for now."""
+        v = self.view(ctx)
+        return ctx.group.output.type.dtype == F32 and v is not None and not v.int8
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (8, 16, 32),
