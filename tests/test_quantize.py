@@ -294,8 +294,9 @@ def test_an_int8_model_compiles_for_cuda(q) -> None:  # type: ignore[no-untyped-
     """NVRTC compiles the integer kernels (generic GPU loop nests; no GPU needed)."""
     from minicc.codegen.cuda.nvrtc import nvrtc_available
 
-    if not nvrtc_available():
-        pytest.skip("no NVRTC")
+    why = nvrtc_available()
+    if why is not None:
+        pytest.skip(f"no NVRTC: {why}")
     cm = minicc.compile(q.module, target="cuda", dump=("cuda",), cache=False)
     assert "__global__" in cm.report.dumps["cuda"]
     assert [k["ops"][0] for k in cm.artifact.summary["kernels"]].count("conv_integer") == 1
