@@ -300,3 +300,61 @@ def test_an_int8_model_compiles_for_cuda(q) -> None:  # type: ignore[no-untyped-
     cm = minicc.compile(q.module, target="cuda", dump=("cuda",), cache=False)
     assert "__global__" in cm.report.dumps["cuda"]
     assert [k["ops"][0] for k in cm.artifact.summary["kernels"]].count("conv_integer") == 1
+
+
+def crnn(path: Path) -> Path:
+    """An OCR-style recognizer: two conv-relu layers over a 4x32 strip, the columns as a
+    sequence through a bidirectional LSTM, a linear layer per step."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    H = 16
+
+    def t(name: str, *shape: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, (rng.standard_normal(
+            shape) * 0.2).astype(np.float32).ravel())
+
+    def i64(name: str, *v: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.INT64, [len(v)], list(v))
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Reshape", ["r2", "shape"], ["s"]),
+             helper.make_node("Transpose", ["s"], ["seq"], perm=[2, 0, 1]),
+             helper.make_node("LSTM", ["seq", "W", "R", "B"], ["Y"], hidden_size=H,
+                              direction="bidirectional"),
+             helper.make_node("Reshape", ["Y", "shape2"], ["Yr"]),
+             helper.make_node("MatMul", ["Yr", "wf"], ["y"], name="fc")]
+    g = helper.make_graph(nodes, "crnn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 1, 4, 32])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [32, 11])],
+        [t("w1", 8, 1, 3, 3), t("b1", 8), t("w2", 8, 8, 3, 3), t("b2", 8),
+         t("W", 2, 4 * H, 32), t("R", 2, 4 * H, H), t("B", 2, 8 * H), i64("shape", 1, 32, 32),
+         i64("shape2", 32, 2 * H), t("wf", 2 * H, 11)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_quantize_dynamic_crnn_runs_on_the_int8_kernels(tmp_path: Path) -> None:
+    """ConvInteger, MatMulInteger and DynamicQuantizeLinear (scale and zero point computed at
+    run time) from onnxruntime's quantize_dynamic; the LSTM stays float (op_types_to_quantize
+    leaves it out: its dynamic form is a com.microsoft contrib op)."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = crnn(tmp_path / "crnn.onnx"), tmp_path / "crnn.dyn.onnx"
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["Conv", "MatMul"])
+    assert {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} <= {
+        n.op_type for n in onnx.load(str(dst)).graph.node}
+    cm = minicc.compile(str(dst), threads=1)
+    ops = [op for k in cm.artifact.summary["kernels"] for op in k["ops"]]
+    assert ops.count("conv_integer") == 2 and ops.count("matmul_integer") == 1
+    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        x = np.random.default_rng(seed).random((1, 1, 4, 32), np.float32)
+        r = s.run(None, {"x": x})[0]
+        np.testing.assert_allclose(cm.run({"x": x})["y"], r, rtol=1e-5,
+                                   atol=1e-5 * np.abs(r).max())

@@ -84,3 +84,84 @@ def dequantize_v10(ctx: NodeContext) -> Sequence[Value]:
                                                            out=None)
     y = ctx.op("mul", [xf, _align(ctx, s, x)], out=None if ft != DType.F32 else 0)
     return [y if ft == DType.F32 else ctx.op("cast", [y], {"to": ft})]
+
+
+def _integer_operands(ctx: NodeContext) -> tuple[Value, Value, Value | None, int]:
+    """(u8 activation, s8 weights, run-time zero point or None, constant zero point) for
+    ConvInteger / MatMulInteger. A constant weight zero point is folded into the weights (it
+    must leave them in s8); u8 weights are shifted to s8 that way too."""
+    x, w = ctx.input(0), ctx.input(1)
+    if x.type.dtype != DType.U8:
+        raise ctx.error(f"needs u8 activations (got {x.type.dtype.value}): s8 x s8 integer "
+                        "convolutions are not supported yet")
+    wc = ctx.const(1)
+    wz = ctx.const(3) if ctx.has(3) else np.zeros((), np.int64)
+    if wc is None or wz is None:
+        raise ctx.error("needs constant weights and weight zero point (integer weights computed "
+                        "at run time are not supported)")
+    axis_shape = [-1] + [1] * (wc.ndim - 1) if ctx.node.op_type == "ConvInteger" else [1, -1]
+    shifted = wc.astype(np.int64) - (wz.astype(np.int64).reshape(axis_shape) if wz.size > 1
+                                    else int(wz.reshape(-1)[0]) if wz.size else 0)
+    if shifted.min() < -128 or shifted.max() > 127:
+        raise ctx.error("weights minus their zero point leave the s8 range; not supported")
+    w8 = ctx.const_value(shifted.astype(np.int8), out=None)
+    zpc, zpv = 0, None
+    if ctx.has(2):
+        z = ctx.const(2)
+        if z is not None:
+            if z.size != 1:
+                raise ctx.error("a per-row activation zero point is not supported")
+            zpc = int(z.reshape(-1)[0])
+        else:
+            zpv = ctx.input(2)
+            if zpv.type.numel != 1 or zpv.type.dtype != DType.U8:
+                raise ctx.error(f"activation zero point must be one u8 value, got {zpv.type}")
+    return x, w8, zpv, zpc
+
+
+@converter("ConvInteger", since=10)
+def conv_integer_v10(ctx: NodeContext) -> Sequence[Value]:
+    from minicc.frontend.convert.nn import _spatial_attrs, resolve_auto_pad
+
+    x, w8, zpv, zpc = _integer_operands(ctx)
+    if x.type.rank != 4:
+        raise ctx.error(f"only 2-D integer convolutions are supported, got input {x.type}")
+    kernel = [int(k) for k in w8.type.shape[2:]]  # type: ignore[arg-type]
+    strides, dil = _spatial_attrs(ctx, 2)
+    pads = resolve_auto_pad(ctx, x.type.shape[2:], kernel, strides, dil)
+    ins = [x, w8] + ([zpv] if zpv is not None else [])
+    return [ctx.op("conv_integer", ins, {"strides": strides, "dilations": dil, "pads": pads,
+                                         "group": ctx.attr("group", 1), "zero_point": zpc})]
+
+
+@converter("MatMulInteger", since=10)
+def matmul_integer_v10(ctx: NodeContext) -> Sequence[Value]:
+    x, w8, zpv, zpc = _integer_operands(ctx)
+    ins = [x, w8] + ([zpv] if zpv is not None else [])
+    return [ctx.op("matmul_integer", ins, {"zero_point": zpc})]
+
+
+@converter("DynamicQuantizeLinear", since=11)
+def dynamic_quantize_linear_v11(ctx: NodeContext) -> Sequence[Value]:
+    """y = saturate(round(x / scale) + zp) in u8 with scale and zero point from x's range
+    (always including 0): scale = (max - min) / 255, zp = saturate(round(-min / scale))."""
+    x = ctx.input(0)
+    if x.type.dtype != DType.F32:
+        raise ctx.error(f"needs f32 input, got {x.type}")
+    axes = list(range(x.type.rank))
+    zero = ctx.const_value(np.array(0.0, np.float32), out=None)
+    lo = ctx.op("min", [ctx.op("reduce_min", [x], {"axes": axes, "keepdims": False}, out=None),
+                        zero], out=None)
+    hi = ctx.op("max", [ctx.op("reduce_max", [x], {"axes": axes, "keepdims": False}, out=None),
+                        zero], out=None)
+    scale = ctx.op("div", [ctx.op("sub", [hi, lo], out=None),
+                           ctx.const_value(np.array(255.0, np.float32), out=None)], out=1)
+    zpf = ctx.op("clip", [ctx.op("round", [ctx.op("div", [ctx.op("neg", [lo], out=None), scale],
+                                                  out=None)], out=None)],
+                 {"min": 0.0, "max": 255.0}, out=None)
+    zp = ctx.op("cast", [zpf], {"to": DType.U8}, out=2)
+    q = ctx.op("add", [ctx.op("round", [ctx.op("div", [x, scale], out=None)], out=None), zpf],
+               out=None)
+    y = ctx.op("cast", [ctx.op("clip", [q], {"min": 0.0, "max": 255.0}, out=None)],
+               {"to": DType.U8}, out=0)
+    return [y, scale, zp]

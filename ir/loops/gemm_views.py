@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
-from minicc.ir.graph import Value
+from minicc.ir.graph import Op, Value
 from minicc.ir.loops.exprs import simplify
 from minicc.ir.loops.nest import Inliner, const_scalar, group_flops, kernel_params, leaf_loader
 from minicc.ir.loops.nodes import BufLoad, Buffer, For, LoopKind, Stmt, Store
@@ -243,7 +243,7 @@ def word(byte: Callable[[int], Expr]) -> Expr:
     return out
 
 
-def _conv_panel_i8(cv: _Conv, xb: Buffer, zp: int) -> Panel:
+def _conv_panel_i8(cv: _Conv, xb: Buffer, zp: Expr) -> Panel:
     def panel(col: Buffer, bg: Expr, kc: Expr, kcur: Expr, nc: Expr, KC: int, rows: int,
               lanes: int) -> Stmt:
         """col[kq, r*OW + ox] = the four u8 taps k = 4kq..4kq+3 at (oy, ox), as one int32
@@ -260,7 +260,7 @@ def _conv_panel_i8(cv: _Conv, xb: Buffer, zp: int) -> Panel:
                 v: Expr = BufLoad(xb, (nb, c, iy, ix), DType.U8)
                 cond = both(cv.in_image(iy, ix), k.lt(K) if K % 4 else None)
                 if cond is not None:
-                    v = select(cond, v, Const(zp, DType.U8))
+                    v = select(cond, v, zp)
                 return v
             return Store(col, (kq, add(mul(r, cv.ow), oxe)), word(byte))
         return For(kq, kcur, For(r, rows_here, vloop(ox, c64(cv.ow), cell, lanes)))
@@ -323,15 +323,26 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         panel=_conv_panel(cv, xb), row=cv.ow)
 
 
-def _zp_correction(name: str, zp: int, wsum: np.ndarray, index: int
+def _zero_point(op_: Op, bufs: Mapping[Value, Buffer]) -> Expr:
+    """The activation's zero point as a u8 expression: the attribute, or the run-time operand
+    (dynamic quantization)."""
+    if len(op_.inputs) == 3:
+        z = op_.inputs[2]
+        return BufLoad(bufs[z], (c64(0),) * z.type.rank, DType.U8)
+    return Const(full_attrs(op_.kind, op_.attrs)["zero_point"], DType.U8)
+
+
+def _zp_correction(name: str, zp: Expr, wsum: np.ndarray, index: int
                    ) -> tuple[Callable[[Expr, tuple[Expr, ...]], Expr], dict[Buffer, np.ndarray]]:
     """sum (x - zp) w = sum x w - zp * sum w: the int8 kernels multiply the stored u8 values,
     and the epilogue subtracts zp times each output channel's weight sum (a constant)."""
-    if zp == 0:
+    if isinstance(zp, Const) and zp.value == 0:
         return (lambda accv, ix: accv), {}
-    buf = Buffer(f"{name}_zpw", I32, (len(wsum),))
-    corr = (-zp * wsum.astype(np.int64)).astype(np.int32)
-    return (lambda accv, ix: call("add", accv, BufLoad(buf, (ix[index],), I32))), {buf: corr}
+    buf = Buffer(f"{name}_wsum", I32, (len(wsum),))
+    arr = wsum.astype(np.int64).astype(np.int32)
+    z = cast(zp, I32)
+    return (lambda accv, ix: call("sub", accv, call("mul", z, BufLoad(buf, (ix[index],), I32)))
+            ), {buf: arr}
 
 
 def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
@@ -341,7 +352,7 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
     conv = group.anchor
     assert conv is not None
     x, w = conv.inputs[0], conv.inputs[1]
-    zp = full_attrs(conv.kind, conv.attrs)["zero_point"]
+    zp = _zero_point(conv, bufs)
     mg, K, P = cv.mg, cv.cg * cv.kh * cv.kw, cv.oh * cv.ow
     xb = bufs[x]
     wq = consts[w].astype(np.int8).reshape(cv.g, mg, K)
@@ -384,7 +395,7 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     """numpy matmul with broadcast batch dims; B is constant (weights) or an activation."""
     mm = group.anchor
     assert mm is not None
-    a, bv = mm.inputs
+    a, bv = mm.inputs[0], mm.inputs[1]
     i8 = a.type.dtype == DType.U8
     if a.type.dtype not in (F32, DType.U8) or a.type.rank < 2 or bv.type.rank < 2:
         return None
@@ -421,8 +432,8 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     if i8:
         if b_const is None or bsplat is not None:
             return None       # u8 x u8 activations or batched weights: the generic loop nest
-        zp = full_attrs(mm.kind, mm.attrs)["zero_point"]
-        anchor_value, extra = _zp_correction(name, zp, b_const[0].sum(axis=0), -1)
+        anchor_value, extra = _zp_correction(name, _zero_point(mm, bufs),
+                                             b_const[0].sum(axis=0), -1)
         return GemmView(
             name, batch, M, N, K, a_load, b_load, bufs[group.output], out_index,
             epilogue(group, bufs, consts, out_index, anchor_value), params, roles,

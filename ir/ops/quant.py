@@ -15,39 +15,56 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from minicc.ir.compute import Compute, Expr, Reduce, Var, axes, both, cast, in_range, load, select
+from minicc.ir.compute import (Compute, Const, Expr, Reduce, Var, axes, both, cast, in_range, load,
+                               select)
 from minicc.ir.ops.linalg import MatMul
 from minicc.ir.ops.nn import CONV_ATTRS, Conv, _pads, _spatial, conv_out_dim
 from minicc.ir.registry import Attr, check, register_op
 from minicc.ir.types import DType, TensorType
 
 I32 = DType.I32
-ZP = {"zero_point": Attr("int", 0, "the activation's zero point (padding reads it)")}
+ZP = {"zero_point": Attr("int", 0, "the activation's zero point (padding reads it), unless "
+                                    "a third operand gives it at run time")}
 
 
-def _check_int8(x: TensorType, w: TensorType, zp: int) -> None:
+def _check_int8(ins: Sequence[TensorType], zp: int) -> None:
+    x, w = ins[0], ins[1]
     check(x.dtype == DType.U8 and w.dtype == DType.I8,
           f"needs u8 activations and s8 weights, got {x} and {w}")
     check(0 <= zp <= 255, f"zero point {zp} is not a u8 value")
+    if len(ins) == 3:
+        check(ins[2].dtype == DType.U8 and ins[2].numel == 1 and zp == 0,
+              f"a run-time zero point is one u8 value (and the attribute 0), got {ins[2]}")
+
+
+def zero_point(ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> int:
+    return int(np.asarray(ins[2]).reshape(-1)[0]) if len(ins) == 3 else attrs["zero_point"]
+
+
+def zero_point_expr(ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> Expr:
+    """The zero point as an int32 expression: the attribute, or the run-time operand."""
+    if len(ins) == 3:
+        return cast(load(2, ins[2], [0] * ins[2].rank), I32)
+    return Const(attrs["zero_point"], I32)
 
 
 @register_op
 class ConvInteger(Conv):
     name = "conv_integer"
     template = "conv2d_gemm"
-    inputs = (2, 2)
+    inputs = (2, 3)
     attrs = {**CONV_ATTRS, **ZP}
     doc = ("2-D grouped convolution in integers: sum (X[N,C,H,W] - zero_point) * W[M,C/g,kh,kw]"
            " as int32; the padding holds the zero point (a real 0)")
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        _check_int8(ins[0], ins[1], attrs["zero_point"])
-        f = [TensorType(DType.F32, t.shape) for t in ins]
+        _check_int8(ins, attrs["zero_point"])
+        f = [TensorType(DType.F32, t.shape) for t in ins[:2]]
         return [TensorType(I32, super().infer(f, attrs)[0].shape)]
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
-        x, w = ins
-        zp = attrs["zero_point"]
+        x, w = ins[0], ins[1]
+        zp = zero_point(ins, attrs)
         nd = x.ndim - 2
         s = _spatial(attrs, "strides", nd, 1)
         d = _spatial(attrs, "dilations", nd, 1)
@@ -72,8 +89,8 @@ class ConvInteger(Conv):
 
     def compute(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
                 attrs: Mapping[str, Any]) -> list[Compute]:
-        x, w = ins
-        zp = attrs["zero_point"]
+        x, w = ins[0], ins[1]
+        zp = zero_point_expr(ins, attrs)
         nd = x.rank - 2
         s = _spatial(attrs, "strides", nd, 1)
         d = _spatial(attrs, "dilations", nd, 1)
@@ -98,26 +115,27 @@ class ConvInteger(Conv):
 class MatMulInteger(MatMul):
     name = "matmul_integer"
     template = "matmul_gemm"
+    inputs = (2, 3)
     attrs = ZP
     doc = "numpy matmul in integers: sum (A[..., M, K] - zero_point) * B[..., K, N] as int32"
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        _check_int8(ins[0], ins[1], attrs["zero_point"])
-        f = [TensorType(DType.F32, t.shape) for t in ins]
+        _check_int8(ins, attrs["zero_point"])
+        f = [TensorType(DType.F32, t.shape) for t in ins[:2]]
         return [TensorType(I32, super().infer(f, attrs)[0].shape)]
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
-        a, b = ins
-        acc = np.matmul(a.astype(np.float64) - attrs["zero_point"], b.astype(np.float64))
+        a, b = ins[0], ins[1]
+        acc = np.matmul(a.astype(np.float64) - zero_point(ins, attrs), b.astype(np.float64))
         return [np.rint(acc).astype(np.int32)]          # exact: |acc| < 2^53
 
     def compute(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
                 attrs: Mapping[str, Any]) -> list[Compute]:
         """The float matmul's definition with the loads widened and A shifted by its zero
         point."""
-        c = super().compute(ins, outs, attrs)[0]
+        c = super().compute(ins[:2], outs, attrs)[0]
         red = c.body
         assert isinstance(red, Reduce)
         a_ld, b_ld = red.body.args                          # type: ignore[attr-defined]
-        body = (cast(a_ld, I32) - attrs["zero_point"]) * cast(b_ld, I32)
+        body = (cast(a_ld, I32) - zero_point_expr(ins, attrs)) * cast(b_ld, I32)
         return [Compute(c.axes, Reduce("sum", red.axes, body, I32))]
