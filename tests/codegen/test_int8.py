@@ -109,3 +109,13 @@ def test_the_knob_space_of_an_int8_gemm_is_one_k_block() -> None:
         minicc.compile(mod, threads=1, schedules={cm.artifact.summary["kernels"][0]["name"]:
                                                   bad})
     assert CpuGemm.name == "cpu.gemm"
+
+
+@pytest.mark.parametrize("make", [lambda: conv_model(64, 256, 7, 3, 9, 1, 1),
+                                  lambda: matmul_model(7, 33, 200, 5)])
+def test_int8_gemms_on_two_threads(make: Any) -> None:
+    mod, x = make()
+    cm = minicc.compile(mod, threads=2)
+    got = np.asarray(cm.run({"x": x})["y"])
+    assert "parallel(" in cm.artifact.summary["kernels"][0]["schedule"]
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
