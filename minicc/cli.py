@@ -320,20 +320,21 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                  symmetric=args.symmetric, keep_float=args.keep_float or (),
                  percentile=args.percentile, input_shapes=_shapes(args), threads=args.threads,
                  log=lambda s: print(s, file=sys.stderr))
-    print(f"{'layer':<34} {'op':<8} {'range':>23} {'scale':>10} {'zp':>4}")
+    wn = min(60, max([len("layer")] + [len(n) for n in q.layers]))
+    print(f"{'layer':<{wn}} {'range':>24} {'scale':>10} {'zp':>4}")
     for name in q.layers:
         lo, hi = q.ranges[name]
         p = q.params[name]
-        print(f"{name[:34]:<34} {'':<8} [{lo:>10.4g}, {hi:>10.4g}] {p.scale:>10.4g} "
+        print(f"{name[:wn]:<{wn}} [{lo:>10.4g}, {hi:>10.4g}] {p.scale:>10.4g} "
               f"{p.zero_point:>4}")
     if args.analyze:
         table = q.sensitivity()
         print(f"\nsensitivity: each layer quantized alone, error of the output against the "
               f"float model on {len(q.feeds)} calibration batches, worst first")
-        print(f"{'layer':<34} {'op':<8} {'rel L2':>10} {'top-1':>7}")
+        print(f"{'layer':<{wn}} {'op':<7} {'rel L2':>10} {'top-1':>7}")
         for r in table:
             t = f"{100 * r.top1:.1f}%" if r.top1 is not None else "-"
-            print(f"{r.name[:34]:<34} {r.op:<8} {r.rel_l2:>10.3e} {t:>7}")
+            print(f"{r.name[:wn]:<{wn}} {r.op:<7} {r.rel_l2:>10.3e} {t:>7}")
         if args.target_error is not None:
             keep, err = q.propose_float(args.target_error, table)
             print(f"\nto reach relative L2 error <= {args.target_error:g}: keep {len(keep)} "

@@ -8,7 +8,8 @@ Weights are quantized per output channel, symmetric, to s8 in [-127, 127] (s_w =
 activations per tensor with the (scale, zero point) calibration gave them. Everything after
 the integer op is ordinary elementwise arithmetic, so the fusion pass puts it (and the next
 layer's quantize) in the same kernel's epilogue: a conv-relu-conv chain reads and writes u8 and
-requantizes in registers. One quantize per activation, shared by all its users.
+requantizes in registers. One quantize per activation, shared by all its users; it moves up
+through max pooling, reshapes and transposes (which then carry u8).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from minicc.ir.graph import Function, Op, Value
 from minicc.ir.passes.rewrite import Rewriter, rewrite
 from minicc.ir.registry import full_attrs
 from minicc.ir.types import DType
+
+
+PASS_THROUGH = frozenset({"max_pool", "reshape", "transpose"})
 
 
 @dataclass(frozen=True)
@@ -74,20 +78,38 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
     todo = {q.op: q for q in quantizable(f) if q.activation in qparams
             and (only is None or q.op in only)}
     shared: dict[Value, Value] = {}
+    producers, users = f.producers, f.users
+
+    def pass_through(old: Value) -> tuple[Value, list[Op]]:
+        """Quantizing commutes with max pooling and with moving elements (it is monotonic and
+        elementwise): quantize before them, so they move u8, and a conv's epilogue writes u8."""
+        chain: list[Op] = []
+        while True:
+            p = producers.get(old)
+            if p is None or p.kind not in PASS_THROUGH or len(users.get(old, [])) != 1 or \
+                    old in f.outputs or p.inputs[0].type.dtype != DType.F32:
+                return old, chain
+            chain.insert(0, p)
+            old = p.inputs[0]
 
     def quantize(rw: Rewriter, x: Value, old: Value, op: Op) -> Value:
         if old in shared:
             return shared[old]
         s, zp = qparams[old]
+        src, chain = pass_through(old)
         b = rw.b
         sv = b.const(np.array(s, np.float32))
-        q = b.op1("round", [b.op1("div", [x, sv], loc=op.loc)], loc=op.loc)
+        q = b.op1("round", [b.op1("div", [rw.map[src] if chain else x, sv], loc=op.loc)],
+                  loc=op.loc)
         if zp:
             q = b.op1("add", [q, b.const(np.array(zp, np.float32))], loc=op.loc)
         q = b.op1("clip", [q], {"min": 0.0, "max": 255.0}, loc=op.loc)
-        shared[old] = b.op1("cast", [q], {"to": DType.U8},
-                            name=(old.name_hint or "x") + "_q", loc=op.loc)
-        return shared[old]
+        q = b.op1("cast", [q], {"to": DType.U8}, name=(src.name_hint or "x") + "_q", loc=op.loc)
+        for p in chain:
+            q = b.op1(p.kind, [q], p.attrs, name=(p.outputs[0].name_hint or "x") + "_q",
+                      loc=p.loc)
+        shared[old] = q
+        return q
 
     def visit(rw: Rewriter, op: Op, ins: list[Value]) -> Sequence[Value] | None:
         q = todo.get(op)
