@@ -318,7 +318,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                           "random:N for a smoke test)")
     q = quantize(args.model, args.calib, args.method, per_channel=not args.per_tensor,
                  symmetric=args.symmetric, keep_float=args.keep_float or (),
-                 percentile=args.percentile, input_shapes=_shapes(args), threads=args.threads,
+                 percentile=args.percentile, depthwise=args.int8_depthwise,
+                 input_shapes=_shapes(args), threads=args.threads,
                  log=lambda s: print(s, file=sys.stderr))
     wn = min(60, max([len("layer")] + [len(n) for n in q.layers]))
     print(f"{'layer':<{wn}} {'range':>24} {'scale':>10} {'zp':>4}")
@@ -602,6 +603,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="symmetric activations (zero point 128 in u8); default asymmetric")
     q.add_argument("--keep-float", nargs="+", metavar="NODE",
                    help="ONNX node names to leave in float (mixed precision)")
+    q.add_argument("--int8-depthwise", action="store_true", help="quantize depthwise "
+                   "convolutions too (by default they stay float: no faster in int8 here, and "
+                   "the usual source of accuracy loss)")
     q.add_argument("--analyze", action="store_true", help="sensitivity: quantize one layer at "
                    "a time and report the error each causes")
     q.add_argument("--target-error", type=float, metavar="E", help="with --analyze: propose "
