@@ -360,13 +360,23 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
     def out_index(bg: Expr, m: Expr, p: Expr) -> tuple[Expr, ...]:
         return (div(bg, cv.g), add(mul(mod(bg, cv.g), mg), m), div(p, cv.ow), mod(p, cv.ow))
 
-    def unused(*_: Expr) -> Expr:
-        raise AssertionError("int8 operands are read through their packed panels")
+    wb = bufs.get(w)
+
+    def a_load(bg: Expr, m: Expr, k: Expr) -> Expr:     # for the GPU template (the CPU packs)
+        assert wb is not None
+        return BufLoad(wb, (add(mul(mod(bg, cv.g), mg), m), div(k, cv.kh * cv.kw),
+                            mod(div(k, cv.kw), cv.kh), mod(k, cv.kw)), DType.I8)
+
+    def b_load(bg: Expr, k: Expr, p: Expr) -> Expr:
+        nb, c, iy, ix = cv.tap(bg, k, div(p, cv.ow), mod(p, cv.ow))
+        cond = cv.in_image(iy, ix)
+        v: Expr = BufLoad(xb, (nb, c, iy, ix), DType.U8)
+        return select(cond, v, zp) if cond is not None else v
 
     anchor_value, extra = _zp_correction(name, zp, wq.reshape(cv.m, K).sum(axis=1), 1)
     params, roles = kernel_params(group, bufs, consts)
     return GemmView(
-        name, cv.n * cv.g, mg, P, K, unused, unused, bufs[group.output], out_index,
+        name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=wq, a_batch=lambda bg: mod(bg, cv.g),
         a_param=bufs.get(w), panel=_conv_panel_i8(cv, xb, zp), row=cv.ow, int8=True,
@@ -416,7 +426,7 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         if bsplat is not None:
             return bsplat
         assert bb is not None
-        return BufLoad(bb, _batch_index(bshape, batch_shape, bi) + (k, n), F32)
+        return BufLoad(bb, _batch_index(bshape, batch_shape, bi) + (k, n), bv.type.dtype)
 
     def out_index(bi: Expr, m: Expr, n: Expr) -> tuple[Expr, ...]:
         idx = []

@@ -5,6 +5,8 @@ reads and global stores are conflict-free and coalesced), the fused epilogue in 
 
 Steps (the knobs): `tile(BM=128, BN=128, BK=8, TM=8, TN=8)`, `cache_shared(A, pad=4)` (the A^T
 tile, padded by `pad` floats per row against bank conflicts) and `cache_shared(B, pad=0)`.
+An int8 view (u8 x s8) tiles int32 words of four K values instead (BK words per step) and
+accumulates with `dpbusd`, which CUDA renders with `__dp4a`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from typing import Any, Mapping, Sequence
 
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Const, Expr, Var, both, call, select
-from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view, mod, mul
+from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mod, mul,
+                                        quads, word)
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Stmt, Store, seq)
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
-F32 = DType.F32
+F32, I32 = DType.F32, DType.I32
 UNROLL = LoopKind.UNROLL
 
 
@@ -62,44 +65,66 @@ def _cooperative_load(tile: Buffer, nthreads: int, tid: Expr, e: Var, rows: int,
 
 def _guarded(val: Expr, conds: list[Expr]) -> Expr:
     cond = both(*conds)
-    return select(cond, val, Const(0.0, F32)) if cond is not None else val
+    zero = Const(0.0, F32) if val.dtype == F32 else Const(0, val.dtype)
+    return select(cond, val, zero) if cond is not None else val
 
 
 def gemm_gpu_kernel(v: GemmView, t: Mapping[str, int]) -> Kernel:
+    """The float kernel, or for an int8 view the same tiling over int32 words of four K values
+    (shared tiles of words, int32 accumulators, `dpbusd`: __dp4a)."""
     BM, BN, BK, TM, TN = t["bm"], t["bn"], t["bk"], t["tm"], t["tn"]
     tyn, txn = BM // TM, BN // TN
     nthreads = tyn * txn
-    As = Buffer(f"{v.name}_As", F32, (BK, BM + t["pad_a"]), Scope.SHARED)
-    Bs = Buffer(f"{v.name}_Bs", F32, (BK, BN + t["pad_b"]), Scope.SHARED)
-    acc = Buffer(f"{v.name}_acc", F32, (TM, TN), Scope.LOCAL)
+    dt = I32 if v.int8 else F32
+    K = quads(v.K) if v.int8 else v.K                 # words of four along K for int8
+    As = Buffer(f"{v.name}_As", dt, (BK, BM + t["pad_a"]), Scope.SHARED)
+    Bs = Buffer(f"{v.name}_Bs", dt, (BK, BN + t["pad_b"]), Scope.SHARED)
+    acc = Buffer(f"{v.name}_acc", dt, (TM, TN), Scope.LOCAL)
     b: Expr = Var("b") if v.batch > 1 else c64(0)
     by, bx, ty, tx = Var("by"), Var("bx"), Var("ty"), Var("tx")
     kt, kk, i, j, e = Var("kt"), Var("kk"), Var("i"), Var("j"), Var("e")
     m0, n0 = mul(by, BM), mul(bx, BN)
     tid = add(mul(ty, txn), tx)
 
+    def element(load: Any, m: Expr, k: Expr, conds: list[Expr]) -> Expr:
+        """One operand element (float), or the word of four at K positions 4k..4k+3 (int8),
+        zero outside the problem."""
+        if not v.int8:
+            return _guarded(load(m, emin(k, v.K - 1)), conds + ([k.lt(v.K)] if v.K % BK else []))
+
+        def byte(j: int) -> Expr:
+            kj = add(mul(k, 4), j)
+            return _guarded(load(m, emin(kj, v.K - 1)), conds + [kj.lt(v.K)])
+        return word(byte)
+
     def a_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # A tile row m, column k
         am, ak = add(m0, r), add(mul(kt, BK), c)
-        conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(v.K)] if v.K % BK else [])
-        return (c, r), _guarded(v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1)), conds)
+        conds = [am.lt(v.M)] if v.M % BM else []
+        return (c, r), element(lambda m, k: v.a_load(b, emin(am, v.M - 1), k), am, ak, conds)
 
     def b_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # B tile row k, column n
         bk, bn = add(mul(kt, BK), r), add(n0, c)
-        conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(v.K)] if v.K % BK else [])
-        return (r, c), _guarded(v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1)), conds)
+        conds = [bn.lt(v.N)] if v.N % BN else []
+        return (r, c), element(lambda n, k: v.b_load(b, k, emin(bn, v.N - 1)), bn, bk, conds)
 
     loads = seq(_cooperative_load(As, nthreads, tid, e, BM, BK, a_cell),
                 _cooperative_load(Bs, nthreads, tid, e, BK, BN, b_cell))
     # the thread's rows are ty + tyn*i, columns tx + txn*j (strided: conflict-free, coalesced)
     row, col = add(ty, mul(tyn, i)), add(tx, mul(txn, j))
-    fma = Store(acc, (i, j), call("add", BufLoad(acc, (i, j), F32), call(
-        "mul", BufLoad(As, (kk, row), F32), BufLoad(Bs, (kk, col), F32))))
+    a_v, b_v, acc_ij = BufLoad(As, (kk, row), dt), BufLoad(Bs, (kk, col), dt), BufLoad(
+        acc, (i, j), dt)
+    if v.int8:
+        u, s = (a_v, b_v) if v.a_unsigned else (b_v, a_v)
+        fma = Store(acc, (i, j), call("dpbusd", acc_ij, u, s))
+    else:
+        fma = Store(acc, (i, j), call("add", acc_ij, call("mul", a_v, b_v)))
     compute = For(kk, c64(BK), For(i, c64(TM), For(j, c64(TN), fma, UNROLL), UNROLL), UNROLL)
-    kloop = For(kt, c64(-(-v.K // BK)), seq(loads, Barrier(), compute, Barrier()))
-    init = For(i, c64(TM), For(j, c64(TN), Store(acc, (i, j), Const(0.0, F32)), UNROLL), UNROLL)
+    kloop = For(kt, c64(-(-K // BK)), seq(loads, Barrier(), compute, Barrier()))
+    init = For(i, c64(TM), For(j, c64(TN), Store(acc, (i, j), Const(
+        0 if v.int8 else 0.0, dt)), UNROLL), UNROLL)
     m_abs, n_abs = add(m0, row), add(n0, col)
     out_st: Stmt = Store(v.out, v.out_index(b, m_abs, n_abs),
-                         v.epilogue(BufLoad(acc, (i, j), F32), b, m_abs, n_abs))
+                         v.epilogue(acc_ij, b, m_abs, n_abs))
     ok = both(*([m_abs.lt(v.M)] if v.M % BM else []) + ([n_abs.lt(v.N)] if v.N % BN else []))
     if ok is not None:
         out_st = IfThen(ok, out_st)
@@ -110,7 +135,9 @@ def gemm_gpu_kernel(v: GemmView, t: Mapping[str, int]) -> Kernel:
     body = For(by, c64(-(-v.M // BM)), body, LoopKind.BLOCK_Y)
     if v.batch > 1:
         body = For(b, c64(v.batch), body, LoopKind.BLOCK_Z)  # type: ignore[arg-type]
-    return Kernel(v.name, v.params, v.roles, body, flops=v.flops)
+    extra = tuple(v.extra)                  # constants the epilogue reads (zero-point sums)
+    return Kernel(v.name, v.params + extra, v.roles + ("weight",) * len(extra), body,
+                  flops=v.flops)
 
 
 class GpuGemm(Rule):
@@ -121,9 +148,8 @@ class GpuGemm(Rule):
                                                        ctx.consts))
 
     def applies(self, ctx: LowerCtx) -> bool:
-        """Float GEMMs; int8 ones (u8 x s8 words) take the generic GPU loop nest for now."""
         v = self.view(ctx)
-        return ctx.group.output.type.dtype == F32 and v is not None and not v.int8
+        return v is not None and (ctx.group.output.type.dtype == F32 or v.int8)
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (8, 16, 32),
@@ -153,4 +179,4 @@ class GpuGemm(Rule):
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         v = self.view(ctx)
         assert v is not None
-        return Lowered(gemm_gpu_kernel(v, _tile_of(steps)))
+        return Lowered(gemm_gpu_kernel(v, _tile_of(steps)), dict(v.extra))

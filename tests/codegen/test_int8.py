@@ -119,3 +119,68 @@ def test_int8_gemms_on_two_threads(make: Any) -> None:
     got = np.asarray(cm.run({"x": x})["y"])
     assert "parallel(" in cm.artifact.summary["kernels"][0]["schedule"]
     np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+# ---- the GPU template: run in the loop-IR interpreter, compiled by NVRTC ----------------------
+
+def run_gpu_groups(mod: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Lower every group with the GPU schedules and run them in the loop-IR interpreter."""
+    from minicc.ir.loops.gpu import lower_gpu
+    from minicc.ir.loops.interp import buffer_arrays, run_kernel
+    from minicc.ir.loops.nodes import Buffer
+    from minicc.ir.passes.fuse import fuse
+    from tests.loops.util import ctx_for
+
+    f = mod.main
+    env: dict[Any, np.ndarray] = {v: feeds[n] for n, v in zip(f.input_names, f.inputs)}
+    consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
+    env.update(consts)
+    schedules = []
+    for g in fuse(f).groups:
+        vals = list(g.inputs()) + [g.output]
+        bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+                for i, v in enumerate(vals)}
+        low = lower_gpu(ctx_for(g, bufs, consts, target="cuda"))
+        schedules.append(low.origin + ":" + low.kernel.name)
+        arrays = {bufs[v].name: np.ascontiguousarray(env[v]) for v in g.inputs()}
+        arrays.update({b.name: a for b, a in low.packed.items()})
+        arrs = buffer_arrays(low.kernel, **arrays)
+        run_kernel(low.kernel, arrs)
+        env[g.output] = arrs[bufs[g.output].name]
+    return {n: env[v] for n, v in zip(f.output_names, f.outputs)}
+
+
+@pytest.mark.parametrize("make", [lambda: conv_model(5, 7, 6, 3, 200, 1, 2),
+                                  lambda: conv_model(16, 40, 9, 1, 0, 0, 1),
+                                  lambda: matmul_model(5, 37, 19, 9),
+                                  lambda: matmul_model(40, 64, 70, 0)])
+def test_gpu_int8_gemm_in_the_interpreter(make: Any) -> None:
+    from minicc.ir.loops.gpu_gemm import GpuGemm
+    from minicc.ir.passes.fuse import fuse
+    from minicc.ir.program import check_static
+    from tests.loops.util import ctx_for
+
+    mod, x = make()
+    check_static(mod.main, "test")
+    got = run_gpu_groups(mod, {"x": x})["y"]
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+    g = fuse(mod.main).groups[0]
+    from minicc.ir.loops.nodes import Buffer
+    vals = list(g.inputs()) + [g.output]
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(vals)}
+    consts = {op.output: op.attrs["value"].array for op in mod.main.ops if op.kind == "const"}
+    assert GpuGemm().applies(ctx_for(g, bufs, consts, target="cuda"))
+
+
+def test_gpu_int8_gemm_compiles_with_nvrtc() -> None:
+    from minicc.codegen.cuda.nvrtc import nvrtc_available
+
+    why = nvrtc_available()
+    if why is not None:
+        pytest.skip(f"no NVRTC: {why}")
+    mod, _ = conv_model(16, 32, 14, 3, 7, 1, 1)
+    cm = minicc.compile(mod, target="cuda", dump=("cuda",), cache=False)
+    src = cm.report.dumps["cuda"]
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("gpu.gemm")
+    assert "__dp4a" in src and "minicc_dpbusd(" in src
