@@ -14,7 +14,7 @@ Expects static shapes (symbolic dims must be bound with input shapes first).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -25,9 +25,11 @@ from minicc.ir.graph import Function, Op, Value
 from minicc.ir.loops.exprs import flat_offset, loads_in
 from minicc.ir.loops.nodes import Buffer, Kernel, Scope, Store, walk
 from minicc.ir.loops.schedule import LowerCtx, Lowered
+from minicc.ir.loops.storage import store_half
 from minicc.ir.memory import MemoryPlan, Request, plan_memory
 from minicc.ir.passes.fuse import Group, Partition, fuse
 from minicc.ir.registry import full_attrs
+from minicc.ir.types import DType
 from minicc.options import CompileOptions, Target
 
 Lowerer = Callable[[LowerCtx], Lowered]
@@ -190,6 +192,46 @@ def _check_schedules_used(opts: CompileOptions, names: list[str]) -> None:
                             f" (kernels: {', '.join(names[:12])}{more})")
 
 
+# ---- stage 2b: storage precision (--precision fp16) -----------------------------------------
+
+def half_storage(places: Places, steps: list[LoweredGroup | Group]
+                 ) -> tuple[Places, list[LoweredGroup | Group], set[Value]]:
+    """Every f32 tensor that crosses kernels in the arena, and every f32 weight (constants and
+    packed panels), is stored as f16; the kernels widen on load and narrow on store. The
+    caller's inputs and outputs, per-thread scratch, and anything a host op touches keep f32."""
+    host = {places.storage(v) for st in steps if isinstance(st, Group)
+            for v in st.inputs() + list(st.root.outputs)}
+
+    def eligible(v: Value) -> bool:
+        r = places.storage(v)
+        return v.type.dtype == DType.F32 and r not in places.fixed and r not in host
+
+    half: set[Value] = set()
+    out: list[LoweredGroup | Group] = []
+    for st in steps:
+        if isinstance(st, Group):
+            out.append(st)
+            continue
+        which = set()
+        for b, bind in zip(st.kernel.params, st.binds):
+            if b.scope == Scope.SCRATCH or b.dtype != DType.F32:
+                continue
+            if isinstance(bind, Value) and eligible(bind):
+                which.add(b)
+                half.add(places.storage(bind))
+            elif isinstance(bind, np.ndarray):
+                which.add(b)
+        k, new = store_half(st.kernel, which)
+        binds = [bd.astype(np.float16) if isinstance(bd, np.ndarray) and p in new else bd
+                 for p, bd in zip(st.kernel.params, st.binds)]
+        packed = {new.get(b, b): a.astype(np.float16) if b in new else a
+                  for b, a in st.lowered.packed.items()}
+        out.append(LoweredGroup(st.group, replace(st.lowered, kernel=k, packed=packed), binds,
+                                st.ctx))
+    consts = {v: a.astype(np.float16) if v in half else a for v, a in places.consts.items()}
+    return replace(places, consts=consts), out, half
+
+
 # ---- stage 3: the arena ---------------------------------------------------------------------
 
 @dataclass
@@ -200,7 +242,7 @@ class Arena:
 
 
 def plan_arena(places: Places, steps: list[LoweredGroup | Group], threads: int,
-               align: int) -> Arena:
+               align: int, half: set[Value] | frozenset[Value] = frozenset()) -> Arena:
     """Stage 3: an elementwise epilogue may write over an input that dies with it (in place);
     every other arena value and every kernel's scratch gets a slot from `plan_memory`."""
     alias: dict[Value, Value] = {}
@@ -213,7 +255,8 @@ def plan_arena(places: Places, steps: list[LoweredGroup | Group], threads: int,
     for v, into in alias.items():
         last[into] = max(last.get(into, 0), last.get(v, places.first.get(v, 0)))
     names = {v: f"t{i}" for i, v in enumerate(places.arena)}
-    reqs = [Request(names[v], int(v.type.nbytes or 0), places.first.get(v, 0),
+    reqs = [Request(names[v], int(v.type.nbytes or 0) // (2 if v in half else 1),
+                    places.first.get(v, 0),
                     max(last.get(v, places.first.get(v, 0)), places.first.get(v, 0)))
             for v in places.arena if v not in alias]
     scratch_names: dict[tuple[int, int], str] = {}
@@ -252,7 +295,7 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
         r = places.storage(x)
         xb = buf_of.get(x)
         if r in places.fixed or r in places.consts or r is out or x.type != g.output.type \
-                or places.last.get(r) != step or xb is None:
+                or places.last.get(r) != step or xb is None or xb.dtype != out_buf.dtype:
             continue
         loads = [ld for s in walk(k.body) for ld in loads_in(s) if ld.buf is xb]
         if loads and all(flat_offset(ld.index, xb.shape) == where for ld in loads):
@@ -348,7 +391,10 @@ def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOpti
     part = partition or fuse(f)
     places = place_tensors(f, part)
     lowered = lower_groups(places, lower, target, opts)
-    arena = plan_arena(places, lowered, threads, target.align)
+    half: set[Value] = set()
+    if opts.precision == "fp16":
+        places, lowered, half = half_storage(places, lowered)
+    arena = plan_arena(places, lowered, threads, target.align, half)
     blob = WeightsBlob(target.align)
     steps, sources = bind_steps(places, lowered, arena, blob)
     notes = [st.lowered.note for st in lowered if isinstance(st, LoweredGroup) and st.lowered.note]

@@ -72,7 +72,9 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
                           opt_level=args.opt_level, threads=args.threads,
                           input_shapes=_shapes(args), dump=dump,
                           profile=getattr(args, "profile", False),
-                          verify_each=args.verify_each, tuning_log=args.tuning_log)
+                          verify_each=args.verify_each, tuning_log=args.tuning_log,
+                          precision="fp16" if getattr(args, "precision", "") == "fp16"
+                          else "fp32")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -482,8 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list every fusion refusal with its reason")
     q.add_argument("--profile", action="store_true",
                    help="one native entry per kernel (for per-kernel timing)")
-    q.add_argument("--precision", default="fp32", choices=["fp32", "int8", "mixed"],
-                   help="fp32 (default); int8: quantize first (needs --calib; see `minicc "
+    q.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "mixed"],
+                   help="fp32 (default); fp16: tensors between kernels and weights stored as "
+                   "f16, computed in f32; int8: quantize first (needs --calib; see `minicc "
                    "quantize`); mixed: int8 with the --keep-float layers in float")
     q.add_argument("--calib", metavar="DATA", help="calibration data for --precision int8")
     q.add_argument("--method", default="entropy", choices=["minmax", "entropy", "percentile"],

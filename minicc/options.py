@@ -58,6 +58,7 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+PRECISIONS = ("fp32", "fp16")       # storage precisions of a compile (int8 is a graph rewrite)
 # fields kept out of the cache key: they change how a compile or a run goes, never the code, or
 # their whole effect is in the program the key hashes (shapes, kernels' schedules)
 NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each",
@@ -85,6 +86,8 @@ class CompileOptions:
     cache_dir: str | None = None
     dump: tuple[str, ...] = ()      # stages to keep as text (STAGES)
     verify_each: bool = False       # verify the graph IR after every pass
+    precision: str = "fp32"         # "fp16": f32 tensors stored as f16 between kernels and as
+    #                                 weights, computed in f32 (ir/loops/storage.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
@@ -92,6 +95,10 @@ class CompileOptions:
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise MiniccError(f"threads must be a positive integer or None, got "
                               f"{self.threads!r}")
+        if self.precision not in PRECISIONS:
+            raise MiniccError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                              f"{self.precision!r} (int8: minicc.quantize, or `minicc compile "
+                              "--precision int8 --calib DATA`)")
         bad = [s for s in self.dump if s not in STAGES]
         if bad:
             raise MiniccError(f"unknown dump stage {', '.join(map(repr, bad))} (stages: "

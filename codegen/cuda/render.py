@@ -21,7 +21,7 @@ from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, B
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
-C_TYPE = {DType.F32: "float", DType.F64: "double", DType.I8: "signed char",
+C_TYPE = {DType.F16: "unsigned short", DType.F32: "float", DType.F64: "double", DType.I8: "signed char",
           DType.I16: "short", DType.I32: "int", DType.I64: "long long",
           DType.U8: "unsigned char", DType.U16: "unsigned short", DType.U32: "unsigned int",
           DType.U64: "unsigned long long", DType.BOOL: "bool"}
@@ -66,6 +66,11 @@ template <typename T> __device__ __forceinline__ T minicc_shl(T a, T n) {
   return (n < 0 || n >= (T)(8 * sizeof(T))) ? (T)0 : (T)(a << n); }
 template <typename T> __device__ __forceinline__ T minicc_shr(T a, T n) {
   return (n < 0 || n >= (T)(8 * sizeof(T))) ? (a < 0 ? (T)-1 : (T)0) : (T)(a >> n); }
+// f16 storage (--precision fp16) as its bits, converted by PTX (no cuda_fp16.h for NVRTC)
+__device__ __forceinline__ float minicc_h2f(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ unsigned short minicc_f2h(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 // acc + sum of a's bytes (unsigned) times b's bytes (signed): (a - 128) x b by __dp4a, plus
 // 128 x the sum of b's bytes
 __device__ __forceinline__ int minicc_dpbusd(int acc, int a, int b) {
@@ -229,8 +234,16 @@ class CudaRenderer:
         if isinstance(e, Select):
             return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
         if isinstance(e, Cast):
+            if e.x.dtype == DType.F16:          # f16 bits -> float, then any other type
+                inner = f"minicc_h2f({self.expr(e.x)})"
+                return inner if e.dtype == DType.F32 else f"(({C_TYPE[e.dtype]})({inner}))"
+            if e.dtype == DType.F16:
+                return f"minicc_f2h((float)({self.expr(e.x)}))"
             return f"(({C_TYPE[e.dtype]})({self.expr(e.x)}))"
         if isinstance(e, Call):
+            if any(a.dtype == DType.F16 for a in e.args):
+                raise CodegenError(f"cuda: f16 arithmetic ('{e.fn}') is not supported; f16 "
+                                   "is a storage type here (--precision fp16 computes in f32)")
             args = [self.expr(a) for a in e.args]
             dt = e.args[0].dtype
             if e.fn == "dpbusd":        # int8 GEMMs: __dp4a, u8 x s8 through the s8 x s8 form
@@ -271,6 +284,8 @@ class CudaRenderer:
         return out.format(*args)
 
     def const(self, e: Const) -> str:
+        if e.dtype == DType.F16:                # stored as its bits: f32 value, narrowed
+            return f"minicc_f2h({float(e.value)!r}f)"
         if e.dtype == DType.BOOL:
             return "true" if e.value else "false"
         if e.dtype.is_float:
