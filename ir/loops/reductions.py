@@ -16,7 +16,8 @@ import numpy as np
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Const, Expr, Reduce, Var, call, cast, select
-from minicc.ir.loops.exprs import free_vars, map_expr, reduces_in, simplify
+from minicc.ir.loops.exprs import (expr_loads, free_vars, linear_coef, map_expr, reduces_in,
+                                   simplify, substitute)
 from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, LoopKind, Scope, Seq,
                                    Stmt, Store, seq, walk)
 from minicc.ir.types import DType
@@ -99,15 +100,75 @@ class Emitter:
         def inner() -> Stmt:
             return self.emit_reduces(self.ready(r.body, inner_bound), inner_bound,
                                      lambda: self._update(r, acc, pos, idx))
-        loop = inner()
-        for v, n in reversed(r.axes):
-            loop = For(v, Const(n, I64), loop)
+        split = self._lanes_for(r, acc_dt, idx, inner_bound)
+        if split:
+            loop = self._lane_split(r, acc, idx)
+        else:
+            loop = inner()
+            for v, n in reversed(r.axes):
+                loop = For(v, Const(n, I64), loop)
         self.done[r] = BufLoad(pos, idx, I64) if pos is not None else cast(
             BufLoad(acc, idx, acc.dtype), r.dtype)
         body = seq(*init, loop, self.emit_reduces(rs[1:], bound, cont))
         if pos is not None:
             body = Allocate(pos, body)
         return Allocate(acc, body)
+
+    def _lanes_for(self, r: Reduce, acc_dt: DType, idx: tuple[Expr, ...],
+                   inner_bound: set[str]) -> bool:
+        """Whether `r` can run `lanes` partial results at once: a float sum, max or min with
+        one accumulator, no reduction inside it, its innermost axis at least a vector long and
+        read contiguously (the last index of every load, coefficient 1)."""
+        if self.lanes < 2 or r.op not in ("sum", "max", "min") or acc_dt != DType.F32 or \
+                idx != (Const(0, I64),) or self.ready(r.body, inner_bound):
+            return False
+        if reduces_in(self.replace(r.body)):
+            return False
+        v, n = r.axes[-1]
+        if n < self.lanes:
+            return False
+        for ld in expr_loads(self.replace(r.body)):
+            *lead, last = ld.index
+            if any(v.name in free_vars(i) for i in lead) or linear_coef(last, v.name) not in (
+                    0, 1):
+                return False
+        return True
+
+    def _lane_split(self, r: Reduce, acc: Buffer, idx: tuple[Expr, ...]) -> Stmt:
+        """The innermost axis split by the vector width into `lanes` partial accumulators,
+        the tail into the first, then combined into `acc` (a horizontal reduction):
+
+            for l in 0..16 vector { part[l] = init }
+            for k.o in 0..n/16 { for l in 0..16 vector { part[l] = op(part[l], body(k.o*16+l)) } }
+            for k.t in 0..n%16 { part[0] = op(part[0], body(n/16*16 + k.t)) }
+            for l in 0..16 { acc[0] = op(acc[0], part[l]) }
+        """
+        (v, n), L = r.axes[-1], self.lanes
+        self.n += 1
+        part = Buffer(f"part{self.n}", acc.dtype, (L,), Scope.LOCAL)
+        lane, vo, vt = Var(f"{v.name}.l"), Var(f"{v.name}.o"), Var(f"{v.name}.t")
+        body = self.replace(r.body)
+        fn = {"sum": "add", "max": "max", "min": "min"}[r.op]
+
+        def upd(at: Expr, k: Expr) -> Stmt:
+            val = widen(substitute(body, {v.name: k}), acc.dtype)
+            return Store(part, (at,), call(fn, BufLoad(part, (at,), acc.dtype), val))
+        main: Stmt = For(vo, Const(n // L, I64), For(lane, Const(L, I64), upd(
+            lane, simplify(call("add", simplify(call("mul", vo, Const(L, I64))), lane))),
+            LoopKind.VECTOR, L))
+        for u, m in reversed(r.axes[:-1]):
+            main = For(u, Const(m, I64), main)
+        tail: Stmt | None = None
+        if n % L:
+            tail = For(vt, Const(n % L, I64), upd(Const(0, I64), simplify(call(
+                "add", vt, Const(n // L * L, I64)))))
+            for u, m in reversed(r.axes[:-1]):
+                tail = For(u, Const(m, I64), tail)
+        init = For(lane, Const(L, I64), Store(part, (lane,), reduce_init(r.op, acc.dtype)),
+                   LoopKind.VECTOR, L)
+        combine = For(lane, Const(L, I64), Store(acc, idx, call(
+            fn, BufLoad(acc, idx, acc.dtype), BufLoad(part, (lane,), acc.dtype))))
+        return Allocate(part, seq(init, main, tail, combine))
 
     def _update(self, r: Reduce, acc: Buffer, pos: Buffer | None,
                 idx: tuple[Expr, ...]) -> Stmt:
