@@ -158,6 +158,7 @@ def fuse(f: Function) -> Partition:
                 refusals.append(Refusal(why, _name(g.root), _name(op)))
                 continue
             merge.append(g)
+        merge += _diamonds(op, merge, group_of, users, producers, outputs, f, refusals)
         if merge:
             ops = sorted((o for m in merge for o in m.ops), key=_order(f)) + [op]
             anchor = next((m.anchor for m in merge if m.anchor is not None), None)
@@ -175,6 +176,38 @@ def fuse(f: Function) -> Partition:
     for i, g in enumerate(groups):
         g.id = i
     return Partition(f, groups, refusals)
+
+
+def _diamonds(op: Op, merge: list[Group], group_of: dict[Op, Group],
+              users: dict[Value, list[Op]], producers: dict[Value, Op], outputs: set[Value],
+              f: Function, refusals: list[Refusal]) -> list[Group]:
+    """Producers refused for having several users, taken after all when every user is `op` or
+    in a group joining it, all elementwise on the same shape: SiLU after a conv, x * sigmoid(x),
+    reads x twice inside one kernel instead of writing it out for a second kernel."""
+    out: list[Group] = []
+    for v in op.inputs:
+        p = producers.get(v)
+        if p is None or p.kind == "const" or v in outputs:
+            continue
+        g = group_of[p]
+        if g in merge or g in out or v is not g.output or len(users.get(v, [])) < 2:
+            continue
+        joining = [m for m in merge if any(group_of.get(u) is m for u in users[v])]
+        if not all(u is op or any(group_of.get(u) is m for m in merge) for u in users[v]):
+            continue
+        if not all(m.kind in ELEMWISE_LIKE and m.output.type.shape == g.output.type.shape
+                   for m in joining):
+            continue
+        if get_op(op.kind).kind not in ELEMWISE_LIKE or can_fuse(g, op, f) is not None:
+            continue
+        if g.kind == FusionKind.COMPLEX and any(m.kind == FusionKind.COMPLEX for m in merge):
+            continue
+        if any(m.kind == FusionKind.COMPLEX for m in merge) and g.kind == FusionKind.COMPLEX:
+            continue
+        out.append(g)
+        refusals[:] = [r for r in refusals if not (r.producer == _name(g.root) and
+                                                   r.reason == "the value has several users")]
+    return out
 
 
 def _order(f: Function):  # type: ignore[no-untyped-def]

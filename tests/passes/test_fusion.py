@@ -97,7 +97,8 @@ func @main(%x: f32[4,8]) -> (f32[4,8], f32[4,8]) {
     assert [r.reason for r in p.refusals] == ["the value has several users"]
 
 
-def test_conv_output_used_twice_keeps_its_own_kernel() -> None:
+def test_conv_output_used_twice_inside_its_epilogue_fuses() -> None:
+    """A diamond (SiLU's x * sigmoid(x)): every user of the conv's output joins one kernel."""
     p = partition("""
 func @main(%x: f32[1,2,5,5]) -> (f32[1,3,5,5]) {
   %w = const splat<0.5> : f32[3,2,3,3]
@@ -106,8 +107,44 @@ func @main(%x: f32[1,2,5,5]) -> (f32[1,3,5,5]) {
   %s = add(%r, %c) : f32[1,3,5,5]
   return %s
 }""")
-    assert kinds(p) == [["conv"], ["relu", "add"]], format_partition(p, True)
+    assert kinds(p) == [["conv", "relu", "add"]], format_partition(p, True)
+    assert not p.refusals
+
+
+def test_conv_output_used_outside_the_epilogue_keeps_its_own_kernel() -> None:
+    p = partition("""
+func @main(%x: f32[1,2,5,5]) -> (f32[1,3,5,5], f32[1,3,5,5]) {
+  %w = const splat<0.5> : f32[3,2,3,3]
+  %c = conv(%x, %w) {pads=[1, 1, 1, 1]} : f32[1,3,5,5]
+  %r = relu(%c) : f32[1,3,5,5]
+  %s = add(%r, %c) : f32[1,3,5,5]
+  %t = neg(%c) : f32[1,3,5,5]
+  return %s, %t
+}""")
+    assert kinds(p) == [["conv"], ["relu", "add"], ["neg"]], format_partition(p, True)
     assert {r.reason for r in p.refusals} == {"the value has several users"}
+
+
+def test_a_diamond_computes_what_the_interpreter_does() -> None:
+    import numpy as np
+
+    import minicc
+    from minicc.ir.parser import parse
+
+    m = parse("""
+func @main(%x: f32[1,2,5,5]) -> (f32[1,3,5,5]) {
+  %w = const splat<0.5> : f32[3,2,3,3]
+  %c = conv(%x, %w) {pads=[1, 1, 1, 1]} : f32[1,3,5,5]
+  %g = sigmoid(%c) : f32[1,3,5,5]
+  %s = mul(%c, %g) : f32[1,3,5,5]
+  return %s
+}""")
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    cm = minicc.compile(m, threads=1)
+    assert [k["ops"] for k in cm.artifact.summary["kernels"]] == [["conv", "sigmoid", "mul"]]
+    np.testing.assert_allclose(list(cm.run({"x": x}).values())[0],
+                               list(minicc.interpret(m, {"x": x}).values())[0], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_two_complex_ops_are_separate_and_refusal_says_why() -> None:
