@@ -124,7 +124,7 @@ def test_every_option_that_changes_code_is_in_the_cache_key() -> None:
     from minicc.options import NOT_IN_KEY
 
     other = {"target": "cuda", "opt_level": 1, "threads": 3, "cpu": "x86-64-v3",
-             "cuda_arch": "sm_80", "fastmath": True, "profile": True}
+             "cuda_arch": "sm_80", "fastmath": True, "profile": True, "precision": "fp16"}
     base = minicc.CompileOptions()
     for f in fields(minicc.CompileOptions):
         if f.name in NOT_IN_KEY:
