@@ -21,6 +21,7 @@ from minicc.codegen.llvm.target import machine_for
 from minicc.codegen.program_info import summary
 from minicc.errors import ToolchainError
 from minicc.ir.loops.nodes import For, LoopKind, walk
+from minicc.ir.loops.printer import canonical_text
 from minicc.ir.program import KernelStep, Program
 from minicc.options import CompileOptions, Target
 from minicc.runtime.artifact import Artifact
@@ -36,18 +37,24 @@ class Rendered:
 
 def render_program(prog: Program, opts: CompileOptions) -> Rendered:
     """One entry per native segment; with `opts.profile` one per kernel (for profiling and for
-    finding a crashing kernel). `opts.fastmath` allows reassociation."""
+    finding a crashing kernel). `opts.fastmath` allows reassociation. Kernels that compute the
+    same thing on the same shapes (the repeated blocks of a ResNet) are rendered once: their
+    weights come in by pointer, so one function serves them all, and LLVM compiles it once."""
     fastmath, split = opts.fastmath, opts.profile
     tm = machine_for(prog.target)
     m = ir.Module(name="minicc")
     m.triple = tm.triple
     m.data_layout = str(tm.target_data)
     kernels: dict[int, ir.Function] = {}
+    rendered: dict[str, ir.Function] = {}     # kernels that print alike share one function
     for i, st in enumerate(prog.steps):
         if isinstance(st, KernelStep):
-            fn = KernelRenderer(m, st.kernel, fastmath, prog.target.features).render()
-            fn.attributes.add("nounwind")
-            kernels[i] = fn
+            key = canonical_text(st.kernel)
+            if key not in rendered:
+                fn = KernelRenderer(m, st.kernel, fastmath, prog.target.features).render()
+                fn.attributes.add("nounwind")
+                rendered[key] = fn
+            kernels[i] = rendered[key]
     steps: list[Step] = []
     current: list[tuple[int, KernelStep]] = []
 
