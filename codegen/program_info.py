@@ -9,25 +9,12 @@ from pathlib import Path
 
 from minicc import abi, options
 from minicc.abi import HostCall, step_to_json
+from minicc.ir.build import build_id
 from minicc.ir.cost import Cost, analyze
 from minicc.ir.loops.printer import print_kernel
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.program import KernelStep, Program
 from minicc.options import CompileOptions, Target
-
-
-@functools.lru_cache(maxsize=None)
-def build_id() -> str:
-    """A hash of the compiler's own source: editing the code generator invalidates the cache
-    even when the version number does not change."""
-    h = hashlib.sha256()
-    root = Path(__file__).resolve().parents[1]
-    for pkg in ("codegen", "ir", "runtime"):
-        for f in sorted((root / pkg).rglob("*.py")):
-            h.update(f.read_bytes())
-    for mod in (abi, options):
-        h.update(Path(mod.__file__).read_bytes())
-    return h.hexdigest()[:16]
 
 
 def cache_key(prog: Program, opts: CompileOptions, target: Target, version: str) -> str:

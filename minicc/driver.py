@@ -212,6 +212,10 @@ def _log_notes(prog: Any, o: CompileOptions, target: Target) -> list[str]:
     if foreign:
         notes.append(f"tuning log: {foreign} record(s) measured on other machines ignored "
                      f"(this one is {machine_key(target)})")
+    stale = log.stale(machine_key(target))
+    if stale:
+        notes.append(f"tuning log: {stale} record(s) from another build of minicc ignored (the "
+                     "code they timed may have changed; run minicc tune again)")
     notes += [f"tuning log: skipped {s}" for s in log.skipped[:5]]
     return notes
 

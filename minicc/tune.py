@@ -290,6 +290,7 @@ def tune(model: Any, log: str, budget_trials: int | None = None,
     budgets stops the search (default: 32 trials per workload that takes >= 0.5% of the time)."""
     from minicc import __version__
     from minicc.driver import lower_program
+    from minicc.ir.build import build_id
     from minicc.ir.loops.tuning import Record, TuningLog, kernel_workload, machine_key
     from minicc.ir.printer import print_module
     from minicc.ir.loops.trace import format_schedule
@@ -334,7 +335,8 @@ def tune(model: Any, log: str, budget_trials: int | None = None,
             if status == "ok" and ms is not None and ms < w.best_ms:
                 w.best_ms, w.best = ms, knobs
             tlog.append(Record(w.key, machine, threads, w.rule.name, text, status, ms, knobs,
-                               w.kernels[0], w.ctx.group.describe(), err, __version__))
+                               w.kernels[0], w.ctx.group.describe(), err, __version__,
+                               build=build_id()))
             show(f"{w.kernels[0]} {status} {ms or 0:.3f} ms (best {w.best_ms:.3f})")
     finally:
         worker.close()
@@ -395,10 +397,11 @@ def _load(worker: Worker, w: Workload, print_module: Any, opts: Any, tlog: Any, 
             w.best_ms, w.best = ms, r.knobs
     if not tlog.measured(w.key, machine, threads):     # the defaults start the log
         from minicc import __version__
+        from minicc.ir.build import build_id
         from minicc.ir.loops.tuning import Record
         from minicc.ir.loops.trace import format_schedule
 
         tlog.append(Record(w.key, machine, threads, w.rule.name,
                            format_schedule(w.rule.name, w.rule.steps(w.ctx, defaults)), "ok",
                            w.default_ms, defaults, w.kernels[0], w.ctx.group.describe(), "",
-                           __version__))
+                           __version__, build=build_id()))

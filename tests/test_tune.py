@@ -158,3 +158,20 @@ def test_a_record_that_no_longer_applies_falls_back_with_a_note(tuned, tmp_path:
     cm = minicc.compile(str(model), threads=1, tuning_log=str(bad), cache=False)
     assert any("its tuning record does not apply" in n for n in cm.report.notes)
     assert Record.parse(bad.read_text().splitlines()[0]).format == 1
+
+
+def test_records_from_another_build_are_ignored_with_a_note(tuned, tmp_path: Path
+                                                          ) -> None:  # type: ignore
+    """As TensorRT's timing cache is valid for one builder version only: a record measured by
+    another build of minicc (its lowering may differ) schedules nothing."""
+    model, log, _ = tuned
+    old = tmp_path / "old.jsonl"
+    lines = []
+    for line in log.read_text().splitlines():
+        d = json.loads(line)
+        d["build"] = "0123456789abcdef"
+        lines.append(json.dumps(d))
+    old.write_text("\n".join(lines) + "\n")
+    cm = minicc.compile(str(model), threads=1, tuning_log=str(old))
+    notes = " ".join(cm.report.notes)
+    assert "0 of" in notes and "from another build of minicc ignored" in notes

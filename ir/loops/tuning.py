@@ -5,8 +5,9 @@ A record says which schedule ran how fast for one *workload* (a kernel's unsched
 printed canonically: two kernels that compute the same thing on the same shapes share it) on one
 *machine* (target, CPU or GPU architecture, vector width) at one thread count. A compile with a
 log schedules every kernel whose workload has a good record on this machine with the fastest
-one; records for other machines are ignored (counted in a note), and a line that is not a
-record is skipped with a warning, so a damaged or foreign log never stops a compile.
+one; records for other machines or from another build of the compiler are ignored (counted in
+a note), and a line that is not a record is skipped with a warning, so a damaged or foreign log
+never stops a compile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minicc.ir.build import build_id
 from minicc.ir.loops.printer import canonical_text
 from minicc.options import Target
 
@@ -58,6 +60,7 @@ class Record:
     minicc: str = ""
     time: str = ""
     format: int = FORMAT
+    build: str = ""                  # the compiler build that measured it (ir/build.py)
 
     def line(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -91,16 +94,23 @@ class TuningLog:
                     self.skipped.append(f"line {n}: {e}")
 
     def best(self, workload: str, machine: str, threads: int) -> Record | None:
-        ok = [r for r in self.records if r.workload == workload and r.machine == machine
-              and r.threads == threads and r.status == "ok" and r.ms is not None]
+        ok = [r for r in self.measured(workload, machine, threads)
+              if r.status == "ok" and r.ms is not None]
         return min(ok, key=lambda r: r.ms) if ok else None  # type: ignore[arg-type, return-value]
 
     def foreign(self, machine: str) -> int:
         return sum(1 for r in self.records if r.machine != machine)
 
+    def stale(self, machine: str) -> int:
+        """Records of this machine that another build of the compiler measured: ignored, as
+        TensorRT ignores a timing cache from another builder version (the lowering they timed
+        may have changed)."""
+        return sum(1 for r in self.records if r.machine == machine and r.build != build_id())
+
     def measured(self, workload: str, machine: str, threads: int) -> list[Record]:
+        b = build_id()
         return [r for r in self.records if r.workload == workload and r.machine == machine
-                and r.threads == threads]
+                and r.threads == threads and r.build == b]
 
     def append(self, r: Record) -> None:
         r.time = r.time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
