@@ -17,13 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from minicc.errors import MiniccError
 from minicc.ir.graph import Function, Op, Value
 from minicc.ir.passes.int8 import quantizable, quantize_weights
 from minicc.ir.registry import full_attrs
-from minicc.ir.types import DType
 
 OPSET = 17
 _SAME = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "relu": "Relu",
