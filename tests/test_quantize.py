@@ -190,8 +190,10 @@ def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:
 
 # ---- quantized models from onnxruntime --------------------------------------------------------
 
-def cnn(path: Path) -> Path:
-    """conv3x3-relu, conv3x3 (stride 2)-relu, global pool, gemm: a small classifier."""
+def cnn(path: Path, qoperator_friendly: bool = False) -> Path:
+    """conv3x3-relu, conv3x3 (stride 2)-relu, global pool, gemm: a small classifier. With
+    `qoperator_friendly`, a flatten and a MatMul instead of the pool and the Gemm (onnxruntime's
+    QOperator format writes those two as com.microsoft contrib ops)."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
@@ -210,13 +212,52 @@ def cnn(path: Path) -> Path:
              helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], name="fc")]
+    fc = t("wf", 32, 10)
+    if qoperator_friendly:
+        nodes = nodes[:4] + [helper.make_node("Flatten", ["r2"], ["f"]),
+                             helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc")]
+        fc = t("wf", 32 * 8 * 8, 10)
     g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [1, 10])],
-        [t("w1", 16, 3, 3, 3), t("b1", 16), t("w2", 32, 16, 3, 3), t("b2", 32),
-         t("wf", 32, 10), t("bf", 10)])
+        [t("w1", 16, 3, 3, 3), t("b1", 16), t("w2", 32, 16, 3, 3), t("b2", 32), fc]
+        + ([] if qoperator_friendly else [t("bf", 10)]))
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+@pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
+def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_path: Path,
+                                                                        act: str) -> None:
+    """quantize_static(quant_format=QOperator): QLinearConv and QLinearMatMul, s8 or u8
+    activations, onto conv_integer / matmul_integer with the requantization fused."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    src, dst = cnn(tmp_path / "cnn.onnx", True), tmp_path / "cnn.qop.onnx"
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": rng.random((1, 3, 16, 16), np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator,
+                    per_channel=True, activation_type=getattr(QuantType, act),
+                    weight_type=QuantType.QInt8)
+    kinds = {n.op_type for n in onnx.load(str(dst)).graph.node}
+    assert {"QLinearConv", "QLinearMatMul"} <= kinds
+    cm = minicc.compile(str(dst), threads=1)
+    ops = [op for k in cm.artifact.summary["kernels"] for op in k["ops"]]
+    assert ops.count("conv_integer") == 2 and ops.count("matmul_integer") == 1
+    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        x = np.random.default_rng(seed + 20).random((1, 3, 16, 16), np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],
+                                   atol=1e-6)
 
 
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])

@@ -165,3 +165,99 @@ def dynamic_quantize_linear_v11(ctx: NodeContext) -> Sequence[Value]:
     y = ctx.op("cast", [ctx.op("clip", [q], {"min": 0.0, "max": 255.0}, out=None)],
                {"to": DType.U8}, out=0)
     return [y, scale, zp]
+
+
+def _qlinear_operands(ctx: NodeContext, x_i: int, w_i: int, axis_of_w: int
+                      ) -> tuple[Value, int, float, Value, np.ndarray]:
+    """QLinear* operands: (u8 activation, its zero point, its scale, s8 weights, the weights'
+    per-channel scales). s8 activations are shifted into u8 (zero point + 128); a weight zero
+    point is folded into the weights. Scales and zero points must be constants."""
+    names = [ctx.node.input[i] if ctx.has(i) else "" for i in range(len(ctx.node.input))]
+    consts = {i: ctx.const(i) for i in range(len(names)) if ctx.has(i)}
+    need = [x_i + 1, x_i + 2, w_i, w_i + 1, w_i + 2]
+    missing = [names[i] for i in need if i < len(names) and consts.get(i) is None and ctx.has(i)]
+    if missing or any(not ctx.has(i) for i in (x_i + 1, w_i, w_i + 1)):
+        raise ctx.error("needs constant weights, scales and zero points (got run-time "
+                        f"{', '.join(missing) or 'operands'})")
+    x = ctx.input(x_i)
+    xs = consts[x_i + 1]
+    xz = consts.get(x_i + 2, np.zeros((), np.uint8))
+    if xs.size != 1 or xz.size != 1 or float(xs.reshape(-1)[0]) <= 0:
+        raise ctx.error("the activation's scale and zero point must be one positive value")
+    zp = int(xz.reshape(-1)[0])
+    if x.type.dtype == DType.I8:
+        x = ctx.op("cast", [ctx.op("add", [ctx.op("cast", [x], {"to": DType.I32}, out=None),
+                                           ctx.scalar(128, DType.I32)], out=None)],
+                   {"to": DType.U8}, out=None)
+        zp += 128
+    elif x.type.dtype != DType.U8:
+        raise ctx.error(f"activation must be u8 or s8, got {x.type}")
+    w = consts[w_i].astype(np.int64)
+    ws = consts[w_i + 1].astype(np.float64).reshape(-1)
+    wz = consts.get(w_i + 2, np.zeros(1, np.int64)).astype(np.int64).reshape(-1)
+    if np.any(ws <= 0):
+        raise ctx.error("a weight scale is zero or negative")
+    shape = [1] * w.ndim
+    shape[axis_of_w] = -1
+    w = w - (wz.reshape(shape) if wz.size > 1 else int(wz[0]))
+    if w.min() < -128 or w.max() > 127:
+        raise ctx.error("weights minus their zero point leave the s8 range; not supported")
+    n = w.shape[axis_of_w]
+    ws = np.broadcast_to(ws, (n,)) if ws.size == 1 else ws
+    return x, zp, float(xs.reshape(-1)[0]), ctx.const_value(w.astype(np.int8), out=None), ws
+
+
+def _requantize(ctx: NodeContext, y: Value, ys_i: int) -> Value:
+    """y (f32) -> the output's integer type with its scale and zero point, as QuantizeLinear."""
+    ys, yz = ctx.const(ys_i), ctx.const(ys_i + 1) if ctx.has(ys_i + 1) else None
+    if ys is None or ys.size != 1 or float(ys.reshape(-1)[0]) <= 0 or (
+            ctx.has(ys_i + 1) and (yz is None or yz.size != 1)):
+        raise ctx.error("the output's scale and zero point must be constants, one each")
+    qt = ctx.type(ys_i + 1).dtype if ctx.has(ys_i + 1) else DType.U8
+    q = ctx.op("round", [ctx.op("div", [y, ctx.scalar(float(ys.reshape(-1)[0]), DType.F32)],
+                                out=None)], out=None)
+    if yz is not None and int(yz.reshape(-1)[0]):
+        q = ctx.op("add", [q, ctx.scalar(float(yz.reshape(-1)[0]), DType.F32)], out=None)
+    info = np.iinfo(qt.np)
+    q = ctx.op("clip", [q], {"min": float(info.min), "max": float(info.max)}, out=None)
+    return ctx.op("cast", [q], {"to": qt})
+
+
+@converter("QLinearConv", since=10)
+def qlinear_conv_v10(ctx: NodeContext) -> Sequence[Value]:
+    """x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp[, B]: conv_integer, scaled, the int32
+    bias (scale x_scale * w_scale) added, requantized."""
+    from minicc.frontend.convert.nn import _spatial_attrs, resolve_auto_pad
+
+    x, zp, xs, w8, ws = _qlinear_operands(ctx, 0, 3, 0)
+    if x.type.rank != 4:
+        raise ctx.error(f"only 2-D integer convolutions are supported, got input {x.type}")
+    kernel = [int(k) for k in w8.type.shape[2:]]  # type: ignore[arg-type]
+    strides, dil = _spatial_attrs(ctx, 2)
+    pads = resolve_auto_pad(ctx, x.type.shape[2:], kernel, strides, dil)
+    acc = ctx.op("conv_integer", [x, w8], {"strides": strides, "dilations": dil, "pads": pads,
+                                           "group": ctx.attr("group", 1), "zero_point": zp},
+                 out=None)
+    scale = (xs * ws).astype(np.float32)
+    y = ctx.op("mul", [ctx.op("cast", [acc], {"to": DType.F32}, out=None),
+                       ctx.const_value(scale.reshape(1, -1, 1, 1), out=None)], out=None)
+    if ctx.has(8):
+        b = ctx.const(8)
+        if b is None:
+            raise ctx.error("needs a constant bias")
+        y = ctx.op("add", [y, ctx.const_value((b.astype(np.float64) * scale).astype(
+            np.float32).reshape(1, -1, 1, 1), out=None)], out=None)
+    return [_requantize(ctx, y, 6)]
+
+
+@converter("QLinearMatMul", since=10)
+def qlinear_matmul_v10(ctx: NodeContext) -> Sequence[Value]:
+    """a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp: matmul_integer by constant
+    weights (per-column scales), scaled, requantized."""
+    if ctx.type(3).rank != 2:
+        raise ctx.error("only a constant 2-D right operand is supported")
+    x, zp, xs, w8, ws = _qlinear_operands(ctx, 0, 3, 1)
+    acc = ctx.op("matmul_integer", [x, w8], {"zero_point": zp}, out=None)
+    y = ctx.op("mul", [ctx.op("cast", [acc], {"to": DType.F32}, out=None),
+                       ctx.const_value((xs * ws).astype(np.float32), out=None)], out=None)
+    return [_requantize(ctx, y, 6)]
