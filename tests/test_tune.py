@@ -133,7 +133,9 @@ def test_a_candidate_that_crashes_or_hangs_is_recorded_and_the_search_goes_on(
     bad = [x for x in recs if "NR=64" in x.schedule or "KC=32" in x.schedule]
     assert bad and all(x.status in ("failed", "timeout") for x in bad)
     assert any(x.status == "failed" and "died" in x.error for x in bad)
-    assert r.trials == 14 and any(x.status == "ok" for x in recs[len(r.workloads):])
+    # the search went on: other candidates ran to completion (ok, or cut off as 3x slower
+    # than the best, which on a tiny kernel and a busy machine is a matter of noise)
+    assert r.trials == 14 and any(x.status in ("ok", "slow") for x in recs[len(r.workloads):])
 
 
 def test_cli_tune_and_compile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
