@@ -390,6 +390,9 @@ def cmd_peaks(args: argparse.Namespace) -> int:
     print(f"{p.cpu}, {p.cores} cores, {p.vector_bits}-bit vectors (measured {p.measured})")
     print(f"  FMA peak     1 core  {p.fma_gflops_1:8.1f} GFLOP/s   {p.cores} cores "
           f"{p.fma_gflops_all:8.1f} GFLOP/s")
+    if p.int8_gops_1 > 0:
+        print(f"  int8 dot     1 core  {p.int8_gops_1:8.1f} GOP/s     {p.cores} cores "
+              f"{p.int8_gops_all:8.1f} GOP/s     (vpdpbusd, u8 x s8)")
     print(f"  memory copy  1 core  {p.copy_gbs_1:8.1f} GB/s       {p.cores} cores "
           f"{p.copy_gbs_all:8.1f} GB/s   (read + write)")
     print(f"  ridge point  {p.fma_gflops_1 / p.copy_gbs_1:.1f} FLOP/byte on 1 core, "

@@ -126,10 +126,15 @@ def profile(model: Any, inputs: Mapping[str, np.ndarray] | None = None, repeat: 
     for r in rows:
         r.share = 100 * r.ms / total
         if peaks is not None and r.bytes:
-            r.bound_gflops = peaks.roof(r.intensity, threads)
+            r.bound_gflops = peaks.roof(r.intensity, threads, int8=is_int8(r.ops))
     name = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
     return Profile(str(name), cm.target, threads, repeat, rows, runs, peaks,
                    float(np.median([run[-1][1] - run[0][0] for run in runs])) * 1e3, cm)
+
+
+def is_int8(ops: str) -> bool:
+    """A kernel whose multiply-adds are u8 x s8 dot products: on the int8 roof, not FP32's."""
+    return any(op in ("conv_integer", "matmul_integer") for op in ops.split("+"))
 
 
 def random_feeds(signature: Any, seed: int = 0) -> dict[str, np.ndarray]:
@@ -154,7 +159,9 @@ def format_profile(p: Profile, top: int | None = None) -> str:
     head = (f"{p.model}: {len(p.kernels)} steps, {p.threads} thread(s), median of {p.repeat} "
             f"runs: {p.total_ms:.3f} ms in kernels ({p.run_ms:.3f} ms per run)")
     if p.peaks is not None:
-        head += (f"\nroofs: FMA {p.peaks.fma(p.threads):.1f} GFLOP/s, memory "
+        int8 = (f", int8 dot {p.peaks.int8(p.threads):.1f} GOP/s (for int8 kernels)"
+                if p.peaks.int8_gops_1 > 0 and any(is_int8(k.ops) for k in p.kernels) else "")
+        head += (f"\nroofs: FMA {p.peaks.fma(p.threads):.1f} GFLOP/s{int8}, memory "
                  f"{p.peaks.bandwidth(p.threads):.1f} GB/s ({p.peaks.cpu}, measured "
                  f"{p.peaks.measured})")
     lines = [head, f"  {'kernel':22} {'ops':30} {'ms':>8} {'share':>6} {'GFLOP/s':>8} "
@@ -218,6 +225,10 @@ def plot_roofline(p: Profile, path: str | os.PathLike, labels: int = 6) -> Path:
     ax.loglog(grid, np.minimum(peak, grid * bw), color="black", lw=2,
               label=f"roof: {peak:.0f} GFLOP/s FMA, {bw:.1f} GB/s memory")
     ax.axvline(peak / bw, color="gray", ls=":", lw=1)
+    if p.peaks.int8_gops_1 > 0 and any(is_int8(k.ops) for k in ks):
+        top8 = p.peaks.int8(p.threads)
+        ax.loglog(grid, np.minimum(top8, grid * bw), color="gray", lw=1.5, ls="--",
+                  label=f"int8 roof: {top8:.0f} GOP/s vpdpbusd (int8 kernels)")
     sizes = np.array([max(k.share, 0.2) for k in ks]) * 25
     ax.scatter(xs, [max(k.gflops, 1e-3) for k in ks], s=sizes, alpha=0.6, c="tab:blue",
                edgecolors="navy", label="kernels (area: share of time)")
@@ -235,7 +246,9 @@ def plot_roofline(p: Profile, path: str | os.PathLike, labels: int = 6) -> Path:
                  f"{p.peaks.cpu}")
     ax.grid(True, which="both", alpha=0.3)
     leg = ax.legend(loc="lower right", fontsize=8)
-    leg.legend_handles[1].set_sizes([30])        # a legend dot, not the largest kernel's
+    for h in leg.legend_handles:                 # a legend dot, not the largest kernel's
+        if hasattr(h, "set_sizes"):
+            h.set_sizes([30])
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)

@@ -46,6 +46,29 @@ def test_peaks_are_measured_once_and_cached(tmp_path: Path,
 def test_measured_peaks_are_real_numbers() -> None:
     p = P.measure(cores=1, seconds=0.02, copy_bytes=16 << 20)
     assert p.fma_gflops_1 > 1 and p.copy_gbs_1 > 0.1 and p.vector_bits in (128, 256, 512)
+    from minicc.codegen.llvm.target import cpu_target
+
+    t = cpu_target("native")
+    if "avx512vnni" in t.features and t.vector_bits == 512:
+        # vpdpbusd does four multiply-adds per lane where an FMA does one
+        assert p.int8_gops_1 > 2 * p.fma_gflops_1
+    else:
+        assert p.int8_gops_1 == 0.0
+
+
+def test_int8_kernels_sit_on_the_int8_roof(tmp_path: Path) -> None:
+    from minicc.profile import profile
+    from minicc.quantization import quantize
+    from tests.test_tune import small_model
+
+    q = quantize(str(small_model(tmp_path / "m.onnx")), "random:2", "minmax", progress=False)
+    fake = P.Peaks("cpu", 512, 2, 100.0, 190.0, 20.0, 25.0, "now", 400.0, 760.0)
+    prof = profile(q.module, repeat=2, threads=1, peaks=fake)
+    for k in prof.kernels:
+        int8 = any(op in k.ops.split("+") for op in ("conv_integer", "matmul_integer"))
+        want = fake.roof(k.intensity, 1, int8=int8)
+        assert k.bound_gflops == pytest.approx(want)
+    assert any(k.bound_gflops > 100.0 for k in prof.kernels)     # above the FP32 roof
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """The machine's roofs, measured by minicc itself: the FMA throughput of one core and of all cores
-(a generated loop of independent FMA chains at the host's vector width) and the memory bandwidth
-(a generated streaming copy over arrays far larger than the caches), of one thread and of all.
+(a generated loop of independent FMA chains at the host's vector width), the int8 dot-product
+throughput where the host has AVX-512 VNNI (the same loop with vpdpbusd), and the memory
+bandwidth (a generated streaming copy over arrays far larger than the caches), of one thread and
+of all.
 
 Measured once per host (CPU name, features, cores) and cached as JSON beside the compile cache;
 `minicc peaks` prints them and `--refresh` measures again. Nothing is hard-coded: on another
@@ -31,7 +33,8 @@ from minicc.runtime.llvm_host import host_features, init_llvm, new_target_machin
 F32, I64 = ir.FloatType(), ir.IntType(64)
 CHAINS = 16          # independent accumulators: more than latency x pipes on current cores
 COPY_BYTES = 256 << 20
-FORMAT = 1
+FORMAT = 2
+I32 = ir.IntType(32)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class Peaks:
     copy_gbs_1: float        # read + write bytes per second, one thread
     copy_gbs_all: float
     measured: str            # when (UTC)
+    int8_gops_1: float = 0.0     # u8 x s8 dot products (vpdpbusd), 2 ops per multiply-add;
+    int8_gops_all: float = 0.0   # 0 where the host has no AVX-512 VNNI
+
+    def int8(self, threads: int) -> float:
+        if threads >= self.cores:
+            return self.int8_gops_all
+        return self.int8_gops_1 * max(1, threads)
 
     def fma(self, threads: int) -> float:
         """GFLOP/s available to `threads` threads (scaled between the two measurements)."""
@@ -55,9 +65,11 @@ class Peaks:
         return self.copy_gbs_all if threads >= self.cores else min(
             self.copy_gbs_all, self.copy_gbs_1 * max(1, threads))
 
-    def roof(self, intensity: float, threads: int) -> float:
-        """The roofline bound in GFLOP/s at `intensity` FLOP/byte."""
-        return min(self.fma(threads), intensity * self.bandwidth(threads))
+    def roof(self, intensity: float, threads: int, int8: bool = False) -> float:
+        """The roofline bound in GFLOP/s (GOP/s for an int8 kernel, against the vpdpbusd roof
+        where measured) at `intensity` FLOP/byte."""
+        top = self.int8(threads) if int8 and self.int8_gops_1 > 0 else self.fma(threads)
+        return min(top, intensity * self.bandwidth(threads))
 
 
 def _fma_module(lanes: int, triple: str, layout: str) -> str:
@@ -99,6 +111,47 @@ def _fma_module(lanes: int, triple: str, layout: str) -> str:
     return str(m)
 
 
+def _dot_module(lanes: int, triple: str, layout: str) -> str:
+    """void dot_peak(i64 n, i32* io): CHAINS int32 accumulators, each acc = vpdpbusd(acc, a, b)
+    n times (AVX-512 VNNI: 4 u8 x s8 multiply-adds per lane)."""
+    m = ir.Module(name="dots")
+    m.triple, m.data_layout = triple, layout
+    vt = ir.VectorType(I32, lanes)
+    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64, I32.as_pointer()]), "dot_peak")
+    dot = ir.Function(m, ir.FunctionType(vt, [vt, vt, vt]),
+                      f"llvm.x86.avx512.vpdpbusd.{32 * lanes}")
+    entry = fn.append_basic_block("entry")
+    b = ir.IRBuilder(entry)
+    n, io = fn.args
+    vp = b.bitcast(io, vt.as_pointer())
+    a = b.load(b.gep(vp, [ir.Constant(I64, 0)]), align=4)
+    c = b.load(b.gep(vp, [ir.Constant(I64, 1)]), align=4)
+    init = [b.load(b.gep(vp, [ir.Constant(I64, 2 + k)]), align=4) for k in range(CHAINS)]
+    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    accs = []
+    for k in range(CHAINS):
+        acc = b.phi(vt)
+        acc.add_incoming(init[k], entry)
+        accs.append(acc)
+    new = [b.call(dot, [acc, a, c]) for acc in accs]
+    for acc, x in zip(accs, new):
+        acc.add_incoming(x, loop)
+    nxt = b.add(i, ir.Constant(I64, 1))
+    i.add_incoming(nxt, loop)
+    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
+    b.position_at_end(done)
+    total = new[0]
+    for x in new[1:]:
+        total = b.add(total, x)
+    b.store(total, b.gep(vp, [ir.Constant(I64, 2)]), align=4)
+    b.ret_void()
+    return str(m)
+
+
 def _copy_module(lanes: int, triple: str, layout: str) -> str:
     """void stream_copy(float* src, float* dst, i64 n): dst[0..n) = src[0..n), n % lanes == 0."""
     m = ir.Module(name="stream")
@@ -130,12 +183,14 @@ def _copy_module(lanes: int, triple: str, layout: str) -> str:
 class _Jit:
     """The two kernels, compiled for this host and kept alive with their engine."""
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, vnni: bool = False):
         init_llvm()
         tm = new_target_machine()
         layout = str(tm.target_data)
         mod = llvm.parse_assembly(_fma_module(lanes, tm.triple, layout))
         mod.link_in(llvm.parse_assembly(_copy_module(lanes, tm.triple, layout)))
+        if vnni:
+            mod.link_in(llvm.parse_assembly(_dot_module(lanes, tm.triple, layout)))
         mod.verify()
         self.engine = llvm.create_mcjit_compiler(mod, tm)
         self.engine.finalize_object()
@@ -143,6 +198,8 @@ class _Jit:
             self.engine.get_function_address("fma_peak"))
         self.copy = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
             self.engine.get_function_address("stream_copy"))
+        self.dot = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
+            self.engine.get_function_address("dot_peak")) if vnni else None
 
 
 def _concurrently(threads: int, work: Callable[[int], None]) -> float:
@@ -159,19 +216,23 @@ def _concurrently(threads: int, work: Callable[[int], None]) -> float:
     return time.perf_counter() - t0
 
 
-def measure_fma(jit: _Jit, lanes: int, threads: int, seconds: float = 0.3) -> float:
-    """GFLOP/s of the FMA loop on `threads` threads (best of 3)."""
-    bufs = [np.ones(lanes * (CHAINS + 2), np.float32) for _ in range(threads)]
+def measure_fma(jit: _Jit, lanes: int, threads: int, seconds: float = 0.3,
+                dot: bool = False) -> float:
+    """GFLOP/s of the FMA loop on `threads` threads (best of 3); with `dot`, GOP/s of the
+    vpdpbusd loop (8 ops per lane: four multiply-adds)."""
+    fn = jit.dot if dot else jit.fma
+    assert fn is not None
+    bufs = [np.ones(lanes * (CHAINS + 2), np.int32 if dot else np.float32)
+            for _ in range(threads)]
     n = 1 << 16
     while True:                                    # calibrate n to ~`seconds` on one thread
-        t = _concurrently(1, lambda k: jit.fma(n, bufs[0].ctypes.data))
+        t = _concurrently(1, lambda k: fn(n, bufs[0].ctypes.data))
         if t > seconds / 4 or n > 1 << 34:
             break
         n *= 4
     n = max(1, int(n * seconds / max(t, 1e-6)))
-    best = min(_concurrently(threads, lambda k: jit.fma(n, bufs[k].ctypes.data))
-               for _ in range(3))
-    return threads * n * CHAINS * lanes * 2 / best / 1e9
+    best = min(_concurrently(threads, lambda k: fn(n, bufs[k].ctypes.data)) for _ in range(3))
+    return threads * n * CHAINS * lanes * (8 if dot else 2) / best / 1e9
 
 
 def measure_copy(jit: _Jit, threads: int, nbytes: int = COPY_BYTES) -> float:
@@ -191,12 +252,15 @@ def measure(cores: int | None = None, seconds: float = 0.3,
     """Measure now: the FMA loop for about `seconds` per try, copies of `copy_bytes`."""
     t = cpu_target("native")
     lanes, cores = t.lanes, cores or default_threads()
-    jit = _Jit(lanes)
+    vnni = "avx512vnni" in t.features and t.vector_bits == 512
+    jit = _Jit(lanes, vnni)
+    dots = (round(measure_fma(jit, lanes, 1, seconds, dot=True), 1),
+            round(measure_fma(jit, lanes, cores, seconds, dot=True), 1)) if vnni else (0.0, 0.0)
     return Peaks(t.cpu, t.vector_bits, cores, round(measure_fma(jit, lanes, 1, seconds), 1),
                  round(measure_fma(jit, lanes, cores, seconds), 1),
                  round(measure_copy(jit, 1, copy_bytes), 1),
                  round(measure_copy(jit, cores, copy_bytes), 1),
-                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                 time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), *dots)
 
 
 def _cache_file(cores: int) -> Path:
