@@ -21,8 +21,11 @@ from onnx import numpy_helper
 from minicc.errors import MiniccError
 
 
-def randomize_constants(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Replace ConstantOfShape weights by initializers of value * U(0.5, 1.5)."""
+def randomize_constants(model: onnx.ModelProto, seed: int = 0,
+                        fill: Callable[[tuple[int, ...], np.float32, np.random.Generator],
+                                       np.ndarray] | None = None) -> onnx.ModelProto:
+    """Replace ConstantOfShape weights by initializers: value * U(0.5, 1.5), or what
+    `fill(shape, value, rng)` gives."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -36,8 +39,9 @@ def randomize_constants(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
             for a in n.attribute:
                 if a.name == "value":
                     val = numpy_helper.to_array(a.t).reshape(-1)[0]
-            arr = (np.full(shape, val, dtype=np.float32) *
-                   rng.uniform(0.5, 1.5, size=shape).astype(np.float32))
+            arr = fill(shape, val, rng) if fill is not None else (
+                np.full(shape, val, dtype=np.float32) *
+                rng.uniform(0.5, 1.5, size=shape).astype(np.float32))
             g.initializer.append(numpy_helper.from_array(arr.astype(np.float32), n.output[0]))
         else:
             keep.append(n)

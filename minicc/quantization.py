@@ -121,9 +121,11 @@ def _compare(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]
     rel = float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
     top1 = None
     r0 = ref[0][0]
-    if r0.ndim == 2 and r0.shape[-1] > 1:                    # [batch, classes]: a classifier
-        agree = [np.mean(np.argmax(r[0], -1) == np.argmax(g[0], -1)) for r, g in zip(ref, got)]
-        top1 = float(np.mean(agree))
+    if r0.ndim >= 2 and r0.shape[1] > 1 and all(d == 1 for d in r0.shape[2:]):
+        # [batch, classes] (or [batch, classes, 1, 1]): a classifier
+        def cls(a: np.ndarray) -> np.ndarray:
+            return np.argmax(a.reshape(a.shape[0], -1), -1)
+        top1 = float(np.mean([np.mean(cls(r[0]) == cls(g[0])) for r, g in zip(ref, got)]))
     return rel, top1
 
 

@@ -85,14 +85,17 @@ class CudaExecutable:
             return self.weights.data.ptr + loc.offset
         return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].data.ptr
 
+    def _step(self, st: Any, xs: list[Any], outs: list[Any]) -> None:
+        """One step on the stream: a kernel launch, or a host op."""
+        if isinstance(st, Launch):
+            args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
+            self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0, stream=self.stream)
+        else:
+            self._host(st, xs, outs)
+
     def _launch_all(self, xs: list[Any], outs: list[Any]) -> None:
         for st in self.artifact.steps:
-            if isinstance(st, Launch):
-                args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
-                self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0,
-                                        stream=self.stream)
-            else:
-                self._host(st, xs, outs)
+            self._step(st, xs, outs)
 
     def _view(self, loc: Location, d: str, s: Any, xs: list[Any], outs: list[Any]) -> Any:
         if loc.kind in (LocKind.INPUT, LocKind.OUTPUT):
@@ -162,12 +165,7 @@ class CudaExecutable:
                 for st in self.artifact.steps:
                     ev0, ev1 = cp.cuda.Event(), cp.cuda.Event()
                     ev0.record(self.stream)
-                    if isinstance(st, Launch):
-                        args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
-                        self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0,
-                                                stream=self.stream)
-                    else:
-                        self._host(st, xs, outs)
+                    self._step(st, xs, outs)
                     ev1.record(self.stream)
                     events.append((ev0, ev1))
                 events[-1][1].synchronize()

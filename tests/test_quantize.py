@@ -226,17 +226,11 @@ def cnn(path: Path, qoperator_friendly: bool = False) -> Path:
     return path
 
 
-@pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
-def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_path: Path,
-                                                                        act: str) -> None:
-    """quantize_static(quant_format=QOperator): QLinearConv and QLinearMatMul, s8 or u8
-    activations, onto conv_integer / matmul_integer with the requantization fused."""
-    pytest.importorskip("onnxruntime")
-    import onnxruntime as ort
+def ort_quantize_static(src: Path, dst: Path, act: str, fmt: str) -> None:
+    """onnxruntime's quantize_static on 8 seeded random inputs: per-channel s8 weights,
+    activations `act` (QInt8 or QUInt8), format `fmt` (QDQ or QOperator)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
-
-    src, dst = cnn(tmp_path / "cnn.onnx", True), tmp_path / "cnn.qop.onnx"
     rng = np.random.default_rng(0)
 
     class Reader(CalibrationDataReader):
@@ -245,9 +239,20 @@ def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_pat
 
         def get_next(self) -> dict | None:
             return next(self.it, None)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator,
+    quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt),
                     per_channel=True, activation_type=getattr(QuantType, act),
                     weight_type=QuantType.QInt8)
+
+
+@pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
+def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_path: Path,
+                                                                        act: str) -> None:
+    """quantize_static(quant_format=QOperator): QLinearConv and QLinearMatMul, s8 or u8
+    activations, onto conv_integer / matmul_integer with the requantization fused."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    src, dst = cnn(tmp_path / "cnn.onnx", True), tmp_path / "cnn.qop.onnx"
+    ort_quantize_static(src, dst, act, "QOperator")
     kinds = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert {"QLinearConv", "QLinearMatMul"} <= kinds
     cm = minicc.compile(str(dst), threads=1)
@@ -264,22 +269,8 @@ def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_pat
 def test_a_quantize_static_model_runs_on_the_int8_kernels(tmp_path: Path, act: str) -> None:
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    src = cnn(tmp_path / "cnn.onnx")
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"x": rng.random((1, 3, 16, 16), np.float32)} for _ in range(8)])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-    dst = tmp_path / "cnn.qdq.onnx"
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=getattr(QuantType, act),
-                    weight_type=QuantType.QInt8)
+    src, dst = cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.qdq.onnx"
+    ort_quantize_static(src, dst, act, "QDQ")
     cm = minicc.compile(str(dst), threads=1)
     ops = [k["ops"][0] for k in cm.artifact.summary["kernels"]]
     assert ops.count("conv_integer") == 2 and "matmul_integer" in ops

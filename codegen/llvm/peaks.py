@@ -72,13 +72,15 @@ class Peaks:
         return min(top, intensity * self.bandwidth(threads))
 
 
-def _fma_module(lanes: int, triple: str, layout: str) -> str:
-    """void fma_peak(i64 n, float* io): CHAINS accumulators, each acc = fma(acc, a, b) n times."""
-    m = ir.Module(name="peaks")
+def _chains_module(name: str, vt: ir.VectorType, step: str, triple: str, layout: str) -> str:
+    """void name(i64 n, T* io): CHAINS independent accumulators, each acc = step(acc, a, b) n
+    times (a, b, then the accumulators' starting values read from io; their sum written back,
+    so nothing is optimized away)."""
+    m = ir.Module(name=name)
     m.triple, m.data_layout = triple, layout
-    vt = ir.VectorType(F32, lanes)
-    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64, F32.as_pointer()]), "fma_peak")
-    fma = ir.Function(m, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{lanes}f32")
+    el = vt.element
+    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64, el.as_pointer()]), name)
+    intr = ir.Function(m, ir.FunctionType(vt, [vt, vt, vt]), step)
     entry = fn.append_basic_block("entry")
     b = ir.IRBuilder(entry)
     n, io = fn.args
@@ -96,7 +98,7 @@ def _fma_module(lanes: int, triple: str, layout: str) -> str:
         acc = b.phi(vt)
         acc.add_incoming(init[k], entry)
         accs.append(acc)
-    new = [b.call(fma, [acc, a, c]) for acc in accs]
+    new = [b.call(intr, [acc, a, c]) for acc in accs]
     for acc, x in zip(accs, new):
         acc.add_incoming(x, loop)
     nxt = b.add(i, ir.Constant(I64, 1))
@@ -105,51 +107,23 @@ def _fma_module(lanes: int, triple: str, layout: str) -> str:
     b.position_at_end(done)
     total = new[0]
     for x in new[1:]:
-        total = b.fadd(total, x)
+        total = b.fadd(total, x) if el == F32 else b.add(total, x)
     b.store(total, b.gep(vp, [ir.Constant(I64, 2)]), align=4)
     b.ret_void()
     return str(m)
+
+
+def _fma_module(lanes: int, triple: str, layout: str) -> str:
+    """fma_peak: acc = fma(acc, a, b) on f32 vectors of the host's width."""
+    return _chains_module("fma_peak", ir.VectorType(F32, lanes), f"llvm.fma.v{lanes}f32",
+                          triple, layout)
 
 
 def _dot_module(lanes: int, triple: str, layout: str) -> str:
-    """void dot_peak(i64 n, i32* io): CHAINS int32 accumulators, each acc = vpdpbusd(acc, a, b)
-    n times (AVX-512 VNNI: 4 u8 x s8 multiply-adds per lane)."""
-    m = ir.Module(name="dots")
-    m.triple, m.data_layout = triple, layout
-    vt = ir.VectorType(I32, lanes)
-    fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64, I32.as_pointer()]), "dot_peak")
-    dot = ir.Function(m, ir.FunctionType(vt, [vt, vt, vt]),
-                      f"llvm.x86.avx512.vpdpbusd.{32 * lanes}")
-    entry = fn.append_basic_block("entry")
-    b = ir.IRBuilder(entry)
-    n, io = fn.args
-    vp = b.bitcast(io, vt.as_pointer())
-    a = b.load(b.gep(vp, [ir.Constant(I64, 0)]), align=4)
-    c = b.load(b.gep(vp, [ir.Constant(I64, 1)]), align=4)
-    init = [b.load(b.gep(vp, [ir.Constant(I64, 2 + k)]), align=4) for k in range(CHAINS)]
-    loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
-    b.branch(loop)
-    b.position_at_end(loop)
-    i = b.phi(I64)
-    i.add_incoming(ir.Constant(I64, 0), entry)
-    accs = []
-    for k in range(CHAINS):
-        acc = b.phi(vt)
-        acc.add_incoming(init[k], entry)
-        accs.append(acc)
-    new = [b.call(dot, [acc, a, c]) for acc in accs]
-    for acc, x in zip(accs, new):
-        acc.add_incoming(x, loop)
-    nxt = b.add(i, ir.Constant(I64, 1))
-    i.add_incoming(nxt, loop)
-    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
-    b.position_at_end(done)
-    total = new[0]
-    for x in new[1:]:
-        total = b.add(total, x)
-    b.store(total, b.gep(vp, [ir.Constant(I64, 2)]), align=4)
-    b.ret_void()
-    return str(m)
+    """dot_peak: acc = vpdpbusd(acc, a, b) on i32 vectors (AVX-512 VNNI: 4 u8 x s8
+    multiply-adds per lane)."""
+    return _chains_module("dot_peak", ir.VectorType(I32, lanes),
+                          f"llvm.x86.avx512.vpdpbusd.{32 * lanes}", triple, layout)
 
 
 def _copy_module(lanes: int, triple: str, layout: str) -> str:

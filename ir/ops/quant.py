@@ -37,6 +37,14 @@ def _check_int8(ins: Sequence[TensorType], zp: int) -> None:
               f"a run-time zero point is one u8 value (and the attribute 0), got {ins[2]}")
 
 
+def _infer_int32(base: Any, ins: Sequence[TensorType], attrs: Mapping[str, Any]
+                 ) -> list[TensorType]:
+    """The float op's result shape (checked on the two operands), typed int32."""
+    _check_int8(ins, attrs["zero_point"])
+    f = [TensorType(DType.F32, t.shape) for t in ins[:2]]
+    return [TensorType(I32, base.infer(f, attrs)[0].shape)]
+
+
 def zero_point(ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> int:
     return int(np.asarray(ins[2]).reshape(-1)[0]) if len(ins) == 3 else attrs["zero_point"]
 
@@ -58,9 +66,7 @@ class ConvInteger(Conv):
            " as int32; the padding holds the zero point (a real 0)")
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        _check_int8(ins, attrs["zero_point"])
-        f = [TensorType(DType.F32, t.shape) for t in ins[:2]]
-        return [TensorType(I32, super().infer(f, attrs)[0].shape)]
+        return _infer_int32(super(), ins, attrs)
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
         x, w = ins[0], ins[1]
@@ -120,9 +126,7 @@ class MatMulInteger(MatMul):
     doc = "numpy matmul in integers: sum (A[..., M, K] - zero_point) * B[..., K, N] as int32"
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-        _check_int8(ins, attrs["zero_point"])
-        f = [TensorType(DType.F32, t.shape) for t in ins[:2]]
-        return [TensorType(I32, super().infer(f, attrs)[0].shape)]
+        return _infer_int32(super(), ins, attrs)
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
         a, b = ins[0], ins[1]
