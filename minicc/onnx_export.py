@@ -177,7 +177,7 @@ def export_qdq(q: Any, path: str | Path) -> Path:
     """Write the `minicc.quantization.Quantized` model `q` as QDQ ONNX."""
     f = q.float_module.main
     layers = {x.op: x for x in quantizable(f) if x.name in set(q.layers)}
-    qp = q._qparams
+    qp = q.value_qparams
     done: dict[Value, str] = {}
 
     def hook(w: _Writer, op: Op, ins: list[str]) -> list[str] | None:

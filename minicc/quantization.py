@@ -47,14 +47,15 @@ class Quantized:
     feeds: list[dict[str, np.ndarray]] = field(repr=False, default_factory=list)
     threads: int | None = None
     per_channel: bool = True
-    _qparams: dict[Value, tuple[float, int]] = field(repr=False, default_factory=dict)
+    # (scale, zero point) of each quantized activation, by graph value of `float_module`
+    value_qparams: dict[Value, tuple[float, int]] = field(repr=False, default_factory=dict)
 
     def with_float(self, names: Sequence[str]) -> "Quantized":
         """The same calibration with the layers `names` kept in float too."""
         keep = set(self.kept_float) | set(_check_names(self.float_module.main, names))
         f = self.float_module.main
         only = {q.op for q in quantizable(f) if q.name in self.layers and q.name not in keep}
-        m = self.float_module.with_main(int8_rewrite(f, self._qparams, only, self.per_channel))
+        m = self.float_module.with_main(int8_rewrite(f, self.value_qparams, only, self.per_channel))
         return replace(self, module=m, kept_float=sorted(keep),
                        layers=[q.name for q in quantizable(f) if q.op in only])
 
@@ -73,7 +74,7 @@ class Quantized:
         out = []
         qs = [q for q in quantizable(f) if q.name in self.layers]
         for q in _progress(qs, "sensitivity", progress):
-            m = self.float_module.with_main(int8_rewrite(f, self._qparams, {q.op},
+            m = self.float_module.with_main(int8_rewrite(f, self.value_qparams, {q.op},
                                                          self.per_channel))
             e, t = _compare(ref, _outputs(m, self.feeds, self.threads))
             out.append(LayerError(q.name, q.op.kind, e, t))
