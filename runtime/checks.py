@@ -23,6 +23,9 @@ def check_inputs(signature: Sequence[tuple[str, str, tuple[int, ...]]],
     missing or unknown name, a non-array, a wrong dtype, rank or shape, or a non-contiguous
     array."""
     names = [n for n, _, _ in signature]
+    if not isinstance(inputs, Mapping):
+        raise RuntimeInputError(f"inputs must be a mapping of input name to array, got "
+                                f"{type(inputs).__name__}; call run({{{', '.join(repr(n) + ': ...' for n in names)}}})")
     missing = [n for n in names if n not in inputs]
     extra = [n for n in inputs if n not in names]
     if missing or extra:

@@ -1,5 +1,5 @@
-"""CPU schedules: the GEMM template for groups whose anchor names one (gemm.py), and `cpu.loops`
-for everything else (elementwise, injective, reductions), whose default schedule is
+"""CPU schedules: the GEMM template for groups whose anchor names one (gemm.py), the depthwise
+conv template (depthwise.py), and `cpu.loops` for everything else (elementwise, injective, reductions), whose default schedule is
 
     fuse      the innermost axes, pairwise, while every access stays affine in the merged loop
     reorder   the axes the reductions read go outside, so each reduction runs once per row
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from minicc.ir.loops.exprs import expr_loads, flat_offset, linear_coef
+from minicc.ir.loops.depthwise import CpuDepthwise
 from minicc.ir.loops.gemm import CpuGemm
 from minicc.ir.loops.nodes import Kernel, Stmt, Store, band, walk
 from minicc.ir.loops.primitives import fuse
@@ -97,7 +98,7 @@ class CpuLoops(Rule):
         return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])
 
 
-CPU_RULES: tuple[Rule, ...] = (CpuGemm(), CpuLoops())
+CPU_RULES: tuple[Rule, ...] = (CpuGemm(), CpuDepthwise(), CpuLoops())
 
 
 def lower_group_cpu(ctx: LowerCtx, knobs: Mapping[str, Any] | None = None) -> Lowered:

@@ -315,12 +315,28 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return call("add", accv, c if c is not None else BufLoad(bufs[bias], (ix[1],), F32))
 
     params, roles = kernel_params(group, bufs, consts)
-    return GemmView(
+    v = GemmView(
         name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
         a_batch=lambda bg: mod(bg, cv.g), a_param=wb if wsplat is None else None,
         panel=_conv_panel(cv, xb), row=cv.ow)
+    return transposed(v) if P == 1 and wsplat is None else v
+
+
+def transposed(v: GemmView) -> GemmView:
+    """C^T = B^T A^T: the same GEMM with the operands' roles swapped. A conv over a 1x1 map
+    (squeeze-excite, a classifier head) has one column: as is, one lane of each vector would
+    work; swapped, the output channels fill the lanes and the weights stream through as the
+    packed B panels."""
+    a_load, b_load, out_index, epi = v.a_load, v.b_load, v.out_index, v.epilogue
+    return GemmView(
+        v.name, v.batch, v.N, v.M, v.K,
+        lambda b, m, k: b_load(b, k, m), lambda b, k, n: a_load(b, n, k), v.out,
+        lambda b, m, n: out_index(b, n, m), lambda acc, b, m, n: epi(acc, b, n, m),
+        v.params, v.roles, v.flops,
+        b_const=np.ascontiguousarray(v.a_const.transpose(0, 2, 1)) if v.a_const is not None
+        else None, b_batch=v.a_batch, b_param=v.a_param, extra=v.extra)
 
 
 def _zero_point(op_: Op, bufs: Mapping[Value, Buffer]) -> Expr:

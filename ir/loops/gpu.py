@@ -58,9 +58,10 @@ class GpuElementwise(Rule):
         return True
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
-        return {"threads": THREADS}
+        return {"threads": tuple(sorted(set(THREADS) | {self.defaults(ctx)["threads"]}))}
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """Whole warps, no more than the tensor needs, at most 256."""
         n = ctx.bufs[ctx.group.output].numel
         return {"threads": min(256, max(32, -(-n // 32) * 32))}
 

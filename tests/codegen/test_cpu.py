@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from minicc import CompileOptions, CompiledModel, compile
 from minicc.ir import OPS
@@ -248,11 +250,11 @@ def matmul_model(ash: tuple[int, ...], bsh: tuple[int, ...], b_const: bool) -> B
     return Built(m, inputs, reference("matmul", [a, bm], {})[0], ("matmul", [a, bm], {}))
 
 
-def check_built(bt: Built) -> None:
-    """Correct at 1 and 2 threads, the GEMM template was used, and both runs agree bit for bit
-    (threads split whole output blocks; each element's K order is the same)."""
+def check_built(bt: Built, rule: str = "cpu.gemm") -> None:
+    """Correct at 1 and 2 threads, the template `rule` was used, and both runs agree bit for
+    bit (threads split whole output blocks or planes; each element's sum order is the same)."""
     one, cm = bt.run(1, dump=("loops",))
-    assert "schedule cpu.gemm:" in cm.report.dumps["loops"], "the GEMM template was not used"
+    assert f"schedule {rule}:" in cm.report.dumps["loops"], f"{rule} was not used"
     two, _ = bt.run(2)
     assert bt.bound_args is not None
     name, arrays, attrs = bt.bound_args
@@ -297,6 +299,10 @@ CONVS = {
     "wide_rows_ow300": ((1, 4, 3, 300), (6, 4, 1, 3), {"pads": [0, 1, 0, 1]}),
     "p323_batch3": ((3, 3, 17, 19), (6, 3, 3, 3), {"pads": [1, 1, 1, 1]}),
     "m40_rect_kernel": ((1, 6, 9, 13), (40, 6, 2, 5), {"strides": [1, 2]}),
+    # a 1x1 output map (squeeze-excite, heads): the transposed view, channels in the lanes
+    "map1x1_se": ((1, 40, 1, 1), (24, 40, 1, 1), {}),
+    "map1x1_k300_batch2": ((2, 300, 1, 1), (70, 300, 1, 1), {}),
+    "map1x1_3x3_padded": ((1, 8, 1, 1), (5, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
 }
 
 
@@ -304,6 +310,42 @@ CONVS = {
 def test_gemm_conv_awkward_shapes(case: str) -> None:
     xs, ws, attrs = CONVS[case]
     check_built(conv_model(xs, ws, attrs))
+
+
+# The depthwise template (cpu.depthwise): polyphase planes for the stride, a flat output
+DEPTHWISE = {
+    # id: (x shape, kernel, attrs)
+    "3x3_s1_p1": ((1, 16, 12, 12), 3, {"pads": [1, 1, 1, 1]}),
+    "3x3_s2_p1_odd": ((1, 19, 15, 13), 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "5x5_s2_p2_map7": ((1, 33, 14, 14), 5, {"strides": [2, 2], "pads": [2, 2, 2, 2]}),
+    "5x5_s1_map7": ((1, 40, 7, 7), 5, {"pads": [2, 2, 2, 2]}),
+    "3x3_dilated2_batch2": ((2, 6, 11, 9), 3, {"dilations": [2, 2], "pads": [2, 2, 2, 2]}),
+    "3x3_s3_asym_pads": ((1, 7, 16, 17), 3, {"strides": [3, 3], "pads": [0, 1, 2, 0]}),
+    "7x7_no_pad": ((1, 4, 9, 30), 7, {}),
+    "3x3_map1": ((1, 24, 1, 1), 3, {"pads": [1, 1, 1, 1]}),
+}
+
+
+@pytest.mark.parametrize("case", list(DEPTHWISE))
+def test_depthwise_conv_template(case: str) -> None:
+    xs, k, attrs = DEPTHWISE[case]
+    c = xs[1]
+    check_built(conv_model(xs, (c, 1, k, k), {**attrs, "group": c}), rule="cpu.depthwise")
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(c=st.integers(1, 20), h=st.integers(1, 12), w=st.integers(1, 12), k=st.integers(1, 5),
+       s=st.integers(1, 3), d=st.integers(1, 2), pads=st.lists(st.integers(0, 2), min_size=4,
+                                                              max_size=4),
+       bias=st.booleans())
+def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: int, d: int,
+                                            pads: list, bias: bool) -> None:
+    """Any depthwise geometry whose output is not empty: the template against the reference."""
+    assume((h + pads[0] + pads[2] - d * (k - 1) - 1) >= 0)
+    assume((w + pads[1] + pads[3] - d * (k - 1) - 1) >= 0)
+    attrs = {"group": c, "strides": [s, s], "dilations": [d, d], "pads": pads}
+    rule = "cpu.depthwise" if c > 1 else "cpu.gemm"   # one channel is a plain conv
+    check_built(conv_model((1, c, h, w), (c, 1, k, k), attrs, bias=bias), rule=rule)
 
 
 def test_gemm_conv_without_bias() -> None:

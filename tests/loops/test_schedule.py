@@ -181,8 +181,21 @@ SMALL = {
                 ": f32[1,2,4,4]\n  return %p\n}",
     "argmax": "func @main(%x: f32[3,40]) -> (i64[3]) {\n"
               "  %y = argmax(%x) {axis=1, keepdims=false} : i64[3]\n  return %y\n}",
+    "depthwise_hswish_add": (
+        "func @main(%x: f32[2,5,9,8], %w: f32[5,1,3,3], %b: f32[5], %r: f32[2,5,5,4]) -> "
+        "(f32[2,5,5,4]) {\n"
+        "  %c = conv(%x, %w, %b) {group=5, pads=[1,1,1,1], strides=[2,2]} : f32[2,5,5,4]\n"
+        "  %h = hard_swish(%c) : f32[2,5,5,4]\n  %y = add(%h, %r) : f32[2,5,5,4]\n"
+        "  return %y\n}"),
+    "conv_1x1_map": (
+        "func @main(%x: f32[1,20,1,1], %w: f32[7,20,1,1], %b: f32[7]) -> (f32[1,7,1,1]) {\n"
+        "  %c = conv(%x, %w, %b) : f32[1,7,1,1]\n  %y = hard_sigmoid(%c) : f32[1,7,1,1]\n"
+        "  return %y\n}"),
 }
-CONST_WEIGHTS = {"conv_relu": ("w",), "matmul_add": ("b",)}
+CONST_WEIGHTS = {"conv_relu": ("w",), "matmul_add": ("b",), "depthwise_hswish_add": ("w",),
+                 "conv_1x1_map": ("w",)}
+RULE = {"conv_relu": "cpu.gemm", "matmul_add": "cpu.gemm", "conv_1x1_map": "cpu.gemm",
+        "depthwise_hswish_add": "cpu.depthwise"}
 
 
 def _one_group(name: str, seed: int = 1):  # type: ignore[no-untyped-def]
@@ -217,6 +230,7 @@ def _run_lowered(low, bufs, g, inputs, threads: int) -> np.ndarray:  # type: ign
 def test_cpu_kernels_in_the_interpreter(name: str, threads: int) -> None:
     g, bufs, consts, inputs, ref = _one_group(name)
     low = lower_group_cpu(ctx_for(g, bufs, consts, threads))
+    assert low.kernel.schedule == RULE.get(name, "cpu.loops")
     np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, threads), ref, rtol=1e-5,
                                atol=1e-5)
 

@@ -1,0 +1,229 @@
+"""The CPU depthwise-convolution template: a direct kernel per channel plane, in NCHW.
+
+A depthwise conv (one input channel per output channel) reduces over the taps only, so the
+GEMM template does not fit it, and the generic loop nest vectorizes it along one output row
+(few lanes busy on the 7x7 and 14x14 maps of a MobileNet, gathers at stride 2, a bounds check
+per tap). This template runs each (image, channel) plane in three steps:
+
+    pack     the zero-padded input plane, split into s x s polyphase planes for stride s:
+             S[pr*s + pc][a*Ws + m] = X[n, c, a*s + pr - pt, m*s + pc - pl]
+             (the padding is the same for every plane: zeroed once per call, never copied)
+    compute  over the flat index j = oy*Ws + ox of a Ws-wide output (ox >= OW is thrown away),
+             every tap (ky, kx) is one contiguous vector load at a constant offset:
+             acc[j] += S[(ky*d % s)*s + kx*d % s][j + (ky*d // s)*Ws + kx*d // s] * W[c, ky, kx]
+             RX vectors of j in registers, the weight broadcast once per tap
+    unpack   out[n, c, oy, ox] = epilogue(acc[oy*Ws + ox])    contiguous rows, the fused
+                                                              bias, activation and residual
+
+No transposes and no gathers: the layout stays the model's. Its steps are the knobs:
+`tile(RX=4)` (vectors per register tile) and `parallel(t)` (threads share the planes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from minicc.errors import ScheduleError
+from minicc.ir.compute import Const, Expr, Var, call
+from minicc.ir.loops.gemm_views import (_Conv, _conv_geometry, add, c64, div, emin, epilogue,
+                                        mod, mul, vloop)
+from minicc.ir.loops.nest import const_scalar, group_flops, kernel_params
+from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, Kernel, LoopKind, Scope, Stmt,
+                                   Store, seq)
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
+from minicc.ir.loops.trace import Step, int_kwargs, step
+from minicc.ir.registry import get_op
+from minicc.ir.types import DType
+
+F32 = DType.F32
+SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
+                                    LoopKind.UNROLL)
+
+
+def depthwise_geometry(ctx: LowerCtx) -> _Conv | None:
+    """The conv's geometry when the group's anchor is a float 2-D depthwise conv (one input
+    channel per group, one output channel per input channel) with constant weights and one
+    stride for both axes."""
+    a = ctx.group.anchor
+    if a is None or get_op(a.kind).template != "conv2d_gemm":
+        return None
+    if a.inputs[0].type.dtype != F32 or a.inputs[1] not in ctx.consts:
+        return None
+    cv = _conv_geometry(ctx.group)
+    if cv is None or cv.cg != 1 or not (cv.g == cv.c == cv.m) or cv.g == 1:
+        return None
+    return cv if cv.sh == cv.sw else None
+
+
+@dataclass(frozen=True)
+class Planes:
+    """The polyphase planes of one input plane: s*s planes of hs rows of ws columns (ws is also
+    the width of the flat output), enough rows that every vector of j reads inside them."""
+
+    s: int
+    hs: int
+    ws: int
+    nvec: int       # vectors of j covering the OH x Ws flat output
+
+    @staticmethod
+    def of(cv: _Conv, lanes: int) -> "Planes":
+        s = cv.sh
+        ry, rx = (cv.kh - 1) * cv.dh // s, (cv.kw - 1) * cv.dw // s   # the largest tap offsets
+        ws = cv.ow + rx
+        nvec = -(-cv.oh * ws // lanes)
+        # the last vector reads up to nvec*lanes - 1 + ry*ws + rx
+        hs = -(-(nvec * lanes + ry * ws + rx) // ws)
+        return Planes(s, hs, ws, nvec)
+
+
+@dataclass(frozen=True)
+class DwPlan:
+    rx: int
+    parallel: bool
+
+
+class DepthwiseKernel:
+    """Builds the kernel a plan describes (see the module docstring)."""
+
+    def __init__(self, ctx: LowerCtx, cv: _Conv, p: DwPlan):
+        self.ctx, self.cv, self.p = ctx, cv, p
+        self.L = ctx.target.lanes
+        self.pl = Planes.of(cv, self.L)
+        conv = ctx.group.anchor
+        assert conv is not None
+        self.conv = conv
+
+    def kernel(self) -> Kernel:
+        cv, p, L, pl = self.cv, self.p, self.L, self.pl
+        name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
+        conv = self.conv
+        x, wb = bufs[conv.inputs[0]], bufs[conv.inputs[1]]
+        s = pl.s
+        sp = Buffer(f"{name}_planes", F32, (s * s, pl.hs * pl.ws), Scope.SCRATCH)
+        ob = Buffer(f"{name}_acc", F32, (pl.nvec * L,), Scope.SCRATCH)
+        acc = Buffer(f"{name}_regs", F32, (p.rx, L), Scope.LOCAL)
+
+        t = Var("t")
+        b = div(t, cv.c) if cv.n > 1 else c64(0)
+        c = mod(t, cv.c)
+
+        # pack: the padded plane, split by the phases of the stride. The padding is the same
+        # for every plane, so it is zeroed once per call and only the inside is copied.
+        e, a = Var("e"), Var("a")
+        zero = For(Var("ph"), c64(s * s), vloop(e, c64(pl.hs * pl.ws), lambda ev: Store(
+            sp, (Var("ph"), ev), Const(0.0, F32)), L))
+        copies = []
+        for pr in range(s):
+            for pc in range(s):
+                a0, a1 = max(0, -((pr - cv.pt) // s)), min(pl.hs, (cv.h - 1 + cv.pt - pr) // s + 1)
+                m0, m1 = max(0, -((pc - cv.pl) // s)), min(pl.ws, (cv.w - 1 + cv.pl - pc) // s + 1)
+                if a1 <= a0 or m1 <= m0:
+                    continue
+
+                def cell(m: Expr, pr: int = pr, pc: int = pc, a0: int = a0, m0: int = m0) -> Stmt:
+                    ar, mr = add(a, a0), add(m, m0)
+                    v = BufLoad(x, (b, c, add(mul(ar, s), pr - cv.pt), add(mul(mr, s), pc - cv.pl)),
+                                F32)
+                    return Store(sp, (c64(pr * s + pc), add(mul(ar, pl.ws), mr)), v)
+                copies.append(For(a, c64(a1 - a0), vloop(Var("m"), c64(m1 - m0), cell, L)))
+        pack = seq(*copies)
+
+        # compute: RX vectors of the flat output in registers, one vector load per tap
+        jt, i, ky, kx, ln = Var("jt"), Var("i"), Var("ky"), Var("kx"), Var("l")
+        jv = emin(add(mul(jt, p.rx), i), pl.nvec - 1)   # a short last tile redoes a vector
+        j = add(mul(jv, L), ln)
+        oy_, ox_ = mul(ky, cv.dh), mul(kx, cv.dw)
+        phase = add(mul(mod(oy_, s), s), mod(ox_, s)) if s > 1 else c64(0)
+        off = add(mul(div(oy_, s), pl.ws), div(ox_, s)) if s > 1 else add(mul(oy_, pl.ws), ox_)
+
+        def cells(body: Stmt) -> Stmt:
+            return For(i, c64(p.rx), For(ln, c64(L), body, VECTOR, L), UNROLL)
+        acc_il = BufLoad(acc, (i, ln), F32)
+        tap = BufLoad(sp, (phase, add(j, off)), F32)
+        wv = BufLoad(wb, (c, c64(0), ky, kx), F32)
+        fma = Store(acc, (i, ln), call("add", acc_il, call("mul", tap, wv)))
+        tile = Allocate(acc, seq(
+            cells(Store(acc, (i, ln), Const(0.0, F32))),
+            For(ky, c64(cv.kh), For(kx, c64(cv.kw), cells(fma))),
+            cells(Store(ob, (j,), acc_il))))
+        compute = For(jt, c64(-(-pl.nvec // p.rx)), tile)
+
+        # unpack: the output rows, with the epilogue
+        bias = conv.inputs[2] if len(conv.inputs) == 3 else None
+
+        def out_index(bb: Expr, m: Expr, q: Expr) -> tuple[Expr, ...]:
+            return (bb, m, div(q, cv.ow), mod(q, cv.ow))
+
+        def anchor_value(accv: Expr, idx: tuple[Expr, ...]) -> Expr:
+            if bias is None:
+                return accv
+            k = const_scalar(bias, consts)
+            return call("add", accv, k if k is not None else BufLoad(bufs[bias], (idx[1],), F32))
+        epi = epilogue(self.ctx.group, bufs, consts, out_index, anchor_value)
+        oy = Var("oy")
+
+        def px(oxe: Expr) -> Stmt:
+            q = add(mul(oy, cv.ow), oxe)
+            return Store(bufs[self.ctx.group.output], out_index(b, c, q),
+                         epi(BufLoad(ob, (add(mul(oy, pl.ws), oxe),), F32), b, c, q))
+        unpack = For(oy, c64(cv.oh), vloop(Var("ox"), c64(cv.ow), px, L))
+
+        body = seq(zero, For(t, c64(cv.n * cv.c), seq(pack, compute, unpack),
+                             PARALLEL if p.parallel else SERIAL))
+        params, roles = kernel_params(self.ctx.group, bufs, consts)
+        return Kernel(name, params + (sp, ob), roles + ("scratch", "scratch"), body,
+                      flops=group_flops(self.ctx.group))
+
+
+def plan_from_steps(steps: Sequence[Step]) -> DwPlan:
+    got: dict[str, Any] = {"parallel": False}
+    for st in steps:
+        if st.name == "tile":
+            got.update(int_kwargs(st, ("RX",)))
+        elif st.name == "parallel" and st.args == ("t",):
+            got["parallel"] = True
+        else:
+            raise ScheduleError(f"{st}: not a step of the depthwise template (tile, parallel)")
+    if not 1 <= got.get("rx", 0) <= 16:
+        raise ScheduleError("depthwise template: the steps must set tile(RX=1..16)")
+    return DwPlan(got["rx"], got["parallel"])
+
+
+class CpuDepthwise(Rule):
+    """`cpu.depthwise`: float depthwise convs with their fused epilogue."""
+
+    name = "cpu.depthwise"
+
+    def geometry(self, ctx: LowerCtx) -> _Conv | None:
+        return ctx.memo("depthwise", lambda: depthwise_geometry(ctx))
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        return ctx.opts.opt_level >= 1 and self.geometry(ctx) is not None
+
+    def _nvec(self, ctx: LowerCtx) -> int:
+        cv = self.geometry(ctx)
+        assert cv is not None
+        return Planes.of(cv, ctx.target.lanes).nvec
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        return {"RX": tuple(range(1, min(self._nvec(ctx), 12) + 1)),
+                "parallel": (False, True) if ctx.threads > 1 else (False,)}
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """Up to 6 vectors per register tile, as even as the plane allows; threads share the
+        planes."""
+        nvec = self._nvec(ctx)
+        ntile = -(-nvec // 6)
+        return {"RX": -(-nvec // ntile), "parallel": ctx.threads > 1}
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        out = [step("tile", RX=knobs["RX"])]
+        if knobs["parallel"]:
+            out.append(step("parallel", "t"))
+        return out
+
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        cv = self.geometry(ctx)
+        assert cv is not None
+        return Lowered(DepthwiseKernel(ctx, cv, plan_from_steps(steps)).kernel())
