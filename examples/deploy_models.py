@@ -7,6 +7,8 @@ the families users deploy and where a compiler is measured against onnxruntime a
                        concatenated to [1, 144, anchors]; input 320x320 (or 640)
     mobilenetv3_like   MobileNetV3-Large: the published bneck table (3x3/5x5 depthwise, squeeze-
                        excite with hard-sigmoid, ReLU/HardSwish), 224x224, 1000 classes
+    mobilenetv2_224    MobileNetV2 (width 1.0): the published inverted-residual table, ReLU6,
+                       224x224, 1000 classes
     minilm_like        a MiniLM-style encoder: hidden 384, 12 heads, FFN 1536 (GELU), 3 layers,
                        post-LayerNorm, additive attention mask, sequence 64
 
@@ -224,6 +226,28 @@ class MiniLMLike(nn.Module):
         return x
 
 
+class MobileNetV2(nn.Module):
+    """MobileNetV2 1.0 as published: (expansion, channels, repeats, first stride) per stage."""
+
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers: list[nn.Module] = [tm.conv_bn_relu6(3, 32, 3, 2)]
+        cin = 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                layers.append(tm.InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(tm.conv_bn_relu6(cin, 1280, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
 def _image(size: int):  # type: ignore[no-untyped-def]
     return lambda b: {"x": np.random.default_rng(7 + b).standard_normal(
         (b, 3, size, size)).astype(np.float32)}
@@ -246,6 +270,8 @@ MODELS = {
                                 {"x": 0, "preds": 0}),
     "mobilenetv3_like": tm.Spec(tm._seeded(MobileNetV3Like, 11, bn=True), _image(224),
                                 ["logits"], {"x": 0, "logits": 0}),
+    "mobilenetv2_224": tm.Spec(tm._seeded(MobileNetV2, 13, bn=True), _image(224), ["logits"],
+                               {"x": 0, "logits": 0}),
     "minilm_like": tm.Spec(tm._seeded(MiniLMLike, 12), _tokens(64), ["hidden_states"],
                            {"input_ids": 0, "attention_mask": 0, "hidden_states": 0}),
 }

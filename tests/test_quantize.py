@@ -190,10 +190,11 @@ def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:
 
 # ---- quantized models from onnxruntime --------------------------------------------------------
 
-def cnn(path: Path, qoperator_friendly: bool = False) -> Path:
+def cnn(path: Path, qoperator_friendly: bool = False, residual: bool = False) -> Path:
     """conv3x3-relu, conv3x3 (stride 2)-relu, global pool, gemm: a small classifier. With
     `qoperator_friendly`, a flatten and a MatMul instead of the pool and the Gemm (onnxruntime's
-    QOperator format writes those two as com.microsoft contrib ops)."""
+    QOperator format writes those two as com.microsoft contrib ops). With `residual`, a
+    residual block after the first conv: conv3x3, add, relu (QLinearAdd in QOperator)."""
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
@@ -217,11 +218,20 @@ def cnn(path: Path, qoperator_friendly: bool = False) -> Path:
         nodes = nodes[:4] + [helper.make_node("Flatten", ["r2"], ["f"]),
                              helper.make_node("MatMul", ["f", "wf"], ["y"], name="fc")]
         fc = t("wf", 32 * 8 * 8, 10)
+    extra = []
+    if residual:
+        nodes = nodes[:2] + [
+            helper.make_node("Conv", ["r1", "w1b", "b1b"], ["c1b"], pads=[1, 1, 1, 1],
+                             name="conv1b"),
+            helper.make_node("Add", ["r1", "c1b"], ["s1"], name="residual"),
+            helper.make_node("Relu", ["s1"], ["r1s"])] + nodes[2:]
+        nodes[5].input[0] = "r1s"
+        extra = [t("w1b", 16, 16, 3, 3), t("b1b", 16)]
     g = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info(
             "y", TensorProto.FLOAT, [1, 10])],
         [t("w1", 16, 3, 3, 3), t("b1", 16), t("w2", 32, 16, 3, 3), t("b2", 32), fc]
-        + ([] if qoperator_friendly else [t("bf", 10)]))
+        + ([] if qoperator_friendly else [t("bf", 10)]) + extra)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -263,6 +273,57 @@ def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_pat
         x = np.random.default_rng(seed + 20).random((1, 3, 16, 16), np.float32)
         np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],
                                    atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
+def test_a_qoperator_residual_block_qlinearadd_matches_onnxruntime(tmp_path: Path,
+                                                                   act: str) -> None:
+    """The residual add of a QOperator model is onnxruntime's com.microsoft QLinearAdd."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    src, dst = cnn(tmp_path / "cnn.onnx", True, residual=True), tmp_path / "cnn.qop.onnx"
+    ort_quantize_static(src, dst, act, "QOperator")
+    assert "QLinearAdd" in {n.op_type for n in onnx.load(str(dst)).graph.node}
+    cm = minicc.compile(str(dst), threads=1)
+    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        x = np.random.default_rng(seed + 30).random((1, 3, 16, 16), np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("dt", ["uint8", "int8"])
+def test_qlinear_add_and_mul_match_onnxruntime_exactly(op: str, dt: str) -> None:
+    """Broadcasting, zero points on every side, both integer types: bit-exact."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    npdt = np.dtype(dt)
+    et = helper.np_dtype_to_tensor_dtype(npdt)
+    signed = npdt == np.int8
+    consts = {"as": np.float32(0.05), "az": npdt.type(-3 if signed else 3),
+              "bs": np.float32(0.02), "bz": npdt.type(5 if signed else 128),
+              "cs": np.float32(0.07 if op == "QLinearAdd" else 0.3),
+              "cz": npdt.type(0 if signed else 10)}
+    node = helper.make_node(op, ["a", "as", "az", "b", "bs", "bz", "cs", "cz"], ["c"],
+                            domain="com.microsoft")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", et, [2, 3, 4, 5]),
+                                        helper.make_tensor_value_info("b", et, [1, 3, 1, 5])],
+                          [helper.make_tensor_value_info("c", et, [2, 3, 4, 5])],
+                          [numpy_helper.from_array(np.array(v), k) for k, v in consts.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    rng, info = np.random.default_rng(0), np.iinfo(npdt)
+    feeds = {"a": rng.integers(info.min, info.max + 1, (2, 3, 4, 5)).astype(npdt),
+             "b": rng.integers(info.min, info.max + 1, (1, 3, 1, 5)).astype(npdt)}
+    ref = ort.InferenceSession(m.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    got = minicc.compile(m, threads=1).run(feeds)["c"]
+    assert got.dtype == npdt
+    np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])

@@ -261,3 +261,32 @@ def qlinear_matmul_v10(ctx: NodeContext) -> Sequence[Value]:
     y = ctx.op("mul", [ctx.op("cast", [acc], {"to": DType.F32}, out=None),
                        ctx.const_value((xs * ws).astype(np.float32), out=None)], out=None)
     return [_requantize(ctx, y, 6)]
+
+
+def _dequantized(ctx: NodeContext, x_i: int) -> Value:
+    """Input x_i as float: (x - zero point) * scale, with the scale and zero point (per tensor)
+    at x_i + 1 and x_i + 2."""
+    s = ctx.const(x_i + 1)
+    z = ctx.const(x_i + 2) if ctx.has(x_i + 2) else np.zeros((), np.uint8)
+    if s is None or z is None or s.size != 1 or z.size != 1:
+        raise ctx.error(f"input {x_i}'s scale and zero point must be constants, one each")
+    if not (np.isfinite(s).all() and float(s.reshape(-1)[0]) > 0):
+        raise ctx.error(f"scale '{ctx.node.input[x_i + 1]}' holds {float(s.reshape(-1)[0])!r}: "
+                        "a quantization scale must be positive and finite")
+    x = ctx.input(x_i)
+    if x.type.dtype not in (DType.U8, DType.I8):
+        raise ctx.error(f"input {x_i} must be u8 or s8, got {x.type}")
+    xf = ctx.op("cast", [x], {"to": DType.F32}, out=None)
+    if int(z.reshape(-1)[0]):
+        xf = ctx.op("sub", [xf, ctx.scalar(float(z.reshape(-1)[0]), DType.F32)], out=None)
+    return ctx.op("mul", [xf, ctx.scalar(float(s.reshape(-1)[0]), DType.F32)], out=None)
+
+
+@converter(["QLinearAdd", "QLinearMul"], since=1, domain="com.microsoft")
+def qlinear_binary_v1(ctx: NodeContext) -> Sequence[Value]:
+    """onnxruntime's QLinearAdd / QLinearMul (A, A_scale, A_zp, B, B_scale, B_zp, C_scale,
+    C_zp), as the QOperator format writes residual adds: both sides dequantized, added or
+    multiplied (numpy broadcasting), requantized; the fusion pass puts it in one kernel."""
+    a, b = _dequantized(ctx, 0), _dequantized(ctx, 3)
+    kind = "add" if ctx.node.op_type == "QLinearAdd" else "mul"
+    return [_requantize(ctx, ctx.op(kind, [a, b], out=None), 6)]
