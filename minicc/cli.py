@@ -218,6 +218,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.model:
         _err("give a model to benchmark (or --gemm N)")
         return EXIT_USER
+    missing = [m for m in args.model if not Path(m).is_file()]
+    if missing:      # before minutes of benchmarking the others
+        _err(f"no such model file: {', '.join(missing)}")
+        return EXIT_USER
     vs = tuple(dict.fromkeys(args.vs or ["onnxruntime"]))
     rows = []
     for m in args.model:

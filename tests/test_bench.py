@@ -70,3 +70,12 @@ def test_cli_bench(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["bench", str(path), "--threads", "1", "--repeat", "3", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "minicc/onnxruntime" in out and " ok " in out
+
+
+def test_cli_bench_refuses_a_missing_model_before_running_any(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    path = mlp(tmp_path / "d.onnx")
+    assert main(["bench", str(path), str(tmp_path / "nope.onnx"), "--repeat", "2"]) == 2
+    cap = capsys.readouterr()
+    assert "no such model file" in cap.err and "nope.onnx" in cap.err
+    assert "minicc/onnxruntime" not in cap.out

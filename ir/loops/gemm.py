@@ -343,13 +343,15 @@ class CpuGemm(Rule):
         return None
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
-        """6 x 2 vectors of accumulators, K blocks of 256, N blocks of 256 (a conv: as many
+        """8 (or 6) x 2 vectors of accumulators, K blocks of 256, N blocks of 256 (a conv: as many
         whole output rows as fit); threads share the batch, else the column blocks, else (few
         columns, many rows: the late layers of a CNN) the row tiles."""
         v = self.view(ctx)
         assert v is not None
         th, L = ctx.threads, ctx.target.lanes
-        mr, nr, kc = min(6, v.M), 2 * L, min(256, v.K)
+        # 8 rows x 2 vectors (16 accumulators) unless 6 rows waste fewer on the last row tile
+        mr = min(v.M, min((8, 6), key=lambda r: (-(-v.M // r) * r, -r)))
+        nr, kc = 2 * L, min(256, v.K)
         if v.int8:          # the whole K at once: keep the B panel (K x NC bytes) near 128 KiB
             kc = v.K
         few_rows = th > 1 and v.batch < th and -(-v.M // mr) < 2 * th
