@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from minicc.errors import FrontendError, MiniccError, NeedsConstantError
+from minicc.errors import FrontendError, MiniccError, NeedsConstantError, ResourceError
 from minicc.ir.builder import GraphBuilder
 from minicc.ir.graph import SourceLoc, Value
 from minicc.ir.registry import canonical_attrs, infer_types
@@ -204,6 +204,8 @@ class NodeContext:
                     return (self.s.b.const(arr, name[0] if name else None, self.loc),)
                 sym = None
             outs = self.s.b.op(kind, inputs, attrs, name, self.loc)
+        except ResourceError as e:          # keeps its class: over the budget, not malformed
+            raise ResourceError(f"{self.node.op_type} node '{self.name}': {e}") from None
         except MiniccError as e:
             raise self.error(str(e)) from None
         deps = frozenset().union(*(self.s.depends_on_inputs(v) for v in inputs))

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from minicc import resources
 from minicc.errors import MiniccError, VerificationError
 from minicc.ir.graph import Attrs, ConstData, Function, Op, SourceLoc, Value
 from minicc.ir.registry import canonical_attrs, full_attrs, get_op, infer_types
@@ -72,6 +73,9 @@ class GraphBuilder:
         """Append `kind(inputs) {attrs}`; returns the result values."""
         at = canonical_attrs(kind, attrs or {})
         types = infer_types(kind, [v.type for v in inputs], at)
+        for t in types:
+            if t.is_static:
+                resources.check((t.numel or 0) * t.dtype.itemsize, f"op '{kind}': its result {t}")
         if isinstance(names, str) or names is None:
             base = names
             names = [base if i == 0 else (f"{base}_{i}" if base else None)

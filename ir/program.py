@@ -26,6 +26,7 @@ from minicc.ir.loops.exprs import flat_offset, loads_in
 from minicc.ir.loops.nodes import Buffer, Kernel, Scope, Store, walk
 from minicc.ir.loops.schedule import LowerCtx, Lowered
 from minicc.ir.loops.storage import store_half
+from minicc import resources
 from minicc.ir.memory import MemoryPlan, Request, plan_memory
 from minicc.ir.passes.fuse import Group, Partition, fuse
 from minicc.ir.registry import full_attrs
@@ -382,6 +383,22 @@ def _signature(names: list[str], values: tuple[Value, ...]
                  for n, v in zip(names, values))
 
 
+def _check_budget(plan: MemoryPlan, places: Places, opts: CompileOptions) -> None:
+    """Refuse, before the weights blob is built or any arena allocated, a program whose arena
+    plus weights exceed the memory budget; the error names the largest arena buffers."""
+    weights = sum(a.nbytes for a in places.consts.values())
+    total = plan.arena_bytes + weights
+    if total <= resources.budget(opts.memory_budget):
+        return
+    label = {f"t{i}": f"%{v.name_hint or f't{i}'}" for i, v in enumerate(places.arena)}
+    big = sorted(plan.requests, key=lambda r: -r.nbytes)[:3]
+    names = ", ".join(f"{label.get(r.name, 'scratch ' + r.name)} "
+                      f"{resources.format_bytes(r.nbytes)}" for r in big)
+    resources.check(total, f"the compiled model (arena {resources.format_bytes(plan.arena_bytes)}"
+                    f", largest: {names}; weights {resources.format_bytes(weights)})",
+                    opts.memory_budget)
+
+
 def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOptions,
                   partition: Partition | None = None) -> Program:
     """Fuse, then run the four stages, for `opts.threads` threads. Tensors in the arena and the
@@ -395,6 +412,7 @@ def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOpti
     if opts.precision == "fp16":
         places, lowered, half = half_storage(places, lowered)
     arena = plan_arena(places, lowered, threads, target.align, half)
+    _check_budget(arena.plan, places, opts)
     blob = WeightsBlob(target.align)
     steps, sources = bind_steps(places, lowered, arena, blob)
     notes = [st.lowered.note for st in lowered if isinstance(st, LoweredGroup) and st.lowered.note]

@@ -74,7 +74,16 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
                           profile=getattr(args, "profile", False),
                           verify_each=args.verify_each, tuning_log=args.tuning_log,
                           precision="fp16" if getattr(args, "precision", "") == "fp16"
-                          else "fp32")
+                          else "fp32", memory_budget=getattr(args, "memory_budget", None))
+
+
+def _size(text: str) -> int:
+    from minicc.resources import parse_size
+
+    try:
+        return parse_size(text)
+    except MiniccError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -470,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--tuning-log", metavar="LOG.jsonl",
                        help="schedule kernels with the best records of a `minicc tune` log "
                        "(records measured on other machines are ignored)")
+        q.add_argument("--memory-budget", metavar="SIZE", type=_size,
+                       help="refuse a model needing more memory than SIZE (8G, 512M; default "
+                       "$MINICC_MEMORY_BUDGET, else 3/4 of this machine's memory)")
 
     q = sub.add_parser("compile", help="compile a model for this CPU",
                        description="Compile MODEL (.onnx or .mir) to native code: graph passes, "

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from minicc import env
+from minicc import env, resources
 from minicc.errors import CodegenError, MiniccError
 from minicc.ir.graph import Module
 from minicc.options import UNSET, CompileOptions, Target, default_threads, merge_options
@@ -308,7 +308,8 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
     o, entry, tgt = _prepare(options, dict(fields, target=target, opt_level=opt_level,
                                            threads=threads, input_shapes=input_shapes))
     report = CompileReport()
-    prog = _front(model, o, entry, tgt, report)
+    with resources.limit(o.memory_budget):
+        prog = _front(model, o, entry, tgt, report)
     t2 = time.perf_counter()
     force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
     art = _cached(o, cache_key(prog, o, tgt, __version__),

@@ -11,6 +11,8 @@ FLAGS = {
     "MINICC_DEBUG": "1: print each native segment before it runs (find a crashing kernel)",
     "MINICC_SPLIT_KERNELS": "1: one native entry per kernel (with MINICC_DEBUG, names each)",
     "MINICC_CACHE_DIR": "directory of the compile cache (default ~/.cache/minicc)",
+    "MINICC_MEMORY_BUDGET": "bytes a compile may plan (8G, 512M; default 3/4 of the machine's "
+                            "memory)",
     "MINICC_LIBGOMP": "path of libgomp.so to load for multi-threaded code",
     "MINICC_VERIFY_ROUNDTRIP": "1: check that the graph IR and every kernel's loop IR parse "
                                "back identically",

@@ -15,6 +15,11 @@ class FrontendError(MiniccError):
     """The ONNX model could not be imported (bad file, bad graph, bad external data)."""
 
 
+class InvalidModelError(FrontendError):
+    """The model breaks the ONNX spec (an attribute its schema does not define, an opset no
+    onnx defines, a non-positive stride, ...): refused, as onnxruntime refuses it."""
+
+
 class UnsupportedOpError(FrontendError, NotImplementedError):
     """One or more ONNX ops have no converter for the model's opset."""
 
@@ -55,6 +60,10 @@ class InterpreterError(MiniccError):
 
 class RuntimeInputError(MiniccError, ValueError):
     """An input given at run time has the wrong name, dtype, shape or layout."""
+
+
+class ResourceError(MiniccError):
+    """The model needs more memory than the compile's budget (minicc/resources.py)."""
 
 
 class ScheduleError(MiniccError):

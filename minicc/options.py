@@ -61,7 +61,7 @@ UNSET: Any = _Unset()
 PRECISIONS = ("fp32", "fp16")       # storage precisions of a compile (int8 is a graph rewrite)
 # fields kept out of the cache key: they change how a compile or a run goes, never the code, or
 # their whole effect is in the program the key hashes (shapes, kernels' schedules)
-NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each",
+NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each", "memory_budget",
                         "input_shapes", "schedules", "tuning_log"})
 
 
@@ -88,8 +88,13 @@ class CompileOptions:
     verify_each: bool = False       # verify the graph IR after every pass
     precision: str = "fp32"         # "fp16": f32 tensors stored as f16 between kernels and as
     #                                 weights, computed in f32 (ir/loops/storage.py)
+    memory_budget: int | None = None  # bytes a compile may plan (None: minicc/resources.py)
 
     def __post_init__(self) -> None:
+        if self.memory_budget is not None and (not isinstance(self.memory_budget, int) or
+                                               self.memory_budget < 1):
+            raise MiniccError(f"memory_budget must be a positive number of bytes, got "
+                              f"{self.memory_budget!r}")
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= 3:
             raise MiniccError(f"opt_level must be 0, 1, 2 or 3, got {self.opt_level!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
