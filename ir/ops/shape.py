@@ -269,6 +269,18 @@ class Pad(_Move):
         shape = tuple(d + p[k] + p[k + t.rank] if isinstance(d, int) else UNKNOWN
                       for k, d in enumerate(t.shape))
         check(all(not isinstance(d, int) or d >= 0 for d in shape), f"negative size {shape}")
+        if attrs["mode"] in ("reflect", "edge", "wrap"):
+            # a mirror of an axis of d elements has d - 1 to give (onnxruntime: pads < d); an
+            # edge or a wrap (any number of times round) needs an element to repeat
+            for k, d in enumerate(t.shape):
+                if not isinstance(d, int):
+                    continue
+                most = d - 1 if attrs["mode"] == "reflect" else 10 ** 18
+                check(d > 0 or max(p[k], p[k + t.rank]) <= 0,
+                      f"{attrs['mode']} padding of axis {k}, which is empty")
+                check(max(p[k], p[k + t.rank]) <= most,
+                      f"{attrs['mode']} pads {p[k]}, {p[k + t.rank]} on axis {k} of size {d}: "
+                      f"at most {most}")
         return [t.with_shape(shape)]
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:

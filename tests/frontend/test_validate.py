@@ -116,3 +116,25 @@ def test_a_valid_model_passes() -> None:
     m = model([helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
                helper.make_node("Relu", ["c"], ["y"])], inits=(W,))
     minicc.import_onnx(m)
+
+
+@pytest.mark.parametrize("mode,pad,refused", [("reflect", 3, False), ("reflect", 4, True),
+                                              ("wrap", 9, False), ("edge", 9, False)])
+def test_pad_limits_follow_onnxruntime(mode: str, pad: int, refused: bool) -> None:
+    """A reflection has size - 1 elements to mirror; wrap and edge repeat without limit."""
+    ort = pytest.importorskip("onnxruntime")
+    g = helper.make_graph([helper.make_node("Pad", ["x", "p"], ["y"], mode=mode)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([0, pad, 0, pad], np.int64), "p")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    m.ir_version = 9
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    if refused:
+        with pytest.raises(minicc.MiniccError, match=f"reflect pads {pad}, {pad} on axis 1 of "
+                                                     "size 4: at most 3"):
+            minicc.compile(m, threads=1)
+        return
+    ref = ort.InferenceSession(m.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(minicc.compile(m, threads=1).run({"x": x})["y"], ref)
