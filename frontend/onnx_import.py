@@ -287,11 +287,27 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
                                 "main output is)")
         if vi.name not in state.env:
             raise FrontendError(f"{shown}: graph output '{vi.name}' is never produced")
+        _check_declared_dtype(vi, state.env[vi.name], shown)
         outs.append(state.env[vi.name])
     f = eliminate_dead_code(b.finish(outs, [vi.name for vi in g.output]))
     m = Module((f,))
     verify_module(m)
     return m
+
+
+def _check_declared_dtype(vi: onnx.ValueInfoProto, v: Value, shown: str) -> None:
+    """A graph output declared with one element type and computed as another is refused, as
+    onnxruntime refuses it (callers would read the wrong type)."""
+    et = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+    if not et:
+        return
+    try:
+        want = onnx_dtype(et, f"graph output '{vi.name}'")
+    except MiniccError:
+        return
+    if want != v.type.dtype:
+        raise FrontendError(f"{shown}: graph output '{vi.name}' is declared {want.value} but "
+                            f"the graph computes {v.type.dtype.value}")
 
 
 def _check_arity(ctx: NodeContext, opset: int, shown: str) -> None:

@@ -36,6 +36,13 @@ _POSITIVE = ("strides", "dilations", "kernel_shape")
 _EPSILON = {"BatchNormalization", "InstanceNormalization", "LayerNormalization",
             "GroupNormalization", "SkipLayerNormalization", "RMSNormalization",
             "SimplifiedLayerNormalization", "LpNormalization"}
+# int attributes that are flags: runtimes disagree on other values (onnxruntime reads keepdims=-3
+# as false, numpy-minded code as true), so anything but 0 or 1 is refused
+_FLAGS = {"keepdims", "transA", "transB", "ceil_mode", "count_include_pad", "select_last_index",
+          "noop_with_empty_axes", "exclusive", "reverse", "largest", "sorted",
+          "center_point_box", "training_mode", "storage_order", "align_corners",
+          "linear_before_reset", "input_forget", "layout", "is_causal", "interleaved", "fmod",
+          "detect_negative", "detect_positive", "saturate", "upper", "allowzero"}
 _WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3,
                  "DeformConv": 1}
 
@@ -93,6 +100,9 @@ def _value_problems(n: onnx.NodeProto, shapes: dict[str, list[int | None]],
                     list(ws[2:]) != list(ks):
                 out.append(f"kernel_shape {ks} contradicts the weight '{n.input[wi]}' of "
                            f"shape {ws}")
+    for k in _FLAGS & attrs.keys():
+        if isinstance(attrs[k], int) and attrs[k] not in (0, 1):
+            out.append(f"{k}={attrs[k]} must be 0 or 1")
     if n.op_type in _EPSILON and "epsilon" in attrs:
         eps = attrs["epsilon"]
         if isinstance(eps, float) and not math.isfinite(eps):

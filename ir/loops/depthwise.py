@@ -51,7 +51,8 @@ def depthwise_geometry(ctx: LowerCtx) -> _Conv | None:
     if a.inputs[0].type.dtype != F32 or a.inputs[1] not in ctx.consts:
         return None
     cv = _conv_geometry(ctx.group)
-    if cv is None or cv.cg != 1 or not (cv.g == cv.c == cv.m) or cv.g == 1:
+    if cv is None or cv.cg != 1 or not (cv.g == cv.c == cv.m) or cv.g == 1 or \
+            0 in (cv.n, cv.h, cv.w, cv.oh, cv.ow):
         return None
     return cv if cv.sh == cv.sw else None
 

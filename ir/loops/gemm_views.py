@@ -147,7 +147,10 @@ def gemm_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return None
     template = get_op(group.anchor.kind).template
     builder = VIEWS.get(template) if template else None
-    return builder(name, group, bufs, consts) if builder is not None else None
+    v = builder(name, group, bufs, consts) if builder is not None else None
+    if v is not None and 0 in (v.batch, v.M, v.N, v.K):
+        return None     # an empty GEMM: the generic loop nest handles zero extents
+    return v
 
 
 # ---- conv2d as implicit GEMM ----------------------------------------------------------------
