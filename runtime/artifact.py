@@ -17,7 +17,7 @@ from typing import Any
 from minicc.abi import Location, Step, step_from_json, step_to_json
 from minicc.errors import ArtifactError
 
-FORMAT = "minicc-artifact/2"
+FORMAT = "minicc-artifact/3"       # 3: the manifest carries its own checksum
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]     # (name, dtype, shape) per tensor
 
 
@@ -49,7 +49,16 @@ class Artifact:
         d["sha256"] = {"object": hashlib.sha256(self.object_code).hexdigest(),
                        "weights": hashlib.sha256(self.weights).hexdigest(),
                        "source": hashlib.sha256(self.source.encode()).hexdigest()}
+        d["sha256"]["manifest"] = _manifest_sum(d)
         return d
+
+
+def _manifest_sum(m: dict[str, Any]) -> str:
+    """The manifest's own checksum (over everything but itself): the steps name arena offsets
+    and sizes that native code writes through, so a damaged number must never load."""
+    body = {k: v for k, v in m.items() if k != "sha256"}
+    body["sha256"] = {k: v for k, v in m.get("sha256", {}).items() if k != "manifest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
@@ -86,10 +95,13 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         except (KeyError, ValueError, zipfile.BadZipFile) as e:
             raise ArtifactError(f"cannot load '{p}': incomplete or corrupt artifact ({e})"
                                 ) from None
+    if not isinstance(m, dict):
+        raise ArtifactError(f"cannot load '{p}': malformed manifest")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"cannot load '{p}': format {m.get('format')!r}, expected {FORMAT}")
     sums = m.get("sha256", {})
-    if hashlib.sha256(obj).hexdigest() != sums.get("object") or \
+    if not isinstance(sums, dict) or _manifest_sum(m) != sums.get("manifest") or \
+            hashlib.sha256(obj).hexdigest() != sums.get("object") or \
             hashlib.sha256(weights).hexdigest() != sums.get("weights") or \
             (m.get("target") == "cuda" and
              hashlib.sha256(source.encode()).hexdigest() != sums.get("source")):

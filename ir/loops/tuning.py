@@ -85,12 +85,12 @@ class TuningLog:
         self.records: list[Record] = []
         self.skipped: list[str] = []         # "line N: why"
         if self.path.exists():
-            for n, line in enumerate(self.path.read_text().splitlines(), 1):
-                if not line.strip():
+            for n, raw in enumerate(self.path.read_bytes().splitlines(), 1):
+                if not raw.strip():
                     continue
-                try:
-                    self.records.append(Record.parse(line))
-                except (ValueError, TypeError, KeyError) as e:
+                try:        # a damaged line (bad UTF-8 too) is skipped, not fatal
+                    self.records.append(Record.parse(raw.decode()))
+                except (ValueError, TypeError, KeyError, AttributeError) as e:
                     self.skipped.append(f"line {n}: {e}")
 
     def best(self, workload: str, machine: str, threads: int) -> Record | None:

@@ -200,12 +200,27 @@ def flip_middle_byte(data: bytes) -> bytes:
     return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
 
 
-def edit_manifest(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+def edit_manifest(edit: Callable[[dict], None], resign: bool = True
+                  ) -> Callable[[bytes], bytes]:
+    """The manifest edited; re-signed, it stands for an artifact really built elsewhere (another
+    version, CPU, triple); not re-signed, for a damaged or forged one."""
+    from minicc.runtime.artifact import _manifest_sum
+
     def change(data: bytes) -> bytes:
         m = json.loads(data)
         edit(m)
+        if resign:
+            m["sha256"]["manifest"] = _manifest_sum(m)
         return json.dumps(m).encode()
     return change
+
+
+def test_an_edited_manifest_is_refused(saved: Path, tmp_path: Path) -> None:
+    """Arena offsets and sizes are in the manifest: a changed number never reaches native code."""
+    bad = rewrite_zip(saved, tmp_path / "arena.mcc", "manifest.json",
+                      edit_manifest(lambda m: m.update(arena_bytes=8), resign=False))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load(bad)
 
 
 @pytest.mark.parametrize("member", ["object.o", "weights.bin"])
