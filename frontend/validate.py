@@ -12,8 +12,8 @@ before their first version. It is weak where onnxruntime refuses more, so this m
   onnxruntime has no kernels below opset 7 for many ops and refuses such models, while the same
   model is valid ONNX and minicc computes it;
 - values the schemas type but do not bound: strides, dilations and kernel sizes must be
-  positive, pads non-negative, group positive, epsilon finite, kernel_shape equal to the
-  weight's spatial shape where the weight's shape is known.
+  positive, pads non-negative (and smaller than a pool's kernel), group positive, epsilon
+  finite, flags 0 or 1, kernel_shape equal to the weight's spatial shape where it is known.
 
 Custom domains the installed onnx does not know (com.microsoft) are checked by their converters.
 """
@@ -33,6 +33,7 @@ _BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Grea
 _WINDOWED = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool",
              "LpPool", "MaxUnpool", "MaxRoiPool", "Col2Im", "DeformConv"}
 _POSITIVE = ("strides", "dilations", "kernel_shape")
+_POOLS = {"MaxPool", "AveragePool", "LpPool"}
 _EPSILON = {"BatchNormalization", "InstanceNormalization", "LayerNormalization",
             "GroupNormalization", "SkipLayerNormalization", "RMSNormalization",
             "SimplifiedLayerNormalization", "LpNormalization"}
@@ -90,6 +91,11 @@ def _value_problems(n: onnx.NodeProto, shapes: dict[str, list[int | None]],
         pads = attrs.get("pads")
         if isinstance(pads, list) and any(x < 0 for x in pads):
             out.append(f"pads {pads} must not be negative")
+        ks = attrs.get("kernel_shape")
+        if n.op_type in _POOLS and isinstance(pads, list) and isinstance(ks, list) and \
+                len(pads) == 2 * len(ks) and any(p >= ks[i % len(ks)] for i, p in enumerate(pads)):
+            out.append(f"pads {pads} must be smaller than the kernel {ks} (a window entirely "
+                       "in the padding has nothing to pool)")
         if "group" in attrs and isinstance(attrs["group"], int) and attrs["group"] < 1:
             out.append(f"group {attrs['group']} must be at least 1")
         wi = _WEIGHT_INPUT.get(n.op_type)

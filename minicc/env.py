@@ -10,6 +10,8 @@ import os
 FLAGS = {
     "MINICC_DEBUG": "1: print each native segment before it runs (find a crashing kernel)",
     "MINICC_SPLIT_KERNELS": "1: one native entry per kernel (with MINICC_DEBUG, names each)",
+    "MINICC_GUARD": "1: arena, weights, inputs and outputs end at an inaccessible page, so an "
+                    "out-of-bounds access in generated code faults (a test mode)",
     "MINICC_CACHE_DIR": "directory of the compile cache (default ~/.cache/minicc)",
     "MINICC_MEMORY_BUDGET": "bytes a compile may plan (8G, 512M; default 3/4 of the machine's "
                             "memory)",

@@ -16,6 +16,7 @@ from minicc import env
 from minicc.abi import HostCall, Location, LocKind, NativeCall
 from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
+from minicc.runtime import guard
 from minicc.runtime.checks import NP_DTYPES, check_inputs
 from minicc.runtime.llvm_host import host_features, init_llvm, load_gomp, new_target_machine
 
@@ -82,8 +83,13 @@ class Executable:
                 if not addr:
                     raise ArtifactError(f"entry {st.symbol} missing from the object code")
                 self._entries[st.symbol] = _ENTRY(addr)
-        self._arena = _aligned(max(a.arena_bytes, 64))
-        self._weights = _aligned(max(len(a.weights), 64))
+        self._guarded: list = []            # MINICC_GUARD=1: mappings that must stay alive
+        if guard.enabled():
+            self._arena = guard.buffer(max(a.arena_bytes, 64), self._guarded)
+            self._weights = guard.buffer(max(len(a.weights), 64), self._guarded)
+        else:
+            self._arena = _aligned(max(a.arena_bytes, 64))
+            self._weights = _aligned(max(len(a.weights), 64))
         self._weights[:len(a.weights)] = np.frombuffer(a.weights, dtype=np.uint8)
         self._base = (self._arena.ctypes.data, self._weights.ctypes.data)
         # resolved once: what each step calls, and which outputs native code writes in place
@@ -96,12 +102,22 @@ class Executable:
         self.output_names = [n for n, _, _ in a.outputs]
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
-        return check_inputs(self.artifact.inputs, inputs)
+        xs = check_inputs(self.artifact.inputs, inputs)
+        if guard.enabled():        # copies against guard pages (kept until the next call)
+            self._io_keep: list = []
+            xs = [guard.array_like(x.shape, x.dtype, self._io_keep, x) for x in xs]
+        return xs
+
+    def new_outputs(self) -> list[np.ndarray]:
+        outs = self.artifact.outputs
+        if guard.enabled():
+            return [guard.array_like(tuple(s), _NP[d], self._io_keep) for _, d, s in outs]
+        return [np.empty(s, dtype=_NP[d]) for _, d, s in outs]
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         a = self.artifact
         xs = self.check_inputs(inputs)
-        outs = [np.empty(s, dtype=_NP[d]) for _, d, s in a.outputs]
+        outs = self.new_outputs()
         arrays = xs + outs
         io = (ctypes.c_void_p * max(len(arrays), 1))(*[x.ctypes.data for x in arrays])
         with self._lock:
@@ -131,7 +147,7 @@ class Executable:
         """A call that runs every step on `inputs` (checked now, once) with no per-call Python
         work beyond the steps: for timing a kernel of a few microseconds."""
         xs = self.check_inputs(inputs)
-        outs = [np.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
+        outs = self.new_outputs()
         io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(*[x.ctypes.data for x in xs + outs])
         steps = range(len(self._calls))
 
@@ -150,7 +166,7 @@ class Executable:
 
         a = self.artifact
         xs = self.check_inputs(inputs)
-        outs = [np.empty(s, dtype=_NP[d]) for _, d, s in a.outputs]
+        outs = self.new_outputs()
         io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(
             *[x.ctypes.data for x in xs + outs])
         runs: list[list[tuple[float, float]]] = []

@@ -104,11 +104,16 @@ class ReduceMean(_ReduceOp):
     doc = "mean over `axes`"
 
     def body(self, t: TensorType, rvars: tuple, ld: Expr, n: int) -> Expr:
+        """The spec leaves the mean of nothing undefined; it is 0 here, as in onnxruntime."""
         s = Reduce("sum", rvars, ld, t.dtype)
+        n = max(n, 1)
         return s / Const(n if t.dtype.is_int else float(n), t.dtype)
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
         x = ins[0]
+        ax = _norm_axes(attrs["axes"], x.ndim)
+        if x.size == 0 or any(x.shape[a] == 0 for a in ax):
+            return [np.sum(x, axis=ax, keepdims=attrs["keepdims"]).astype(x.dtype)]
         if x.dtype.kind in "iu":
             ax = _norm_axes(attrs["axes"], x.ndim)
             n = int(np.prod([x.shape[a] for a in ax]))
