@@ -276,8 +276,9 @@ class Pad(_Move):
                 if not isinstance(d, int):
                     continue
                 most = d - 1 if attrs["mode"] == "reflect" else 10 ** 18
-                check(d > 0 or max(p[k], p[k + t.rank]) <= 0,
-                      f"{attrs['mode']} padding of axis {k}, which is empty")
+                if max(p[k], p[k + t.rank]) <= 0:
+                    continue
+                check(d > 0, f"{attrs['mode']} padding of axis {k}, which is empty")
                 check(max(p[k], p[k + t.rank]) <= most,
                       f"{attrs['mode']} pads {p[k]}, {p[k + t.rank]} on axis {k} of size {d}: "
                       f"at most {most}")
