@@ -4,10 +4,11 @@ contiguity) before native code runs; a wrong input raises RuntimeInputError."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -55,7 +56,8 @@ def check_compatible(a: Artifact, version: str) -> None:
 
 class Executable:
     """A loaded model. `run(inputs)` returns outputs by name; safe to call from several threads
-    (calls are serialized: they share one arena)."""
+    at once: each call takes an arena of its own from a pool (grown on demand, so N concurrent
+    callers hold N arenas; the weights are shared)."""
 
     def __init__(self, a: Artifact, version: str, host_op: HostOp | None = None,
                  threads: int | None = None):
@@ -83,35 +85,48 @@ class Executable:
                 if not addr:
                     raise ArtifactError(f"entry {st.symbol} missing from the object code")
                 self._entries[st.symbol] = _ENTRY(addr)
-        self._guarded: list = []            # MINICC_GUARD=1: mappings that must stay alive
-        if guard.enabled():
-            self._arena = guard.buffer(max(a.arena_bytes, 64), self._guarded)
-            self._weights = guard.buffer(max(len(a.weights), 64), self._guarded)
-        else:
-            self._arena = _aligned(max(a.arena_bytes, 64))
-            self._weights = _aligned(max(len(a.weights), 64))
+        self._weights = self._buffer(max(len(a.weights), 64))
         self._weights[:len(a.weights)] = np.frombuffer(a.weights, dtype=np.uint8)
-        self._base = (self._arena.ctypes.data, self._weights.ctypes.data)
+        self._arenas = [self._buffer(max(a.arena_bytes, 64))]   # free arenas (see run)
         # resolved once: what each step calls, and which outputs native code writes in place
         self._calls = [(self._entries[st.symbol] if isinstance(st, NativeCall) else None, st)
                        for st in a.steps]
         self._in_place = [loc == Location(LocKind.OUTPUT, k)
                           for k, loc in enumerate(a.output_sources)]
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()            # guards the pool of arenas
         self.input_names = [n for n, _, _ in a.inputs]
         self.output_names = [n for n, _, _ in a.outputs]
 
+    @staticmethod
+    def _buffer(nbytes: int) -> np.ndarray:
+        """Aligned memory; with MINICC_GUARD=1 ending at an inaccessible page (the array keeps
+        its mapping alive)."""
+        return guard.buffer(nbytes, []) if guard.enabled() else _aligned(nbytes)
+
+    @contextlib.contextmanager
+    def _arena(self) -> Iterator[np.ndarray]:
+        """An arena for one call: a free one, or a new one when every arena is in use, so
+        threads calling one model run at once (each arena is returned for the next call)."""
+        with self._lock:
+            arena = self._arenas.pop() if self._arenas else None
+        if arena is None:
+            arena = self._buffer(max(self.artifact.arena_bytes, 64))
+        try:
+            yield arena
+        finally:
+            with self._lock:
+                self._arenas.append(arena)
+
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
         xs = check_inputs(self.artifact.inputs, inputs)
-        if guard.enabled():        # copies against guard pages (kept until the next call)
-            self._io_keep: list = []
-            xs = [guard.array_like(x.shape, x.dtype, self._io_keep, x) for x in xs]
+        if guard.enabled():        # copies against guard pages
+            xs = [guard.array_like(x.shape, x.dtype, [], x) for x in xs]
         return xs
 
     def new_outputs(self) -> list[np.ndarray]:
         outs = self.artifact.outputs
         if guard.enabled():
-            return [guard.array_like(tuple(s), _NP[d], self._io_keep) for _, d, s in outs]
+            return [guard.array_like(tuple(s), _NP[d], []) for _, d, s in outs]
         return [np.empty(s, dtype=_NP[d]) for _, d, s in outs]
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -120,28 +135,29 @@ class Executable:
         outs = self.new_outputs()
         arrays = xs + outs
         io = (ctypes.c_void_p * max(len(arrays), 1))(*[x.ctypes.data for x in arrays])
-        with self._lock:
+        with self._arena() as arena:
             debug = env.flag("MINICC_DEBUG")
             for k in range(len(self._calls)):
                 if debug:
                     st = self._calls[k][1]
                     print(f"minicc: running {getattr(st, 'symbol', None) or st.op}",
                           file=sys.stderr, flush=True)
-                self._step(k, io, xs, outs)
+                self._step(k, io, xs, outs, arena)
             result = {}
             for k, ((name, d, s), loc) in enumerate(zip(a.outputs, a.output_sources)):
                 if self._in_place[k]:
                     result[name] = outs[k]        # native code wrote it in place
                 else:                             # an input, a weight or another output
-                    result[name] = self._view(loc, d, s, xs, outs).copy()
+                    result[name] = self._view(loc, d, s, xs, outs, arena).copy()
         return result
 
-    def _step(self, k: int, io: Any, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+    def _step(self, k: int, io: Any, xs: list[np.ndarray], outs: list[np.ndarray],
+              arena: np.ndarray) -> None:
         fn, st = self._calls[k]
         if fn is not None:
-            fn(self._base[0], self._base[1], io, self.threads)
+            fn(arena.ctypes.data, self._weights.ctypes.data, io, self.threads)
         else:
-            self._host(st, xs, outs)
+            self._host(st, xs, outs, arena)
 
     def runner(self, inputs: Mapping[str, Any]) -> Callable[[], None]:
         """A call that runs every step on `inputs` (checked now, once) with no per-call Python
@@ -150,12 +166,12 @@ class Executable:
         outs = self.new_outputs()
         io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(*[x.ctypes.data for x in xs + outs])
         steps = range(len(self._calls))
+        arena = self._buffer(max(self.artifact.arena_bytes, 64))     # its own
 
         def run() -> None:
-            with self._lock:
-                for k in steps:
-                    self._step(k, io, xs, outs)
-        run.keep = (xs, outs, io)  # type: ignore[attr-defined]   (the arrays stay alive)
+            for k in steps:
+                self._step(k, io, xs, outs, arena)
+        run.keep = (xs, outs, io, arena)  # type: ignore[attr-defined]   (they stay alive)
         return run
 
     def time_steps(self, inputs: Mapping[str, Any], repeat: int = 10,
@@ -170,12 +186,12 @@ class Executable:
         io = (ctypes.c_void_p * max(len(xs) + len(outs), 1))(
             *[x.ctypes.data for x in xs + outs])
         runs: list[list[tuple[float, float]]] = []
-        with self._lock:
+        with self._arena() as arena:
             for r in range(repeat + warmup):
                 run = []
                 for k in range(len(a.steps)):
                     t = time.perf_counter()
-                    self._step(k, io, xs, outs)
+                    self._step(k, io, xs, outs, arena)
                     run.append((t, time.perf_counter()))
                 if r >= warmup:
                     runs.append(run)
@@ -186,23 +202,24 @@ class Executable:
         return median_steps(self.time_steps(inputs, repeat))
 
     def _view(self, loc: Location, dt: str, shape: Sequence[int], xs: list[np.ndarray],
-              outs: list[np.ndarray]) -> np.ndarray:
+              outs: list[np.ndarray], arena: np.ndarray) -> np.ndarray:
         if loc.kind == LocKind.INPUT:
             return xs[loc.offset].reshape(shape)      # a view (reshape) of an input
         if loc.kind == LocKind.OUTPUT:
             return outs[loc.offset].reshape(shape)
-        base = self._arena if loc.kind == LocKind.ARENA else self._weights
+        base = arena if loc.kind == LocKind.ARENA else self._weights
         n = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(base, dtype=_NP[dt], count=n, offset=loc.offset).reshape(shape)
 
-    def _host(self, st: HostCall, xs: list[np.ndarray], outs: list[np.ndarray]) -> None:
+    def _host(self, st: HostCall, xs: list[np.ndarray], outs: list[np.ndarray],
+              arena: np.ndarray) -> None:
         if self.host_op is None:
             raise ArtifactError(f"op '{st.op}' runs on the host, but no host-op handler was "
                                 "given to the runtime")
-        args = [self._view(t.loc, t.dtype, t.shape, xs, outs) for t in st.inputs]
+        args = [self._view(t.loc, t.dtype, t.shape, xs, outs, arena) for t in st.inputs]
         res = self.host_op(st.op, args, st.attrs)
         for t, r in zip(st.outputs, res):
-            self._view(t.loc, t.dtype, t.shape, xs, outs)[...] = r
+            self._view(t.loc, t.dtype, t.shape, xs, outs, arena)[...] = r
 
 
 _NP = NP_DTYPES

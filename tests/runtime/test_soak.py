@@ -97,3 +97,13 @@ def test_processes_share_a_cache_and_a_damaged_entry_is_rebuilt(tmp_path: Path) 
                            text=True, timeout=300)
     assert third.stdout.split()[0] == "True"                     # the rebuilt entry is good
     assert onnx.load(str(model))                                 # (the model is untouched)
+
+
+def test_concurrent_calls_take_arenas_of_their_own(tmp_path: Path) -> None:
+    """Two calls in flight hold two arenas; a finished call returns its arena for reuse."""
+    cm = minicc.compile(str(small_model(tmp_path / "m.onnx")), threads=1, cache=False)
+    exe = cm.exe
+    with exe._arena() as a, exe._arena() as b:
+        assert a.ctypes.data != b.ctypes.data
+    with exe._arena() as c:
+        assert c.ctypes.data in (a.ctypes.data, b.ctypes.data)
