@@ -423,6 +423,16 @@ class BatchNorm(OpDef):
         return [Compute(ox, y)]
 
 
+def _shifted_mean(x: TensorType, outer: Sequence[Expr], r: Sequence[Var], sp: Sequence[int],
+                  n: float) -> Expr:
+    """The mean over the trailing axes, summed as deviations from the first element: exact
+    for a constant row (the norm of a constant row is then exactly its bias, where a plain sum
+    is off by some ulps that the division by sqrt(eps) blows up) and smaller sums otherwise."""
+    pivot = load(0, x, tuple(outer) + (Const(0, DType.I64),) * len(sp))
+    body = load(0, x, tuple(outer) + tuple(r)) - pivot
+    return pivot + Reduce("sum", tuple(zip(r, sp)), body, x.dtype) / n
+
+
 @register_op
 class InstanceNorm(OpDef):
     name = "instance_norm"
@@ -454,7 +464,7 @@ class InstanceNorm(OpDef):
         n = float(np.prod(sp))
         r = [Var(f"r{i}") for i in range(len(sp))]
         q = [Var(f"q{i}") for i in range(len(sp))]
-        mean = Reduce("sum", tuple(zip(r, sp)), load(0, x, ox[:2] + tuple(r)), x.dtype) / n
+        mean = _shifted_mean(x, ox[:2], r, sp, n)
         dev = load(0, x, ox[:2] + tuple(q)) - mean
         var = Reduce("sum", tuple(zip(q, sp)), dev * dev, x.dtype) / n
         y = (load(0, x, ox) - mean) / call("sqrt", var + attrs["epsilon"])
@@ -497,7 +507,7 @@ class LayerNorm(OpDef):
         n = float(np.prod(sp))
         r = [Var(f"r{i}") for i in range(len(sp))]
         q = [Var(f"q{i}") for i in range(len(sp))]
-        mean = Reduce("sum", tuple(zip(r, sp)), load(0, x, ox[:a] + tuple(r)), x.dtype) / n
+        mean = _shifted_mean(x, ox[:a], r, sp, n)
         dev = load(0, x, ox[:a] + tuple(q)) - mean
         var = Reduce("sum", tuple(zip(q, sp)), dev * dev, x.dtype) / n
         y = (load(0, x, ox) - mean) / call("sqrt", var + attrs["epsilon"])
