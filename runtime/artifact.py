@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
             obj = z.read("object.o")
             weights = z.read("weights.bin")
             source = z.read("source.cu").decode() if "source.cu" in z.namelist() else ""
-        except (KeyError, ValueError, zipfile.BadZipFile) as e:
+        except (KeyError, ValueError, OSError, EOFError, NotImplementedError, RuntimeError,
+                zipfile.BadZipFile, zlib.error) as e:   # any damage to the zip structure
             raise ArtifactError(f"cannot load '{p}': incomplete or corrupt artifact ({e})"
                                 ) from None
     if not isinstance(m, dict):
