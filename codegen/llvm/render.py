@@ -237,26 +237,43 @@ class KernelRenderer:
 
     def strided_load(self, buf: Buffer, off: Expr, stride: int, mask: ir.Value | None
                      ) -> ir.Value:
-        """A stride-2..4 access as one wide masked load and a shuffle (gathers are slow):
-        only the elements the lanes need are loaded, so nothing past them is touched."""
+        """A stride-2..4 access as `stride` masked loads of one vector each and shuffles
+        (gathers are slow): only the elements the lanes need are loaded, so nothing past them is
+        touched. Each load goes through `opaque`, so it stays an element-masked load."""
         assert self.vec is not None
         b = self.b
         lanes = self.vec.lanes
-        wide = lanes * stride
         mty = llvm_type(buf.dtype, memory=True)
-        wty = ir.VectorType(mty, wide)
+        vty = ir.VectorType(mty, lanes)
         base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
-        p = b.bitcast(self.ptr(buf, base), wty.as_pointer())
         mty1 = ir.VectorType(I1, lanes)
         m = mask if mask is not None else ir.Constant(mty1, [1] * lanes)
-        # wide lane w is needed iff w % stride == 0 and lane w // stride is on
-        idx = [w // stride if w % stride == 0 else lanes for w in range(wide)]
-        wmask = b.shuffle_vector(m, ir.Constant(mty1, [0] * lanes),
-                                 ir.Constant(ir.VectorType(I32, wide), idx))
-        v = self.masked_load(p, wty, wmask)
-        return b.shuffle_vector(v, ir.Constant(wty, ir.Undefined),
+        chunks = []
+        for j in range(stride):     # chunk j holds elements j*lanes .. j*lanes + lanes - 1
+            # element w is needed iff w % stride == 0 and lane w // stride is on
+            idx = [(w // stride) if w % stride == 0 else lanes
+                   for w in range(j * lanes, (j + 1) * lanes)]
+            cmask = b.shuffle_vector(m, ir.Constant(mty1, [0] * lanes),
+                                     ir.Constant(ir.VectorType(I32, lanes), idx))
+            p = b.bitcast(self.ptr(buf, b.add(base, ir.Constant(I64, j * lanes))),
+                          vty.as_pointer())
+            chunks.append(self.opaque(self.masked_load(p, vty, cmask)))
+        while len(chunks) & (len(chunks) - 1):          # pad to a power of two
+            chunks.append(ir.Constant(chunks[0].type, ir.Undefined))
+        while len(chunks) > 1:      # concatenate pairwise into one wide vector
+            n = chunks[0].type.count
+            chunks = [b.shuffle_vector(chunks[i], chunks[i + 1], ir.Constant(
+                ir.VectorType(I32, 2 * n), list(range(2 * n)))) for i in range(0, len(chunks), 2)]
+        return b.shuffle_vector(chunks[0], ir.Constant(chunks[0].type, ir.Undefined),
                                 ir.Constant(ir.VectorType(I32, lanes),
                                             [k * stride for k in range(lanes)]))
+
+    def opaque(self, v: ir.Value) -> ir.Value:
+        """`v` through an empty inline asm, so LLVM cannot fold the masked load that made it
+        into the shuffle that uses it: x86 then loads the whole vector for a permute, and the
+        mask no longer keeps it from reading past the buffer (found with MINICC_GUARD=1)."""
+        fn = ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", "=v,0", side_effect=False)
+        return self.b.call(fn, [v])
 
     def lane_mask(self, lanes: int) -> ir.Value | None:
         """Lanes a memory access may touch: inside the vector loop's extent and the guard."""
