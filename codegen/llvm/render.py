@@ -272,7 +272,18 @@ class KernelRenderer:
         """`v` through an empty inline asm, so LLVM cannot fold the masked load that made it
         into the shuffle that uses it: x86 then loads the whole vector for a permute, and the
         mask no longer keeps it from reading past the buffer (found with MINICC_GUARD=1)."""
-        fn = ir.InlineAsm(ir.FunctionType(v.type, [v.type]), "", "=v,0", side_effect=False)
+        t = v.type
+        bits = t.count * (t.element.width if isinstance(t.element, ir.IntType) else
+                          {F16: 16, F32: 32, F64: 64}[t.element])
+        if bits > 512 and t.count > 1:      # wider than a register: each half on its own
+            h = t.count // 2
+            halves = [self.opaque(self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
+                                                        ir.Constant(ir.VectorType(I32, h),
+                                                                    list(range(k, k + h)))))
+                      for k in (0, h)]
+            return self.b.shuffle_vector(halves[0], halves[1], ir.Constant(
+                ir.VectorType(I32, t.count), list(range(t.count))))
+        fn = ir.InlineAsm(ir.FunctionType(t, [t]), "", "=v,0", side_effect=False)
         return self.b.call(fn, [v])
 
     def lane_mask(self, lanes: int) -> ir.Value | None:
