@@ -283,6 +283,9 @@ class KernelRenderer:
                       for k in (0, h)]
             return self.b.shuffle_vector(halves[0], halves[1], ir.Constant(
                 ir.VectorType(I32, t.count), list(range(t.count))))
+        if not isinstance(t.element, (ir.IntType, ir.FloatType, ir.DoubleType)):
+            it = ir.VectorType(ir.IntType(bits // t.count), t.count)   # half: as its bits
+            return self.b.bitcast(self.opaque(self.b.bitcast(v, it)), t)
         fn = ir.InlineAsm(ir.FunctionType(t, [t]), "", "=v,0", side_effect=False)
         return self.b.call(fn, [v])
 
