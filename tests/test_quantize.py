@@ -254,6 +254,17 @@ def ort_quantize_static(src: Path, dst: Path, act: str, fmt: str) -> None:
                     weight_type=QuantType.QInt8)
 
 
+def _matches_onnxruntime(cm: object, path: Path, seed0: int) -> None:
+    """The compiled QOperator model against onnxruntime on three seeded inputs."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        x = np.random.default_rng(seed + seed0).random((1, 3, 16, 16), np.float32)
+        np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],  # type: ignore
+                                   atol=1e-6)
+
+
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
 def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_path: Path,
                                                                         act: str) -> None:
@@ -268,11 +279,7 @@ def test_a_qoperator_model_qlinearconv_qlinearmatmul_matches_onnxruntime(tmp_pat
     cm = minicc.compile(str(dst), threads=1)
     ops = [op for k in cm.artifact.summary["kernels"] for op in k["ops"]]
     assert ops.count("conv_integer") == 2 and ops.count("matmul_integer") == 1
-    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
-    for seed in range(3):
-        x = np.random.default_rng(seed + 20).random((1, 3, 16, 16), np.float32)
-        np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],
-                                   atol=1e-6)
+    _matches_onnxruntime(cm, dst, 20)
 
 
 @pytest.mark.parametrize("act", ["QInt8", "QUInt8"])
@@ -285,11 +292,7 @@ def test_a_qoperator_residual_block_qlinearadd_matches_onnxruntime(tmp_path: Pat
     ort_quantize_static(src, dst, act, "QOperator")
     assert "QLinearAdd" in {n.op_type for n in onnx.load(str(dst)).graph.node}
     cm = minicc.compile(str(dst), threads=1)
-    s = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"])
-    for seed in range(3):
-        x = np.random.default_rng(seed + 30).random((1, 3, 16, 16), np.float32)
-        np.testing.assert_allclose(cm.run({"x": x})["y"], s.run(None, {"x": x})[0],
-                                   atol=1e-6)
+    _matches_onnxruntime(cm, dst, 30)
 
 
 @pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
