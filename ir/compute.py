@@ -52,9 +52,31 @@ class Expr:
     def ne(self, o: ExprLike) -> Expr: return self._bin("ne", o)
 
 
+    def __getstate__(self) -> dict:
+        d = dict(self.__dict__)
+        d.pop("_hash", None)      # str hashes differ between processes: never pickle one
+        return d
+
+
+def cached_hash(cls: type) -> type:
+    """Keep a node's hash once computed: index trees are hashed at every level as codegen
+    looks them up (the generated dataclass hash walks the whole tree each time)."""
+    raw = cls.__hash__
+
+    def __hash__(self: Expr) -> int:
+        d = self.__dict__
+        h = d.get("_hash")
+        if h is None:
+            h = d["_hash"] = raw(self)      # (frozen: the field-less cache goes around it)
+        return h
+    cls.__hash__ = __hash__  # type: ignore[assignment]
+    return cls
+
+
 ExprLike = Union[Expr, Number]
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Var(Expr):
     """An index variable (an output axis or a reduction axis)."""
@@ -66,6 +88,7 @@ class Var(Expr):
         return self.name
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Const(Expr):
     value: Number
@@ -75,6 +98,7 @@ class Const(Expr):
         return repr(self.value)
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Load(Expr):
     """Element `index` of input number `input` of the op."""
@@ -87,6 +111,7 @@ class Load(Expr):
         return f"in{self.input}[{', '.join(map(repr, self.index))}]"
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Call(Expr):
     fn: str
@@ -97,6 +122,7 @@ class Call(Expr):
         return f"{self.fn}({', '.join(map(repr, self.args))})"
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Select(Expr):
     cond: Expr
@@ -108,6 +134,7 @@ class Select(Expr):
         return f"select({self.cond!r}, {self.a!r}, {self.b!r})"
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Cast(Expr):
     x: Expr
@@ -120,6 +147,7 @@ class Cast(Expr):
 REDUCERS = ("sum", "prod", "max", "min", "argmax", "argmin")
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class Reduce(Expr):
     """Reduce `body` over `axes` (variable, extent). argmax/argmin yield the flat i64 position

@@ -18,7 +18,7 @@ from typing import Any
 from minicc.abi import Location, Step, step_from_json, step_to_json
 from minicc.errors import ArtifactError
 
-FORMAT = "minicc-artifact/3"       # 3: the manifest carries its own checksum
+FORMAT = "minicc-artifact/4"       # 3: the manifest carries its own checksum; 4: objects
 Signature = tuple[tuple[str, str, tuple[int, ...]], ...]     # (name, dtype, shape) per tensor
 
 
@@ -29,7 +29,7 @@ class Artifact:
     triple: str
     cpu: str                          # the LLVM CPU, or the GPU architecture (sm_90)
     features: tuple[str, ...]         # CPU features the code needs (e.g. avx512f)
-    object_code: bytes
+    objects: tuple[bytes, ...]        # object files (LLVM: one per module) or the cubin
     steps: tuple[Step, ...]           # what one run does, in order (minicc.abi)
     inputs: Signature
     outputs: Signature
@@ -43,11 +43,12 @@ class Artifact:
 
     def manifest(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)
-             if f.name not in ("object_code", "weights", "source")}
+             if f.name not in ("objects", "weights", "source")}
         d["steps"] = [step_to_json(s) for s in self.steps]
         d["output_sources"] = [loc.to_json() for loc in self.output_sources]
         d["format"] = FORMAT
-        d["sha256"] = {"object": hashlib.sha256(self.object_code).hexdigest(),
+        d["objects"] = len(self.objects)
+        d["sha256"] = {"objects": [hashlib.sha256(o).hexdigest() for o in self.objects],
                        "weights": hashlib.sha256(self.weights).hexdigest(),
                        "source": hashlib.sha256(self.source.encode()).hexdigest()}
         d["sha256"]["manifest"] = _manifest_sum(d)
@@ -69,7 +70,8 @@ def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("manifest.json", json.dumps(a.manifest(), indent=1))
-        z.writestr("object.o", a.object_code)
+        for k, obj in enumerate(a.objects):
+            z.writestr(f"object-{k}.o", obj)
         z.writestr("weights.bin", a.weights)
         if a.target == "cuda":  # kept so a GPU of another architecture can JIT it again
             z.writestr("source.cu", a.source)
@@ -90,7 +92,9 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
     with z:
         try:
             m = json.loads(z.read("manifest.json"))
-            obj = z.read("object.o")
+            n = m.get("objects") if isinstance(m, dict) else None
+            objs = tuple(z.read(f"object-{k}.o") for k in range(n)) \
+                if isinstance(n, int) and 0 < n <= 4096 else None
             weights = z.read("weights.bin")
             source = z.read("source.cu").decode() if "source.cu" in z.namelist() else ""
         except (KeyError, ValueError, OSError, EOFError, NotImplementedError, RuntimeError,
@@ -101,9 +105,12 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
         raise ArtifactError(f"cannot load '{p}': malformed manifest")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"cannot load '{p}': format {m.get('format')!r}, expected {FORMAT}")
+    if objs is None:
+        raise ArtifactError(f"cannot load '{p}': malformed manifest (objects: "
+                            f"{m.get('objects')!r})")
     sums = m.get("sha256", {})
     if not isinstance(sums, dict) or _manifest_sum(m) != sums.get("manifest") or \
-            hashlib.sha256(obj).hexdigest() != sums.get("object") or \
+            [hashlib.sha256(o).hexdigest() for o in objs] != sums.get("objects") or \
             hashlib.sha256(weights).hexdigest() != sums.get("weights") or \
             (m.get("target") == "cuda" and
              hashlib.sha256(source.encode()).hexdigest() != sums.get("source")):
@@ -112,7 +119,7 @@ def read_artifact(path: str | os.PathLike) -> Artifact:
     try:
         return Artifact(
             version=m["version"], target=m["target"], triple=m["triple"], cpu=m["cpu"],
-            features=tuple(m["features"]), object_code=obj,
+            features=tuple(m["features"]), objects=objs,
             steps=tuple(step_from_json(s) for s in m["steps"]),
             inputs=tuple((n, d, tuple(s)) for n, d, s in m["inputs"]),
             outputs=tuple((n, d, tuple(s)) for n, d, s in m["outputs"]),

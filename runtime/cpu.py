@@ -74,8 +74,9 @@ class Executable:
         tm = new_target_machine()    # the engine owns it
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"\n')
         self._ee = llvm.create_mcjit_compiler(empty, tm)
-        self._obj = llvm.ObjectFileRef.from_data(a.object_code)
-        self._ee.add_object_file(self._obj)
+        self._objs = [llvm.ObjectFileRef.from_data(o) for o in a.objects]
+        for obj in self._objs:          # the engine resolves calls between them
+            self._ee.add_object_file(obj)
         self._ee.finalize_object()
         self._entries: dict[str, Any] = {}
         for st in a.steps:

@@ -61,9 +61,9 @@ class CudaExecutable:
     def _load_module(self, a: Artifact) -> Any:
         cp = self.cp
         want = f"sm_{cp.cuda.Device().compute_capability}"
-        if a.object_code and a.cpu == want:
+        if a.objects[0] and a.cpu == want:
             with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as fh:
-                fh.write(a.object_code)
+                fh.write(a.objects[0])
             try:
                 return cp.RawModule(path=fh.name)
             finally:

@@ -36,7 +36,7 @@ def build_cuda_artifact(prog: Program, opts: CompileOptions, version: str,
     s.update({"cuda_arch": arch, "cubin_bytes": len(cubin),
               "nvrtc": ".".join(map(str, nvrtc_version())) if cubin else None})
     return Artifact(version=version, target="cuda", triple=prog.target.triple,
-                    cpu=arch, features=(), object_code=cubin,
+                    cpu=arch, features=(), objects=(cubin,),
                     steps=tuple(cuda_steps(prog, launches)), inputs=prog.inputs,
                     outputs=prog.outputs, output_sources=prog.output_sources,
                     arena_bytes=prog.memory.arena_bytes, weights=prog.weights, threads=1,

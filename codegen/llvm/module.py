@@ -1,5 +1,6 @@
-"""A Program -> one LLVM module: a function per kernel and one entry function per native segment
-(the kernels between two host steps), so a fully compiled model runs in one native call.
+"""A Program -> LLVM modules, compiled to one object each: a function per kernel, and in the last
+module one entry function per native segment (the kernels between two host steps), so a fully
+compiled model runs in one native call.
 
 Entry ABI: `void minicc_entry_<i>(i8* arena, i8* weights, i8** io, i32 nthreads)`, `io` holding
 the input arrays then the output arrays. With more than one thread, every kernel that has a
@@ -10,12 +11,14 @@ kernel measured faster than one region per model with GOMP_barrier() between ker
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from minicc.abi import HostCall, Location, LocKind, NativeCall, Step
+from minicc.codegen.llvm import worker
 from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
 from minicc.codegen.llvm.target import machine_for
 from minicc.codegen.program_info import summary
@@ -29,22 +32,37 @@ from minicc.runtime.artifact import Artifact
 PTR = I8.as_pointer()
 
 
-@dataclass
-class Rendered:
-    module: ir.Module
-    steps: list[Step]
+# LLVM compiles one module while Python renders the next: a chunk closes once its kernels hold
+# this many LLVM instructions (resnet50: ~50k in all), small enough that the last chunk's LLVM
+# work, which nothing overlaps, stays short
+CHUNK_INSTRUCTIONS = 4000
+# the modules of one program, as LLVM IR text, joined with this line (`--dump-ir llvm`)
+MODULE_SEPARATOR = "; ---- minicc: next module ----\n"
 
 
-def render_program(prog: Program, opts: CompileOptions) -> Rendered:
-    """One entry per native segment; with `opts.profile` one per kernel (for profiling and for
-    finding a crashing kernel). `opts.fastmath` allows reassociation. Kernels that compute the
-    same thing on the same shapes (the repeated blocks of a ResNet) are rendered once: their
-    weights come in by pointer, so one function serves them all, and LLVM compiles it once."""
-    fastmath, split = opts.fastmath, opts.profile
-    tm = machine_for(prog.target)
+def _new_module(tm: llvm.TargetMachine) -> ir.Module:
     m = ir.Module(name="minicc")
     m.triple = tm.triple
     m.data_layout = str(tm.target_data)
+    return m
+
+
+def _size(fn: ir.Function) -> int:
+    return sum(len(bb.instructions) for bb in fn.blocks)
+
+
+def render_program(prog: Program, opts: CompileOptions,
+                   sink: Callable[[ir.Module], None]) -> list[Step]:
+    """Render the kernels into modules of about CHUNK_INSTRUCTIONS each, handing each to `sink`
+    as it closes, and last a module of the entries: one per native segment, or with
+    `opts.profile` one per kernel (for profiling and for finding a crashing kernel). Kernels
+    that compute the same thing on the same shapes (the repeated blocks of a ResNet) are
+    rendered once: their weights come in by pointer, so one function serves them all. Kernels
+    are external symbols, so the entries reach them from their own module (the execution
+    engine links the objects)."""
+    fastmath, split = opts.fastmath, opts.profile
+    tm = machine_for(prog.target)
+    m, size = _new_module(tm), 0
     kernels: dict[int, ir.Function] = {}
     rendered: dict[str, ir.Function] = {}     # kernels that print alike share one function
     for i, st in enumerate(prog.steps):
@@ -52,16 +70,31 @@ def render_program(prog: Program, opts: CompileOptions) -> Rendered:
             key = canonical_text(st.kernel)
             if key not in rendered:
                 fn = KernelRenderer(m, st.kernel, fastmath, prog.target.features).render()
+                fn.linkage = ""                # external: the entries are in another module
                 fn.attributes.add("nounwind")
                 rendered[key] = fn
+                size += _size(fn)
+                if size >= CHUNK_INSTRUCTIONS:
+                    sink(m)
+                    m, size = _new_module(tm), 0
             kernels[i] = rendered[key]
+    if size:
+        sink(m)
+    m = _new_module(tm)
+    declared: dict[str, ir.Function] = {}
+
+    def declare(fn: ir.Function) -> ir.Function:
+        if fn.name not in declared:
+            declared[fn.name] = ir.Function(m, fn.function_type, fn.name)
+            declared[fn.name].attributes.add("nounwind")
+        return declared[fn.name]
     steps: list[Step] = []
     current: list[tuple[int, KernelStep]] = []
 
     def flush() -> None:
         if current:
             name = f"minicc_entry_{len(steps)}"
-            _entry(m, name, [st for _, st in current], [kernels[i] for i, _ in current],
+            _entry(m, name, [st for _, st in current], [declare(kernels[i]) for i, _ in current],
                    prog.threads, len(prog.inputs))
             steps.append(NativeCall(name, tuple(st.kernel.name for _, st in current)))
             current.clear()
@@ -75,7 +108,8 @@ def render_program(prog: Program, opts: CompileOptions) -> Rendered:
             assert isinstance(st, HostCall)
             steps.append(st)
     flush()
-    return Rendered(m, steps)
+    sink(m)
+    return steps
 
 
 def _pointer(b: ir.IRBuilder, loc: Location, arena: ir.Value, weights: ir.Value, io: ir.Value,
@@ -147,34 +181,73 @@ def _entry(m: ir.Module, name: str, steps: list[KernelStep], kernels: list[ir.Fu
 
 def optimize(text: str, opt_level: int, target: Target) -> llvm.ModuleRef:
     try:
-        mod = llvm.parse_assembly(text)
-        mod.verify()
-    except RuntimeError as e:
-        raise ToolchainError(f"LLVM rejected the generated IR: {e}\n--- IR (first 4000 chars) "
-                             f"---\n{text[:4000]}") from None
-    if opt_level > 0:
-        pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
-        pto.loop_vectorization = True
-        pto.slp_vectorization = True
-        pb = llvm.create_pass_builder(machine_for(target), pto)
-        pb.getModulePassManager().run(mod, pb)
-    return mod
+        return worker.optimize(text, opt_level, machine_for(target))
+    except worker.LLVMFailure as e:
+        raise _rejected(str(e), text) from None
+
+
+def _rejected(error: str, text: str) -> ToolchainError:
+    return ToolchainError(f"LLVM rejected the generated IR: {error}\n--- IR (first 4000 chars) "
+                          f"---\n{text[:4000]}")
+
+
+class _LLVM:
+    """Where a program's modules are compiled: a worker process (see codegen/llvm/worker.py)
+    once there is more than one module of kernels, else this process."""
+
+    def __init__(self, opts: CompileOptions, target: Target) -> None:
+        self.args = (opts.opt_level, target.cpu, target.llvm_features)
+        self.proc: worker.Worker | None = None
+        self.started = False
+
+    def __call__(self, text: str, index: int) -> bytes:
+        if index == 1 and not self.started:   # a second module: worth a worker's start-up
+            self.started = True
+            self.proc = worker.take()
+        try:
+            if self.proc is not None:
+                try:
+                    return self.proc.compile(text, *self.args)
+                except worker.WorkerDied as e:    # LLVM aborted there (it prints why)
+                    self.proc = None
+                    raise ToolchainError(f"{e} while compiling module {index + 1} of the "
+                                         "program (`--dump-ir llvm` shows them)") from None
+            return worker.compile_module(text, *self.args)
+        except worker.LLVMFailure as e:
+            raise _rejected(str(e), text) from None
+
+    def done(self) -> None:
+        if self.proc is not None:
+            worker.give(self.proc)
 
 
 def build_artifact(prog: Program, opts: CompileOptions, version: str) -> Artifact:
-    """Render, optimize and assemble the program for its target (LLVM IR kept as source)."""
-    r = render_program(prog, opts)
-    text = str(r.module)
-    obj = machine_for(prog.target).emit_object(optimize(text, opts.opt_level, prog.target))
+    """Render, optimize and assemble the program for its target (LLVM IR kept as source). A
+    helper thread hands each module to LLVM as the renderer closes it, so rendering and LLVM
+    (in a worker process for all but the smallest programs) overlap on two cores."""
+    texts: list[str] = []
+    jobs: list[Future[bytes]] = []
+    run = _LLVM(opts, prog.target)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minicc-llvm") as pool:
+            def sink(m: ir.Module) -> None:
+                texts.append(str(m))
+                jobs.append(pool.submit(run, texts[-1], len(jobs)))
+            steps = render_program(prog, opts, sink)
+            objects = tuple(j.result() for j in jobs)
+    finally:
+        run.done()
     t = prog.target
     return Artifact(version=version, target=t.name, triple=t.triple, cpu=t.cpu,
-                    features=t.features, object_code=obj, steps=tuple(r.steps),
+                    features=t.features, objects=objects, steps=tuple(steps),
                     inputs=prog.inputs, outputs=prog.outputs,
                     output_sources=prog.output_sources, arena_bytes=prog.memory.arena_bytes,
                     weights=prog.weights, threads=prog.threads, summary=summary(prog),
-                    source=text)
+                    source=MODULE_SEPARATOR.join(texts))
 
 
 def assembly(art: Artifact, opts: CompileOptions, target: Target) -> str:
-    """The machine code of an artifact as assembly text (`--dump-ir asm`)."""
-    return machine_for(target).emit_assembly(optimize(art.source, opts.opt_level, target))
+    """The machine code of an artifact as assembly text (`--dump-ir asm`), module by module."""
+    tm = machine_for(target)
+    return "".join(tm.emit_assembly(optimize(text, opts.opt_level, target))
+                   for text in art.source.split(MODULE_SEPARATOR))

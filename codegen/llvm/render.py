@@ -11,6 +11,7 @@ keyed by `ir.scalar` primitive names; a missing entry raises CodegenError.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterator
 
 from llvmlite import ir
@@ -18,7 +19,7 @@ from llvmlite.ir.instructions import GEPInstr
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
-from minicc.ir.loops.exprs import flat_offset, linear_coef, substitute
+from minicc.ir.loops.exprs import flat_offset, free_vars, linear_coef, substitute
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
@@ -68,6 +69,14 @@ class KernelRenderer:
         self.bufs: dict[int, ir.Value] = {}
         self.vec: _VecCtx | None = None
         self.guard: Val | None = None   # loads under a Select happen only where it holds
+        # index arithmetic already emitted in the current block (the micro-kernel's addresses
+        # share their row and column terms): emitted once, which halves what LLVM is handed
+        self._cse: dict[tuple, tuple] = {}
+        self._cse_block: ir.Block | None = None
+        self._cse_uses: dict[str, list[tuple]] = {}     # loop variable -> keys that read it
+        self._cse_loads: list[tuple] = []              # keys whose value loads memory
+        self._addresses: dict[tuple, tuple[Expr, int | None]] = {}
+        self._lane0: dict[tuple, Expr] = {}
 
     # -- function --
     def render(self) -> ir.Function:
@@ -164,8 +173,10 @@ class KernelRenderer:
                 raise CodegenError(f"unrolled loop {s.var.name} needs a constant extent")
             for i in range(int(s.extent.value)):  # type: ignore[arg-type]
                 self.vars[s.var.name] = ir.Constant(I64, i)
+                self._drop_cse(s.var.name)    # the same block, another value of the variable
                 self.stmt(s.body)
             del self.vars[s.var.name]
+            self._drop_cse(s.var.name)
             return
         end = self.scalar(s.extent)
         start: ir.Value = ir.Constant(I64, 0)
@@ -180,6 +191,7 @@ class KernelRenderer:
             self.vars[s.var.name] = iv
             self.stmt(s.body)
         del self.vars[s.var.name]
+        self._drop_cse(s.var.name)
 
     def vector_loop(self, s: For) -> None:
         if self.vec is not None:
@@ -196,9 +208,24 @@ class KernelRenderer:
 
     # -- memory --
     def address(self, buf: Buffer, index: tuple[Expr, ...]) -> tuple[Expr, int | None]:
-        off = flat_offset(index, buf.shape)
-        coef = linear_coef(off, self.vec.var) if self.vec is not None else 0
-        return off, coef
+        """The flat offset and its stride along the vector loop (0: the same for every lane),
+        worked out once per access (edge tiles repeat the accesses of the full tile)."""
+        var = self.vec.var if self.vec is not None else None
+        key = (buf.shape, index, var)
+        hit = self._addresses.get(key)
+        if hit is None:
+            off = flat_offset(index, buf.shape)
+            hit = self._addresses[key] = (off, linear_coef(off, var) if var is not None else 0)
+        return hit
+
+    def lane0(self, off: Expr) -> Expr:
+        """`off` at lane 0 of the vector loop (the base of a contiguous access), once each."""
+        assert self.vec is not None
+        key = (off, self.vec.var)
+        base = self._lane0.get(key)
+        if base is None:
+            base = self._lane0[key] = substitute(off, {self.vec.var: Const(0, DType.I64)})
+        return base
 
     def ptr(self, buf: Buffer, off: ir.Value) -> ir.Value:
         return self.b.gep(self.bufs[id(buf)], [off], inbounds=True)
@@ -223,7 +250,7 @@ class KernelRenderer:
         # masked access would keep LLVM from promoting the accumulator to a register)
         mask = self.lane_mask(lanes) if buf.scope != Scope.LOCAL else None
         if coef == 1:
-            base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+            base = self.scalar(self.lane0(off))
             p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
             v = b.load(p, align=align) if mask is None else self.masked_load(p, vty, mask)
             return Val(self.from_mem(v, buf.dtype), True)
@@ -245,7 +272,7 @@ class KernelRenderer:
         lanes = self.vec.lanes
         mty = llvm_type(buf.dtype, memory=True)
         vty = ir.VectorType(mty, lanes)
-        base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+        base = self.scalar(self.lane0(off))
         mty1 = ir.VectorType(I1, lanes)
         m = mask if mask is not None else ir.Constant(mty1, [1] * lanes)
         chunks = []
@@ -303,6 +330,10 @@ class KernelRenderer:
         return self.b.call(fn, [v])
 
     def store(self, s: Store) -> None:
+        self._store(s)
+        self._drop_cse(loads=True)    # a later load of what was stored must not reuse one before
+
+    def _store(self, s: Store) -> None:
         buf = s.buf
         mty = llvm_type(buf.dtype, memory=True)
         off, coef = self.address(buf, s.index)
@@ -318,7 +349,7 @@ class KernelRenderer:
         vty = ir.VectorType(mty, lanes)
         v = self.to_mem(self.broadcast(val, lanes).v, buf.dtype)
         if coef == 1:
-            base = self.scalar(substitute(off, {self.vec.var: Const(0, DType.I64)}))
+            base = self.scalar(self.lane0(off))
             p = b.bitcast(self.ptr(buf, base), vty.as_pointer())
             if self.vec.mask is None or buf.scope == Scope.LOCAL:
                 b.store(v, p, align=buf.dtype.itemsize)
@@ -424,6 +455,8 @@ class KernelRenderer:
         if isinstance(e, BufLoad):
             return self.load(e)
         if isinstance(e, Call):
+            if e.dtype == DType.I64 and e.fn in _PURE_INDEX:
+                return self._emit_index(e)
             args = [self.emit(a) for a in e.args]
             if any(a.vec for a in args):
                 lanes = self.vec.lanes  # type: ignore[union-attr]
@@ -451,6 +484,52 @@ class KernelRenderer:
             x = self.emit(e.x)
             return Val(self.convert(x.v, e.x.dtype, e.dtype), x.vec)
         raise CodegenError(f"llvm: cannot emit expression {type(e).__name__}")
+
+    def _emit_index(self, e: Call) -> Val:
+        """Index arithmetic (i64), folded where its operands are constants (unrolled loops bind
+        their variable to one) and emitted once per block: a value computed earlier in the
+        current block dominates every later use in it. An entry goes when the block changes,
+        when a loop variable it reads is rebound (unrolled loops stay in one block), and, if it
+        loads, at the next store; the key holds the vector context and the guard."""
+        if self.b.block is not self._cse_block:
+            self._drop_cse()
+            self._cse_block = self.b.block
+        gv = self.guard.v if self.guard is not None else None
+        key = (e, id(self.vec), id(gv))
+        got = self._cse.get(key)
+        if got is not None:
+            return got[0]
+        args = [self.emit(a) for a in e.args]
+        folded = _fold_index(e.fn, [a.v for a in args]) if not any(a.vec for a in args) \
+            else None
+        if folded is not None:
+            hit = Val(folded, False)
+        else:
+            if any(a.vec for a in args):
+                lanes = self.vec.lanes  # type: ignore[union-attr]
+                args = [self.broadcast(a, lanes) for a in args]
+            out = EMITTERS[e.fn](self, [a.v for a in args], [a.dtype for a in e.args], e.dtype)
+            hit = Val(out, any(a.vec for a in args))
+        if self.b.block is self._cse_block:     # (an emitter may open blocks)
+            self._cse[key] = (hit, self.vec, gv)   # (they keep the ids in the key alive)
+            for v in free_vars(e):
+                self._cse_uses.setdefault(v, []).append(key)
+            if _loads(e):
+                self._cse_loads.append(key)
+        return hit
+
+    def _drop_cse(self, var: str | None = None, loads: bool = False) -> None:
+        """Forget cached index values: all of them, those reading `var`, or those that load."""
+        if var is None and not loads:
+            self._cse.clear()
+            self._cse_uses.clear()
+            self._cse_loads.clear()
+            return
+        keys = self._cse_uses.pop(var, []) if var is not None else self._cse_loads
+        for k in keys:
+            self._cse.pop(k, None)
+        if loads:
+            self._cse_loads = []
 
     def both(self, a: Val, b: Val) -> Val:
         if a.vec or b.vec:
@@ -787,6 +866,50 @@ def _dpbusd(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -
         total = b.add(total, b.mul(ua, sb))
     return total
 
+
+# integer primitives without side effects, emitted once per block (KernelRenderer._emit_index)
+_PURE_INDEX = frozenset({"add", "sub", "mul", "floordiv", "mod", "min", "max", "neg"})
+
+
+def _wrap64(v: int) -> int:
+    return (v + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def _fold_index(fn: str, args: list[ir.Value]) -> ir.Value | None:
+    """An i64 primitive on constants as a constant (floor division and modulo as the emitters
+    compute them), x + 0, x - 0 and x * 1 as x, x * 0 as 0; else None."""
+    cs = [a.constant if isinstance(a, ir.Constant) and isinstance(a.constant, int) else None
+          for a in args]
+    if all(c is not None for c in cs):
+        x = cs[0]
+        y = cs[1] if len(cs) > 1 else 0
+        if fn in ("floordiv", "mod") and y == 0:
+            return None
+        v = {"add": lambda: x + y, "sub": lambda: x - y, "mul": lambda: x * y,
+             "floordiv": lambda: x // y, "mod": lambda: x % y, "min": lambda: min(x, y),
+             "max": lambda: max(x, y), "neg": lambda: -x}[fn]()
+        return ir.Constant(I64, _wrap64(v))
+    if len(args) == 2:
+        if fn in ("add", "sub") and cs[1] == 0 or fn == "mul" and cs[1] == 1:
+            return args[0]
+        if fn == "add" and cs[0] == 0 or fn == "mul" and cs[0] == 1:
+            return args[1]
+        if fn == "mul" and 0 in cs:
+            return ir.Constant(I64, 0)
+    return None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _loads(e: Expr) -> bool:
+    if isinstance(e, BufLoad):
+        return True
+    if isinstance(e, Call):
+        return any(_loads(a) for a in e.args)
+    if isinstance(e, Select):
+        return _loads(e.cond) or _loads(e.a) or _loads(e.b)
+    if isinstance(e, Cast):
+        return _loads(e.x)
+    return False
 
 EMITTERS: dict[str, Emitter] = {
     "dpbusd": _dpbusd,

@@ -16,6 +16,7 @@ import llvmlite.binding as llvm
 
 from minicc.errors import MiniccError
 from minicc.options import Target
+from minicc.codegen.llvm.worker import machine
 from minicc.runtime.llvm_host import host_features, init_llvm, vector_bits
 
 # the ISA features generated code may rely on (what a machine loading an artifact must have)
@@ -69,15 +70,7 @@ def cpu_target(cpu: str = "native") -> Target:
     return Target("llvm", triple, cpu, _BY_WIDTH[bits], bits, 64)
 
 
-@functools.lru_cache(maxsize=None)
-def target_machine(cpu: str, features: str, opt: int = 3) -> llvm.TargetMachine:
+def machine_for(target: Target) -> llvm.TargetMachine:
     """The (shared) target machine that generates code for a Target; never hand it to an
     execution engine, which would take ownership of it."""
-    init_llvm()
-    t = llvm.Target.from_default_triple()
-    return t.create_target_machine(cpu=cpu, features=features, opt=opt, reloc="pic",
-                                   codemodel="jitdefault")
-
-
-def machine_for(target: Target) -> llvm.TargetMachine:
-    return target_machine(target.cpu, target.llvm_features)
+    return machine(target.cpu, target.llvm_features)

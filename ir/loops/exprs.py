@@ -3,6 +3,7 @@ simplification of index arithmetic, and affine analysis (is an index linear in a
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable, Mapping
 
@@ -67,6 +68,7 @@ def rename_reductions(e: Expr, tag: str) -> Expr:
     return map_expr(e, f)
 
 
+@functools.lru_cache(maxsize=1 << 16)    # codegen asks again for every subtree it caches
 def free_vars(e: Expr) -> frozenset[str]:
     if isinstance(e, Var):
         return frozenset([e.name])

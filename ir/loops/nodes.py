@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterator
 
-from minicc.ir.compute import Expr, Var
+from minicc.ir.compute import Expr, Var, cached_hash
 from minicc.ir.loops.trace import Step
 from minicc.ir.types import DType
 
@@ -56,6 +56,7 @@ class Buffer:
         return f"Buffer({self.name}: {self.dtype.value}{list(self.shape)} {self.scope.value})"
 
 
+@cached_hash
 @dataclass(frozen=True, eq=True)
 class BufLoad(Expr):
     buf: Buffer

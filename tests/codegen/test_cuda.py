@@ -161,14 +161,14 @@ def test_light_models_compile_for_cuda(name: str, tmp_path) -> None:  # type: ig
     cm = compile(light_model_path(name), options=CompileOptions(target="cuda",
                                                                 cache_dir=str(tmp_path)))
     s = cm.artifact.summary
-    assert cm.artifact.object_code[:4] == b"\x7fELF"
+    assert cm.artifact.objects[0][:4] == b"\x7fELF"
     assert s["cubin_bytes"] > 0 and len(s["kernels"]) > 0
     COMPILED[name] = len(s["kernels"])
     # the artifact round-trips (and a GPU-less machine can still save it)
     p = cm.save(tmp_path / f"{name}.mcc")
     from minicc import load
 
-    assert load(p).artifact.object_code == cm.artifact.object_code
+    assert load(p).artifact.objects == cm.artifact.objects
 
 
 @needs_nvrtc

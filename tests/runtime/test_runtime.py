@@ -164,6 +164,21 @@ def test_outputs_are_fresh_arrays(cm: CompiledModel, feeds: dict[str, np.ndarray
     np.testing.assert_array_equal(a, b)
 
 
+def test_any_mapping_of_inputs_runs_as_a_dict_does(cm: CompiledModel,
+                                                    feeds: dict[str, np.ndarray]) -> None:
+    """A dict of exactly right arrays takes the fast check; anything else (a Mapping that is
+    not a dict, an ndarray subclass) the full one, with the same result."""
+    import types
+
+    want = cm.run(feeds)["out"]
+    proxy = types.MappingProxyType(feeds)
+    sub = {k: v.view(np.matrix) if v.ndim == 2 else v for k, v in feeds.items()}
+    assert cm.exe._fast_inputs(feeds) is not None
+    assert cm.exe._fast_inputs(proxy) is None
+    for inputs in (proxy, sub):
+        np.testing.assert_array_equal(cm.run(inputs)["out"], want)
+
+
 # ---------------------------------------------------------------------------------------------
 # Artifacts
 
@@ -179,7 +194,9 @@ def test_save_then_load_gives_identical_outputs(cm: CompiledModel, saved: Path,
     assert cm2.input_names == cm.input_names and cm2.output_names == cm.output_names
     for k, v in cm.run(feeds).items():
         np.testing.assert_array_equal(cm2.run(feeds)[k], v)
-    assert zipfile.ZipFile(saved).namelist() == ["manifest.json", "object.o", "weights.bin"]
+    names = zipfile.ZipFile(saved).namelist()
+    n = len(cm.artifact.objects)
+    assert names == ["manifest.json"] + [f"object-{k}.o" for k in range(n)] + ["weights.bin"]
     assert not list(saved.parent.glob("*.tmp"))
 
 
@@ -223,7 +240,7 @@ def test_an_edited_manifest_is_refused(saved: Path, tmp_path: Path) -> None:
         load(bad)
 
 
-@pytest.mark.parametrize("member", ["object.o", "weights.bin"])
+@pytest.mark.parametrize("member", ["object-0.o", "weights.bin"])
 def test_tampered_artifact_is_refused(member: str, saved: Path, tmp_path: Path) -> None:
     bad = rewrite_zip(saved, tmp_path / "bad.mcc", member, flip_middle_byte)
     with pytest.raises(ArtifactError, match="checksum"):
@@ -233,7 +250,7 @@ def test_tampered_artifact_is_refused(member: str, saved: Path, tmp_path: Path) 
 def test_untampered_copy_loads(saved: Path, tmp_path: Path, feeds: dict[str, np.ndarray]
                                ) -> None:
     """The zip rewriting itself keeps an artifact valid (so the refusals above are real)."""
-    same = rewrite_zip(saved, tmp_path / "same.mcc", "object.o", lambda d: d)
+    same = rewrite_zip(saved, tmp_path / "same.mcc", "object-0.o", lambda d: d)
     load(same).run(feeds)
 
 
@@ -282,7 +299,7 @@ def test_artifact_with_another_format_is_refused(saved: Path, tmp_path: Path) ->
 def test_artifact_missing_a_member_is_refused(saved: Path, tmp_path: Path) -> None:
     bad = tmp_path / "partial.mcc"
     with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(bad, "w") as zout:
-        for name in ("manifest.json", "object.o"):
+        for name in ("manifest.json", "object-0.o"):
             zout.writestr(name, zin.read(name))
     with pytest.raises(ArtifactError, match="incomplete or corrupt"):
         load(bad)
