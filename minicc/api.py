@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from minicc.frontend.onnx_import import ModelLike
-from minicc.frontend.onnx_import import import_onnx as _import_onnx
 from minicc.ir.graph import Module
 from minicc.ir.interpret import interpret as _interpret
 from minicc.ir.types import Dim
+
+if TYPE_CHECKING:       # onnx takes a second to import: a warm compile never needs it
+    from minicc.frontend.onnx_import import ModelLike
 
 
 def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | None = None,
@@ -20,6 +21,8 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     `input_shapes` fixes input shapes by name (static shapes fold shape arithmetic away);
     `input_values` binds inputs to constant arrays.
     """
+    from minicc.frontend.onnx_import import import_onnx as _import_onnx
+
     return _import_onnx(model, input_shapes, input_values)
 
 

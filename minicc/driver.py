@@ -304,18 +304,75 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
     """
     from minicc import __version__
     from minicc.codegen.program_info import cache_key
+    from minicc.runtime.cache import CompileCache
 
     o, entry, tgt = _prepare(options, dict(fields, target=target, opt_level=opt_level,
                                            threads=threads, input_shapes=input_shapes))
     report = CompileReport()
+    t0 = time.perf_counter()
+    force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
+    cache = CompileCache(o.cache_dir) if o.cache else None
+    mkey = model_key(model, o, tgt, __version__) if cache is not None else None
+    if mkey is not None and cache is not None:
+        hit = cache.get_model(mkey)
+        art = cache.get(hit["artifact"]) if hit is not None else None
+        if art is not None:
+            report.cache_hit = True
+            report.notes = list(hit["notes"])     # type: ignore[index]
+            report.timings["cache"] = time.perf_counter() - t0
+            return CompiledModel(art, o.threads, report, o.cuda_graph)
     with resources.limit(o.memory_budget):
         prog = _front(model, o, entry, tgt, report)
     t2 = time.perf_counter()
-    force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
     art = _cached(o, cache_key(prog, o, tgt, __version__),
                   lambda: entry.build(prog, o, __version__), report, force)
     for stage in entry.dumps:
         if stage in o.dump:
             report.dumps[stage] = entry.dump(stage, art, o, tgt)
     report.timings["codegen"] = time.perf_counter() - t2
+    if mkey is not None and cache is not None:
+        cache.put_model(mkey, art.cache_key, report.notes)
     return CompiledModel(art, o.threads, report, o.cuda_graph)
+
+
+# options that change how a compile reports or a run goes, not what it builds
+_NOT_IN_MODEL_KEY = frozenset({"cache", "cache_dir", "cuda_graph"})
+
+
+def model_key(model: Any, o: CompileOptions, target: Target, version: str) -> str | None:
+    """The key of a whole compile, from the model's bytes and every option: what lets a warm
+    compile skip import, passes and lowering (about 2.5 s for resnet50). None where those do
+    not say everything or a stage must run: a Module or .mir file, a model that may keep its
+    weights in external files (its bytes hold "location"), dumps, verification."""
+    import hashlib
+    from dataclasses import fields as dc_fields
+
+    from minicc.ir.build import build_id
+    from minicc.options import _plain
+
+    if o.dump or o.verify_each or env.flag("MINICC_VERIFY_ROUNDTRIP"):
+        return None
+    if isinstance(model, bytes):
+        data = model
+    elif type(model).__name__ == "ModelProto":
+        data = model.SerializeToString()
+    elif isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+        try:
+            data = Path(model).read_bytes()
+        except (OSError, ValueError):
+            return None                    # the import says what is wrong with the path
+    else:
+        return None
+    if b"location" in data:
+        return None
+    h = hashlib.sha256("|".join([build_id(), version, repr(target),
+                                 str(resources.budget(o.memory_budget))]).encode())
+    h.update(repr(sorted((f.name, _plain(getattr(o, f.name))) for f in dc_fields(o)
+                         if f.name not in _NOT_IN_MODEL_KEY)).encode())
+    if o.tuning_log:
+        try:
+            h.update(Path(o.tuning_log).read_bytes())
+        except OSError:
+            h.update(b"<no log>")
+    h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()[:32]

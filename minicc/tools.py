@@ -11,7 +11,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from minicc.errors import FrontendError, MiniccError, NeedsConstantError, RuntimeInputError
-from minicc.frontend.onnx_import import import_onnx
 from minicc.ir.graph import Module
 from minicc.ir.interpret import random_inputs
 from minicc.ir.parser import parse
@@ -101,6 +100,8 @@ def import_for_inputs(model: Any, inputs: Mapping[str, np.ndarray],
                       ) -> tuple[Module, set[str]]:
     """Import an ONNX model; inputs that feed shape operands are bound to their given values.
     Returns the module and the names of the inputs that were bound."""
+    from minicc.frontend.onnx_import import import_onnx
+
     bound: dict[str, np.ndarray] = {}
     while True:
         try:

@@ -1,10 +1,14 @@
 """The on-disk compile cache: artifacts keyed by a hash of the scheduled Loop IR, target, options
-and minicc version. Writes are atomic (temp file + rename), so two processes compiling the same
-model at once both end up with a complete file."""
+and minicc version; and, in front of it, model entries: the hash of a model's bytes and every
+option -> the artifact's key, so a warm compile skips import, passes and lowering. Writes are
+atomic (temp file + rename), so two processes compiling the same model at once both end up with
+a complete file."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
 from minicc.errors import ArtifactError
@@ -40,7 +44,27 @@ class CompileCache:
         except OSError:
             pass  # a read-only or full cache directory only costs recompiling
 
+    def get_model(self, key: str) -> dict | None:
+        """A model entry: {"artifact": key, "notes": [...]}, or None."""
+        try:
+            entry = json.loads((self.dir / f"model-{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        ok = isinstance(entry, dict) and isinstance(entry.get("artifact"), str) and \
+            isinstance(entry.get("notes"), list)
+        return entry if ok else None
+
+    def put_model(self, key: str, artifact_key: str, notes: list[str]) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=self.dir, delete=False,
+                                             suffix=".tmp") as fh:
+                json.dump({"artifact": artifact_key, "notes": notes}, fh)
+            os.replace(fh.name, self.dir / f"model-{key}.json")
+        except OSError:
+            pass
+
     def clear(self) -> None:
         if self.dir.exists():
-            for p in self.dir.glob("*.mcc"):
+            for p in [*self.dir.glob("*.mcc"), *self.dir.glob("model-*.json")]:
                 p.unlink(missing_ok=True)

@@ -354,6 +354,66 @@ def test_damaged_cache_entry_is_rebuilt(onnx_path: Path, tmp_path: Path,
     np.testing.assert_array_equal(a.run(feeds)["out"], b.run(feeds)["out"])
 
 
+def test_a_warm_compile_skips_import_passes_and_lowering(onnx_path: Path, tmp_path: Path,
+                                                         feeds: dict[str, np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """The model entry (the hash of the model's bytes and every option) leads straight to the
+    artifact: no stage before codegen runs."""
+    import minicc.driver as driver
+
+    monkeypatch.delenv("MINICC_VERIFY_EACH", raising=False)   # (verifying runs the passes)
+    d = tmp_path / "cache"
+    opts = CompileOptions(threads=1, cache_dir=str(d))
+    a = compile(str(onnx_path), options=opts)
+    assert "passes" in a.report.timings
+    monkeypatch.setattr(driver, "_front", lambda *a, **k: pytest.fail("the front end ran"))
+    b = compile(str(onnx_path), options=opts)
+    assert b.report.cache_hit and list(b.report.timings) == ["cache"]
+    assert b.artifact.cache_key == a.artifact.cache_key
+    np.testing.assert_array_equal(a.run(feeds)["out"], b.run(feeds)["out"])
+    compile(onnx_path.read_bytes(), options=opts)               # bytes hash the same
+
+
+def test_what_the_model_entry_depends_on(onnx_path: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from minicc.codegen.llvm.target import cpu_target
+    from minicc.driver import model_key
+
+    monkeypatch.delenv("MINICC_VERIFY_EACH", raising=False)
+    t = cpu_target("native")
+    o = CompileOptions(threads=1)
+    base = model_key(str(onnx_path), o, t, "v")
+    assert base is not None and model_key(onnx_path.read_bytes(), o, t, "v") == base
+    assert model_key(str(onnx_path), CompileOptions(threads=1, cache_dir="/elsewhere"), t,
+                     "v") == base                         # where the cache is: not the code
+    changed = {
+        "version": model_key(str(onnx_path), o, t, "w"),
+        "opt level": model_key(str(onnx_path), CompileOptions(threads=1, opt_level=2), t, "v"),
+        "input shapes": model_key(str(onnx_path), CompileOptions(
+            threads=1, input_shapes={"x": [2, 2, 4, 4]}), t, "v"),
+        "model bytes": model_key(onnx_path.read_bytes() + b"\x00", o, t, "v"),
+    }
+    monkeypatch.setenv("MINICC_MEMORY_BUDGET", "1G")
+    changed["memory budget"] = model_key(str(onnx_path), o, t, "v")
+    monkeypatch.delenv("MINICC_MEMORY_BUDGET")
+    log = tmp_path / "tune.jsonl"
+    log.write_text("")
+    lo = CompileOptions(threads=1, tuning_log=str(log))
+    first = model_key(str(onnx_path), lo, t, "v")
+    log.write_text('{"a": 1}\n')
+    changed["tuning log contents"] = model_key(str(onnx_path), lo, t, "v")
+    for what, k in changed.items():
+        assert k is not None and k != base, what
+    assert changed["tuning log contents"] != first
+    # no entry where the bytes do not say everything, or a stage must run
+    assert model_key(str(onnx_path), CompileOptions(threads=1, dump=("loops",)), t, "v") is None
+    assert model_key(str(onnx_path), CompileOptions(threads=1, verify_each=True), t,
+                     "v") is None
+    assert model_key(onnx_path.read_bytes() + b"location", o, t, "v") is None
+    assert model_key(str(tmp_path / "m.mir"), o, t, "v") is None
+
+
 def test_cache_key_depends_on_threads(onnx_path: Path, tmp_path: Path) -> None:
     d = tmp_path / "cache"
     compile(str(onnx_path), options=CompileOptions(threads=1, cache_dir=str(d)))
@@ -387,8 +447,9 @@ def test_two_processes_compiling_into_one_cache(onnx_path: Path, tmp_path: Path,
     for i, p in enumerate(procs):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, f"process {i} failed:\n{err.decode()[-3000:]}"
-    entries = sorted(d.iterdir())
-    assert [e.suffix for e in entries] == [".mcc"], entries   # no temp files left behind
+    assert not list(d.glob("*.tmp")), list(d.iterdir())     # no temp files left behind
+    entries = sorted(d.glob("*.mcc"))
+    assert len(entries) == 1, list(d.iterdir())
     ref = compile(str(onnx_path), options=CompileOptions(threads=1, cache=False)).run(feeds)
     np.testing.assert_array_equal(load(entries[0]).run(feeds)["out"], ref["out"])
     for i in range(2):
