@@ -40,6 +40,11 @@ class Target:
     llvm_features: str = ""         # the feature string LLVM's target machine is made with
 
     @property
+    def vector_registers(self) -> int:
+        """SIMD registers the generated code may keep values in (x86: 32 with AVX-512)."""
+        return 32 if "avx512f" in self.features else 16
+
+    @property
     def lanes(self) -> int:
         """f32 lanes of one vector register (16 with AVX-512, 8 with AVX2, 1 on a GPU)."""
         return 1 if self.gpu else max(1, self.vector_bits // 32)

@@ -107,6 +107,15 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
         raise bad(f"parallel({p.parallel}) is not nc, mc or b (b needs a batch)")
 
 
+def _tall_tiles(v: GemmView, target: Any) -> bool:
+    """16 rows x 1 vector for a float convolution where 32 registers hold the 16 accumulators:
+    each broadcast of an A (weight) element feeds one FMA, so LLVM folds it into the FMA's
+    memory operand. 5-7% faster than 8 x 2 vectors on every CNN measured (Zen 4: resnet50,
+    squeezenet, inception_v1, yolov8n_like; mobilenetv2_224 3%); matmuls with constant B
+    (the encoders) lose 4% that way and keep 8 x 2."""
+    return not v.int8 and v.row is not None and target.vector_registers >= 32
+
+
 def _int8_packing(v: GemmView) -> tuple[str, str]:
     """int8 operands are read as words of four K values, so both are packed: constants at
     compile time, activations at run time."""
@@ -330,7 +339,7 @@ class CpuGemm(Rule):
             return {"MR": tuple(range(1, min(8, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
                     "KC": (v.K,), "NC": tuple(ncs), "parallel": tuple(par), "pack_a": (pa,),
                     "pack_b": (pb,)}
-        return {"MR": tuple(range(1, min(8, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
+        return {"MR": tuple(range(1, min(16, v.M) + 1)), "NR": (L, 2 * L, 4 * L),
                 "KC": tuple(sorted({min(k, v.K) for k in (32, 64, 128, 256, 512)})),
                 "NC": tuple(ncs), "parallel": tuple(par),
                 "pack_a": ("compile", "none") if v.a_const is not None else ("mr", "none"),
@@ -340,18 +349,24 @@ class CpuGemm(Rule):
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         if knobs["pack_b"] == "compile" and knobs["NC"] % knobs["NR"]:
             return f"B packed at compile time needs NC={knobs['NC']} a multiple of NR"
+        vecs = knobs["NR"] // ctx.target.lanes
+        if knobs["MR"] > 8 and knobs["MR"] * vecs + vecs + 1 > ctx.target.vector_registers:
+            return (f"an MR={knobs['MR']} x NR={knobs['NR']} tile needs more than the "
+                    f"{ctx.target.vector_registers} vector registers")
         return None
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
-        """8 (or 6) x 2 vectors of accumulators, K blocks of 256, N blocks of 256 (a conv: as many
+        """8 (or 6) x 2 vectors of accumulators, or for float convolutions with 32 registers 16
+        (12, 8) x 1 vector (see _tall_tiles); K blocks of 256, N blocks of 256 (a conv: as many
         whole output rows as fit); threads share the batch, else the column blocks, else (few
         columns, many rows: the late layers of a CNN) the row tiles."""
         v = self.view(ctx)
         assert v is not None
         th, L = ctx.threads, ctx.target.lanes
         # 8 rows x 2 vectors (16 accumulators) unless 6 rows waste fewer on the last row tile
-        mr = min(v.M, min((8, 6), key=lambda r: (-(-v.M // r) * r, -r)))
-        nr, kc = 2 * L, min(256, v.K)
+        rows, nr = ((16, 12, 8), L) if _tall_tiles(v, ctx.target) else ((8, 6), 2 * L)
+        mr = min(v.M, min(rows, key=lambda r: (-(-v.M // r) * r, -r)))
+        kc = min(256, v.K)
         if v.int8:          # the whole K at once: keep the B panel (K x NC bytes) near 128 KiB
             kc = v.K
         few_rows = th > 1 and v.batch < th and -(-v.M // mr) < 2 * th

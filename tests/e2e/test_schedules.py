@@ -73,7 +73,7 @@ def test_a_conv_kernel_before_and_after_scheduling() -> None:
     st = conv3x3(lower_program(model("resnet50"), threads=1, dump=("loops",)))
     before, after = print_kernel(st.nest), print_kernel(st.kernel)
     assert "sum[" in before and "schedule" not in before      # the compute definition's nest
-    assert "schedule cpu.gemm: tile(MR=8, NR=32" in after and "vector(16)" in after
+    assert "schedule cpu.gemm: tile(MR=16, NR=16" in after and "vector(16)" in after
     assert st.kernel.schedule == "cpu.gemm"
 
 
@@ -99,7 +99,7 @@ def test_another_schedule_for_one_conv_is_honoured(built: dict[str, Future]) -> 
     proto = model("squeezenet")
     st = conv3x3(lower_program(proto, threads=1))
     assert format_schedule(st.kernel.schedule, st.kernel.trace).startswith(
-        "cpu.gemm: tile(MR=8, NR=32, KC=27, NC=222)")
+        "cpu.gemm: tile(MR=16, NR=16, KC=27, NC=222)")
     k2 = conv3x3(lower_program(proto, threads=1, schedules={st.kernel.name: OTHER})).kernel
     assert print_kernel(k2) != print_kernel(st.kernel)
     assert print_kernel(k2).endswith("schedule " + OTHER + "\n")

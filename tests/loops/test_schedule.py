@@ -383,3 +383,24 @@ def test_any_schedule_text_gives_a_correct_kernel_or_a_schedule_error(name: str,
     event("built")
     np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, 2), ref, rtol=1e-5,
                                atol=1e-5, err_msg=text)
+
+
+def test_gemm_tiles_follow_the_register_file() -> None:
+    """Float convs on a CPU with 32 vector registers take 16 rows x 1 vector (each weight
+    broadcast feeds one FMA); matmuls 8 x 2 vectors; a tile whose accumulators do not fit the
+    registers is refused, not compiled to spills."""
+    from dataclasses import replace
+
+    rule = next(r for r in CPU_RULES if r.name == "cpu.gemm")
+    conv = ctx_for(*_one_group("conv_relu")[:3])
+    mm = ctx_for(*_one_group("matmul_add")[:3])
+    L = conv.target.lanes
+    if conv.target.vector_registers >= 32:
+        assert (rule.defaults(conv)["MR"], rule.defaults(conv)["NR"]) == (4, L)   # M = 4
+        assert rule.defaults(mm)["NR"] == 2 * L
+    knobs = dict(rule.defaults(mm), MR=16, NR=4 * L, NC=4 * L)
+    assert "vector registers" in (rule.invalid(mm, knobs) or "")
+    assert rule.invalid(mm, dict(knobs, NR=L)) is None
+    avx2 = replace(mm, target=replace(mm.target, features=("avx2", "fma")))
+    assert avx2.target.vector_registers == 16
+    assert "16 vector registers" in (rule.invalid(avx2, dict(knobs, NR=L, MR=15)) or "")
