@@ -107,6 +107,21 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
         raise bad(f"parallel({p.parallel}) is not nc, mc or b (b needs a batch)")
 
 
+def _even_rows(oh: int, most: int, threads: int, least: int) -> int | None:
+    """Output rows per column block (at most `most`, at least `least`) that share the OH rows
+    of a conv evenly among threads taking contiguous blocks, the most rows first; None if no
+    count is within 5% of an even share. (yolov8n_like's 40x40 maps in blocks of 6 rows: 7
+    blocks, one thread 24 rows and the other 16; in blocks of 5, 20 and 20.)"""
+    for r in range(most, max(1, least) - 1, -1):
+        nblk = -(-oh // r)
+        chunk = -(-nblk // threads)
+        work = max(min(oh, (t + 1) * chunk * r) - min(oh, t * chunk * r)
+                   for t in range(threads))
+        if work * threads <= 1.05 * oh:
+            return r
+    return None
+
+
 def _tall_tiles(v: GemmView, target: Any) -> bool:
     """16 rows x 1 vector for a float convolution where 32 registers hold the 16 accumulators:
     each broadcast of an A (weight) element feeds one FMA, so LLVM folds it into the FMA's
@@ -358,8 +373,9 @@ class CpuGemm(Rule):
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """8 (or 6) x 2 vectors of accumulators, or for float convolutions with 32 registers 16
         (12, 8) x 1 vector (see _tall_tiles); K blocks of 256, N blocks of 256 (a conv: as many
-        whole output rows as fit); threads share the batch, else the column blocks, else (few
-        columns, many rows: the late layers of a CNN) the row tiles."""
+        whole output rows as fit, or as split evenly among the threads, see _even_rows);
+        threads share the batch, else the column blocks, else (few columns, many rows: the late
+        layers of a CNN) the row tiles."""
         v = self.view(ctx)
         assert v is not None
         th, L = ctx.threads, ctx.target.lanes
@@ -370,12 +386,17 @@ class CpuGemm(Rule):
         if v.int8:          # the whole K at once: keep the B panel (K x NC bytes) near 128 KiB
             kc = v.K
         few_rows = th > 1 and v.batch < th and -(-v.M // mr) < 2 * th
+        even = None
         if v.row is not None:
             oh = v.N // v.row
             rows = max(1, min(256 // v.row, oh))
             if v.int8:
                 rows = max(1, min(rows, (1 << 17) // (v.K * v.row)))
-            if few_rows:
+            if th > 1 and v.batch < th:
+                even = _even_rows(oh, rows, th, -(-4 * nr // v.row))
+            if even is not None:
+                rows = even
+            elif few_rows:
                 rows = max(1, min(rows, -(-oh // th)))  # share columns (rows of the output)
             nc = rows * v.row
         else:
@@ -383,8 +404,9 @@ class CpuGemm(Rule):
             if few_rows:   # too few row tiles to share: give every thread its own column blocks
                 nc = max(nr, min(nc, -(-(-(-v.N // th)) // nr) * nr))
         nnc, nmr = -(-v.N // nc), -(-v.M // mr)
-        par = "none" if th == 1 else "mc" if v.batch < th and nnc < 2 * th and nmr >= 2 * th \
-            else "b" if v.batch >= th else "nc"
+        par = "none" if th == 1 else "nc" if even is not None else \
+            "mc" if v.batch < th and nnc < 2 * th and nmr >= 2 * th else \
+            "b" if v.batch >= th else "nc"
         pa, pb = _int8_packing(v)       # (the float defaults too)
         return {"MR": mr, "NR": nr, "KC": kc, "NC": nc, "parallel": par, "pack_a": pa,
                 "pack_b": pb}

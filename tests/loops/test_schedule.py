@@ -404,3 +404,18 @@ def test_gemm_tiles_follow_the_register_file() -> None:
     avx2 = replace(mm, target=replace(mm.target, features=("avx2", "fma")))
     assert avx2.target.vector_registers == 16
     assert "16 vector registers" in (rule.invalid(avx2, dict(knobs, NR=L, MR=15)) or "")
+
+
+def test_conv_column_blocks_split_evenly_among_threads() -> None:
+    from minicc.ir.loops.gemm import _even_rows
+
+    assert _even_rows(40, 6, 2, 2) == 5          # 8 blocks of 5 rows: 20 and 20, not 24 and 16
+    assert _even_rows(20, 12, 2, 1) == 10
+    assert _even_rows(10, 10, 2, 7) is None      # 5-row blocks would be narrower than allowed
+    assert _even_rows(7, 7, 2, 1) is None         # an odd number of rows never splits in two
+    for oh, most, th in [(56, 9, 2), (28, 9, 2), (14, 18, 2), (40, 6, 3), (13, 13, 2)]:
+        r = _even_rows(oh, most, th, 1)
+        if r is not None:
+            chunk = -(-(-(-oh // r)) // th)         # blocks per thread
+            assert max(min(oh, (t + 1) * chunk * r) - min(oh, t * chunk * r)
+                       for t in range(th)) * th <= 1.05 * oh
