@@ -155,10 +155,12 @@ def _buffer(v: Value) -> Buffer:
     return Buffer(name, v.type.dtype, tuple(int(d) for d in v.type.shape))
 
 
-def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOptions
+def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOptions,
+                 on_kernel: Callable[[Kernel], Any] | None = None
                  ) -> list[LoweredGroup | Group]:
-    """Stage 2: every group that runs becomes a kernel through the target's lowering; host
-    groups stay groups (they run an op's numpy reference)."""
+    """Stage 2: every group that runs becomes a kernel through the target's lowering (each
+    handed to `on_kernel` as it is made: code generation starts on it); host groups stay
+    groups (they run an op's numpy reference)."""
     bufs: dict[Value, Buffer] = {}
     out: list[LoweredGroup | Group] = []
     for s, g in enumerate(places.order):
@@ -181,6 +183,8 @@ def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOp
                 raise CodegenError(f"kernel {ctx.name}: parameter {b.name} is bound to no "
                                    "tensor")
         out.append(LoweredGroup(g, low, binds, ctx))
+        if on_kernel is not None:
+            on_kernel(low.kernel)
     _check_schedules_used(opts, [st.kernel.name for st in out if isinstance(st, LoweredGroup)])
     return out
 
@@ -400,14 +404,18 @@ def _check_budget(plan: MemoryPlan, places: Places, opts: CompileOptions) -> Non
 
 
 def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOptions,
-                  partition: Partition | None = None) -> Program:
+                  partition: Partition | None = None,
+                  on_kernel: Callable[[Kernel], Any] | None = None) -> Program:
     """Fuse, then run the four stages, for `opts.threads` threads. Tensors in the arena and the
-    weights blob are aligned to `target.align` bytes (64: CPU cache lines; 256: CUDA)."""
+    weights blob are aligned to `target.align` bytes (64: CPU cache lines; 256: CUDA).
+    `on_kernel` sees each kernel as it is lowered (not with fp16 storage, which rewrites them
+    afterwards)."""
     check_static(f)
     threads = opts.threads or 1
     part = partition or fuse(f)
     places = place_tensors(f, part)
-    lowered = lower_groups(places, lower, target, opts)
+    lowered = lower_groups(places, lower, target, opts,
+                           on_kernel if opts.precision != "fp16" else None)
     half: set[Value] = set()
     if opts.precision == "fp16":
         places, lowered, half = half_storage(places, lowered)

@@ -165,9 +165,10 @@ def resolve_options(o: CompileOptions, entry: TargetEntry) -> CompileOptions:
 
 
 def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
-           report: CompileReport) -> Any:
+           report: CompileReport, on_kernel: Any = None) -> Any:
     """The target-independent half: import, graph passes, fusion, lowering and scheduling with
-    the target's rules, memory planning; with the dumps the options ask for."""
+    the target's rules (each kernel to `on_kernel` as it is made), memory planning; with the
+    dumps the options ask for."""
     from minicc.ir.passes.pipeline import check_roundtrip, run_pipeline
     from minicc.ir.printer import print_module
     from minicc.ir.program import build_program
@@ -182,7 +183,7 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
                      verify_each=o.verify_each)
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
-    prog = build_program(m.main, entry.lower, target, o)
+    prog = build_program(m.main, entry.lower, target, o, on_kernel=on_kernel)
     report.notes += prog.notes + _log_notes(prog, o, target)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         from minicc.ir.loops.parser import check_roundtrip as check_kernel
@@ -321,11 +322,19 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
             report.notes = list(hit["notes"])     # type: ignore[index]
             report.timings["cache"] = time.perf_counter() - t0
             return CompiledModel(art, o.threads, report, o.cuda_graph)
-    with resources.limit(o.memory_budget):
-        prog = _front(model, o, entry, tgt, report)
-    t2 = time.perf_counter()
-    art = _cached(o, cache_key(prog, o, tgt, __version__),
-                  lambda: entry.build(prog, o, __version__), report, force)
+    # code generation starts on each kernel as it is lowered (LLVM then runs beside the rest of
+    # lowering); a cache hit or an error drops that work
+    cg = entry.codegen(tgt, o) if entry.codegen is not None else None
+    try:
+        with resources.limit(o.memory_budget):
+            prog = _front(model, o, entry, tgt, report, cg.kernel if cg is not None else None)
+        t2 = time.perf_counter()
+        build = (lambda: cg.finish(prog, __version__)) if cg is not None else \
+            (lambda: entry.build(prog, o, __version__))
+        art = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
+    finally:
+        if cg is not None:
+            cg.cancel()
     for stage in entry.dumps:
         if stage in o.dump:
             report.dumps[stage] = entry.dump(stage, art, o, tgt)

@@ -25,6 +25,9 @@ class TargetEntry:
     dump: Callable[[str, Any, CompileOptions, Target], str]   # (stage, artifact, ...) -> text
     executable: Callable[[Any, str, Any, int | None, bool], Any]  # runtime: loads an Artifact
     rules: Callable[[], Any]                          # ir.loops: the schedule rules (the tuner)
+    # an incremental code generator, (Target, options) -> object with kernel(k) as kernels are
+    # lowered, finish(Program, version) -> Artifact, cancel(); None: `build` does it all
+    codegen: Callable[[Target, CompileOptions], Any] | None = None
 
 
 # ---- llvm: this CPU (or the LLVM CPU `cpu` names) -------------------------------------------
@@ -45,6 +48,12 @@ def _llvm_build(prog: Any, o: CompileOptions, version: str) -> Any:
     from minicc.codegen.llvm.module import build_artifact
 
     return build_artifact(prog, o, version)
+
+
+def _llvm_codegen(t: Target, o: CompileOptions) -> Any:
+    from minicc.codegen.llvm.module import ProgramCodegen
+
+    return ProgramCodegen(t, o)
 
 
 def _llvm_dump(stage: str, art: Any, o: CompileOptions, t: Target) -> str:
@@ -107,7 +116,7 @@ def _cuda_rules() -> Any:
 TARGETS: dict[str, TargetEntry] = {
     "llvm": TargetEntry("llvm", "this CPU through LLVM (AVX-512 where the host has it)",
                         _llvm_target, _llvm_lower, _llvm_build, ("llvm", "asm"), _llvm_dump,
-                        _llvm_exe, _llvm_rules),
+                        _llvm_exe, _llvm_rules, _llvm_codegen),
     "cuda": TargetEntry("cuda", "NVIDIA GPUs: CUDA C compiled with NVRTC (running needs a GPU)",
                         _cuda_target, _cuda_lower, _cuda_build, ("cuda",), _cuda_dump,
                         _cuda_exe, _cuda_rules),

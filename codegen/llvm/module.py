@@ -12,7 +12,7 @@ kernel measured faster than one region per model with GOMP_barrier() between ker
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from dataclasses import replace
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -23,7 +23,7 @@ from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
 from minicc.codegen.llvm.target import machine_for
 from minicc.codegen.program_info import summary
 from minicc.errors import ToolchainError
-from minicc.ir.loops.nodes import For, LoopKind, walk
+from minicc.ir.loops.nodes import For, Kernel, LoopKind, walk
 from minicc.ir.loops.printer import canonical_text
 from minicc.ir.program import KernelStep, Program
 from minicc.options import CompileOptions, Target
@@ -51,65 +51,108 @@ def _size(fn: ir.Function) -> int:
     return sum(len(bb.instructions) for bb in fn.blocks)
 
 
-def render_program(prog: Program, opts: CompileOptions,
-                   sink: Callable[[ir.Module], None]) -> list[Step]:
-    """Render the kernels into modules of about CHUNK_INSTRUCTIONS each, handing each to `sink`
-    as it closes, and last a module of the entries: one per native segment, or with
-    `opts.profile` one per kernel (for profiling and for finding a crashing kernel). Kernels
-    that compute the same thing on the same shapes (the repeated blocks of a ResNet) are
-    rendered once: their weights come in by pointer, so one function serves them all. Kernels
-    are external symbols, so the entries reach them from their own module (the execution
-    engine links the objects)."""
-    fastmath, split = opts.fastmath, opts.profile
-    tm = machine_for(prog.target)
-    m, size = _new_module(tm), 0
-    kernels: dict[int, ir.Function] = {}
-    rendered: dict[str, ir.Function] = {}     # kernels that print alike share one function
-    for i, st in enumerate(prog.steps):
-        if isinstance(st, KernelStep):
-            key = canonical_text(st.kernel)
-            if key not in rendered:
-                fn = KernelRenderer(m, st.kernel, fastmath, prog.target.features).render()
-                fn.linkage = ""                # external: the entries are in another module
-                fn.attributes.add("nounwind")
-                rendered[key] = fn
-                size += _size(fn)
-                if size >= CHUNK_INSTRUCTIONS:
-                    sink(m)
-                    m, size = _new_module(tm), 0
-            kernels[i] = rendered[key]
-    if size:
-        sink(m)
-    m = _new_module(tm)
-    declared: dict[str, ir.Function] = {}
+class ProgramCodegen:
+    """A program's LLVM code, built as its kernels arrive: `kernel` renders one (the driver
+    hands each over as lowering makes it, so LLVM starts on the first while the rest are still
+    being lowered), into modules of about CHUNK_INSTRUCTIONS that a helper thread hands to
+    LLVM as each closes (in a worker process for all but the smallest programs; see _LLVM);
+    `finish` renders what is missing and the module of entries, and assembles the Artifact;
+    `cancel` drops the work (a cache hit, an error).
 
-    def declare(fn: ir.Function) -> ir.Function:
-        if fn.name not in declared:
-            declared[fn.name] = ir.Function(m, fn.function_type, fn.name)
-            declared[fn.name].attributes.add("nounwind")
-        return declared[fn.name]
-    steps: list[Step] = []
-    current: list[tuple[int, KernelStep]] = []
+    Kernels that compute the same thing on the same shapes (the repeated blocks of a ResNet)
+    are rendered once: their weights come in by pointer, so one function serves them all.
+    Kernels are external symbols, so the entries reach them from their own module (the
+    execution engine links the objects)."""
 
-    def flush() -> None:
-        if current:
-            name = f"minicc_entry_{len(steps)}"
-            _entry(m, name, [st for _, st in current], [declare(kernels[i]) for i, _ in current],
-                   prog.threads, len(prog.inputs))
-            steps.append(NativeCall(name, tuple(st.kernel.name for _, st in current)))
-            current.clear()
-    for i, st in enumerate(prog.steps):
-        if isinstance(st, KernelStep):
-            current.append((i, st))
-            if split:
+    def __init__(self, target: Target, opts: CompileOptions):
+        self.target, self.opts = target, opts
+        self.tm = machine_for(target)
+        self.m, self.size = _new_module(self.tm), 0
+        self.rendered: dict[str, ir.Function] = {}   # canonical kernel text -> its function
+        self.names: set[str] = set()
+        self.texts: list[str] = []
+        self.jobs: list[Future[bytes]] = []
+        self.llvm = _LLVM(opts, target)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minicc-llvm")
+        self.closed = False
+
+    def kernel(self, k: Kernel) -> ir.Function:
+        key = canonical_text(k)
+        fn = self.rendered.get(key)
+        if fn is None:
+            if k.name in self.names:       # (a kernel changed after it was handed over)
+                k = replace(k, name=f"{k.name}_v{len(self.names)}")
+            fn = KernelRenderer(self.m, k, self.opts.fastmath, self.target.features).render()
+            fn.linkage = ""                # external: the entries are in another module
+            fn.attributes.add("nounwind")
+            self.rendered[key] = fn
+            self.names.add(k.name)
+            self.size += _size(fn)
+            if self.size >= CHUNK_INSTRUCTIONS:
+                self._close_module()
+        return fn
+
+    def _close_module(self) -> None:
+        self.texts.append(str(self.m))
+        self.jobs.append(self.pool.submit(self.llvm, self.texts[-1], len(self.jobs)))
+        self.m, self.size = _new_module(self.tm), 0
+
+    def finish(self, prog: Program, version: str) -> Artifact:
+        """The entries: one per native segment, or with `opts.profile` one per kernel (for
+        profiling and for finding a crashing kernel); then every object, and the Artifact."""
+        kernels = {i: self.kernel(st.kernel) for i, st in enumerate(prog.steps)
+                   if isinstance(st, KernelStep)}
+        if self.size:
+            self._close_module()
+        m = self.m
+        declared: dict[str, ir.Function] = {}
+
+        def declare(fn: ir.Function) -> ir.Function:
+            if fn.name not in declared:
+                declared[fn.name] = ir.Function(m, fn.function_type, fn.name)
+                declared[fn.name].attributes.add("nounwind")
+            return declared[fn.name]
+        steps: list[Step] = []
+        current: list[tuple[int, KernelStep]] = []
+
+        def flush() -> None:
+            if current:
+                name = f"minicc_entry_{len(steps)}"
+                _entry(m, name, [st for _, st in current],
+                       [declare(kernels[i]) for i, _ in current], prog.threads,
+                       len(prog.inputs))
+                steps.append(NativeCall(name, tuple(st.kernel.name for _, st in current)))
+                current.clear()
+        for i, st in enumerate(prog.steps):
+            if isinstance(st, KernelStep):
+                current.append((i, st))
+                if self.opts.profile:
+                    flush()
+            else:
                 flush()
-        else:
-            flush()
-            assert isinstance(st, HostCall)
-            steps.append(st)
-    flush()
-    sink(m)
-    return steps
+                assert isinstance(st, HostCall)
+                steps.append(st)
+        flush()
+        self._close_module()
+        try:
+            objects = tuple(j.result() for j in self.jobs)
+        finally:
+            self.cancel()
+        t = prog.target
+        return Artifact(version=version, target=t.name, triple=t.triple, cpu=t.cpu,
+                        features=t.features, objects=objects, steps=tuple(steps),
+                        inputs=prog.inputs, outputs=prog.outputs,
+                        output_sources=prog.output_sources,
+                        arena_bytes=prog.memory.arena_bytes, weights=prog.weights,
+                        threads=prog.threads, summary=summary(prog),
+                        source=MODULE_SEPARATOR.join(self.texts))
+
+    def cancel(self) -> None:
+        """Stop: what LLVM has not started is dropped, the worker goes back to the pool."""
+        if not self.closed:
+            self.closed = True
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.llvm.done()
 
 
 def _pointer(b: ir.IRBuilder, loc: Location, arena: ir.Value, weights: ir.Value, io: ir.Value,
@@ -222,28 +265,8 @@ class _LLVM:
 
 
 def build_artifact(prog: Program, opts: CompileOptions, version: str) -> Artifact:
-    """Render, optimize and assemble the program for its target (LLVM IR kept as source). A
-    helper thread hands each module to LLVM as the renderer closes it, so rendering and LLVM
-    (in a worker process for all but the smallest programs) overlap on two cores."""
-    texts: list[str] = []
-    jobs: list[Future[bytes]] = []
-    run = _LLVM(opts, prog.target)
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="minicc-llvm") as pool:
-            def sink(m: ir.Module) -> None:
-                texts.append(str(m))
-                jobs.append(pool.submit(run, texts[-1], len(jobs)))
-            steps = render_program(prog, opts, sink)
-            objects = tuple(j.result() for j in jobs)
-    finally:
-        run.done()
-    t = prog.target
-    return Artifact(version=version, target=t.name, triple=t.triple, cpu=t.cpu,
-                    features=t.features, objects=objects, steps=tuple(steps),
-                    inputs=prog.inputs, outputs=prog.outputs,
-                    output_sources=prog.output_sources, arena_bytes=prog.memory.arena_bytes,
-                    weights=prog.weights, threads=prog.threads, summary=summary(prog),
-                    source=MODULE_SEPARATOR.join(texts))
+    """Render, optimize and assemble the program for its target (LLVM IR kept as source)."""
+    return ProgramCodegen(prog.target, opts).finish(prog, version)
 
 
 def assembly(art: Artifact, opts: CompileOptions, target: Target) -> str:

@@ -130,3 +130,39 @@ def test_the_case_that_found_the_relocation_bug() -> None:
     p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and "ok" in p.stdout, (p.returncode, p.stderr[-2000:])
+
+
+def test_code_generated_during_lowering_is_what_a_build_afterwards_makes() -> None:
+    """The driver hands each kernel to the code generator as it is lowered; the objects are
+    those of a build from the finished program."""
+    from minicc.codegen.llvm.module import build_artifact
+    from minicc.driver import lower_program
+
+    m = _chain()
+    cm = minicc.compile(m, threads=2, cache=False)
+    again = build_artifact(lower_program(m, threads=2, cache=False),
+                           minicc.CompileOptions(threads=2, cache=False), minicc.__version__)
+    assert again.objects == cm.artifact.objects and again.source == cm.artifact.source
+
+
+def test_a_kernel_changed_after_it_was_handed_over_is_rendered_again(small_modules: None
+                                                                     ) -> None:
+    """What `finish` renders is the program's kernels: an early one that no longer matches
+    (another canonical text under the same name) stays unused, and the program's own takes
+    another symbol name."""
+    from minicc.codegen.llvm.module import ProgramCodegen
+    from minicc.driver import CompiledModel, lower_program
+
+    m = _chain(convs=2)
+    o = minicc.CompileOptions(threads=1, cache=False)
+    prog = lower_program(m, options=o)
+    other = lower_program(m, threads=2, cache=False).kernel_steps[0].kernel   # same name
+    first = prog.kernel_steps[0].kernel
+    assert other.name == first.name
+    cg = ProgramCodegen(prog.target, o)
+    cg.kernel(other)
+    art = cg.finish(prog, minicc.__version__)
+    assert f"@{first.name}_v" in art.source.replace('"', "")
+    x = np.random.default_rng(3).standard_normal((1, 16, 20, 20)).astype(np.float32)
+    want = minicc.compile(m, threads=1, cache=False).run({"x": x})["y"]
+    np.testing.assert_array_equal(CompiledModel(art, 1).run({"x": x})["y"], want)
