@@ -95,8 +95,7 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
     if p.pack_a not in (("compile", "none") if v.a_const is not None else ("mr", "none")):
         raise bad(f"pack(A, at={p.pack_a}) does not fit an A that is "
                   f"{'constant' if v.a_const is not None else 'computed at run time'}")
-    if p.pack_b not in (("compile", "kc") if v.b_const is not None and v.panel is None
-                        else ("kc",)):
+    if p.pack_b not in _b_packings(v):
         raise bad(f"pack(B, at={p.pack_b}) does not fit this B")
     if p.pack_b == "compile" and p.nc % p.nr:
         raise bad(f"B packed at compile time needs NC={p.nc} to be a multiple of NR={p.nr}")
@@ -105,6 +104,14 @@ def _check_plan(v: GemmView, p: GemmPlan) -> None:
                   f"of the row length {v.row}")
     if p.parallel not in ("none", "nc", "b", "mc") or (p.parallel == "b" and v.batch < 2):
         raise bad(f"parallel({p.parallel}) is not nc, mc or b (b needs a batch)")
+
+
+def _b_packings(v: GemmView) -> tuple[str, ...]:
+    """compile (a constant B), kc (a panel per K block), none (B read in place: a 1x1 conv's
+    input rows are already contiguous along the output pixels)."""
+    if v.b_const is not None and v.panel is None:
+        return ("compile", "kc")
+    return ("kc", "none") if v.b_direct and not v.int8 else ("kc",)
 
 
 def _even_rows(oh: int, most: int, threads: int, least: int) -> int | None:
@@ -223,6 +230,8 @@ class GemmKernel:
     def operand_b(self) -> tuple[Expr, Stmt | None]:
         """The B vector the micro-kernel loads, and the statement packing its panel (if any)."""
         v, p = self.v, self.p
+        if p.pack_b == "none":               # in place: masked past N by the view's own load
+            return v.b_load(self.b, self.k_abs, add(self.n0, self.jl)), None
         if p.pack_b == "compile":
             assert v.b_const is not None
             src = _words(v.b_const, 1) if self.i8 else v.b_const
@@ -358,8 +367,7 @@ class CpuGemm(Rule):
                 "KC": tuple(sorted({min(k, v.K) for k in (32, 64, 128, 256, 512)})),
                 "NC": tuple(ncs), "parallel": tuple(par),
                 "pack_a": ("compile", "none") if v.a_const is not None else ("mr", "none"),
-                "pack_b": ("compile", "kc") if v.b_const is not None and v.panel is None
-                else ("kc",)}
+                "pack_b": _b_packings(v)}
 
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         if knobs["pack_b"] == "compile" and knobs["NC"] % knobs["NR"]:

@@ -104,6 +104,7 @@ class GemmView:
     row: int | None = None              # conv: the output row length a panel block spans
     int8: bool = False                  # u8 x s8 -> int32 (conv_integer, matmul_integer)
     a_unsigned: bool = False            # int8: A holds the u8 activations (else B does)
+    b_direct: bool = False              # B(b, k, n) is contiguous along n: read it in place
     extra: dict[Buffer, np.ndarray] = field(default_factory=dict)  # constants the epilogue reads
 
     def without(self, *drop: Buffer | None) -> tuple[tuple[Buffer, ...], tuple[str, ...]]:
@@ -323,7 +324,9 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
         a_batch=lambda bg: mod(bg, cv.g), a_param=wb if wsplat is None else None,
-        panel=_conv_panel(cv, xb), row=cv.ow)
+        panel=_conv_panel(cv, xb), row=cv.ow,
+        b_direct=cv.kh == cv.kw == cv.sh == cv.sw == 1 and not (cv.pt or cv.pl) and
+        cv.oh == cv.h and cv.ow == cv.w)
     return transposed(v) if P == 1 and wsplat is None else v
 
 

@@ -428,3 +428,28 @@ def test_parallel_sized_ops(case: str) -> None:
         assert_matches(name, got, ref, arrays, attrs, f"threads={threads}")
         outs.append(got)
     np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{case}: 1 thread vs 2")
+
+
+@pytest.mark.parametrize("xs,m,threads", [((1, 20, 9, 11), 24, 1), ((2, 300, 7, 7), 40, 2),
+                                          ((1, 8, 5, 37), 5, 2)])
+def test_a_1x1_conv_reads_its_input_in_place(xs: tuple[int, ...], m: int, threads: int) -> None:
+    """pack(B, at=none): a 1x1 stride-1 conv's input rows are the B panel already; the
+    micro-kernel reads them in place (masked past the last pixel), for the tuner to choose."""
+    from minicc.driver import lower_program
+
+    bt = conv_model(xs, (m, xs[1], 1, 1), {})
+    name = lower_program(bt.module, threads=threads, cache=False).kernel_steps[0].kernel.name
+    text = (f"cpu.gemm: tile(MR=8, NR=32, KC={min(256, xs[1])}, NC={xs[3] * 2}); "
+            "pack(A, at=compile); pack(B, at=none); vectorize(l, 16)"
+            + ("; parallel(nc)" if threads > 1 else ""))
+    cm = compile(bt.module, options=CompileOptions(threads=threads, cache=False,
+                                                   schedules={name: text}))
+    assert cm.artifact.summary["kernels"][0]["schedule"] == text
+    assert bt.bound_args is not None
+    nm, arrays, attrs = bt.bound_args
+    assert_matches(nm, cm.run(bt.inputs)["y"], bt.expect, arrays, attrs, "in place")
+    with pytest.raises(Exception, match="pack\\(B, at=none\\) does not fit"):
+        compile(conv_model((1, 4, 6, 6), (4, 4, 3, 3), {"pads": [1, 1, 1, 1]}).module,
+                options=CompileOptions(threads=1, cache=False, schedules={
+                    name: text.replace(f"KC={min(256, xs[1])}", "KC=36").replace(
+                        f"NC={xs[3] * 2}", "NC=12")}))
