@@ -70,7 +70,7 @@ class KernelRenderer:
         self.vec: _VecCtx | None = None
         self.guard: Val | None = None   # loads under a Select happen only where it holds
         # index arithmetic already emitted in the current block (the micro-kernel's addresses
-        # share their row and column terms): emitted once, which halves what LLVM is handed
+        # share their row and column terms): emitted once, a quarter less IR for LLVM
         self._cse: dict[tuple, tuple] = {}
         self._cse_block: ir.Block | None = None
         self._cse_uses: dict[str, list[tuple]] = {}     # loop variable -> keys that read it
