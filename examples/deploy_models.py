@@ -10,7 +10,17 @@ the families users deploy and where a compiler is measured against onnxruntime a
     mobilenetv2_224    MobileNetV2 (width 1.0): the published inverted-residual table, ReLU6,
                        224x224, 1000 classes
     minilm_like        a MiniLM-style encoder: hidden 384, 12 heads, FFN 1536 (GELU), 3 layers,
-                       post-LayerNorm, additive attention mask, sequence 64
+                       post-LayerNorm, additive attention mask, sequence 64 (minilm_like_6x128:
+                       6 layers, sequence 128)
+    efficientnet_b0_like  EfficientNet-B0: the published MBConv table (SiLU, squeeze-excite with
+                       sigmoid, 3x3/5x5 depthwise), 224x224, 1000 classes
+    dbnet_like         a DBNet-style OCR text detector: the MobileNetV3-Large backbone at
+                       strides 4-32, an FPN (1x1 lateral convs, nearest upsampling and add, 3x3
+                       smoothing, upsample and concat), the probability head (3x3 conv-BN-ReLU,
+                       two stride-2 transposed convs, sigmoid); input 640x640
+    crnn_like          a CRNN text recognizer: a VGG-style conv stack on a 48x320 crop down to
+                       a height of 1, a 2-layer bidirectional LSTM (hidden 128) over the 80
+                       columns, a linear layer to 97 classes
 
 They register in examples/torch_models.py's MODELS, so `export(name, path)` and `inputs(name)`
 work as for the models there.
@@ -248,9 +258,130 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.features(x).mean(dim=(2, 3)))
 
 
+# ---------------------------------------------------------------------------------------------
+# EfficientNet-B0
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, s: int, expand: int):
+        super().__init__()
+        mid = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU()]
+        layers += [nn.Conv2d(mid, mid, k, s, k // 2, groups=mid, bias=False),
+                   nn.BatchNorm2d(mid), nn.SiLU()]
+        self.pre = nn.Sequential(*layers)
+        sq = max(1, cin // 4)
+        self.se1, self.se2 = nn.Conv2d(mid, sq, 1), nn.Conv2d(sq, mid, 1)
+        self.post = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.res = s == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pre(x)
+        w = torch.sigmoid(self.se2(nn.functional.silu(self.se1(y.mean((2, 3), keepdim=True)))))
+        y = self.post(y * w)
+        return x + y if self.res else y
+
+
+# (expansion, kernel, stride, out channels, repeats): EfficientNet-B0, Table 1
+B0 = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+      (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+
+class EfficientNetB0Like(nn.Module):
+    def __init__(self, classes: int = 1000):
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn_silu(3, 32, 3, 2)]
+        cin = 32
+        for e, k, s, c, n in B0:
+            for i in range(n):
+                layers.append(MBConv(cin, c, k, s if i == 0 else 1, e))
+                cin = c
+        layers.append(conv_bn_silu(cin, 1280, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(1280, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean((2, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# DBNet-style OCR detector (MobileNetV3 backbone, FPN, probability head)
+
+
+class DBNetLike(nn.Module):
+    def __init__(self, inner: int = 96):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16),
+                                   nn.Hardswish()]
+        cin, self.taps, stride = 16, [], 2
+        for k, e, c, se, hs, s in V3_LARGE:
+            if s == 2 and stride >= 4:
+                self.taps.append(len(layers) - 1)     # the last block at each stride
+            layers.append(Bneck(cin, k, e, c, se, hs, s))
+            cin, stride = c, stride * s
+        self.taps.append(len(layers) - 1)
+        self.body = nn.ModuleList(layers)
+        chans = [24, 40, 112, 160]
+        self.lateral = nn.ModuleList(nn.Conv2d(c, inner, 1, bias=False) for c in chans)
+        self.smooth = nn.ModuleList(nn.Conv2d(inner, inner // 4, 3, 1, 1, bias=False)
+                                    for _ in chans)
+        self.head = nn.Sequential(
+            nn.Conv2d(inner, inner // 4, 3, 1, 1, bias=False), nn.BatchNorm2d(inner // 4),
+            nn.ReLU(), nn.ConvTranspose2d(inner // 4, inner // 4, 2, 2),
+            nn.BatchNorm2d(inner // 4), nn.ReLU(), nn.ConvTranspose2d(inner // 4, 1, 2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i in self.taps:
+                feats.append(x)
+        lat = [conv(f) for conv, f in zip(self.lateral, feats)]
+        for i in range(len(lat) - 2, -1, -1):             # top-down: upsample and add
+            lat[i] = lat[i] + nn.functional.interpolate(lat[i + 1], scale_factor=2.0,
+                                                        mode="nearest")
+        outs = [sm(p) for sm, p in zip(self.smooth, lat)]
+        up = [nn.functional.interpolate(o, scale_factor=2.0 ** i, mode="nearest")
+              for i, o in enumerate(outs)]
+        return torch.sigmoid(self.head(torch.cat(up[::-1], 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# CRNN text recognizer
+
+
+class CRNNLike(nn.Module):
+    def __init__(self, classes: int = 97, hidden: int = 128):
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: tuple[int, int] | None) -> list[nn.Module]:
+            out: list[nn.Module] = [nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+                                    nn.BatchNorm2d(cout), nn.ReLU()]
+            return out + ([nn.MaxPool2d(pool, pool)] if pool else [])
+        self.cnn = nn.Sequential(*block(3, 32, (2, 2)), *block(32, 64, (2, 2)),
+                                 *block(64, 128, None), *block(128, 128, (2, 1)),
+                                 *block(128, 256, None), *block(256, 256, (2, 1)),
+                                 nn.Conv2d(256, 256, (3, 1), 1, 0), nn.ReLU())
+        self.rnn = nn.LSTM(256, hidden, num_layers=2, bidirectional=True, batch_first=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.cnn(x)                                   # [b, 256, 1, 80]
+        seq = f.squeeze(2).transpose(1, 2)                # [b, 80, 256]
+        y, _ = self.rnn(seq)
+        return self.fc(y)
+
+
 def _image(size: int):  # type: ignore[no-untyped-def]
     return lambda b: {"x": np.random.default_rng(7 + b).standard_normal(
         (b, 3, size, size)).astype(np.float32)}
+
+
+def _crop(h: int, w: int):  # type: ignore[no-untyped-def]
+    return lambda b: {"x": np.random.default_rng(9 + b).standard_normal(
+        (b, 3, h, w)).astype(np.float32)}
 
 
 def _tokens(seq: int):  # type: ignore[no-untyped-def]
@@ -274,6 +405,15 @@ MODELS = {
                                {"x": 0, "logits": 0}),
     "minilm_like": tm.Spec(tm._seeded(MiniLMLike, 12), _tokens(64), ["hidden_states"],
                            {"input_ids": 0, "attention_mask": 0, "hidden_states": 0}),
+    "minilm_like_6x128": tm.Spec(tm._seeded(MiniLMLike, 12, layers=6), _tokens(128),
+                                 ["hidden_states"],
+                                 {"input_ids": 0, "attention_mask": 0, "hidden_states": 0}),
+    "efficientnet_b0_like": tm.Spec(tm._seeded(EfficientNetB0Like, 14, bn=True), _image(224),
+                                    ["logits"], {"x": 0, "logits": 0}),
+    "dbnet_like": tm.Spec(tm._seeded(DBNetLike, 15, bn=True), _image(640), ["prob"],
+                          {"x": 0, "prob": 0}),
+    "crnn_like": tm.Spec(tm._seeded(CRNNLike, 16, bn=True), _crop(48, 320), ["logits"],
+                         {"x": 0, "logits": 0}),
 }
 tm.MODELS.update(MODELS)
 export, inputs, build, torch_outputs = tm.export, tm.inputs, tm.build, tm.torch_outputs

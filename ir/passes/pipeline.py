@@ -7,6 +7,7 @@ from typing import Callable
 from minicc import env
 from minicc.errors import MiniccError, VerificationError
 from minicc.ir.graph import Function, Module
+from minicc.ir.passes.conv_transpose import conv_transpose_as_conv
 from minicc.ir.passes.cse import eliminate_common_subexpressions
 from minicc.ir.passes.dce import eliminate_dead_code
 from minicc.ir.passes.fold_bn import fold_batch_norm
@@ -21,6 +22,7 @@ PASSES: dict[str, Callable[[Function], Function]] = {
     "simplify": simplify,
     "fold_batch_norm": fold_batch_norm,
     "qdq_to_int8": qdq_to_int8,
+    "conv_transpose_as_conv": conv_transpose_as_conv,
     "cse": eliminate_common_subexpressions,
     "dce": eliminate_dead_code,
 }
@@ -29,7 +31,7 @@ PIPELINES: dict[int, list[str]] = {
     0: ["dce"],
     1: ["fold_constants", "simplify", "dce"],
     2: ["fold_constants", "simplify", "fold_batch_norm", "fold_constants", "simplify",
-        "qdq_to_int8", "cse", "dce"],
+        "qdq_to_int8", "conv_transpose_as_conv", "cse", "dce"],
 }
 PIPELINES[3] = PIPELINES[2]
 
