@@ -15,6 +15,12 @@ per tap). This template runs each (image, channel) plane in three steps:
     unpack   out[n, c, oy, ox] = epilogue(acc[oy*Ws + ox])    contiguous rows, the fused
                                                               bias, activation and residual
 
+An int8 conv (conv_integer: u8 activations, s8 weights) takes the same steps: the pack widens
+each u8 to f32 and subtracts the zero point (so the zeroed padding is the zero point, as the op
+defines it), the weights are widened as they are broadcast, and the sums are exact (see
+EXACT_TAPS), so the epilogue's requantization sees the int32 result the op defines. The planes
+hold f32 because the taps are FMAs either way; what int8 saves is the u8 reads and writes.
+
 No transposes and no gathers: the layout stays the model's. Its steps are the knobs:
 `tile(RX=4)` (vectors per register tile) and `parallel(t)` (threads share the planes).
 """
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from minicc.errors import ScheduleError
-from minicc.ir.compute import Const, Expr, Var, call
+from minicc.ir.compute import Const, Expr, Var, call, cast
 from minicc.ir.loops.gemm_views import (_Conv, _conv_geometry, add, c64, div, emin, epilogue,
                                         mod, mul, vloop)
 from minicc.ir.loops.nest import const_scalar, group_flops, kernel_params
@@ -33,22 +39,30 @@ from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, Kernel, LoopK
                                    Store, seq)
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
-from minicc.ir.registry import get_op
+from minicc.ir.registry import full_attrs, get_op
 from minicc.ir.types import DType
 
 F32 = DType.F32
+# int8 depthwise convs sum in f32: |x - zp| <= 255 and |w| <= 128, so up to 2^24 / (255 * 128)
+# taps every partial sum is an integer f32 holds exactly, and the result equals the int32 one
+EXACT_TAPS = (1 << 24) // (255 * 128)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
 
 
 def depthwise_geometry(ctx: LowerCtx) -> _Conv | None:
-    """The conv's geometry when the group's anchor is a float 2-D depthwise conv (one input
-    channel per group, one output channel per input channel) with constant weights and one
-    stride for both axes."""
+    """The conv's geometry when the group's anchor is a 2-D depthwise conv (one input channel
+    per group, one output channel per input channel) with constant weights and one stride for
+    both axes: a float conv, or a conv_integer with its zero point an attribute and few enough
+    taps that the float sums stay exact."""
     a = ctx.group.anchor
-    if a is None or get_op(a.kind).template != "conv2d_gemm":
+    if a is None or get_op(a.kind).template != "conv2d_gemm" or a.inputs[1] not in ctx.consts:
         return None
-    if a.inputs[0].type.dtype != F32 or a.inputs[1] not in ctx.consts:
+    if a.inputs[0].type.dtype == DType.U8:
+        w = ctx.consts[a.inputs[1]]
+        if len(a.inputs) != 2 or w.ndim != 4 or w.shape[2] * w.shape[3] > EXACT_TAPS:
+            return None
+    elif a.inputs[0].type.dtype != F32:
         return None
     cv = _conv_geometry(ctx.group)
     if cv is None or cv.cg != 1 or not (cv.g == cv.c == cv.m) or cv.g == 1 or \
@@ -100,6 +114,8 @@ class DepthwiseKernel:
         name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
         conv = self.conv
         x, wb = bufs[conv.inputs[0]], bufs[conv.inputs[1]]
+        i8 = x.dtype == DType.U8
+        zp = float(full_attrs(conv.kind, conv.attrs)["zero_point"]) if i8 else 0.0
         s = pl.s
         sp = Buffer(f"{name}_planes", F32, (s * s, pl.hs * pl.ws), Scope.SCRATCH)
         ob = Buffer(f"{name}_acc", F32, (pl.nvec * L,), Scope.SCRATCH)
@@ -124,8 +140,10 @@ class DepthwiseKernel:
 
                 def cell(m: Expr, pr: int = pr, pc: int = pc, a0: int = a0, m0: int = m0) -> Stmt:
                     ar, mr = add(a, a0), add(m, m0)
-                    v = BufLoad(x, (b, c, add(mul(ar, s), pr - cv.pt), add(mul(mr, s), pc - cv.pl)),
-                                F32)
+                    v: Expr = BufLoad(x, (b, c, add(mul(ar, s), pr - cv.pt),
+                                          add(mul(mr, s), pc - cv.pl)), x.dtype)
+                    if i8:
+                        v = call("sub", cast(v, F32), Const(zp, F32))
                     return Store(sp, (c64(pr * s + pc), add(mul(ar, pl.ws), mr)), v)
                 copies.append(For(a, c64(a1 - a0), vloop(Var("m"), c64(m1 - m0), cell, L)))
         pack = seq(*copies)
@@ -142,7 +160,7 @@ class DepthwiseKernel:
             return For(i, c64(p.rx), For(ln, c64(L), body, VECTOR, L), UNROLL)
         acc_il = BufLoad(acc, (i, ln), F32)
         tap = BufLoad(sp, (phase, add(j, off)), F32)
-        wv = BufLoad(wb, (c, c64(0), ky, kx), F32)
+        wv = cast(BufLoad(wb, (c, c64(0), ky, kx), wb.dtype), F32)
         fma = Store(acc, (i, ln), call("add", acc_il, call("mul", tap, wv)))
         tile = Allocate(acc, seq(
             cells(Store(acc, (i, ln), Const(0.0, F32))),
@@ -157,6 +175,8 @@ class DepthwiseKernel:
             return (bb, m, div(q, cv.ow), mod(q, cv.ow))
 
         def anchor_value(accv: Expr, idx: tuple[Expr, ...]) -> Expr:
+            if i8:
+                return cast(accv, DType.I32)
             if bias is None:
                 return accv
             k = const_scalar(bias, consts)
@@ -192,7 +212,7 @@ def plan_from_steps(steps: Sequence[Step]) -> DwPlan:
 
 
 class CpuDepthwise(Rule):
-    """`cpu.depthwise`: float depthwise convs with their fused epilogue."""
+    """`cpu.depthwise`: float and int8 depthwise convs with their fused epilogue."""
 
     name = "cpu.depthwise"
 

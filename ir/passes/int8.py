@@ -1,11 +1,14 @@
 """The INT8 rewrite: float convolutions and matmuls with constant weights become integer ones.
 
-    %y = conv(%x, %w, %b)          %q = cast(clip(round(%x / s_x) + zp, 0, 255), u8)
+    %y = conv(%x, %w, %b)          %q = cast(clip(round(%x * (1/s_x)) + zp, 0, 255), u8)
                            ->      %a = conv_integer(%q, %w8) {zero_point=zp}      (int32)
                                    %y = cast(%a, f32) * (s_x * s_w) + %b
 
 Weights are quantized per output channel, symmetric, to s8 in [-127, 127] (s_w = max|w| / 127);
-activations per tensor with the (scale, zero point) calibration gave them. Everything after
+activations per tensor with the (scale, zero point) calibration gave them. The quantize
+multiplies by the scale's reciprocal: a division costs several times a multiply in every
+epilogue (mobilenetv2_224 int8, 4.42 -> 3.86 ms), and the two differ only where x / s_x lies
+within an ulp of a rounding tie (one step, rarely, which calibration's error already dwarfs). Everything after
 the integer op is ordinary elementwise arithmetic, so the fusion pass puts it (and the next
 layer's quantize) in the same kernel's epilogue: a conv-relu-conv chain reads and writes u8 and
 requantizes in registers. One quantize per activation, shared by all its users; it moves up
@@ -98,8 +101,8 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
         s, zp = qparams[old]
         src, chain = pass_through(old)
         b = rw.b
-        sv = b.const(np.array(s, np.float32))
-        q = b.op1("round", [b.op1("div", [rw.map[src] if chain else x, sv], loc=op.loc)],
+        sv = b.const(np.array(1.0 / np.float32(s), np.float32))
+        q = b.op1("round", [b.op1("mul", [rw.map[src] if chain else x, sv], loc=op.loc)],
                   loc=op.loc)
         if zp:
             q = b.op1("add", [q, b.const(np.array(zp, np.float32))], loc=op.loc)

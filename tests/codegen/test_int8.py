@@ -71,10 +71,45 @@ def test_matmul_integer_gemm_is_exact(shape: tuple[int, ...], cpu: str) -> None:
     np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
 
 
-def test_depthwise_conv_integer_takes_the_loop_nest() -> None:
-    mod, x = conv_model(8, 8, 10, 3, 5, 1, 1, group=8)
+def dw_model(c: int, h: int, w: int, k: int, zp: int, pads: list[int], stride: int,
+             dilation: int = 1, seed: int = 0) -> tuple[Module, np.ndarray]:
+    """u8 x -> depthwise conv_integer -> cast -> * scale -> requantize to u8 (a quantized
+    depthwise layer's kernel, whole)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.U8, (1, c, h, w)), "x")
+    wt = b.const(rng.integers(-128, 128, (c, 1, k, k)).astype(np.int8), "w")
+    acc = b.op1("conv_integer", [x, wt], {"pads": pads, "strides": [stride] * 2, "group": c,
+                                           "dilations": [dilation] * 2, "zero_point": zp})
+    s = b.const((rng.random((1, c, 1, 1)) * 0.02).astype(np.float32), "s")
+    y = b.op1("round", [b.op1("mul", [b.op1("cast", [acc], {"to": DType.F32}), s])])
+    y = b.op1("cast", [b.op1("clip", [b.op1("add", [y, b.const(np.float32(100.0))])],
+                             {"min": 0.0, "max": 255.0})], {"to": DType.U8})
+    return Module((b.finish([y], ["y"]),)), rng.integers(0, 256, (1, c, h, w)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(8, 10, 10, 3, 5, [1] * 4, 1, 1), (19, 15, 13, 3, 128, [1] * 4,
+                                                                     2, 1),
+                                   (6, 11, 9, 3, 255, [2] * 4, 1, 2), (7, 16, 17, 5, 0,
+                                                                       [0, 1, 2, 0], 3, 1),
+                                   (144, 4, 4, 3, 77, [1] * 4, 1, 1)])
+def test_depthwise_conv_integer_takes_the_depthwise_template_exactly(shape: tuple) -> None:
+    """Stride, dilation, asymmetric pads and every zero point: the padding must read as the
+    zero point, and the f32 sums must equal the int32 ones (the requantized u8 output compared
+    exactly)."""
+    mod, x = dw_model(*shape)
     got, cm = run(mod, x)
-    assert not cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.gemm")
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.depthwise:")
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+
+
+def test_a_depthwise_conv_integer_with_too_many_taps_for_f32_takes_the_loop_nest() -> None:
+    from minicc.ir.loops.depthwise import EXACT_TAPS
+
+    k = int(np.ceil(np.sqrt(EXACT_TAPS + 1)))
+    mod, x = dw_model(2, k, k, k, 0, [0] * 4, 1)
+    got, cm = run(mod, x)
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.loops")
     np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
 
 
