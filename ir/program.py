@@ -14,6 +14,8 @@ Expects static shapes (symbolic dims must be bound with input shapes first).
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Union
 
@@ -311,18 +313,27 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
 # ---- stage 4: locations ---------------------------------------------------------------------
 
 class WeightsBlob:
-    """The weights block: constants and packed weights, each aligned, each stored once."""
+    """The weights block: constants and packed weights, each aligned, each stored once, by
+    identity and by content. Content matters for packed panels: every step of an unrolled LSTM
+    packs the same recurrent matrix for its own kernel, and 316 copies of it (90 MB for
+    crnn_like, whose ONNX file is 8.5 MB) made each step read its weights from memory."""
 
     def __init__(self, align: int):
         self.data = bytearray()
         self.align = align
         self._at: dict[Value | Buffer, int] = {}     # both are hashed by identity
+        self._by_content: dict[tuple[str, tuple[int, ...], bytes], int] = {}
 
     def add(self, key: Value | Buffer, arr: np.ndarray) -> Location:
         if key not in self._at:
-            self.data.extend(b"\0" * ((-len(self.data)) % self.align))
-            self._at[key] = len(self.data)
-            self.data.extend(np.ascontiguousarray(arr).tobytes())
+            raw = np.ascontiguousarray(arr).tobytes()
+            ck = (arr.dtype.str, tuple(arr.shape), hashlib.blake2b(raw, digest_size=16).digest())
+            at = self._by_content.get(ck)
+            if at is None or self.data[at:at + len(raw)] != raw:
+                self.data.extend(b"\0" * ((-len(self.data)) % self.align))
+                at = self._by_content[ck] = len(self.data)
+                self.data.extend(raw)
+            self._at[key] = at
         return Location(LocKind.WEIGHTS, self._at[key])
 
 

@@ -462,3 +462,33 @@ def test_two_processes_compiling_into_one_cache(onnx_path: Path, tmp_path: Path,
     assert third.returncode == 0, third.stderr.decode()[-3000:]
     assert third.stdout.decode().split() == ["cache_hit"], third.stdout.decode()
     assert sorted(d.iterdir()) == entries
+
+
+def test_weights_packed_alike_for_several_kernels_are_stored_once(tmp_path: Path) -> None:
+    """Three matmuls by one constant (an unrolled RNN's recurrent weight) each pack it at
+    compile time for their own kernel: the blob holds those panels once, and every kernel
+    still reads the right ones."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h0"])]
+    for i in range(1, 3):
+        nodes.append(helper.make_node("Tanh", [f"h{i - 1}"], [f"t{i}"]))
+        nodes.append(helper.make_node("Slice", [f"t{i}", "s0", "s1", "ax"], [f"u{i}"]))
+        nodes.append(helper.make_node("MatMul", [f"u{i}", "w"], [f"h{i}"]))
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0]), "s0"),
+             numpy_helper.from_array(np.array([64]), "s1"),
+             numpy_helper.from_array(np.array([1]), "ax")]
+    g = helper.make_graph(nodes, "rnn_like", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 64])], [helper.make_tensor_value_info(
+            "h2", TensorProto.FLOAT, [1, 96])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cm = compile(m, options=CompileOptions(threads=1, cache=False))
+    packs = [k for k in cm.artifact.summary["kernels"] if "pack(B, at=compile)" in
+             k.get("schedule", "")]
+    assert len(packs) == 3
+    assert len(cm.artifact.weights) < 2 * w.nbytes + 4096
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    h = x @ w
+    for _ in range(2):
+        h = np.tanh(h)[:, :64] @ w
+    np.testing.assert_allclose(cm.run({"x": x})["h2"], h, rtol=1e-4, atol=1e-4)
