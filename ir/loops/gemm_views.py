@@ -457,6 +457,20 @@ def matmul_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
             idx.append(mod(div(bi, stride), d))
         return tuple(idx) + (m, n)
 
+    if batch > 1 and ashape[:-2] == batch_shape and all(d == 1 for d in bshape[:-2]):
+        # One B for every batch: the batches are one GEMM of batch*M rows (an RNN's input
+        # projection, [seq, 1, in] @ [in, 4h], is 80 GEMMs of one row each otherwise). A and
+        # the output are contiguous, so row r of the tall GEMM is batch r // M, row r % M.
+        rows_m, per_batch = batch * M, M
+        batch, M = 1, rows_m
+        a_rows, out_rows = a_load, out_index
+
+        def a_load(bi: Expr, m: Expr, k: Expr) -> Expr:
+            return a_rows(div(m, per_batch), mod(m, per_batch), k)
+
+        def out_index(bi: Expr, m: Expr, n: Expr) -> tuple[Expr, ...]:
+            return out_rows(div(m, per_batch), mod(m, per_batch), n)
+
     b_const = None
     if bv in consts and (len(bshape) == 2 or all(d == 1 for d in bshape[:-2])):
         b_const = consts[bv].astype(np.int8 if i8 else np.float32).reshape(1, K, N)

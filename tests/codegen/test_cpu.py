@@ -276,6 +276,10 @@ MATMULS = {
     "batch_broadcast_a": ((5, 9), (2, 9, 7), False),
     "batch_broadcast_both": ((2, 1, 5, 9), (3, 9, 7), False),
     "batch_broadcast_k300": ((2, 1, 7, 300), (1, 3, 300, 40), False),
+    # one B for every batch: the batches fold into the rows of one tall GEMM
+    "rnn_projection_rows_of_one": ((80, 1, 64), (64, 96), True),
+    "two_batch_dims_runtime_b": ((3, 2, 5, 9), (9, 7), False),
+    "two_batch_dims_b_ones": ((2, 3, 4, 9), (1, 1, 9, 7), True),
 }
 
 
@@ -283,6 +287,14 @@ MATMULS = {
 def test_gemm_matmul_awkward_shapes(case: str) -> None:
     ash, bsh, const = MATMULS[case]
     check_built(matmul_model(ash, bsh, const))
+
+
+def test_batches_sharing_one_b_are_one_tall_gemm() -> None:
+    """[seq, 1, in] @ [in, out] (an RNN's input projection) is 80 rows of one GEMM, tiled
+    with full register rows, not 80 GEMMs of one row each."""
+    _, cm = matmul_model((80, 1, 64), (64, 96), True).run(1)
+    sched = _kernels(cm)[0]["schedule"]
+    assert "MR=1," not in sched, sched
 
 
 CONVS = {

@@ -35,13 +35,15 @@ def conv_model(c: int, m: int, h: int, k: int, zp: int, pad: int, stride: int,
     return Module((b.finish([y], ["y"]),)), rng.integers(0, 256, (1, c, h, h)).astype(np.uint8)
 
 
-def matmul_model(M: int, K: int, N: int, zp: int, seed: int = 0) -> tuple[Module, np.ndarray]:
+def matmul_model(M: int, K: int, N: int, zp: int, seed: int = 0, batch: tuple[int, ...] = ()
+                 ) -> tuple[Module, np.ndarray]:
     rng = np.random.default_rng(seed)
     b = GraphBuilder()
-    x = b.input(TensorType(DType.U8, (M, K)), "x")
+    x = b.input(TensorType(DType.U8, batch + (M, K)), "x")
     w = b.const(rng.integers(-128, 128, (K, N)).astype(np.int8), "w")
     acc = b.op1("matmul_integer", [x, w], {"zero_point": zp})
-    return Module((b.finish([acc], ["y"]),)), rng.integers(0, 256, (M, K)).astype(np.uint8)
+    return Module((b.finish([acc], ["y"]),)), rng.integers(0, 256, batch + (M, K)).astype(
+        np.uint8)
 
 
 def run(mod: Module, x: np.ndarray, **kw: Any) -> tuple[np.ndarray, Any]:
@@ -86,6 +88,13 @@ def dw_model(c: int, h: int, w: int, k: int, zp: int, pads: list[int], stride: i
     y = b.op1("cast", [b.op1("clip", [b.op1("add", [y, b.const(np.float32(100.0))])],
                              {"min": 0.0, "max": 255.0})], {"to": DType.U8})
     return Module((b.finish([y], ["y"]),)), rng.integers(0, 256, (1, c, h, w)).astype(np.uint8)
+
+
+def test_batched_matmul_integer_by_one_weight_is_one_tall_gemm() -> None:
+    mod, x = matmul_model(1, 37, 19, 3, batch=(6, 5))
+    got, cm = run(mod, x)
+    assert "MR=1," not in cm.artifact.summary["kernels"][0]["schedule"]
+    np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
 
 
 @pytest.mark.parametrize("shape", [(8, 10, 10, 3, 5, [1] * 4, 1, 1), (19, 15, 13, 3, 128, [1] * 4,
