@@ -74,7 +74,7 @@ class GraphBuilder:
         at = canonical_attrs(kind, attrs or {})
         types = infer_types(kind, [v.type for v in inputs], at)
         for t in types:
-            if t.is_static:
+            if t.is_static and (t.numel or 0) * t.dtype.itemsize > resources.budget():
                 resources.check((t.numel or 0) * t.dtype.itemsize, f"op '{kind}': its result {t}")
         if isinstance(names, str) or names is None:
             base = names

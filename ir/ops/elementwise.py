@@ -57,9 +57,8 @@ class Elementwise(OpDef):
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
         if self.same_dtype:
-            dts = {t.dtype for t in ins}
-            check(len(dts) == 1, "operands must have one dtype, got "
-                  + ", ".join(str(t) for t in ins))
+            if len({t.dtype for t in ins}) != 1:
+                check(False, "operands must have one dtype, got " + ", ".join(map(str, ins)))
         _check_domain(self.domain, ins[0].dtype)
         shape = broadcast_shapes(*(t.shape for t in ins))
         return [TensorType(self.result_dtype(ins, attrs), shape)]

@@ -23,11 +23,13 @@ class MatMul(OpDef):
 
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
         a, b = ins
-        check(a.dtype == b.dtype, f"operand dtypes differ: {a} vs {b}")
+        if a.dtype != b.dtype:
+            check(False, f"operand dtypes differ: {a} vs {b}")
         check(a.rank >= 1 and b.rank >= 1, "operands must have rank >= 1")
         ka = a.shape[-1]
         kb = b.shape[-2] if b.rank >= 2 else b.shape[0]
-        check(dims_compatible(ka, kb), f"contraction dims differ: {a} x {b}")
+        if not dims_compatible(ka, kb):
+            check(False, f"contraction dims differ: {a} x {b}")
         batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
         shape: tuple[Dim, ...] = batch
         if a.rank >= 2:

@@ -214,15 +214,18 @@ class Concat(_Move):
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
         r = ins[0].rank
         a = norm_axis(attrs["axis"], r)
-        check(len({t.dtype for t in ins}) == 1, "operands differ in dtype: "
-              + ", ".join(map(str, ins)))
+        def listed() -> str:     # built only for an error: 80-operand concats are common
+            return ", ".join(map(str, ins))
+        if len({t.dtype for t in ins}) != 1:
+            check(False, "operands differ in dtype: " + listed())
         total: Dim = 0
         for t in ins:
-            check(t.rank == r, f"ranks differ: {', '.join(map(str, ins))}")
+            if t.rank != r:
+                check(False, f"ranks differ: {listed()}")
             for k in range(r):
-                if k != a and isinstance(t.shape[k], int) and isinstance(ins[0].shape[k], int):
-                    check(t.shape[k] == ins[0].shape[k], f"dim {k} differs: "
-                          + ", ".join(map(str, ins)))
+                if k != a and isinstance(t.shape[k], int) and isinstance(ins[0].shape[k], int) \
+                        and t.shape[k] != ins[0].shape[k]:
+                    check(False, f"dim {k} differs: {listed()}")
             d = t.shape[a]
             total = total + d if isinstance(total, int) and isinstance(d, int) else UNKNOWN
         shape = list(ins[0].shape)
