@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Const, Expr, Var, call, cast
 from minicc.ir.loops.gemm_views import (_Conv, _conv_geometry, add, c64, div, emin, epilogue,
@@ -46,6 +48,7 @@ F32 = DType.F32
 # int8 depthwise convs sum in f32: |x - zp| <= 255 and |w| <= 128, so up to 2^24 / (255 * 128)
 # taps every partial sum is an integer f32 holds exactly, and the result equals the int32 one
 EXACT_TAPS = (1 << 24) // (255 * 128)
+LANES_MAX_PIXELS = 16      # output maps of up to 4x4 put channels in the lanes by default
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
 
@@ -96,6 +99,7 @@ class Planes:
 class DwPlan:
     rx: int
     parallel: bool
+    lanes: bool = False     # channels in the vector lanes (small maps), not pixels
 
 
 class DepthwiseKernel:
@@ -108,14 +112,112 @@ class DepthwiseKernel:
         conv = ctx.group.anchor
         assert conv is not None
         self.conv = conv
+        self.i8 = conv.inputs[0].type.dtype == DType.U8
+        self.zp = float(full_attrs(conv.kind, conv.attrs)["zero_point"]) if self.i8 else 0.0
+
+    def value(self, v: Expr) -> Expr:
+        """An input element as the f32 the taps multiply (int8: widened, zero point off)."""
+        if self.i8:
+            return call("sub", cast(v, F32), Const(self.zp, F32))
+        return v
+
+    def lowered(self) -> Lowered:
+        if self.p.lanes:
+            return self.lanes_kernel()
+        return Lowered(self.kernel())
+
+    def _epilogue(self) -> tuple[Any, Any]:
+        """(out_index, epi) for the group's output."""
+        cv, conv, consts, bufs = self.cv, self.conv, self.ctx.consts, self.ctx.bufs
+        bias = conv.inputs[2] if len(conv.inputs) == 3 else None
+
+        def out_index(bb: Expr, m: Expr, q: Expr) -> tuple[Expr, ...]:
+            return (bb, m, div(q, cv.ow), mod(q, cv.ow))
+
+        def anchor_value(accv: Expr, idx: tuple[Expr, ...]) -> Expr:
+            if self.i8:
+                return cast(accv, DType.I32)
+            if bias is None:
+                return accv
+            k = const_scalar(bias, consts)
+            return call("add", accv, k if k is not None else BufLoad(bufs[bias], (idx[1],), F32))
+        return out_index, epilogue(self.ctx.group, bufs, consts, out_index, anchor_value)
+
+    def lanes_kernel(self) -> Lowered:
+        """Channels in the lanes, for maps too small to fill vectors with pixels: per block of
+        L channels, the padded window region transposed to [pixel][channel] (the padding
+        zeroed once per call), one FMA per tap and output pixel with the tap's L weights
+        (packed [block][tap][channel] at compile time), and the outputs transposed back through
+        the epilogue."""
+        cv, p, L = self.cv, self.p, self.L
+        name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
+        conv = self.conv
+        x = bufs[conv.inputs[0]]
+        s, P = cv.sh, cv.oh * cv.ow
+        hp, wp = (cv.oh - 1) * s + (cv.kh - 1) * cv.dh + 1, (cv.ow - 1) * s + (cv.kw - 1) * cv.dw + 1
+        cb_n = -(-cv.c // L)
+        taps = cv.kh * cv.kw
+        w = np.zeros((cb_n * L, taps), np.float32)
+        w[:cv.c] = consts[conv.inputs[1]].astype(np.float32).reshape(cv.c, taps)
+        wt_arr = np.ascontiguousarray(w.reshape(cb_n, L, taps).transpose(0, 2, 1))
+        wt = Buffer(f"{name}_wl", F32, wt_arr.shape, Scope.GLOBAL)
+        win = Buffer(f"{name}_win", F32, (hp * wp, L), Scope.SCRATCH)
+        ob = Buffer(f"{name}_acc", F32, (P, L), Scope.SCRATCH)
+        acc = Buffer(f"{name}_regs", F32, (p.rx, L), Scope.LOCAL)
+
+        t, e, ln = Var("t"), Var("e"), Var("l")
+        b = div(t, cb_n) if cv.n > 1 else c64(0)
+        cb = mod(t, cb_n)
+        zero = For(e, c64(hp * wp), For(ln, c64(L), Store(win, (e, ln), Const(0.0, F32)),
+                                         VECTOR, L))
+        # pack: window rows r hold image row r - pt (the others stay zero)
+        r0, r1 = max(0, cv.pt), min(hp, cv.h + cv.pt)
+        q0, q1 = max(0, cv.pl), min(wp, cv.w + cv.pl)
+        r, q = Var("r"), Var("q")
+        ch = emin(add(mul(cb, L), ln), cv.c - 1)       # tail lanes reread the last channel
+        pack = For(r, c64(r1 - r0), For(q, c64(q1 - q0), For(ln, c64(L), Store(
+            win, (add(mul(add(r, r0), wp), q, q0), ln),
+            self.value(BufLoad(x, (b, ch, add(r, r0 - cv.pt), add(q, q0 - cv.pl)), x.dtype))),
+            VECTOR, L)))
+        # compute: RX output pixels, a vector of L channels each
+        jt, i, ky, kx = Var("jt"), Var("i"), Var("ky"), Var("kx")
+        pix = emin(add(mul(jt, p.rx), i), P - 1)       # a short last tile redoes a pixel
+        oy, ox = div(pix, cv.ow), mod(pix, cv.ow)
+        row = add(mul(add(mul(oy, s), mul(ky, cv.dh)), wp), mul(ox, s), mul(kx, cv.dw))
+
+        def cells(body: Stmt) -> Stmt:
+            return For(i, c64(p.rx), For(ln, c64(L), body, VECTOR, L), UNROLL)
+        acc_il = BufLoad(acc, (i, ln), F32)
+        fma = Store(acc, (i, ln), call("add", acc_il, call(
+            "mul", BufLoad(win, (row, ln), F32),
+            BufLoad(wt, (cb, add(mul(ky, cv.kw), kx), ln), F32))))
+        tile = Allocate(acc, seq(
+            cells(Store(acc, (i, ln), Const(0.0, F32))),
+            For(ky, c64(cv.kh), For(kx, c64(cv.kw), cells(fma))),
+            cells(Store(ob, (pix, ln), acc_il))))
+        compute = For(jt, c64(-(-P // p.rx)), tile)
+        # unpack: per channel of the block, its output plane, with the epilogue
+        out_index, epi = self._epilogue()
+        c_ = Var("c")
+        chan = add(mul(cb, L), c_)
+
+        def px(pe: Expr) -> Stmt:
+            return Store(bufs[self.ctx.group.output], out_index(b, chan, pe),
+                         epi(BufLoad(ob, (pe, c_), F32), b, chan, pe))
+        unpack = For(c_, emin(L, add(c64(cv.c), mul(cb, -L))), vloop(Var("p"), c64(P), px, L))
+
+        body = seq(zero, For(t, c64(cv.n * cb_n), seq(pack, compute, unpack),
+                             PARALLEL if p.parallel else SERIAL))
+        params, roles = kernel_params(self.ctx.group, bufs, consts)
+        k = Kernel(name, params + (wt, win, ob), roles + ("weight", "scratch", "scratch"), body,
+                   flops=group_flops(self.ctx.group))
+        return Lowered(k, {wt: wt_arr})
 
     def kernel(self) -> Kernel:
         cv, p, L, pl = self.cv, self.p, self.L, self.pl
         name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
         conv = self.conv
         x, wb = bufs[conv.inputs[0]], bufs[conv.inputs[1]]
-        i8 = x.dtype == DType.U8
-        zp = float(full_attrs(conv.kind, conv.attrs)["zero_point"]) if i8 else 0.0
         s = pl.s
         sp = Buffer(f"{name}_planes", F32, (s * s, pl.hs * pl.ws), Scope.SCRATCH)
         ob = Buffer(f"{name}_acc", F32, (pl.nvec * L,), Scope.SCRATCH)
@@ -140,10 +242,8 @@ class DepthwiseKernel:
 
                 def cell(m: Expr, pr: int = pr, pc: int = pc, a0: int = a0, m0: int = m0) -> Stmt:
                     ar, mr = add(a, a0), add(m, m0)
-                    v: Expr = BufLoad(x, (b, c, add(mul(ar, s), pr - cv.pt),
-                                          add(mul(mr, s), pc - cv.pl)), x.dtype)
-                    if i8:
-                        v = call("sub", cast(v, F32), Const(zp, F32))
+                    v = self.value(BufLoad(x, (b, c, add(mul(ar, s), pr - cv.pt),
+                                               add(mul(mr, s), pc - cv.pl)), x.dtype))
                     return Store(sp, (c64(pr * s + pc), add(mul(ar, pl.ws), mr)), v)
                 copies.append(For(a, c64(a1 - a0), vloop(Var("m"), c64(m1 - m0), cell, L)))
         pack = seq(*copies)
@@ -169,19 +269,7 @@ class DepthwiseKernel:
         compute = For(jt, c64(-(-pl.nvec // p.rx)), tile)
 
         # unpack: the output rows, with the epilogue
-        bias = conv.inputs[2] if len(conv.inputs) == 3 else None
-
-        def out_index(bb: Expr, m: Expr, q: Expr) -> tuple[Expr, ...]:
-            return (bb, m, div(q, cv.ow), mod(q, cv.ow))
-
-        def anchor_value(accv: Expr, idx: tuple[Expr, ...]) -> Expr:
-            if i8:
-                return cast(accv, DType.I32)
-            if bias is None:
-                return accv
-            k = const_scalar(bias, consts)
-            return call("add", accv, k if k is not None else BufLoad(bufs[bias], (idx[1],), F32))
-        epi = epilogue(self.ctx.group, bufs, consts, out_index, anchor_value)
+        out_index, epi = self._epilogue()
         oy = Var("oy")
 
         def px(oxe: Expr) -> Stmt:
@@ -198,17 +286,20 @@ class DepthwiseKernel:
 
 
 def plan_from_steps(steps: Sequence[Step]) -> DwPlan:
-    got: dict[str, Any] = {"parallel": False}
+    got: dict[str, Any] = {"parallel": False, "lanes": False}
     for st in steps:
         if st.name == "tile":
             got.update(int_kwargs(st, ("RX",)))
         elif st.name == "parallel" and st.args == ("t",):
             got["parallel"] = True
+        elif st.name == "vectorize" and st.args == ("c",):
+            got["lanes"] = True
         else:
-            raise ScheduleError(f"{st}: not a step of the depthwise template (tile, parallel)")
+            raise ScheduleError(f"{st}: not a step of the depthwise template (tile, "
+                                "vectorize(c), parallel)")
     if not 1 <= got.get("rx", 0) <= 16:
         raise ScheduleError("depthwise template: the steps must set tile(RX=1..16)")
-    return DwPlan(got["rx"], got["parallel"])
+    return DwPlan(got["rx"], got["parallel"], got["lanes"])
 
 
 class CpuDepthwise(Rule):
@@ -228,18 +319,28 @@ class CpuDepthwise(Rule):
         return Planes.of(cv, ctx.target.lanes).nvec
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
-        return {"RX": tuple(range(1, min(self._nvec(ctx), 12) + 1)),
+        cv = self.geometry(ctx)
+        assert cv is not None
+        return {"lanes": (False, True),
+                "RX": tuple(range(1, max(self._nvec(ctx), min(cv.oh * cv.ow, 12)) + 1)),
                 "parallel": (False, True) if ctx.threads > 1 else (False,)}
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
-        """Up to 6 vectors per register tile, as even as the plane allows; threads share the
-        planes."""
-        nvec = self._nvec(ctx)
-        ntile = -(-nvec // 6)
-        return {"RX": -(-nvec // ntile), "parallel": ctx.threads > 1}
+        """Pixels in the lanes, up to 6 vectors per register tile, as even as the plane
+        allows; channels in the lanes instead where a plane's output leaves most pixel lanes
+        idle or costs more in per-plane steps than in taps (LANES_MAX_PIXELS); threads share
+        the planes or channel blocks."""
+        cv = self.geometry(ctx)
+        assert cv is not None
+        lanes = cv.oh * cv.ow <= LANES_MAX_PIXELS and cv.c >= ctx.target.lanes
+        n = cv.oh * cv.ow if lanes else self._nvec(ctx)
+        ntile = -(-n // 6)
+        return {"lanes": lanes, "RX": -(-n // ntile), "parallel": ctx.threads > 1}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         out = [step("tile", RX=knobs["RX"])]
+        if knobs.get("lanes"):
+            out.append(step("vectorize", "c"))
         if knobs["parallel"]:
             out.append(step("parallel", "t"))
         return out
@@ -247,4 +348,4 @@ class CpuDepthwise(Rule):
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         cv = self.geometry(ctx)
         assert cv is not None
-        return Lowered(DepthwiseKernel(ctx, cv, plan_from_steps(steps)).kernel())
+        return DepthwiseKernel(ctx, cv, plan_from_steps(steps)).lowered()

@@ -217,9 +217,10 @@ class Built:
                  bound_args: tuple[str, list[np.ndarray], dict] | None = None):
         self.module, self.inputs, self.expect, self.bound_args = module, inputs, expect, bound_args
 
-    def run(self, threads: int, dump: tuple[str, ...] = ()) -> tuple[np.ndarray, CompiledModel]:
+    def run(self, threads: int, dump: tuple[str, ...] = (),
+            schedules: dict[str, str] | None = None) -> tuple[np.ndarray, CompiledModel]:
         cm = compile(self.module, options=CompileOptions(threads=threads, cache=False,
-                                                         dump=dump))
+                                                         dump=dump, schedules=schedules))
         return cm.run(self.inputs)["y"], cm
 
 
@@ -335,6 +336,9 @@ DEPTHWISE = {
     "3x3_s3_asym_pads": ((1, 7, 16, 17), 3, {"strides": [3, 3], "pads": [0, 1, 2, 0]}),
     "7x7_no_pad": ((1, 4, 9, 30), 7, {}),
     "3x3_map1": ((1, 24, 1, 1), 3, {"pads": [1, 1, 1, 1]}),
+    # maps of up to 4x4 put channels in the lanes: a channel tail, a batch, a stride
+    "3x3_s2_map4_batch2_c40": ((2, 40, 8, 8), 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "3x3_map4_c144": ((1, 144, 4, 4), 3, {"pads": [1, 1, 1, 1]}),
 }
 
 
@@ -342,7 +346,11 @@ DEPTHWISE = {
 def test_depthwise_conv_template(case: str) -> None:
     xs, k, attrs = DEPTHWISE[case]
     c = xs[1]
-    check_built(conv_model(xs, (c, 1, k, k), {**attrs, "group": c}), rule="cpu.depthwise")
+    bt = conv_model(xs, (c, 1, k, k), {**attrs, "group": c})
+    check_built(bt, rule="cpu.depthwise")
+    sched = _kernels(bt.run(1)[1])[0]["schedule"]
+    oh, ow = bt.expect.shape[2:]
+    assert ("vectorize(c)" in sched) == (oh * ow <= 16 and c >= 16), sched
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
@@ -357,7 +365,18 @@ def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: i
     assume((w + pads[1] + pads[3] - d * (k - 1) - 1) >= 0)
     attrs = {"group": c, "strides": [s, s], "dilations": [d, d], "pads": pads}
     rule = "cpu.depthwise" if c > 1 else "cpu.gemm"   # one channel is a plain conv
-    check_built(conv_model((1, c, h, w), (c, 1, k, k), attrs, bias=bias), rule=rule)
+    bt = conv_model((1, c, h, w), (c, 1, k, k), attrs, bias=bias)
+    check_built(bt, rule=rule)
+    if c > 1:       # and with channels in the lanes, whatever the map's size
+        _, cm = bt.run(1)
+        name = _kernels(cm)[0]["name"]
+        for threads in (1, 2):
+            got, cm = bt.run(threads, schedules={
+                name: f"cpu.depthwise: tile(RX={min(3, h * w)}); vectorize(c)"
+                      + ("; parallel(t)" if threads > 1 else "")})
+            assert "vectorize(c)" in _kernels(cm)[0]["schedule"]
+            assert bt.bound_args is not None
+            assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, "channels in lanes")
 
 
 def test_gemm_conv_without_bias() -> None:
