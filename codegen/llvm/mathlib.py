@@ -35,34 +35,61 @@ def _intrinsic(b: ir.IRBuilder, name: str, ty: ir.Type, args: list[ir.Value]) ->
     return b.call(fn, args)
 
 
+def _fma(b: ir.IRBuilder, a: ir.Value, x: ir.Value, c: ir.Value) -> ir.Value:
+    """a * x + c as `llvm.fmuladd`: one FMA where the CPU has them (half the instructions of a
+    Horner step, and one rounding), a multiply and an add where it does not."""
+    return _intrinsic(b, "fmuladd", a.type, [a, x, c])
+
+
 def _poly(b: ir.IRBuilder, x: ir.Value, coefs: list[float]) -> ir.Value:
     """Horner: coefs[0]*x^(n-1) + ... + coefs[-1]."""
     ty = x.type
     acc: ir.Value = _splat(ty, coefs[0])
     for c in coefs[1:]:
-        acc = b.fadd(b.fmul(acc, x), _splat(ty, c))
+        acc = _fma(b, acc, x, _splat(ty, c))
     return acc
 
 
-def emit_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+EXP_LO, EXP_HI = -87.3365478515625, 88.3762626647949
+EXP_MAX = 88.72283172607421875       # the largest f32 whose exp is finite (FLT_MAX = 3.4e38)
+
+
+def _exp_core(b: ir.IRBuilder, x: ir.Value, hi: float = EXP_HI) -> ir.Value:
+    """exp of x clamped to [EXP_LO, hi] (Cephes expf): finite and normal for every input but
+    NaN, whose lanes come out as exp(EXP_LO) (minnum and maxnum drop NaN). Above EXP_HI the
+    power of two 2^n needs n = 128, one past the largest exponent: it is applied as 2^127
+    and a doubling."""
     ty = x.type
     it = _int_ty(ty)
-    hi, lo = 88.3762626647949, -87.3365478515625
-    xc = _intrinsic(b, "minnum", ty, [_intrinsic(b, "maxnum", ty, [x, _splat(ty, lo)]),
+    xc = _intrinsic(b, "minnum", ty, [_intrinsic(b, "maxnum", ty, [x, _splat(ty, EXP_LO)]),
                                       _splat(ty, hi)])
     n = _intrinsic(b, "roundeven", ty, [b.fmul(xc, _splat(ty, 1.44269504088896341))])
-    r = b.fsub(xc, b.fmul(n, _splat(ty, 0.693359375)))
-    r = b.fsub(r, b.fmul(n, _splat(ty, -2.12194440e-4)))
+    r = _fma(b, n, _splat(ty, -0.693359375), xc)          # ln 2 in two parts: exact first
+    r = _fma(b, n, _splat(ty, 2.12194440e-4), r)
     z = b.fmul(r, r)
     p = _poly(b, r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                      1.6666665459e-1, 5.0000001201e-1])
-    p = b.fadd(b.fadd(b.fmul(p, z), r), _splat(ty, 1.0))
+    p = b.fadd(_fma(b, p, z, r), _splat(ty, 1.0))
     ni = b.fptosi(n, it)
+    if hi > EXP_HI:
+        big = b.icmp_signed(">", ni, _splat(it, 127))
+        p = b.select(big, b.fmul(p, _splat(ty, 2.0)), p)
+        ni = b.select(big, _splat(it, 127), ni)
     scale = b.bitcast(b.shl(b.add(ni, _splat(it, 127)), _splat(it, 23)), ty)
-    y = b.fmul(p, scale)
-    y = b.select(b.fcmp_ordered("<", x, _splat(ty, lo)), _splat(ty, 0.0), y)
-    y = b.select(b.fcmp_ordered(">", x, _splat(ty, hi)), _splat(ty, float("inf")), y)
+    return b.fmul(p, scale)
+
+
+def _keep_nan(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
     return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+
+def emit_exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """exp: 0 below EXP_LO (the denormal tail is flushed), inf past EXP_MAX, NaN kept."""
+    ty = x.type
+    y = _exp_core(b, x, EXP_MAX)
+    y = b.select(b.fcmp_ordered("<", x, _splat(ty, EXP_LO)), _splat(ty, 0.0), y)
+    y = b.select(b.fcmp_ordered(">", x, _splat(ty, EXP_MAX)), _splat(ty, float("inf")), y)
+    return _keep_nan(b, x, y)
 
 
 def emit_log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
@@ -91,15 +118,22 @@ def emit_log(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def emit_sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """1 / (1 + exp(-x)) with the clamped exp: above the clamp the quotient rounds to 1, so
+    exp's underflow fix-up is not needed; below it the quotient would be a denormal where
+    exp(-x) overflows, and it is 0 (as numpy and onnxruntime give it, so x * sigmoid(x) at
+    -inf is NaN there too); NaN is kept."""
     ty = x.type
-    e = emit_exp(b, b.fneg(x))
-    return b.fdiv(_splat(ty, 1.0), b.fadd(_splat(ty, 1.0), e))
+    e = _exp_core(b, b.fneg(x))
+    y = b.fdiv(_splat(ty, 1.0), b.fadd(_splat(ty, 1.0), e))
+    y = b.select(b.fcmp_ordered("<", x, _splat(ty, -EXP_HI)), _splat(ty, 0.0), y)
+    return _keep_nan(b, x, y)
 
 
 def emit_tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     ty = x.type
     ax = _intrinsic(b, "fabs", ty, [x])
-    e = emit_exp(b, b.fmul(ax, _splat(ty, -2.0)))            # in (0, 1]: no overflow
+    # exp(-2|x|) is in (0, 1]: below the clamp 1 - e and 1 + e round to 1 anyway
+    e = _exp_core(b, b.fmul(ax, _splat(ty, -2.0)))
     t = b.fdiv(b.fsub(_splat(ty, 1.0), e), b.fadd(_splat(ty, 1.0), e))
     # small |x|: the odd polynomial avoids cancellation in 1 - e
     z = b.fmul(x, x)
@@ -107,7 +141,7 @@ def emit_tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
                      -3.33332819422e-1])
     small = b.fadd(x, b.fmul(b.fmul(p, z), x))
     big = _intrinsic(b, "copysign", ty, [t, x])
-    return b.select(b.fcmp_ordered("<", ax, _splat(ty, 0.625)), small, big)
+    return _keep_nan(b, x, b.select(b.fcmp_ordered("<", ax, _splat(ty, 0.625)), small, big))
 
 
 def emit_erf(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
