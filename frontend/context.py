@@ -24,6 +24,12 @@ ONNX_TO_DTYPE = {
     onnx.TensorProto.INT64: DType.I64, onnx.TensorProto.UINT8: DType.U8,
     onnx.TensorProto.UINT16: DType.U16, onnx.TensorProto.UINT32: DType.U32,
     onnx.TensorProto.UINT64: DType.U64, onnx.TensorProto.BOOL: DType.BOOL,
+    onnx.TensorProto.BFLOAT16: DType.BF16, onnx.TensorProto.FLOAT8E4M3FN: DType.F8E4M3FN,
+    onnx.TensorProto.FLOAT8E4M3FNUZ: DType.F8E4M3FNUZ, onnx.TensorProto.FLOAT8E5M2: DType.F8E5M2,
+    onnx.TensorProto.FLOAT8E5M2FNUZ: DType.F8E5M2FNUZ,
+    onnx.TensorProto.FLOAT8E8M0: DType.F8E8M0, onnx.TensorProto.FLOAT4E2M1: DType.F4E2M1,
+    onnx.TensorProto.INT4: DType.I4, onnx.TensorProto.UINT4: DType.U4,
+    onnx.TensorProto.INT2: DType.I2, onnx.TensorProto.UINT2: DType.U2,
 }
 
 

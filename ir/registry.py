@@ -216,6 +216,9 @@ def full_attrs(kind: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+STORAGE_OPS = frozenset({"const", "convert"})   # the ops, besides views, that take any dtype
+
+
 def infer_types(kind: str, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
     """Check arity and run the op's inference; errors name the op and the input types."""
     d = get_op(kind)
@@ -226,6 +229,10 @@ def infer_types(kind: str, ins: Sequence[TensorType], attrs: Mapping[str, Any]) 
     a = full_attrs(kind, attrs)
     try:
         outs = d.infer(list(ins), a)
+        if not (d.view or kind in STORAGE_OPS):
+            odd = [t.dtype for t in list(ins) + outs if t.dtype.storage_only]
+            check(not odd, f"{odd[0] if odd else ''} is a storage-only element type: it can "
+                           "be stored, reshaped and converted (Cast, CastLike), not computed on")
     except ShapeError as e:
         sig = ", ".join(str(t) for t in ins)
         raise ShapeError(f"op '{kind}' on ({sig}): {e}") from None

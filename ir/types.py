@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+import ml_dtypes
 import numpy as np
 
 from minicc.errors import ShapeError
@@ -35,6 +36,19 @@ class DType(Enum):
     F16 = "f16"
     F32 = "f32"
     F64 = "f64"
+    # storage-only: tensors of these types are moved and converted (on the host, with
+    # ml_dtypes), never computed on; see STORAGE_ONLY
+    BF16 = "bf16"
+    F8E4M3FN = "f8e4m3fn"
+    F8E4M3FNUZ = "f8e4m3fnuz"
+    F8E5M2 = "f8e5m2"
+    F8E5M2FNUZ = "f8e5m2fnuz"
+    F8E8M0 = "f8e8m0"
+    F4E2M1 = "f4e2m1"
+    I4 = "i4"
+    U4 = "u4"
+    I2 = "i2"
+    U2 = "u2"
 
     def __repr__(self) -> str:
         return f"DType.{self.name}"
@@ -58,6 +72,13 @@ class DType(Enum):
     def is_int(self) -> bool:
         return self.np.kind in "iu"
 
+    @property
+    def storage_only(self) -> bool:
+        """Stored one element per byte (two for bf16) as ml_dtypes does, converted to and from
+        the other types on the host, with no arithmetic in kernels (the CPU has no unit for
+        them; bf16 could widen like f16, which no model here needs yet)."""
+        return self in STORAGE_ONLY
+
     @staticmethod
     def from_np(dt: np.dtype | type) -> DType:
         key = np.dtype(dt)
@@ -79,7 +100,15 @@ _TO_NP = {
     DType.BOOL: np.bool_, DType.I8: np.int8, DType.I16: np.int16, DType.I32: np.int32,
     DType.I64: np.int64, DType.U8: np.uint8, DType.U16: np.uint16, DType.U32: np.uint32,
     DType.U64: np.uint64, DType.F16: np.float16, DType.F32: np.float32, DType.F64: np.float64,
+    DType.BF16: ml_dtypes.bfloat16, DType.F8E4M3FN: ml_dtypes.float8_e4m3fn,
+    DType.F8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, DType.F8E5M2: ml_dtypes.float8_e5m2,
+    DType.F8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz, DType.F8E8M0: ml_dtypes.float8_e8m0fnu,
+    DType.F4E2M1: ml_dtypes.float4_e2m1fn, DType.I4: ml_dtypes.int4, DType.U4: ml_dtypes.uint4,
+    DType.I2: ml_dtypes.int2, DType.U2: ml_dtypes.uint2,
 }
+STORAGE_ONLY = frozenset({DType.BF16, DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2,
+                          DType.F8E5M2FNUZ, DType.F8E8M0, DType.F4E2M1, DType.I4, DType.U4,
+                          DType.I2, DType.U2})
 
 
 def check_dim(d: object) -> Dim:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import ml_dtypes
 import numpy as np
 
 from minicc.errors import RuntimeInputError
@@ -12,7 +13,13 @@ from minicc.errors import RuntimeInputError
 NP_DTYPES: dict[str, type] = {
     "bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
     "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
-    "f16": np.float16, "f32": np.float32, "f64": np.float64}
+    "f16": np.float16, "f32": np.float32, "f64": np.float64,
+    # storage-only types (host conversions only), as ml_dtypes stores them
+    "bf16": ml_dtypes.bfloat16, "f8e4m3fn": ml_dtypes.float8_e4m3fn,
+    "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "f8e5m2": ml_dtypes.float8_e5m2,
+    "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "f8e8m0": ml_dtypes.float8_e8m0fnu,
+    "f4e2m1": ml_dtypes.float4_e2m1fn, "i4": ml_dtypes.int4, "u4": ml_dtypes.uint4,
+    "i2": ml_dtypes.int2, "u2": ml_dtypes.uint2}
 _NAME = {np.dtype(v): k for k, v in NP_DTYPES.items()}
 
 

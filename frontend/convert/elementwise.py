@@ -8,6 +8,7 @@ from typing import Sequence
 from minicc.frontend.context import NodeContext, onnx_dtype
 from minicc.frontend.registry import converter
 from minicc.ir.graph import Value
+from minicc.ir.types import DType
 
 _UNARY = {
     "Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt",
@@ -163,15 +164,30 @@ def variadic_v1(ctx: NodeContext) -> Sequence[Value]:
     return [acc]
 
 
+def _cast(ctx: NodeContext, to: DType) -> Value:
+    """cast, or the host's convert where either side is a storage-only type (bf16, float8,
+    float4, int4, int2), with Cast's saturate and round_mode."""
+    x = ctx.input(0)
+    if not (to.storage_only or x.type.dtype.storage_only):
+        return ctx.op("cast", [x], {"to": to})
+    return ctx.op("convert", [x], {"to": to, "saturate": bool(ctx.attr("saturate", 1)),
+                                   "round_mode": ctx.attr("round_mode", "up")})
+
+
 @converter("Cast", since=6)
 def cast_v6(ctx: NodeContext) -> Sequence[Value]:
-    to = onnx_dtype(ctx.req_attr("to"), f"Cast node '{ctx.name}'")
-    return [ctx.op("cast", [ctx.input(0)], {"to": to})]
+    return [_cast(ctx, onnx_dtype(ctx.req_attr("to"), f"Cast node '{ctx.name}'"))]
+
+
+@converter("BitCast", since=26)
+def bitcast_v26(ctx: NodeContext) -> Sequence[Value]:
+    return [ctx.op("bitcast", [ctx.input(0)],
+                   {"to": onnx_dtype(ctx.req_attr("to"), f"BitCast node '{ctx.name}'")})]
 
 
 @converter("CastLike", since=15)
 def castlike_v15(ctx: NodeContext) -> Sequence[Value]:
-    return [ctx.op("cast", [ctx.input(0)], {"to": ctx.type(1).dtype})]
+    return [_cast(ctx, ctx.type(1).dtype)]
 
 
 @converter("Clip", since=6)
