@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from minicc.ir.scalar import SCALARS
@@ -68,6 +69,13 @@ SAMPLES: dict[str, list] = {
     "mish": [([f32(2, 5)], {})],
     "gelu": [([f32(2, 5)], {}), ([f32(2, 5)], {"approximate": "tanh"})],
     "clip": [([f32(2, 5)], {"min": -0.5, "max": 0.7}), ([i64(6)], {"min": -1.0})],
+    "convert": [([f32(2, 5, lo=-10, hi=10)], {"to": "bf16"}),
+                ([f32(2, 5, lo=-1000, hi=1000)], {"to": "f8e4m3fn"}),
+                ([f32(6, lo=-1000, hi=1000)], {"to": "f8e5m2", "saturate": False}),
+                ([f32(6, lo=0.01, hi=100)], {"to": "f8e8m0", "round_mode": "nearest"}),
+                ([f32(3, lo=-1, hi=1).astype(ml_dtypes.float8_e5m2)], {"to": "f32"}),
+                ([np.array([-8, 0, 7], ml_dtypes.int4)], {"to": "f16"})],
+    "bitcast": [([f32(2, 3)], {"to": "i32"}), ([u8(4)], {"to": "i8"})],
     "cast": [([f32(2, 5, lo=-10, hi=10)], {"to": "i32"}), ([i64(4)], {"to": "bool"}),
              ([i64(4)], {"to": "f32"})],
     "prelu": [([f32(1, 3, 4), f32(3, 1)], {})],
