@@ -1,8 +1,9 @@
 """ONNX ModelProto -> graph IR Module.
 
 Order of checks, so that a bad model fails early with one clear error: the file reads and
-decodes; the model is valid ONNX (validate.py: every problem listed at once); every op has a
-converter for the model's opset (all unsupported ops are listed at once);
+decodes; the model is valid ONNX (validate.py: every problem listed at once); local functions,
+and the bodies ONNX defines for ops without a converter, are inlined (functions.py); every op
+has a converter for the model's opset (all unsupported ops are listed at once);
 every tensor a node uses is defined and the graph has no cycle; external data stays inside the
 model's folder. Only then are nodes converted, in topological order.
 """
@@ -20,6 +21,7 @@ from google.protobuf.message import DecodeError
 from minicc.errors import FrontendError, MiniccError, UnsupportedOpError
 from minicc.frontend import convert as _convert  # noqa: F401  (registers converters)
 from minicc.frontend.context import GraphState, NodeContext, onnx_dtype, tensor_to_array
+from minicc.frontend.functions import expand_functions
 from minicc.frontend.registry import CONVERTERS, available, lookup
 from minicc.frontend.validate import validate
 from minicc.ir.builder import GraphBuilder, sanitize
@@ -242,8 +244,9 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     `input_values` binds graph inputs to constant arrays (they disappear from the signature).
     """
     proto, folder, shown = load_model(model)
-    g = proto.graph
     validate(proto, shown)
+    proto = expand_functions(proto, shown)
+    g = proto.graph
     check_supported(proto, shown)
     input_shapes = dict(input_shapes or {})
     input_values = dict(input_values or {})
