@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from minicc.errors import FrontendError, MiniccError, NeedsConstantError, ResourceError
+from minicc.errors import (FrontendError, MiniccError, NeedsConstantError, ResourceError,
+                           UnsupportedFeatureError)
 from minicc.ir.builder import GraphBuilder
 from minicc.ir.graph import SourceLoc, Value
 from minicc.ir.registry import canonical_attrs, infer_types
@@ -66,6 +67,7 @@ class GraphState:
         self.shape_vals: dict[Value, tuple[Dim, ...]] = {}   # 1-D i64 values known as dims
         self.origin: dict[Value, frozenset[str]] = {}        # graph inputs each value depends on
         self.unavailable: dict[str, str] = {}  # optional outputs no converter produces -> node
+        self.fallback: Any = None   # frontend.fallback.Fallback: nodes onnx's reference runs
 
     def depends_on_inputs(self, v: Value) -> frozenset[str]:
         return self.origin.get(v, frozenset())
@@ -83,6 +85,11 @@ class NodeContext:
     # -- errors --
     def error(self, msg: str) -> FrontendError:
         return FrontendError(f"{self.node.op_type} node '{self.name}': {msg}")
+
+    def unsupported(self, msg: str) -> UnsupportedFeatureError:
+        """A valid use of the op that the converter does not cover: the node may still run on
+        the host through onnx's reference (frontend/fallback.py)."""
+        return UnsupportedFeatureError(f"{self.node.op_type} node '{self.name}': {msg}")
 
     # -- operands --
     @property

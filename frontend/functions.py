@@ -53,6 +53,21 @@ def _body(n: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto]
     return onnx.FunctionProto.FromString(data)
 
 
+def _add_defaults(n: onnx.NodeProto, opset: int) -> None:
+    """The node's attributes with the schema's defaults filled in: a body refers to each
+    attribute by name, and the inliner leaves a reference to an absent one unbound (a window
+    op's Constant of `periodic` would then have no value)."""
+    schema = onnx.defs.get_schema(n.op_type, opset, n.domain)
+    have = {a.name for a in n.attribute}
+    for name, a in schema.attributes.items():
+        d = a.default_value
+        if name not in have and d.type != onnx.AttributeProto.UNDEFINED:
+            attr = onnx.AttributeProto()
+            attr.CopyFrom(d)
+            attr.name = name
+            n.attribute.append(attr)
+
+
 def _types(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Every tensor's type that shape inference can tell (context-dependent bodies need the
     input types)."""
@@ -94,6 +109,7 @@ def expand_functions(proto: onnx.ModelProto, shown: str) -> onnx.ModelProto:
                                     f"ONNX could not build its function body: {e}") from None
             if body is None:
                 continue
+            _add_defaults(n, opsets.get(dom, 1))
             body.domain, body.name = DOMAIN, f"{n.op_type}_{count}"
             count += 1
             m2.functions.append(body)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Container, Mapping, Sequence
 
 import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from minicc.errors import FrontendError, MiniccError, UnsupportedOpError
+from minicc.errors import FrontendError, MiniccError, UnsupportedFeatureError, UnsupportedOpError
 from minicc.frontend import convert as _convert  # noqa: F401  (registers converters)
 from minicc.frontend.context import GraphState, NodeContext, onnx_dtype, tensor_to_array
+from minicc.frontend.fallback import Fallback, convert_fallback
 from minicc.frontend.functions import expand_functions
 from minicc.frontend.registry import CONVERTERS, available, lookup
 from minicc.frontend.validate import validate
@@ -95,13 +96,15 @@ def _opset(proto: onnx.ModelProto) -> dict[str, int]:
             for o in proto.opset_import}
 
 
-def check_supported(proto: onnx.ModelProto, shown: str) -> None:
-    """One error listing every op type without a converter for the model's opset."""
+def check_supported(proto: onnx.ModelProto, shown: str, fallback: Container[int] = ()
+                    ) -> None:
+    """One error listing every op type without a converter for the model's opset (nodes
+    whose indices are in `fallback` run on onnx's reference implementation instead)."""
     opsets = _opset(proto)
     missing: dict[tuple[str, str], list[str]] = {}
-    for n in proto.graph.node:
+    for k, n in enumerate(proto.graph.node):
         dom = "" if n.domain in ("", "ai.onnx") else n.domain
-        if lookup(dom, n.op_type, opsets.get(dom, 1)) is None:
+        if lookup(dom, n.op_type, opsets.get(dom, 1)) is None and k not in fallback:
             missing.setdefault((dom, n.op_type), []).append(node_label(n))
     if not missing:
         return
@@ -113,7 +116,8 @@ def check_supported(proto: onnx.ModelProto, shown: str) -> None:
         elif dom:
             why = "custom domain; see `minicc ops`"
         else:
-            why = "no converter registered for any opset"
+            why = ("no converter registered for any opset, and onnx's reference cannot stand "
+                   "in (no implementation, a subgraph, or outputs without a static shape)")
         shown_nodes = ", ".join(nodes[:4]) + (f", ... ({len(nodes)} nodes)" if len(nodes) > 4
                                               else "")
         lines.append(f"  - {dom or 'ai.onnx'}::{op} (nodes: {shown_nodes})    {why}")
@@ -247,8 +251,10 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     validate(proto, shown)
     proto = expand_functions(proto, shown)
     g = proto.graph
-    check_supported(proto, shown)
     input_shapes = dict(input_shapes or {})
+    fallback = Fallback(proto, input_shapes)
+    fb = fallback.nodes()
+    check_supported(proto, shown, fb)
     input_values = dict(input_values or {})
     init_names = {t.name for t in g.initializer}
     graph_inputs = [vi for vi in g.input if vi.name not in init_names]
@@ -260,6 +266,7 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     order = topo_order(g, init_names | known, shown)
 
     state = GraphState(GraphBuilder("main", fold=True), _opset(proto).get("", 1))
+    state.fallback = fallback
     b = state.b
     for t in g.initializer:
         _load_external(t, folder, shown)
@@ -332,11 +339,22 @@ def _check_arity(ctx: NodeContext, opset: int, shown: str) -> None:
 def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
     dom = "" if n.domain in ("", "ai.onnx") else n.domain
     conv = lookup(dom, n.op_type, state.opset if not dom else 1)
-    assert conv is not None  # check_supported ran first
     ctx = NodeContext(state, n)
-    _check_arity(ctx, state.opset if not dom else 1, shown)
+    if conv is not None:
+        _check_arity(ctx, state.opset if not dom else 1, shown)
     try:
-        results = list(conv.fn(ctx))
+        if conv is None:            # check_supported found the fallback takes it
+            types = state.fallback.types_for(n)
+            assert types is not None
+            results = convert_fallback(ctx, state.fallback.opsets, types)
+        else:
+            try:
+                results = list(conv.fn(ctx))
+            except UnsupportedFeatureError:
+                types = state.fallback.types_for(n)
+                if types is None:
+                    raise
+                results = convert_fallback(ctx, state.fallback.opsets, types)
     except MiniccError as e:
         msg = str(e)
         if f"node '{ctx.name}'" not in msg:

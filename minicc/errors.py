@@ -20,6 +20,11 @@ class InvalidModelError(FrontendError):
     onnx defines, a non-positive stride, ...): refused, as onnxruntime refuses it."""
 
 
+class UnsupportedFeatureError(FrontendError):
+    """A converter does not cover this use of an op (a Resize mode, run-time integer weights);
+    the importer runs the node on onnx's reference instead where it can."""
+
+
 class UnsupportedOpError(FrontendError, NotImplementedError):
     """One or more ONNX ops have no converter for the model's opset."""
 

@@ -122,7 +122,7 @@ def _pool(ctx: NodeContext, kind: str) -> Value:
 @converter("MaxPool", since=1)
 def max_pool_v1(ctx: NodeContext) -> Sequence[Value | None]:
     if ctx.attr("storage_order", 0) and len(ctx.node.output) > 1:
-        raise ctx.error("storage_order=1 with an Indices output is not supported")
+        raise ctx.unsupported("storage_order=1 with an Indices output is not supported")
     return [_pool(ctx, "max_pool"), None]
 
 
@@ -149,9 +149,9 @@ def lrn_v1(ctx: NodeContext) -> Sequence[Value]:
 @converter("BatchNormalization", since=1)
 def batch_norm_v1(ctx: NodeContext) -> Sequence[Value | None]:
     if ctx.attr("training_mode", 0):
-        raise ctx.error("training_mode=1 is not supported (inference only)")
+        raise ctx.unsupported("training_mode=1 is not supported (inference only)")
     if ctx.attr("spatial", 1) != 1:
-        raise ctx.error("spatial=0 is not supported")
+        raise ctx.unsupported("spatial=0 is not supported")
     ins = [ctx.input(i) for i in range(5)]
     y = ctx.op("batch_norm", ins, {"epsilon": ctx.attr("epsilon", 1e-5)})
     return [y] + [None] * (len(ctx.node.output) - 1)

@@ -52,7 +52,7 @@ def quantize_v10(ctx: NodeContext) -> Sequence[Value]:
     else:
         qt = DType.U8
     if not qt.is_int:
-        raise ctx.error(f"quantizing to {qt.value} is not supported (integer types only)")
+        raise ctx.unsupported(f"quantizing to {qt.value} is not supported (integer types only)")
     ft = x.type.dtype if x.type.dtype.is_float else DType.F32
     xf = x if x.type.dtype == ft else ctx.op("cast", [x], {"to": ft}, out=None)
     s = _align(ctx, scale if scale.type.dtype == ft else ctx.op("cast", [scale], {"to": ft},
@@ -71,7 +71,7 @@ def dequantize_v10(ctx: NodeContext) -> Sequence[Value]:
     _check_scale(ctx)
     x, scale = ctx.input(0), ctx.input(1)
     if not x.type.dtype.is_int:
-        raise ctx.error(f"dequantizing {x.type.dtype.value} is not supported (integer types only)")
+        raise ctx.unsupported(f"dequantizing {x.type.dtype.value} is not supported (integer types only)")
     ft = scale.type.dtype
     if ctx.attr("output_dtype", 0):
         ft = onnx_dtype(ctx.attr("output_dtype"), f"DequantizeLinear node '{ctx.name}'")
@@ -92,12 +92,12 @@ def _integer_operands(ctx: NodeContext) -> tuple[Value, Value, Value | None, int
     must leave them in s8); u8 weights are shifted to s8 that way too."""
     x, w = ctx.input(0), ctx.input(1)
     if x.type.dtype != DType.U8:
-        raise ctx.error(f"needs u8 activations (got {x.type.dtype.value}): s8 x s8 integer "
+        raise ctx.unsupported(f"needs u8 activations (got {x.type.dtype.value}): s8 x s8 integer "
                         "convolutions are not supported yet")
     wc = ctx.const(1)
     wz = ctx.const(3) if ctx.has(3) else np.zeros((), np.int64)
     if wc is None or wz is None:
-        raise ctx.error("needs constant weights and weight zero point (integer weights computed "
+        raise ctx.unsupported("needs constant weights and weight zero point (integer weights computed "
                         "at run time are not supported)")
     axis_shape = [-1] + [1] * (wc.ndim - 1) if ctx.node.op_type == "ConvInteger" else [1, -1]
     shifted = wc.astype(np.int64) - (wz.astype(np.int64).reshape(axis_shape) if wz.size > 1
@@ -177,7 +177,7 @@ def _qlinear_operands(ctx: NodeContext, x_i: int, w_i: int, axis_of_w: int
     need = [x_i + 1, x_i + 2, w_i, w_i + 1, w_i + 2]
     missing = [names[i] for i in need if i < len(names) and consts.get(i) is None and ctx.has(i)]
     if missing or any(not ctx.has(i) for i in (x_i + 1, w_i, w_i + 1)):
-        raise ctx.error("needs constant weights, scales and zero points (got run-time "
+        raise ctx.unsupported("needs constant weights, scales and zero points (got run-time "
                         f"{', '.join(missing) or 'operands'})")
     x = ctx.input(x_i)
     xs = consts[x_i + 1]
@@ -255,7 +255,7 @@ def qlinear_matmul_v10(ctx: NodeContext) -> Sequence[Value]:
     """a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp: matmul_integer by constant
     weights (per-column scales), scaled, requantized."""
     if ctx.type(3).rank != 2:
-        raise ctx.error("only a constant 2-D right operand is supported")
+        raise ctx.unsupported("only a constant 2-D right operand is supported")
     x, zp, xs, w8, ws = _qlinear_operands(ctx, 0, 3, 1)
     acc = ctx.op("matmul_integer", [x, w8], {"zero_point": zp}, out=None)
     y = ctx.op("mul", [ctx.op("cast", [acc], {"to": DType.F32}, out=None),

@@ -71,7 +71,7 @@ class _Rnn:
         if ctx.has(4):
             lens = ctx.const(4)
             if lens is None or not np.all(np.asarray(lens) == seq):
-                raise ctx.error("sequence_lens shorter than the sequence are not supported")
+                raise ctx.unsupported("sequence_lens shorter than the sequence are not supported")
         self.gates = gates
 
     def weight(self, i: int, d: int) -> Value:
@@ -168,7 +168,7 @@ def lstm_v7(ctx: NodeContext) -> Sequence[Value | None]:
     r = _Rnn(ctx, 4, ["Sigmoid", "Tanh", "Tanh"])
     h = r.hidden
     if ctx.attr("input_forget", 0):
-        raise ctx.error("input_forget=1 is not supported")
+        raise ctx.unsupported("input_forget=1 is not supported")
     hs, finals = [], []
     for d in range(len(r.dirs)):
         f_act, g_act, h_act = r.acts[d]

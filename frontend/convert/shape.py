@@ -310,11 +310,11 @@ def _resize(ctx: NodeContext, scales: list[float] | None, sizes: list[int] | Non
             out[a] = v[k]
         return out
     if mode == "cubic":
-        raise ctx.error("mode 'cubic' is not supported (nearest, linear)")
+        raise ctx.unsupported("mode 'cubic' is not supported (nearest, linear)")
     if ctm == "tf_crop_and_resize":
-        raise ctx.error("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
+        raise ctx.unsupported("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
     if ctx.attr("antialias", 0):
-        raise ctx.error("antialias=1 is not supported")
+        raise ctx.unsupported("antialias=1 is not supported")
     if sizes is not None:
         sizes = [int(s) for s in full(sizes, 0)]
         if axes is not None:

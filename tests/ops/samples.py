@@ -34,6 +34,18 @@ _FLOAT_DOMAIN = {"log": (0.1, 3), "sqrt": (0.0, 3), "acosh": (1.0, 3), "atanh": 
                  "asin": (-1, 1), "acos": (-1, 1), "reciprocal": (0.5, 2)}
 
 
+def _onnx_node(op: str, ins: list[str], outs: list[str], **attrs: object) -> dict:
+    """The attributes of an `onnx_node` op running ONNX `op` (opset 20)."""
+    import base64
+    import json
+
+    from onnx import helper
+
+    node = helper.make_node(op, ins, [f"y{k}" for k in range(len(outs))], **attrs)
+    return {"op_type": op, "node": base64.b64encode(node.SerializeToString()).decode(),
+            "opsets": json.dumps({"": 20}), "present": [1] * len(ins), "outputs": outs}
+
+
 def _primitive_samples() -> dict[str, list]:
     out: dict[str, list] = {}
     for name, s in SCALARS.items():
@@ -76,6 +88,8 @@ SAMPLES: dict[str, list] = {
                 ([f32(3, lo=-1, hi=1).astype(ml_dtypes.float8_e5m2)], {"to": "f32"}),
                 ([np.array([-8, 0, 7], ml_dtypes.int4)], {"to": "f16"})],
     "bitcast": [([f32(2, 3)], {"to": "i32"}), ([u8(4)], {"to": "i8"})],
+    "onnx_node": [([f32(2, 3), np.array(1, np.int64)], _onnx_node("CumSum", ["x", "axis"],
+                                                                 ["f32[2,3]"], reverse=1))],
     "cast": [([f32(2, 5, lo=-10, hi=10)], {"to": "i32"}), ([i64(4)], {"to": "bool"}),
              ([i64(4)], {"to": "f32"})],
     "prelu": [([f32(1, 3, 4), f32(3, 1)], {})],
