@@ -433,6 +433,10 @@ def cmd_ops(args: argparse.Namespace) -> int:
              for (dom, op), cs in sorted(CONVERTERS.items())]
     print(f"\n{len(OPS)} IR ops. {len(convs)} ONNX op types have converters:")
     print("  " + "\n  ".join(convs))
+    print("\nAn op without a converter is inlined from the function body ONNX defines for it "
+          "(Attention,\nRotaryEmbedding, ...); failing that it runs on the host through "
+          "onnx.reference (onnx_node)\nwhen ONNX shape inference gives its outputs static "
+          "shapes; otherwise the model is refused.")
     return EXIT_OK
 
 
