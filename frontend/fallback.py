@@ -27,10 +27,16 @@ def _canon(domain: str) -> str:
 
 
 def _has_reference(n: onnx.NodeProto, opset: int) -> bool:
-    from onnx.reference.ops import load_op
+    from onnx.reference.ops import aionnxml, load_op
 
+    dom = _canon(n.domain)
     try:
-        load_op(n.domain or "", n.op_type, opset)
+        if dom == "ai.onnx.ml":
+            aionnxml.load_op(dom, n.op_type, opset)
+        elif dom == "":
+            load_op("", n.op_type, opset)
+        else:
+            return False
     except Exception:  # noqa: BLE001  (missing ops raise several kinds)
         return False
     return True

@@ -216,7 +216,7 @@ def full_attrs(kind: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-STORAGE_OPS = frozenset({"const", "convert"})   # the ops, besides views, that take any dtype
+STORAGE_OPS = frozenset({"const", "convert", "onnx_node"})  # besides views: any dtype (host ops)
 
 
 def infer_types(kind: str, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:

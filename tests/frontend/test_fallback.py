@@ -78,3 +78,27 @@ def test_an_op_whose_output_size_depends_on_the_data_is_still_refused() -> None:
                {"y": TensorProto.FLOAT}, 17)
     with pytest.raises(UnsupportedOpError, match=r"Unique.*static shape"):
         minicc.compile(m, threads=1, cache=False)
+
+
+def test_quantizing_to_int4_and_dequantizing_float8_fall_back_with_their_storage_types() -> None:
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    s = helper.make_tensor("s", TensorProto.FLOAT, [], [0.5])
+    zp = helper.make_tensor("zp", TensorProto.INT4, [], [1])
+    m = _model(helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+               {"x": (TensorProto.FLOAT, x.shape)}, {"q": TensorProto.INT4}, 21, [s, zp])
+    _check(m, {"x": x})
+    f8 = x.astype(onnx.helper.tensor_dtype_to_np_dtype(TensorProto.FLOAT8E4M3FN))
+    m = _model(helper.make_node("DequantizeLinear", ["x", "s"], ["y"]),
+               {"x": (TensorProto.FLOAT8E4M3FN, x.shape)}, {"y": TensorProto.FLOAT}, 21, [s])
+    _check(m, {"x": f8})
+
+
+def test_an_ai_onnx_ml_op_falls_back() -> None:
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    g = helper.make_graph([helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml",
+                                            threshold=0.25)], "b",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("ai.onnx.ml", 3)])
+    _check(m, {"x": x})
