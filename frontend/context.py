@@ -186,6 +186,8 @@ class NodeContext:
             return tensor_to_array(v, f"{self.node.op_type} node '{self.name}' attribute {name}")
         if isinstance(v, (onnx.GraphProto,)) or (isinstance(v, list) and v and isinstance(
                 v[0], onnx.GraphProto)):
+            if self.node.op_type == "If":   # its converter imports the branch a constant
+                return v                    # condition selects
             raise self.error(f"attribute '{name}' holds a subgraph; control flow is not supported")
         return v
 

@@ -305,6 +305,22 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
     return m
 
 
+def import_branch(state: GraphState, g: onnx.GraphProto, shown: str) -> list[Value]:
+    """A subgraph's nodes converted into the current graph (outer values stay visible, as
+    ONNX scoping has it); its outputs' values. What a constant If condition selects."""
+    b = state.b
+    for t in g.initializer:
+        state.env[t.name] = b.const(ConstData(tensor_to_array(
+            t, f"{shown}: initializer '{t.name}'"), copy=False), t.name)
+    defined = set(state.env)
+    for n in topo_order(g, defined, shown):
+        _convert_node(state, n, shown)
+    missing = [o.name for o in g.output if o.name not in state.env]
+    if missing:
+        raise FrontendError(f"{shown}: branch '{g.name}' never produces {', '.join(missing)}")
+    return [state.env[o.name] for o in g.output]
+
+
 def _check_declared_dtype(vi: onnx.ValueInfoProto, v: Value, shown: str) -> None:
     """A graph output declared with one element type and computed as another is refused, as
     onnxruntime refuses it (callers would read the wrong type)."""
@@ -344,8 +360,10 @@ def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
         _check_arity(ctx, state.opset if not dom else 1, shown)
     try:
         if conv is None:            # check_supported found the fallback takes it
-            types = state.fallback.types_for(n)
-            assert types is not None
+            types = state.fallback.types_for(n) if state.fallback is not None else None
+            if types is None:       # a node of a branch, which check_supported did not see
+                raise UnsupportedOpError(f"{n.op_type} node '{ctx.name}': no converter for "
+                                         f"{dom or 'ai.onnx'}::{n.op_type}")
             results = convert_fallback(ctx, state.fallback.opsets, types)
         else:
             try:
