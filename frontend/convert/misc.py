@@ -35,7 +35,7 @@ def dropout_v1(ctx: NodeContext) -> Sequence[Value | None]:
     if ctx.opset >= 12 and ctx.has(2):
         mode = ctx.const(2)
         if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
-            raise ctx.error("training_mode must be a constant false (inference only)")
+            raise ctx.unsupported("training_mode must be a constant false (inference only)")
     x = ctx.input(0)
     outs: list[Value | None] = [x]
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
