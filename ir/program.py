@@ -313,10 +313,11 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
 # ---- stage 4: locations ---------------------------------------------------------------------
 
 class WeightsBlob:
-    """The weights block: constants and packed weights, each aligned, each stored once, by
-    identity and by content. Content matters for packed panels: every step of an unrolled LSTM
-    packs the same recurrent matrix for its own kernel, and 316 copies of it (90 MB for
-    crnn_like, whose ONNX file is 8.5 MB) made each step read its weights from memory."""
+    """The weights block: constants and packed weights, each aligned, each stored once:
+    constants by identity (the graph passes already merged equal ones), packed panels by
+    content too. Every step of an unrolled LSTM packs the same recurrent matrix for its own
+    kernel, and 316 copies of it (90 MB for crnn_like, whose ONNX file is 8.5 MB) made each
+    step read its weights from memory."""
 
     def __init__(self, align: int):
         self.data = bytearray()
@@ -327,12 +328,19 @@ class WeightsBlob:
     def add(self, key: Value | Buffer, arr: np.ndarray) -> Location:
         if key not in self._at:
             raw = np.ascontiguousarray(arr).tobytes()
-            ck = (arr.dtype.str, tuple(arr.shape), hashlib.blake2b(raw, digest_size=16).digest())
-            at = self._by_content.get(ck)
-            if at is None or self.data[at:at + len(raw)] != raw:
+            at = None
+            if isinstance(key, Buffer):     # a packed panel: hashing every constant would
+                ck = (arr.dtype.str, tuple(arr.shape),       # cost the big models time
+                      hashlib.blake2b(raw, digest_size=16).digest())
+                at = self._by_content.get(ck)
+                if at is not None and self.data[at:at + len(raw)] != raw:
+                    at = None
+            if at is None:
                 self.data.extend(b"\0" * ((-len(self.data)) % self.align))
-                at = self._by_content[ck] = len(self.data)
+                at = len(self.data)
                 self.data.extend(raw)
+                if isinstance(key, Buffer):
+                    self._by_content[ck] = at
             self._at[key] = at
         return Location(LocKind.WEIGHTS, self._at[key])
 

@@ -63,4 +63,5 @@ class BitCast(OpDef):
         return [TensorType(to, ins[0].shape)]
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
-        return [np.ascontiguousarray(ins[0]).view(attrs["to"].np)]
+        x = np.asarray(ins[0])
+        return [np.ascontiguousarray(x).view(attrs["to"].np).reshape(x.shape)]
