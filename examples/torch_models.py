@@ -352,15 +352,21 @@ def torch_outputs(name: str, feeds: dict[str, np.ndarray],
     return {n: o.numpy() for n, o in zip(spec.outputs, outs)}
 
 
-def export(name: str, path: str | Path, dynamic: bool = False) -> dict[str, np.ndarray]:
-    """Export model `name` to ONNX at `path` (batch dimension dynamic when `dynamic`); returns
-    the inputs to run it with (numpy, deterministic, batch 1)."""
+def export(name: str, path: str | Path, dynamic: bool = False,
+           dynamic_image: bool = False) -> dict[str, np.ndarray]:
+    """Export model `name` to ONNX at `path` (batch dimension dynamic when `dynamic`; with
+    `dynamic_image` also the height and width of 4-D inputs); returns the inputs to run it with
+    (numpy, deterministic, batch 1)."""
     spec = MODELS[name]
     model = spec.build()
     feeds = spec.inputs(1)
     args = tuple(torch.from_numpy(a) for a in feeds.values())
     dynamic_axes = ({n: {ax: "batch"} for n, ax in spec.batch_axis.items()} if dynamic
                     else None)
+    if dynamic_image and dynamic_axes is not None:
+        for n, a in feeds.items():
+            if a.ndim == 4:
+                dynamic_axes[n].update({2: "height", 3: "width"})
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(model, args, str(path), input_names=list(feeds),

@@ -32,7 +32,7 @@ from minicc.ir.types import UNKNOWN, Dim, TensorType
 from minicc.ir.verify import verify_module
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
-__all__ = ["import_onnx", "load_model", "CONVERTERS", "ModelLike"]
+__all__ = ["import_onnx", "load_model", "declared_inputs", "CONVERTERS", "ModelLike"]
 
 
 def load_model(model: ModelLike) -> tuple[onnx.ModelProto, Path | None, str]:
@@ -238,6 +238,17 @@ def _value_type(vi: onnx.ValueInfoProto, override: Sequence[Dim] | None, shown: 
         else:
             dims.append(UNKNOWN)
     return TensorType(dt, tuple(dims))
+
+
+def declared_inputs(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | None = None
+                    ) -> list[tuple[str, TensorType]]:
+    """The graph inputs (not initializers) with the types the model declares, `input_shapes`
+    applied (symbols sanitized as the import names them; "?" for an unknown dim)."""
+    proto, _, shown = load_model(model)
+    init = {t.name for t in proto.graph.initializer}
+    shapes = dict(input_shapes or {})
+    return [(vi.name, _value_type(vi, shapes.get(vi.name), shown))
+            for vi in proto.graph.input if vi.name not in init]
 
 
 def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | None = None,

@@ -89,15 +89,18 @@ def _size(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from minicc.api import interpret
     from minicc import compile, load
-    from minicc.tools import compare, load_input_arg, make_inputs, onnxruntime_outputs
+    from minicc.tools import (compare, import_for_inputs, load_input_arg, make_inputs,
+                              onnxruntime_outputs)
 
     given = dict(load_input_arg(s) for s in (args.input or []))
+    cm = None
     if Path(args.model).suffix == ".mcc":
         if args.interp:
             _err("--interp needs the model (.onnx or .mir), not a compiled .mcc artifact")
             return EXIT_USER
         cm = load(args.model, args.threads)
-        fake = _Signature(cm.artifact.inputs)
+        fake = _Signature(cm.artifact.inputs if not hasattr(cm, "signature") else
+                          _concrete(cm.signature, given, _shapes(args)))
         inputs = make_inputs(fake, given, args.random_inputs, args.seed)  # type: ignore[arg-type]
         how = f"compiled artifact ({cm.threads} threads)"
         run = cm.run
@@ -109,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             run = lambda x: interpret(module, x)  # noqa: E731
         else:
             t = time.perf_counter()
+            if not all(v.type.is_static for v in module.main.inputs):
+                # dynamic dims: compile for the shapes of the inputs this run has
+                module, _ = import_for_inputs(args.model, given, {
+                    n: tuple(a.shape) for n, a in inputs.items() if n in module.main.input_names})
             cm = compile(module, options=_compile_options(args))
             how = f"compiled code ({cm.threads} threads; compiled in " \
                   f"{time.perf_counter() - t:.2f} s{', cache hit' if cm.report.cache_hit else ''})"
@@ -117,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outs = run(inputs)
     dt = time.perf_counter() - t0
     print(f"ran {args.model} with {how} in {dt * 1e3:.2f} ms")
+    for n in cm.report.notes if hasattr(cm, "signature") else ():   # a dynamic model's
+        print(f"minicc: note: {n}", file=sys.stderr)
     for n, a in outs.items():
         print(_summary(n, a))
     if args.output_dir:
@@ -143,6 +152,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"{r['max_rel']:.3g}: {'ok' if r['ok'] else 'MISMATCH'}")
         return EXIT_OK if all(r["ok"] for r in rows) else EXIT_CHECK
     return EXIT_OK
+
+
+def _concrete(signature: list, given: dict, shapes: dict) -> list:
+    """A dynamic model's signature made concrete for random inputs: a given input's own
+    shape, else --input-shape, else each dynamic dim at its lower bound (at least 1)."""
+    out = []
+    for n, dt, dims in signature:
+        if n in given:
+            s = tuple(given[n].shape)
+        elif n in shapes:
+            s = tuple(shapes[n])
+            if not all(isinstance(d, int) for d in s):
+                raise MiniccError(f"--input-shape {n}=...: give whole numbers to run with")
+        else:
+            s = tuple(d if isinstance(d, int) else max(1, d.lo) for d in dims)
+        out.append((n, dt, s))
+    return out
 
 
 class _Signature:
@@ -451,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def shape_opt(q: argparse.ArgumentParser) -> None:
         q.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
-                       help="fix an input's shape (symbols allowed: x=N,3,224,224); repeatable")
+                       help="fix an input's shape (symbols allowed: x=N,3,224,224; for compile, "
+                       "ranges too: x=1..16,3,224,224); repeatable")
 
     q = sub.add_parser("import", help="import an ONNX model and print (or write) its IR",
                        description="Import MODEL.onnx into minicc IR. Prints the IR, or with -o "
@@ -491,7 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compile MODEL (.onnx or .mir) to native code: graph passes, "
                        "fusion, scheduled loop IR, LLVM (or CUDA C). Prints a summary; -o writes "
                        "an artifact that `minicc run OUT.mcc` and minicc.load(\"OUT.mcc\") run "
-                       "without recompiling.")
+                       "without recompiling. A model whose inputs keep dynamic dims (no "
+                       "--input-shape, or ranges such as x=1..16,3,224,224) compiles one "
+                       "specialization per input shape when it first sees it; -o then keeps "
+                       "the model and every specialization compiled so far.")
     q.add_argument("model", metavar="MODEL")
     q.add_argument("-o", "--output", metavar="OUT.mcc", help="write the compiled artifact")
     compile_opts(q)

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from minicc import env, resources
-from minicc.errors import CodegenError, MiniccError
+from minicc.errors import (CodegenError, FrontendError, InvalidModelError, MiniccError,
+                           NeedsConstantError, UnsupportedOpError)
 from minicc.ir.graph import Module
 from minicc.options import UNSET, CompileOptions, Target, default_threads, merge_options
 from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
@@ -131,13 +132,94 @@ class CompiledModel:
         return "\n".join(lines)
 
 
-def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
-    """Load an artifact written by `CompiledModel.save`; refuses one from another minicc
-    version, or one whose code this machine cannot run."""
+def load(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """Load an artifact written by `CompiledModel.save` (or a DynamicModel's archive); refuses
+    one from another minicc version, or one whose code this machine cannot run."""
+    from minicc.dynamic import is_dynamic_archive, load_dynamic
+
+    if is_dynamic_archive(path):
+        return load_dynamic(path, threads)
     return CompiledModel(read_artifact(path), threads)
 
 
+class _Dynamic(Exception):
+    """The imported model keeps symbolic input dims: `compile` makes a DynamicModel."""
+
+    def __init__(self, module: Module):
+        self.module = module
+
+
+def _is_onnx(model: Any) -> bool:
+    if isinstance(model, bytes) or type(model).__name__ == "ModelProto":
+        return True
+    return isinstance(model, (str, os.PathLike)) and not str(model).endswith(".mir")
+
+
+def _dynamic(model: Any, o: CompileOptions, report: CompileReport,
+             module: Module | None, why: str = "") -> Any:
+    """A DynamicModel for an ONNX model whose inputs keep symbolic dims (or declared ranges).
+    It is imported once now with the dims symbolic, so that a model minicc cannot import is
+    refused at compile time, not on its first run; where the import needs concrete shapes
+    (`why`: a Resize whose input size is unknown), each shape is imported when first seen."""
+    from minicc.dynamic import DynamicModel, signature_of, split_ranges
+    from minicc.frontend.onnx_import import declared_inputs
+
+    if o.dump:
+        raise MiniccError(f"--dump-ir / dump= needs static input shapes, but the model's inputs "
+                          "keep dynamic dims; give each one with --input-shape NAME=D0,D1,...")
+    declared = {n: t.shape for n, t in declared_inputs(model)}
+    shapes, ranges = split_ranges(o.input_shapes or {}, declared)
+    if module is None and not why:
+        try:
+            module = _as_module(model, shapes)
+        except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
+            raise
+        except FrontendError as e:
+            why = str(e)
+    inputs = list(zip(module.main.input_names, (v.type for v in module.main.inputs))) \
+        if module is not None else declared_inputs(model, shapes)
+    src: bytes | str
+    if isinstance(model, bytes):
+        src = model
+    elif type(model).__name__ == "ModelProto":
+        src = model.SerializeToString()
+    else:
+        data = Path(model).read_bytes()
+        src = str(Path(model).resolve()) if b"location" in data else data
+    sig = signature_of(inputs, ranges)
+    outputs = list(module.main.output_names) if module is not None else \
+        _onnx_outputs(model)
+    dm = DynamicModel(src, sig, outputs, o, report)
+    report.notes.append("inputs keep dynamic dims (" + ", ".join(
+        f"{n}: {dt}[{','.join(map(str, d))}]" for n, dt, d in sig) + "): compiling one "
+        "specialization per input shape on first sight")
+    if why:
+        report.notes.append(f"the model does not import with symbolic dims ({why}); each input "
+                            "shape is imported when first seen")
+    return dm
+
+
+def _onnx_outputs(model: Any) -> list[str]:
+    from minicc.frontend.onnx_import import load_model
+
+    return [vi.name for vi in load_model(model)[0].graph.output]
+
+
+def _declares_dynamic(model: Any, o: CompileOptions) -> bool:
+    from minicc.frontend.onnx_import import declared_inputs
+
+    try:
+        return not all(t.is_static for _, t in declared_inputs(model, o.input_shapes))
+    except MiniccError:
+        return False
+
+
 def _as_module(model: Any, input_shapes: Mapping[str, Any] | None) -> Module:
+    from minicc.dynamic import has_ranges
+
+    if has_ranges(input_shapes):
+        raise MiniccError("dim ranges (NAME=LO..HI,...) are for compiling a dynamic model "
+                          "(minicc compile / minicc.compile); give one concrete shape here")
     if isinstance(model, Module):
         return model
     p = str(model) if isinstance(model, (str, os.PathLike)) else None
@@ -165,7 +247,7 @@ def resolve_options(o: CompileOptions, entry: TargetEntry) -> CompileOptions:
 
 
 def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
-           report: CompileReport, on_kernel: Any = None) -> Any:
+           report: CompileReport, on_kernel: Any = None, allow_dynamic: bool = False) -> Any:
     """The target-independent half: import, graph passes, fusion, lowering and scheduling with
     the target's rules (each kernel to `on_kernel` as it is made), memory planning; with the
     dumps the options ask for."""
@@ -175,6 +257,8 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
 
     t0 = time.perf_counter()
     m = _as_module(model, o.input_shapes)
+    if allow_dynamic and _is_onnx(model) and not all(v.type.is_static for v in m.main.inputs):
+        raise _Dynamic(m)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         check_roundtrip(m, "after import")
     if "imported" in o.dump:
@@ -294,7 +378,7 @@ def lower_program(model: Any, options: CompileOptions | None = None, **fields: A
 
 def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: int | None = UNSET,
             input_shapes: Mapping[str, Any] | None = UNSET, *,
-            options: CompileOptions | None = None, **fields: Any) -> CompiledModel:
+            options: CompileOptions | None = None, **fields: Any) -> Any:
     """Compile a model: an ONNX file (path, bytes, ModelProto), a .mir path or a Module.
 
     `target`: "llvm" (this CPU; `cpu=` names another LLVM CPU) or "cuda" (NVIDIA GPUs through
@@ -302,6 +386,10 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
     CompileOptions field may be given as a keyword too (fastmath=True, cpu="x86-64-v3", ...), or
     all of them at once as `options=`; keywords and `options` combine, and a keyword that
     contradicts a value `options` sets raises MiniccError.
+
+    An ONNX model whose inputs keep symbolic dims (none given in `input_shapes`), or that
+    `input_shapes` gives dim ranges ("1..16"), compiles into a `minicc.dynamic.DynamicModel`:
+    it is called the same way and compiles one specialization per input shape on first sight.
     """
     from minicc import __version__
     from minicc.codegen.program_info import cache_key
@@ -311,6 +399,13 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
                                            threads=threads, input_shapes=input_shapes))
     report = CompileReport()
     t0 = time.perf_counter()
+    from minicc.dynamic import has_ranges
+
+    if has_ranges(o.input_shapes):
+        if not _is_onnx(model):
+            raise MiniccError("dim ranges (NAME=LO..HI,...) need an ONNX model; a Module or "
+                              ".mir file takes static shapes")
+        return _dynamic(model, o, report, None)
     force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
     cache = CompileCache(o.cache_dir) if o.cache else None
     mkey = model_key(model, o, tgt, __version__) if cache is not None else None
@@ -327,11 +422,20 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
     cg = entry.codegen(tgt, o) if entry.codegen is not None else None
     try:
         with resources.limit(o.memory_budget):
-            prog = _front(model, o, entry, tgt, report, cg.kernel if cg is not None else None)
+            prog = _front(model, o, entry, tgt, report, cg.kernel if cg is not None else None,
+                          allow_dynamic=True)
         t2 = time.perf_counter()
         build = (lambda: cg.finish(prog, __version__)) if cg is not None else \
             (lambda: entry.build(prog, o, __version__))
         art = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
+    except _Dynamic as d:
+        return _dynamic(model, o, report, d.module)
+    except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
+        raise
+    except FrontendError as e:     # a converter that needs the shapes the model leaves open
+        if _is_onnx(model) and _declares_dynamic(model, o):
+            return _dynamic(model, o, report, None, str(e))
+        raise
     finally:
         if cg is not None:
             cg.cancel()

@@ -66,7 +66,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def parse_shape_arg(spec: str) -> tuple[str, tuple[Dim, ...]]:
-    """'name=1,3,224,224' (symbols allowed: 'x=N,3') -> (name, dims)."""
+    """'name=1,3,224,224' (symbols allowed: 'x=N,3'; ranges: 'x=1..16,3', '4..' with no upper
+    bound) -> (name, dims); a range stays the text 'LO..HI' (minicc/dynamic.py reads it)."""
     if "=" not in spec:
         raise RuntimeInputError(f"bad --input-shape '{spec}': expected NAME=D0,D1,...")
     name, dims = spec.rsplit("=", 1)
@@ -76,6 +77,14 @@ def parse_shape_arg(spec: str) -> tuple[str, tuple[Dim, ...]]:
         if d.isdigit():
             out.append(int(d))
         elif d.isidentifier():
+            out.append(d)
+        elif ".." in d:
+            from minicc.dynamic import parse_range
+
+            try:
+                parse_range(d)
+            except MiniccError as e:
+                raise RuntimeInputError(f"{e} in --input-shape '{spec}'") from None
             out.append(d)
         else:
             raise RuntimeInputError(f"bad dimension '{d}' in --input-shape '{spec}'")

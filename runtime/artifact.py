@@ -64,9 +64,11 @@ def _manifest_sum(m: dict[str, Any]) -> str:
 
 
 def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
-    """Write atomically (a temp file in the same folder, then rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, artifact_bytes(a))
+
+
+def artifact_bytes(a: Artifact) -> bytes:
+    """The artifact as the bytes of its zip file."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("manifest.json", json.dumps(a.manifest(), indent=1))
@@ -75,16 +77,25 @@ def save_artifact(a: Artifact, path: str | os.PathLike) -> Path:
         z.writestr("weights.bin", a.weights)
         if a.target == "cuda":  # kept so a GPU of another architecture can JIT it again
             z.writestr("source.cu", a.source)
+    return buf.getvalue()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write atomically (a temp file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=p.parent, delete=False, suffix=".tmp") as fh:
-        fh.write(buf.getvalue())
+        fh.write(data)
     os.replace(fh.name, p)
     return p
 
 
-def read_artifact(path: str | os.PathLike) -> Artifact:
-    p = Path(path)
+def read_artifact(path: str | os.PathLike | io.BytesIO, shown: str | None = None) -> Artifact:
+    """An artifact from its file (or its bytes, as a dynamic model's archive holds them);
+    `shown`: the name errors give."""
+    p = shown or (str(path) if not isinstance(path, io.BytesIO) else "<artifact>")
     try:
-        z = zipfile.ZipFile(p)
+        z = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise ArtifactError(f"cannot load '{p}': no such file") from None
     except (zipfile.BadZipFile, OSError) as e:

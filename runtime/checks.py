@@ -29,33 +29,12 @@ def check_inputs(signature: Sequence[tuple[str, str, tuple[int, ...]]],
     """The input arrays in signature order; raises RuntimeInputError naming the input for a
     missing or unknown name, a non-array, a wrong dtype, rank or shape, or a non-contiguous
     array."""
-    names = [n for n, _, _ in signature]
-    if not isinstance(inputs, Mapping):
-        raise RuntimeInputError(f"inputs must be a mapping of input name to array, got "
-                                f"{type(inputs).__name__}; call run({{{', '.join(repr(n) + ': ...' for n in names)}}})")
-    missing = [n for n in names if n not in inputs]
-    extra = [n for n in inputs if n not in names]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append("missing " + ", ".join(f"'{n}' ({d}{list(s)})" for n, d, s in
-                                                signature if n in missing))
-        if extra:
-            parts.append("unknown " + ", ".join(f"'{n}'" for n in extra))
-        raise RuntimeInputError(f"inputs do not match the model: {'; '.join(parts)}. "
-                                f"It takes: {', '.join(names) or 'no inputs'}")
+    check_names([(n, d, f"{d}{list(s)}") for n, d, s in signature], inputs)
     out = []
     for n, dt, shape in signature:
         x = inputs[n]
         want = f"{dt}[{','.join(map(str, shape))}]"
-        if not isinstance(x, array_types):
-            raise RuntimeInputError(f"input '{n}': expected {kind} of {want}, got "
-                                    f"{type(x).__name__}")
-        if x.dtype != np.dtype(NP_DTYPES[dt]):
-            got = _NAME.get(np.dtype(x.dtype), str(x.dtype))
-            raise RuntimeInputError(f"input '{n}': dtype {got} ({x.dtype}) but the model "
-                                    f"expects {want}; convert with "
-                                    f"x.astype(np.{np.dtype(NP_DTYPES[dt])})")
+        check_array(n, dt, want, x, array_types, kind)
         if x.ndim != len(shape):
             raise RuntimeInputError(f"input '{n}': rank {x.ndim} (shape {list(x.shape)}) but "
                                     f"the model expects {want}")
@@ -69,3 +48,35 @@ def check_inputs(signature: Sequence[tuple[str, str, tuple[int, ...]]],
             raise RuntimeInputError(f"input '{n}': array data is not aligned")
         out.append(x)
     return out
+
+
+def check_names(signature: Sequence[tuple[str, str, str]], inputs: Any) -> None:
+    """`inputs` is a mapping with exactly the signature's names ((name, dtype, shown type))."""
+    names = [n for n, _, _ in signature]
+    if not isinstance(inputs, Mapping):
+        raise RuntimeInputError(f"inputs must be a mapping of input name to array, got "
+                                f"{type(inputs).__name__}; call run({{{', '.join(repr(n) + ': ...' for n in names)}}})")
+    missing = [n for n in names if n not in inputs]
+    extra = [n for n in inputs if n not in names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(f"'{n}' ({shown})" for n, _, shown in
+                                                signature if n in missing))
+        if extra:
+            parts.append("unknown " + ", ".join(f"'{n}'" for n in extra))
+        raise RuntimeInputError(f"inputs do not match the model: {'; '.join(parts)}. "
+                                f"It takes: {', '.join(names) or 'no inputs'}")
+
+
+def check_array(n: str, dt: str, want: str, x: Any, array_types: tuple[type, ...] = (np.ndarray,),
+                kind: str = "a numpy array") -> None:
+    """Input `n` is an array of dtype `dt` (`want`: the type shown in the message)."""
+    if not isinstance(x, array_types):
+        raise RuntimeInputError(f"input '{n}': expected {kind} of {want}, got "
+                                f"{type(x).__name__}")
+    if x.dtype != np.dtype(NP_DTYPES[dt]):
+        got = _NAME.get(np.dtype(x.dtype), str(x.dtype))
+        raise RuntimeInputError(f"input '{n}': dtype {got} ({x.dtype}) but the model "
+                                f"expects {want}; convert with "
+                                f"x.astype(np.{np.dtype(NP_DTYPES[dt])})")

@@ -160,6 +160,18 @@ def test_dynamic_symbolic_batch(dynamic: tuple[str, Path]) -> None:
                              f"{name} (symbolic batch, re-parsed, batch {batch})")
 
 
+def test_dynamic_compiles_once_and_runs_every_batch(dynamic: tuple[str, Path]) -> None:
+    """Compiled without shapes (a DynamicModel), run at three batch sizes against onnxruntime."""
+    name, path = dynamic
+    dm = minicc.compile(str(path), threads=1)
+    assert type(dm).__name__ == "DynamicModel"
+    for batch in (1, 3, 2):
+        feeds = tm.inputs(name, batch)
+        assert_outputs_close(dm.run(feeds), onnxruntime_outputs(str(path), feeds),
+                             f"{name} (dynamic, compiled, batch {batch}) vs onnxruntime")
+    assert len(dm.specializations) == 3
+
+
 def test_dynamic_with_static_shapes(dynamic: tuple[str, Path]) -> None:
     name, path = dynamic
     feeds = tm.inputs(name, 2)
