@@ -186,9 +186,10 @@ class NodeContext:
             return tensor_to_array(v, f"{self.node.op_type} node '{self.name}' attribute {name}")
         if isinstance(v, (onnx.GraphProto,)) or (isinstance(v, list) and v and isinstance(
                 v[0], onnx.GraphProto)):
-            if self.node.op_type == "If":   # its converter imports the branch a constant
-                return v                    # condition selects
-            raise self.error(f"attribute '{name}' holds a subgraph; control flow is not supported")
+            if self.node.op_type in ("If", "Loop", "Scan"):   # regions (convert/control.py)
+                return v
+            raise self.error(f"attribute '{name}' holds a subgraph, which a "
+                             f"{self.node.op_type} node has no use for")
         return v
 
     def req_attr(self, name: str) -> Any:

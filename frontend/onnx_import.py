@@ -26,7 +26,7 @@ from minicc.frontend.functions import expand_functions
 from minicc.frontend.registry import CONVERTERS, available, lookup
 from minicc.frontend.validate import validate
 from minicc.ir.builder import GraphBuilder, sanitize
-from minicc.ir.graph import ConstData, Module, Value
+from minicc.ir.graph import ConstData, Function, Module, Value
 from minicc.ir.passes.dce import eliminate_dead_code
 from minicc.ir.types import UNKNOWN, Dim, TensorType
 from minicc.ir.verify import verify_module
@@ -136,6 +136,8 @@ def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[on
                     raise FrontendError(f"{shown}: tensor '{o}' is produced twice (node "
                                         f"'{node_label(n)}')")
                 producer[o] = i
+    uses = [list(n.input) + [x for x in captured_names(n) if x in producer]
+            for n in graph.node]          # a region's captures order its node too
     for i, n in enumerate(graph.node):
         for x in n.input:
             if x and x not in producer and x not in defined:
@@ -151,7 +153,7 @@ def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[on
         state[root] = 1
         while stack:
             i, k = stack.pop()
-            ins = [x for x in graph.node[i].input if x in producer]
+            ins = [x for x in uses[i] if x in producer]
             if k < len(ins):
                 stack.append((i, k + 1))
                 j = producer[ins[k]]
@@ -167,6 +169,77 @@ def topo_order(graph: onnx.GraphProto, defined: set[str], shown: str) -> list[on
                 state[i] = 2
                 order.append(graph.node[i])
     return order
+
+
+def free_names(g: onnx.GraphProto) -> list[str]:
+    """The outer tensors a subgraph reads (ONNX scoping: a name its inputs, initializers and
+    nodes do not define), nested subgraphs included, in order of first use."""
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    out: dict[str, None] = {}
+    for n in g.node:
+        for x in list(n.input) + captured_names(n):
+            if x and x not in defined:
+                out.setdefault(x)
+        defined.update(o for o in n.output if o)
+    return list(out)
+
+
+def captured_names(n: onnx.NodeProto) -> list[str]:
+    """The outer tensors the subgraphs of node `n` read."""
+    out: list[str] = []
+    for a in n.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            out += [x for x in free_names(g) if x not in out]
+    return out
+
+
+def import_region(state: GraphState, g: onnx.GraphProto, shown: str, name: str,
+                  leading: list[tuple[str, TensorType]]) -> tuple[Function, list[Value]]:
+    """A subgraph as a region: a Function of its own whose inputs are `leading` (the values
+    the op passes it: a loop's iteration and condition, carried values, scan slices, by the
+    subgraph's input names), then every outer value it reads (ONNX's implicit captures made
+    explicit; constants are copied in instead). Returns it and the captured outer values."""
+    sub = GraphState(GraphBuilder(sanitize(name) or "region", fold=True), state.opset)
+    sub.fallback = state.fallback
+    b = sub.b
+    for (n, ty) in leading:
+        sub.env[n] = b.input(ty, n)
+    caps: list[Value] = []
+    cap_names: list[str] = []
+    for x in free_names(g):
+        if x not in state.env:
+            if x in state.unavailable:
+                raise FrontendError(f"{shown}: region '{g.name}' uses '{x}', an output of "
+                                    f"{state.unavailable[x]} that is not supported")
+            raise FrontendError(f"{shown}: region '{g.name}' uses tensor '{x}', which nothing "
+                                "outside defines")
+        outer = state.env[x]
+        c = state.b.const_value(outer)
+        if c is not None:
+            sub.env[x] = b.const(ConstData(c, copy=False), x)
+            continue
+        caps.append(outer)
+        cap_names.append(x)
+    cap_inputs = [b.input(v.type, n) for v, n in zip(caps, cap_names)]
+    for n, v in zip(cap_names, cap_inputs):
+        sub.env[n] = v
+    for t in g.initializer:
+        sub.env[t.name] = b.const(ConstData(tensor_to_array(
+            t, f"{shown}: initializer '{t.name}'"), copy=False), t.name)
+    for n in topo_order(g, set(sub.env), shown):
+        _convert_node(sub, n, shown)
+    missing = [o.name for o in g.output if o.name not in sub.env]
+    if missing:
+        raise FrontendError(f"{shown}: region '{g.name}' never produces {', '.join(missing)}")
+    outs = [sub.env[o.name] for o in g.output]
+    names = [o.name for o in g.output]
+    seen: set[str] = set()
+    for k, nm in enumerate(names):          # result names must be unique
+        if nm in seen:
+            names[k] = f"{nm}_{k}"
+        seen.add(names[k])
+    f = b.finish(outs, names)
+    return eliminate_dead_code(f), caps
 
 
 def _load_external(t: onnx.TensorProto, folder: Path | None, shown: str) -> None:

@@ -113,7 +113,7 @@ def is_splat_array(a: np.ndarray) -> bool:
     return a.size > 1 and all(s == 0 for s in a.strides)
 
 
-AttrValue = Any  # int | float | str | bool | DType | ConstData | tuple of those
+AttrValue = Any  # int | float | str | bool | DType | ConstData | Function | tuple of those
 
 
 def normalize_attr(v: Any) -> AttrValue:
@@ -126,7 +126,7 @@ def normalize_attr(v: Any) -> AttrValue:
         return float(v)
     if isinstance(v, (list, tuple, np.ndarray)):
         return tuple(normalize_attr(x) for x in v)
-    if isinstance(v, (str, DType, ConstData)):
+    if isinstance(v, (str, DType, ConstData, Function)):
         return v
     raise VerificationError(f"attribute value {v!r} of type {type(v).__name__} is not supported")
 
@@ -255,10 +255,13 @@ class Module:
     def weights(self) -> dict[str, np.ndarray]:
         """The module's constant data by digest (what `blob<...>` in the text refers to)."""
         out: dict[str, np.ndarray] = {}
-        for f in self.functions:
-            for _, c in f.constants():
-                if c.array is not None:
-                    out[c.digest] = c.array
+        todo = list(self.functions)
+        while todo:
+            f = todo.pop()
+            for op in f.ops:
+                if op.kind == "const" and op.attrs["value"].array is not None:
+                    out[op.attrs["value"].digest] = op.attrs["value"].array
+                todo += [v for v in op.attrs.values() if isinstance(v, Function)]  # regions
         return out
 
     def __str__(self) -> str:

@@ -318,6 +318,13 @@ class Parser:
 
     def attr_value(self) -> Any:
         t = self.tok
+        if t.kind == "ident" and t.text == "func":   # a region: a function of its own scope
+            scope, printed = self.scope, self.printed
+            try:
+                self.printed = {}
+                return self.function()
+            finally:
+                self.scope, self.printed = scope, printed
         if t.kind in ("int", "float"):
             return self.scalar()
         if t.kind == "string":

@@ -77,6 +77,8 @@ def format_attr(v: object) -> str:
         return "[" + ", ".join(_format_list_item(x) for x in v) + "]"
     if isinstance(v, ConstData):
         return format_const(v)
+    if isinstance(v, Function):      # a region, printed in place and indented
+        return print_function(v).replace("\n", "\n    ")
     raise TypeError(f"cannot print attribute {v!r}")
 
 

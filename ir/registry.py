@@ -16,7 +16,7 @@ import numpy as np
 
 from minicc.errors import ShapeError, VerificationError
 from minicc.ir.compute import Compute
-from minicc.ir.graph import Attrs, ConstData
+from minicc.ir.graph import Attrs, ConstData, Function
 from minicc.ir.types import DType, TensorType
 
 
@@ -32,7 +32,8 @@ class FusionKind(IntEnum):
 
 
 _REQUIRED = object()
-ATTR_TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs", "dims", "dtype", "tensor")
+ATTR_TYPES = ("int", "float", "str", "bool", "ints", "floats", "strs", "dims", "dtype", "tensor",
+              "func")      # func: a region (a nested Function, isolated: captures are operands)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,10 @@ def _coerce(op: str, key: str, spec: Attr, v: Any) -> Any:
     if t == "tensor":
         if not isinstance(v, ConstData):
             raise bad(f"must be a tensor constant, got {v!r}")
+        return v
+    if t == "func":
+        if not isinstance(v, Function):
+            raise bad(f"must be a function (a region), got {v!r}")
         return v
     if not isinstance(v, (list, tuple, np.ndarray)):
         raise bad(f"must be a list ({t}), got {v!r}")

@@ -142,6 +142,13 @@ def load(path: str | os.PathLike, threads: int | None = None) -> Any:
     return CompiledModel(read_artifact(path), threads)
 
 
+class _Regions(Exception):
+    """The model has run-time control flow: `compile` makes a SegmentedModel."""
+
+    def __init__(self, module: Module):
+        self.module = module
+
+
 class _Dynamic(Exception):
     """The imported model keeps symbolic input dims: `compile` makes a DynamicModel."""
 
@@ -265,6 +272,10 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
         report.dumps["imported"] = print_module(m)
     m = run_pipeline(m, o.opt_level, report.dumps if "passes" in o.dump else None,
                      verify_each=o.verify_each)
+    from minicc.segmented import has_regions
+
+    if allow_dynamic and has_regions(m.main):
+        raise _Regions(m)
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
     prog = build_program(m.main, entry.lower, target, o, on_kernel=on_kernel)
@@ -430,6 +441,11 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
         art = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
     except _Dynamic as d:
         return _dynamic(model, o, report, d.module)
+    except _Regions as r:
+        from minicc.segmented import SegmentedModel
+
+        report.timings["passes"] = time.perf_counter() - t0
+        return SegmentedModel(r.module.main, o, report)
     except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
         raise
     except FrontendError as e:     # a converter that needs the shapes the model leaves open

@@ -31,9 +31,16 @@ from minicc.runtime.cache import default_cache_dir
 from minicc.runtime.llvm_host import host_features, init_llvm, new_target_machine
 
 F32, I64 = ir.FloatType(), ir.IntType(64)
-CHAINS = 16          # independent accumulators: more than latency x pipes on current cores
+
+def chains() -> int:
+    """Independent accumulators: more than FMA latency x pipes on current cores (8-10), and
+    few enough to stay in registers with the two operands: 16 of AVX-512's 32, 12 of AVX2's 16
+    (16 there spill, and measured 43 of Zen 3's 80 GFLOP/s)."""
+    return 16 if "+avx512f" in host_features()[1].split(",") else 12
+
+
 COPY_BYTES = 256 << 20
-FORMAT = 2
+FORMAT = 3           # 3: accumulators that fit the registers (chains())
 I32 = ir.IntType(32)
 
 
@@ -73,7 +80,7 @@ class Peaks:
 
 
 def _chains_module(name: str, vt: ir.VectorType, step: str, triple: str, layout: str) -> str:
-    """void name(i64 n, T* io): CHAINS independent accumulators, each acc = step(acc, a, b) n
+    """void name(i64 n, T* io): chains() independent accumulators, each acc = step(acc, a, b) n
     times (a, b, then the accumulators' starting values read from io; their sum written back,
     so nothing is optimized away)."""
     m = ir.Module(name=name)
@@ -87,14 +94,14 @@ def _chains_module(name: str, vt: ir.VectorType, step: str, triple: str, layout:
     vp = b.bitcast(io, vt.as_pointer())
     a = b.load(b.gep(vp, [ir.Constant(I64, 0)]), align=4)     # numpy arrays: 16-byte aligned
     c = b.load(b.gep(vp, [ir.Constant(I64, 1)]), align=4)
-    init = [b.load(b.gep(vp, [ir.Constant(I64, 2 + k)]), align=4) for k in range(CHAINS)]
+    init = [b.load(b.gep(vp, [ir.Constant(I64, 2 + k)]), align=4) for k in range(chains())]
     loop, done = fn.append_basic_block("loop"), fn.append_basic_block("done")
     b.branch(loop)
     b.position_at_end(loop)
     i = b.phi(I64)
     i.add_incoming(ir.Constant(I64, 0), entry)
     accs = []
-    for k in range(CHAINS):
+    for k in range(chains()):
         acc = b.phi(vt)
         acc.add_incoming(init[k], entry)
         accs.append(acc)
@@ -196,7 +203,7 @@ def measure_fma(jit: _Jit, lanes: int, threads: int, seconds: float = 0.3,
     vpdpbusd loop (8 ops per lane: four multiply-adds)."""
     fn = jit.dot if dot else jit.fma
     assert fn is not None
-    bufs = [np.ones(lanes * (CHAINS + 2), np.int32 if dot else np.float32)
+    bufs = [np.ones(lanes * (chains() + 2), np.int32 if dot else np.float32)
             for _ in range(threads)]
     n = 1 << 16
     while True:                                    # calibrate n to ~`seconds` on one thread
@@ -206,7 +213,7 @@ def measure_fma(jit: _Jit, lanes: int, threads: int, seconds: float = 0.3,
         n *= 4
     n = max(1, int(n * seconds / max(t, 1e-6)))
     best = min(_concurrently(threads, lambda k: fn(n, bufs[k].ctypes.data)) for _ in range(3))
-    return threads * n * CHAINS * lanes * (8 if dot else 2) / best / 1e9
+    return threads * n * chains() * lanes * (8 if dot else 2) / best / 1e9
 
 
 def measure_copy(jit: _Jit, threads: int, nbytes: int = COPY_BYTES) -> float:

@@ -302,7 +302,8 @@ class KernelRenderer:
         t = v.type
         bits = t.count * (t.element.width if isinstance(t.element, ir.IntType) else
                           {F16: 16, F32: 32, F64: 64}[t.element])
-        if bits > 512 and t.count > 1:      # wider than a register: each half on its own
+        reg = 512 if "avx512f" in self.features else 256 if "avx" in self.features else 128
+        if bits > reg and t.count > 1:      # wider than a register: each half on its own
             h = t.count // 2
             halves = [self.opaque(self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
                                                         ir.Constant(ir.VectorType(I32, h),

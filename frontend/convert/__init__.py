@@ -1,4 +1,4 @@
 """ONNX converters, one module per op family; importing this package registers them all."""
 
-from minicc.frontend.convert import (elementwise, loss, misc, nn, quant,  # noqa: F401
-                                     reduce, rnn, shape)
+from minicc.frontend.convert import (control, elementwise, loss, misc, nn,  # noqa: F401
+                                     quant, reduce, rnn, shape)

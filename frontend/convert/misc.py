@@ -59,26 +59,3 @@ def topk_v10(ctx: NodeContext) -> Sequence[Value]:
     return list(ctx.op_n("top_k", [ctx.input(0)], {"k": k, "axis": ctx.attr("axis", -1),
                                                    "largest": bool(ctx.attr("largest", 1)),
                                                    "sorted": bool(ctx.attr("sorted", 1))}))
-
-
-@converter("If", since=1)
-def if_v1(ctx: NodeContext) -> Sequence[Value]:
-    """An If whose condition is known at compile time (a constant, or shape arithmetic on
-    static shapes) is the branch it takes, imported inline; a run-time condition is control
-    flow, which minicc does not compile yet."""
-    from minicc.frontend.onnx_import import import_branch
-
-    c = ctx.const(0)
-    if c is None:
-        raise ctx.unsupported("a condition known only at run time is control flow, which is "
-                              "not supported yet (a constant condition selects its branch)")
-    if np.asarray(c).size != 1:
-        raise ctx.error(f"the condition must hold one value, got shape {list(np.shape(c))}")
-    taken = "then_branch" if bool(np.asarray(c).reshape(-1)[0]) else "else_branch"
-    g = ctx.attr(taken)
-    if g is None:
-        raise ctx.error(f"has no {taken}")
-    outs = import_branch(ctx.s, g, ctx.name)
-    if len(outs) != len(ctx.node.output):
-        raise ctx.error(f"{taken} gives {len(outs)} outputs for {len(ctx.node.output)}")
-    return outs
