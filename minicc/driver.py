@@ -185,14 +185,8 @@ def _dynamic(model: Any, o: CompileOptions, report: CompileReport,
             why = str(e)
     inputs = list(zip(module.main.input_names, (v.type for v in module.main.inputs))) \
         if module is not None else declared_inputs(model, shapes)
-    src: bytes | str
-    if isinstance(model, bytes):
-        src = model
-    elif type(model).__name__ == "ModelProto":
-        src = model.SerializeToString()
-    else:
-        data = Path(model).read_bytes()
-        src = str(Path(model).resolve()) if b"location" in data else data
+    src = _source(model)
+    assert src is not None
     sig = signature_of(inputs, ranges)
     outputs = list(module.main.output_names) if module is not None else \
         _onnx_outputs(model)
@@ -204,6 +198,19 @@ def _dynamic(model: Any, o: CompileOptions, report: CompileReport,
         report.notes.append(f"the model does not import with symbolic dims ({why}); each input "
                             "shape is imported when first seen")
     return dm
+
+
+def _source(model: Any) -> bytes | str | None:
+    """An ONNX model as what a DynamicModel keeps: its bytes, or its path where its weights
+    are external files; None for a Module or .mir file."""
+    if isinstance(model, bytes):
+        return model
+    if type(model).__name__ == "ModelProto":
+        return model.SerializeToString()
+    if not _is_onnx(model):
+        return None
+    data = Path(model).read_bytes()
+    return str(Path(model).resolve()) if b"location" in data else data
 
 
 def _onnx_outputs(model: Any) -> list[str]:
@@ -445,7 +452,7 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
         from minicc.segmented import SegmentedModel
 
         report.timings["passes"] = time.perf_counter() - t0
-        return SegmentedModel(r.module.main, o, report)
+        return SegmentedModel(r.module.main, o, report, _source(model))
     except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
         raise
     except FrontendError as e:     # a converter that needs the shapes the model leaves open

@@ -255,8 +255,9 @@ class DynamicModel:
         lines += [f"  input {n}: {describe(s)}" for n, s in zip(self._names, self.signature)]
         lines.append(f"specializations: {len(self._specs)}")
         for k, cm in self._specs.items():
-            lines.append(f"  {_shape_text(dict(zip(self._names, k)))}: "
-                         f"{len(cm.artifact.summary.get('kernels', []))} kernels")
+            what = "control flow, compiled as segments" if hasattr(cm, "function") else \
+                f"{len(cm.artifact.summary.get('kernels', []))} kernels"
+            lines.append(f"  {_shape_text(dict(zip(self._names, k)))}: {what}")
         return "\n".join(lines)
 
     # ---- on disk

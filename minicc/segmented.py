@@ -177,7 +177,9 @@ class SegmentedModel:
     """A compiled model with run-time control flow. Called like a CompiledModel; each segment
     and region compiles when it first runs (a compile-cache hit after the first time)."""
 
-    def __init__(self, f: Function, options: CompileOptions, report: Any):
+    def __init__(self, f: Function, options: CompileOptions, report: Any,
+                 source: bytes | str | None = None):
+        self.source = source            # the ONNX model (bytes, or a path), for save()
         self.function = f
         self.options = replace(options, input_shapes=None, dump=())
         self.report = report
@@ -219,6 +221,17 @@ class SegmentedModel:
                          + self._seg.describe())
 
     def save(self, path: Any) -> Any:
-        raise MiniccError("saving a model with run-time control flow is not supported yet: "
-                          "compile it from its ONNX file where it runs (the compile cache "
-                          "makes a second compile fast)")
+        """The ONNX model and the options, as a dynamic model's archive (minicc/dynamic.py):
+        `minicc.load` gives a model that compiles its segments when it first runs (a cache
+        hit where this machine compiled them before). One artifact for all the segments and
+        regions is not built yet."""
+        from minicc.dynamic import DynamicModel, signature_of
+
+        if self.source is None:
+            raise MiniccError("saving a model with run-time control flow needs it compiled "
+                              "from an ONNX model (not a Module or .mir file)")
+        f = self.function
+        dm = DynamicModel(self.source, signature_of(
+            list(zip(f.input_names, (v.type for v in f.inputs))), {}), f.output_names,
+            self.options)
+        return dm.save(path)

@@ -300,9 +300,19 @@ class KernelRenderer:
         into the shuffle that uses it: x86 then loads the whole vector for a permute, and the
         mask no longer keeps it from reading past the buffer (found with MINICC_GUARD=1)."""
         t = v.type
+        if isinstance(t.element, ir.IntType) and t.element.width == 1:   # bools: as bytes
+            wide = ir.VectorType(ir.IntType(8), t.count)
+            return self.b.trunc(self.opaque(self.b.zext(v, wide)), t)
         bits = t.count * (t.element.width if isinstance(t.element, ir.IntType) else
                           {F16: 16, F32: 32, F64: 64}[t.element])
         reg = 512 if "avx512f" in self.features else 256 if "avx" in self.features else 128
+        if bits < 128 and t.count > 1:      # narrower than xmm: widen (AVX2 has no register
+            n2 = 128 // (bits // t.count)   # class for <8 x i8>; LLVM aborts on "=v")
+            wide = self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(
+                ir.VectorType(I32, n2), list(range(t.count)) + [t.count] * (n2 - t.count)))
+            w = self.opaque(wide)
+            return self.b.shuffle_vector(w, ir.Constant(w.type, ir.Undefined), ir.Constant(
+                ir.VectorType(I32, t.count), list(range(t.count))))
         if bits > reg and t.count > 1:      # wider than a register: each half on its own
             h = t.count // 2
             halves = [self.opaque(self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),

@@ -51,7 +51,13 @@ def test_an_if_on_the_input_shape_takes_its_branch_at_compile_time(rank: int) ->
     assert ("relu" in kinds) == (rank == 4) and ("sigmoid" in kinds) == (rank != 4)
 
 
-def test_an_if_on_a_run_time_value_is_refused_as_control_flow() -> None:
+def test_an_if_on_a_run_time_value_compiles_as_control_flow() -> None:
+    """(tests/frontend/test_control_flow.py has the rest: loops, scans, PyTorch exports)"""
     m = _model([], [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])])
-    with pytest.raises(MiniccError, match="known only at run time is control flow"):
-        minicc.compile(m, threads=1, cache=False)
+    cm = minicc.compile(m, threads=1, cache=False)
+    assert type(cm).__name__ == "SegmentedModel"
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for c in (True, False):
+        feeds = {"x": x, "cond": np.array(c)}
+        want = ReferenceEvaluator(m).run(None, feeds)[0]
+        np.testing.assert_allclose(cm.run(feeds)["y"], want, rtol=1e-5, atol=1e-5)
