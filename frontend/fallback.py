@@ -3,7 +3,8 @@ implementation (the IR op `onnx_node`, ir/ops/onnx_ref.py).
 
 A node qualifies when onnx.reference implements its op, it has no subgraph attributes (control
 flow is its own matter), and ONNX shape inference (with data propagation, after the caller's
-input shapes are applied) gives every output a static shape and an element type minicc has.
+input shapes are applied) gives every output a known rank and an element type minicc has; a
+dim it cannot tell (what NonZero or Unique count) is left to run time (minicc/segmented.py).
 Everything else is still refused, listed with the reason.
 """
 
@@ -42,15 +43,17 @@ def _has_reference(n: onnx.NodeProto, opset: int) -> bool:
     return True
 
 
-def _static(t: onnx.TypeProto) -> str | None:
-    """`f32[2,3]` for a tensor type with a static shape and a minicc dtype, else None."""
+def _type_text(t: onnx.TypeProto) -> str | None:
+    """`f32[2,3]` for a tensor type of known rank and a minicc dtype ("?" for a dim shape
+    inference cannot tell: the count NonZero or Unique find), else None."""
     if t.WhichOneof("value") != "tensor_type" or not t.tensor_type.HasField("shape"):
         return None
     dt = ONNX_TO_DTYPE.get(t.tensor_type.elem_type)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim]
-    if dt is None or any(d is None for d in dims):
+    if dt is None:
         return None
-    return f"{dt.value}[{','.join(str(d) for d in dims)}]"
+    dims = [str(d.dim_value) if d.HasField("dim_value") else "?"
+            for d in t.tensor_type.shape.dim]
+    return f"{dt.value}[{','.join(dims)}]"
 
 
 class Fallback:
@@ -87,7 +90,7 @@ class Fallback:
         if not _has_reference(n, self.opsets.get(_canon(n.domain), 1)):
             return None
         types = self._inferred()
-        ts = [_static(types[o]) if o in types else None for o in n.output]
+        ts = [_type_text(types[o]) if o in types else None for o in n.output]
         return None if any(t is None for t in ts) else [t for t in ts if t is not None]
 
     def nodes(self) -> dict[int, list[str]]:

@@ -1,4 +1,6 @@
-"""Compiled models with run-time control flow (`if`, `loop`, `scan`: ir/ops/control.py).
+"""Compiled models with run-time control flow (`if`, `loop`, `scan`: ir/ops/control.py) or
+with results whose size the data decides (NonZero, Unique, Compress, NonMaxSuppression, TopK
+with a run-time k: host ops whose types keep a "?" dim).
 
 The function is cut at each region op. Every straight-line run of ops between them becomes a
 function of its own, compiled to native code like any model (fused kernels, one native call);
@@ -30,8 +32,16 @@ from minicc.ir.types import TensorType
 from minicc.options import CompileOptions
 
 
+def host_step(op: Op) -> bool:
+    """Ops the function is cut at: regions, and host ops whose result size the data decides
+    (NonZero, Unique, ... through onnx's reference): what follows them compiles per shape."""
+    return op.kind in REGION_OPS or (get_op(op.kind).host and not all(
+        v.type.is_static for v in op.outputs))
+
+
 def has_regions(f: Function) -> bool:
-    return any(op.kind in REGION_OPS for op in f.ops)
+    """Whether the function must run as segments (control flow or data-dependent sizes)."""
+    return any(host_step(op) for op in f.ops)
 
 
 def retype(f: Function, shapes: Sequence[tuple[int, ...]]) -> Function:
@@ -108,7 +118,7 @@ class Segmented:
             later[i] = later[i + 1] | set(f.ops[i].inputs)
         run: list[Op] = []
         for i, op in enumerate(f.ops):
-            if op.kind in REGION_OPS:
+            if host_step(op):
                 self._segment(run, later[i])
                 run = []
                 self.steps.append(("region", op, list(op.inputs), list(op.outputs)))
@@ -154,8 +164,10 @@ class Segmented:
                 res = what(args)
             else:
                 op: Op = what
+                at = full_attrs(op.kind, op.attrs)
                 res = get_op(op.kind).reference(   # type: ignore[call-arg]
-                    args, full_attrs(op.kind, op.attrs), run=lambda g, a: self._region_runner(g)(a))
+                    args, at, run=lambda g, a: self._region_runner(g)(a)) \
+                    if op.kind in REGION_OPS else get_op(op.kind).reference(args, at)
             env.update(zip(outs, (np.asarray(r) for r in res)))
         return [env[v] for v in self.f.outputs]
 
@@ -166,10 +178,13 @@ class Segmented:
                 n = sum(op.kind != "const" for op in what.f.ops)
                 lines.append(f"  native segment @{what.f.name}: {n} ops, {len(ins)} inputs, "
                              f"{len(outs)} outputs")
-            else:
+            elif what.kind in REGION_OPS:
                 subs = ", ".join(f"@{g.name}" for g in what.attrs.values()
                                  if isinstance(g, Function))
                 lines.append(f"  {what.kind} on the host, regions {subs}")
+            else:
+                name = what.attrs.get("op_type", what.kind)
+                lines.append(f"  {name} on the host (its result size depends on the data)")
         return lines
 
 
@@ -217,7 +232,8 @@ class SegmentedModel:
         return self.run(inputs)
 
     def summary(self) -> str:
-        return "\n".join(["control flow: native segments between host-run regions"]
+        return "\n".join(["segmented: native segments between host steps (control flow, "
+                          "data-dependent sizes)"]
                          + self._seg.describe())
 
     def save(self, path: Any) -> Any:

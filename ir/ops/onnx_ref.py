@@ -6,7 +6,9 @@ This is the fallback that lets a model with a rare op (GridSample, RoiAlign, DFT
 ReverseSequence, ...) compile and run correctly at all: the op runs in numpy, between native
 kernels, and `minicc profile` shows it as a host step. It is no substitute for a kernel where
 an op's time matters. The frontend only takes it for nodes whose outputs shape inference makes
-static, with tensor operands of minicc's types and no subgraphs.
+known, with tensor operands of minicc's types and no subgraphs. A dim the data decides (the
+count NonZero or Unique find) is "?": such a node is a host step of its own and what follows
+it compiles per shape at run time (minicc/segmented.py).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from minicc.ir.registry import Attr, FusionKind, OpDef, check, register_op
 from minicc.ir.types import DType, TensorType
 
 
-def _static_type(text: str) -> TensorType:
-    """`f32[2,3]` (as TensorType prints) back to a TensorType; static dims only."""
-    m = re.fullmatch(r"(\w+)\[([0-9, ]*)\]", text.strip())
-    check(m is not None, f"bad output type {text!r} (want a static type such as f32[2,3])")
+def _type(text: str) -> TensorType:
+    """`f32[2,3]` (as TensorType prints) back to a TensorType; "?" for a dim the data decides
+    (NonZero, Unique, Compress, NonMaxSuppression, TopK with a run-time k)."""
+    m = re.fullmatch(r"(\w+)\[([0-9?, ]*)\]", text.strip())
+    check(m is not None, f"bad output type {text!r} (want a type such as f32[2,3] or i64[2,?])")
     assert m is not None
-    dims = tuple(int(d) for d in m.group(2).split(",") if d.strip())
+    dims = tuple("?" if d.strip() == "?" else int(d) for d in m.group(2).split(",")
+                 if d.strip())
     return TensorType(DType.parse(m.group(1)), dims)
 
 
@@ -74,12 +78,13 @@ class OnnxNode(OpDef):
     def infer(self, ins: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
         check(sum(attrs["present"]) == len(ins),
               f"{len(ins)} operands for {sum(attrs['present'])} present inputs")
-        return [_static_type(t) for t in attrs["outputs"]]
+        return [_type(t) for t in attrs["outputs"]]
 
     def reference(self, ins: Sequence[np.ndarray], attrs: Mapping[str, Any]) -> list[np.ndarray]:
         sess, names = _session(attrs["node"], attrs["opsets"], len(attrs["present"]))
         with np.errstate(all="ignore"):
             res = sess.run(None, dict(zip(names, (np.asarray(x) for x in ins))))
-        outs = [_static_type(t) for t in attrs["outputs"]]
+        outs = [_type(t) for t in attrs["outputs"]]
         return [np.asarray(r).astype(t.dtype.np, copy=False).reshape(
-            [int(d) for d in t.shape]) for r, t in zip(res, outs)]
+            np.shape(r) if "?" in t.shape else [int(d) for d in t.shape])
+            for r, t in zip(res, outs)]

@@ -167,14 +167,16 @@ def test_tensor_produced_twice(tmp_path):
 
 def unsupported_model() -> onnx.ModelProto:
     return make_model(
-        [helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["sel"], name="nms0"),
-         helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["sel2"], name="nms1"),
+        [helper.make_node("Detect", ["boxes", "scores"], ["sel"], name="nms0",
+                          domain="com.other"),
+         helper.make_node("Detect", ["boxes", "scores"], ["sel2"], name="nms1",
+                          domain="com.other"),
          helper.make_node("FancyOp", ["boxes"], ["z"], name="custom0", domain="com.example"),
          helper.make_node("Relu", ["boxes"], ["r"], name="relu0")],
         [vi("boxes", [1, 4, 4]), vi("scores", [1, 1, 4])],
         [vi("sel", [None, 3], TensorProto.INT64), vi("sel2", [None, 3], TensorProto.INT64),
          vi("z", [1, 4, 4]), vi("r", [1, 4, 4])],
-        opsets=(("", 17), ("com.example", 1)))
+        opsets=(("", 17), ("com.example", 1), ("com.other", 1)))
 
 
 def test_unsupported_ops_listed_in_one_error(tmp_path, capsys):
@@ -183,18 +185,20 @@ def test_unsupported_ops_listed_in_one_error(tmp_path, capsys):
         minicc.import_onnx(p)
     msg = str(ei.value)
     assert isinstance(ei.value, FrontendError)
-    has_all(msg, p, "2 ONNX op types", "NonMaxSuppression", "nms0", "nms1",
+    has_all(msg, p, "2 ONNX op types", "com.other::Detect", "nms0", "nms1",
             "com.example::FancyOp", "custom0")
     assert "Relu" not in msg and "relu0" not in msg
-    assert msg.count("NonMaxSuppression") == 1  # one line per op type, listing its nodes
-    cli_error(capsys, ["import", p], "NonMaxSuppression", "nms0", "FancyOp", "custom0")
+    assert msg.count("Detect") == 1  # one line per op type, listing its nodes
+    cli_error(capsys, ["import", p], "Detect", "nms0", "FancyOp", "custom0")
 
 
 def test_unsupported_ops_reported_before_graph_errors(tmp_path):
     """The op check runs first: a model with unknown ops *and* a dangling tensor lists the ops."""
-    m = make_model([helper.make_node("NonMaxSuppression", ["x", "nowhere"], ["y"], name="nms0")],
-                   [vi("x", [1, 4, 4])], [vi("y", [None, 3], TensorProto.INT64)])
-    has_all(raises(UnsupportedOpError, minicc.import_onnx, m), "NonMaxSuppression", "nms0")
+    m = make_model([helper.make_node("Detect", ["x", "nowhere"], ["y"], name="nms0",
+                                     domain="com.other")],
+                   [vi("x", [1, 4, 4])], [vi("y", [None, 3], TensorProto.INT64)],
+                   opsets=(("", 17), ("com.other", 1)))
+    has_all(raises(UnsupportedOpError, minicc.import_onnx, m), "Detect", "nms0")
 
 
 # -- run-time inputs -------------------------------------------------------------------------------

@@ -84,9 +84,10 @@ def test_rotary_embedding_expands_and_matches_the_reference() -> None:
 
 
 def test_an_op_with_neither_a_converter_nor_a_function_is_still_named() -> None:
-    g = helper.make_graph([helper.make_node("Unique", ["x"], ["y"])], "u",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+    g = helper.make_graph([helper.make_node("Fancy", ["x"], ["y"], domain="com.example")],
+                          "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UnsupportedOpError, match="Unique"):
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("com.example", 1)])
+    with pytest.raises(UnsupportedOpError, match="Fancy"):
         minicc.compile(m, threads=1, cache=False)
