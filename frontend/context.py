@@ -31,6 +31,7 @@ ONNX_TO_DTYPE = {
     onnx.TensorProto.FLOAT8E8M0: DType.F8E8M0, onnx.TensorProto.FLOAT4E2M1: DType.F4E2M1,
     onnx.TensorProto.INT4: DType.I4, onnx.TensorProto.UINT4: DType.U4,
     onnx.TensorProto.INT2: DType.I2, onnx.TensorProto.UINT2: DType.U2,
+    onnx.TensorProto.STRING: DType.STR,
 }
 
 
@@ -109,7 +110,11 @@ class NodeContext:
         if name in self.s.unavailable:
             raise self.error(f"uses '{name}', an output of {self.s.unavailable[name]} that is "
                              "not supported (only the main output is)")
-        return self.s.env[name]
+        v = self.s.env[name]
+        if not isinstance(v, Value):       # a sequence held by the importer (sequence.py)
+            raise self.error(f"input {i} ('{name}') is a sequence; only the Sequence ops "
+                             "take one")
+        return v
 
     def opt(self, i: int) -> Value | None:
         return self.input(i) if self.has(i) else None

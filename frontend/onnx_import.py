@@ -214,6 +214,9 @@ def import_region(state: GraphState, g: onnx.GraphProto, shown: str, name: str,
             raise FrontendError(f"{shown}: region '{g.name}' uses tensor '{x}', which nothing "
                                 "outside defines")
         outer = state.env[x]
+        if not isinstance(outer, Value):
+            raise FrontendError(f"{shown}: region '{g.name}' reads '{x}', a sequence; only "
+                                "tensors may cross into a region")
         c = state.b.const_value(outer)
         if c is not None:
             sub.env[x] = b.const(ConstData(c, copy=False), x)
@@ -381,6 +384,9 @@ def import_onnx(model: ModelLike, input_shapes: Mapping[str, Sequence[Dim]] | No
                                 "main output is)")
         if vi.name not in state.env:
             raise FrontendError(f"{shown}: graph output '{vi.name}' is never produced")
+        if not isinstance(state.env[vi.name], Value):
+            raise FrontendError(f"{shown}: graph output '{vi.name}' is a sequence; minicc "
+                                "takes and gives tensors only")
         _check_declared_dtype(vi, state.env[vi.name], shown)
         outs.append(state.env[vi.name])
     f = eliminate_dead_code(b.finish(outs, [vi.name for vi in g.output]))

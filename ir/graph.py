@@ -90,7 +90,9 @@ class ConstData:
             assert self.array is not None
             h = hashlib.blake2b(digest_size=8)
             h.update(str(self.type).encode())
-            if self.is_splat and self.array.size > 1:
+            if self.array.dtype == object:           # strings: their text, not pointers
+                h.update(repr(self.array.reshape(-1).tolist()).encode())
+            elif self.is_splat and self.array.size > 1:
                 h.update(b"splat")
                 h.update(np.ascontiguousarray(self.array.reshape(-1)[:1]).tobytes())
             else:

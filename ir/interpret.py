@@ -49,6 +49,8 @@ def check_inputs(f: Function, inputs: Mapping[str, Any]) -> tuple[list[np.ndarra
                 raise RuntimeInputError(f"input '{name}': expected a numpy array of {v.type}, got "
                                         f"{_describe(a)}")
             a = arr
+        if v.type.dtype == DType.STR and a.dtype.kind in "US":   # np.array(["a", "b"])
+            a = a.astype(object)
         why = matches(v.type, a, bindings)
         if why:
             raise RuntimeInputError(f"input '{name}': got {why}")

@@ -300,6 +300,9 @@ class Parser:
             self.i += 1
             return {"true": True, "false": False, "inf": float("inf"),
                     "nan": float("nan")}[t.text]
+        if t.kind == "string":                      # an element of a str constant
+            self.i += 1
+            return self._string(t)
         raise self.error(f"expected a number, got {t.text!r}")
 
     def attr_dict(self) -> dict[str, Any]:

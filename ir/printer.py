@@ -46,6 +46,8 @@ class Namer:
 
 
 def format_scalar(x: object, dtype: DType) -> str:
+    if dtype == DType.STR:
+        return format_attr(str(x))
     if dtype == DType.BOOL:
         return "true" if bool(x) else "false"
     if dtype.is_float:

@@ -49,6 +49,7 @@ class DType(Enum):
     U4 = "u4"
     I2 = "i2"
     U2 = "u2"
+    STR = "str"        # ONNX STRING: numpy object arrays of str, host ops only
 
     def __repr__(self) -> str:
         return f"DType.{self.name}"
@@ -104,11 +105,11 @@ _TO_NP = {
     DType.F8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, DType.F8E5M2: ml_dtypes.float8_e5m2,
     DType.F8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz, DType.F8E8M0: ml_dtypes.float8_e8m0fnu,
     DType.F4E2M1: ml_dtypes.float4_e2m1fn, DType.I4: ml_dtypes.int4, DType.U4: ml_dtypes.uint4,
-    DType.I2: ml_dtypes.int2, DType.U2: ml_dtypes.uint2,
+    DType.I2: ml_dtypes.int2, DType.U2: ml_dtypes.uint2, DType.STR: np.object_,
 }
 STORAGE_ONLY = frozenset({DType.BF16, DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2,
                           DType.F8E5M2FNUZ, DType.F8E8M0, DType.F4E2M1, DType.I4, DType.U4,
-                          DType.I2, DType.U2})
+                          DType.I2, DType.U2, DType.STR})
 
 
 def check_dim(d: object) -> Dim:

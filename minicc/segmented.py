@@ -28,7 +28,7 @@ from minicc.ir.builder import GraphBuilder
 from minicc.ir.graph import Function, Module, Op, Value
 from minicc.ir.ops.control import REGION_OPS, as_declared
 from minicc.ir.registry import full_attrs, get_op
-from minicc.ir.types import TensorType
+from minicc.ir.types import DType, TensorType
 from minicc.options import CompileOptions
 
 
@@ -36,7 +36,8 @@ def host_step(op: Op) -> bool:
     """Ops the function is cut at: regions, and host ops whose result size the data decides
     (NonZero, Unique, ... through onnx's reference): what follows them compiles per shape."""
     return op.kind in REGION_OPS or (get_op(op.kind).host and not all(
-        v.type.is_static for v in op.outputs))
+        v.type.is_static for v in op.outputs)) or any(
+        v.type.dtype == DType.STR for v in op.inputs + op.outputs)    # strings stay on the host
 
 
 def has_regions(f: Function) -> bool:

@@ -19,7 +19,7 @@ NP_DTYPES: dict[str, type] = {
     "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "f8e5m2": ml_dtypes.float8_e5m2,
     "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "f8e8m0": ml_dtypes.float8_e8m0fnu,
     "f4e2m1": ml_dtypes.float4_e2m1fn, "i4": ml_dtypes.int4, "u4": ml_dtypes.uint4,
-    "i2": ml_dtypes.int2, "u2": ml_dtypes.uint2}
+    "i2": ml_dtypes.int2, "u2": ml_dtypes.uint2, "str": np.object_}
 _NAME = {np.dtype(v): k for k, v in NP_DTYPES.items()}
 
 

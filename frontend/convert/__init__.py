@@ -1,4 +1,4 @@
 """ONNX converters, one module per op family; importing this package registers them all."""
 
 from minicc.frontend.convert import (control, elementwise, loss, misc, nn,  # noqa: F401
-                                     quant, reduce, rnn, shape)
+                                     quant, reduce, rnn, sequence, shape)

@@ -424,8 +424,8 @@ def shape_v1(ctx: NodeContext) -> Sequence[Value]:
 @converter("Size", since=1)
 def size_v1(ctx: NodeContext) -> Sequence[Value]:
     t = ctx.type(0)
-    if t.numel is None:
-        raise ctx.error(f"Size of {t} is not static; give static input shapes")
+    if t.numel is None:   # known at run time (a dim the data decides): onnx's reference
+        raise ctx.unsupported(f"Size of {t}, whose shape is not static")
     return [ctx.const_value(np.array(t.numel, dtype=np.int64), 0)]
 
 
