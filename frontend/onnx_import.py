@@ -28,7 +28,7 @@ from minicc.frontend.validate import validate
 from minicc.ir.builder import GraphBuilder, sanitize
 from minicc.ir.graph import ConstData, Function, Module, Value
 from minicc.ir.passes.dce import eliminate_dead_code
-from minicc.ir.types import UNKNOWN, Dim, TensorType
+from minicc.ir.types import UNKNOWN, Dim, DType, TensorType
 from minicc.ir.verify import verify_module
 
 ModelLike = str | os.PathLike | bytes | onnx.ModelProto
@@ -442,6 +442,38 @@ def _check_arity(ctx: NodeContext, opset: int, shown: str) -> None:
                             f"{opset} allows {schema.min_output} to {schema.max_output}")
 
 
+def _with_bf16_widened(state: GraphState, n: onnx.NodeProto, ctx: NodeContext,
+                       conv: Any) -> list[Any]:
+    """The converter's results; a node computing on bf16 (which kernels do not take) is
+    converted on f32 copies of its bf16 operands and its float results rounded back to bf16,
+    as CPUs without a bf16 unit compute it."""
+    try:
+        return list(conv.fn(ctx))
+    except MiniccError as e:
+        if isinstance(e, UnsupportedFeatureError) or "bf16" not in str(e):
+            raise
+        wide = [x for x in dict.fromkeys(n.input) if x and isinstance(state.env.get(x), Value)
+                and state.env[x].type.dtype == DType.BF16]
+        if not wide:
+            raise
+    saved = {x: state.env[x] for x in wide}
+    try:
+        for x in wide:
+            state.env[x] = state.b.op1("convert", [saved[x]], {"to": DType.F32})
+        results = list(conv.fn(NodeContext(state, n)))
+    finally:
+        state.env.update(saved)
+    declared = state.fallback._inferred() if state.fallback is not None else {}
+    out = []
+    for name, v in zip(n.output, results):
+        t = declared.get(name)
+        bf16 = t is None or t.tensor_type.elem_type == onnx.TensorProto.BFLOAT16
+        if isinstance(v, Value) and v.type.dtype == DType.F32 and bf16:
+            v = state.b.op1("convert", [v], {"to": DType.BF16})
+        out.append(v)
+    return out + results[len(out):]
+
+
 def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
     dom = "" if n.domain in ("", "ai.onnx") else n.domain
     conv = lookup(dom, n.op_type, state.opset if not dom else 1)
@@ -457,7 +489,7 @@ def _convert_node(state: GraphState, n: onnx.NodeProto, shown: str) -> None:
             results = convert_fallback(ctx, state.fallback.opsets, types)
         else:
             try:
-                results = list(conv.fn(ctx))
+                results = _with_bf16_widened(state, n, ctx, conv)
             except UnsupportedFeatureError:
                 types = state.fallback.types_for(n)
                 if types is None:

@@ -88,6 +88,25 @@ def test_arithmetic_on_a_storage_type_is_refused_naming_the_type() -> None:
         minicc.compile(m, threads=1, cache=False)
 
 
+def test_bf16_arithmetic_is_computed_in_f32_and_rounded_back() -> None:
+    """Add, MatMul and Relu on bf16: each node on f32 copies of its operands, its results
+    rounded to bf16, as onnx's reference computes them."""
+    w = helper.make_tensor("w", TensorProto.BFLOAT16, [4, 3], np.arange(12, dtype=np.float32)
+                           .astype(ml_dtypes.bfloat16).view(np.uint16).tolist(), raw=False)
+    g = helper.make_graph([helper.make_node("Add", ["x", "x"], ["a"]),
+                           helper.make_node("MatMul", ["a", "w"], ["m"]),
+                           helper.make_node("Relu", ["m"], ["y"])], "bf",
+                          [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2, 3])],
+                          [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4).astype(ml_dtypes.bfloat16)
+    got = minicc.compile(m, threads=1, cache=False).run({"x": x})["y"]
+    want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2)
+
+
 def test_bitcast_reinterprets_bits_and_refuses_other_widths() -> None:
     def model(to: int) -> onnx.ModelProto:
         g = helper.make_graph([helper.make_node("BitCast", ["x"], ["y"], to=to)], "bc",
