@@ -183,8 +183,9 @@ def dims_compatible(a: Dim, b: Dim) -> bool:
 def matches(t: TensorType, array: np.ndarray, bindings: dict[str, int] | None = None) -> str | None:
     """Check an array against a type; bind symbols in `bindings`. Returns a reason or None."""
     if array.dtype != t.dtype.np:
-        return f"dtype {DType.from_np(array.dtype).value if _known(array.dtype) else array.dtype}" \
-               f" but expected {t.dtype.value}"
+        got = "object" if array.dtype == object else \
+            DType.from_np(array.dtype).value if _known(array.dtype) else array.dtype
+        return f"dtype {got} but expected {t.dtype.value}"
     if array.ndim != t.rank:
         return f"rank {array.ndim} (shape {list(array.shape)}) but expected rank {t.rank} ({t})"
     for i, (d, n) in enumerate(zip(t.shape, array.shape)):

@@ -461,8 +461,10 @@ def cmd_ops(args: argparse.Namespace) -> int:
     print("  " + "\n  ".join(convs))
     print("\nAn op without a converter is inlined from the function body ONNX defines for it "
           "(Attention,\nRotaryEmbedding, ...); failing that it runs on the host through "
-          "onnx.reference (onnx_node)\nwhen ONNX shape inference gives its outputs static "
-          "shapes; otherwise the model is refused.")
+          "onnx.reference (onnx_node)\nwhen ONNX shape inference gives its outputs known ranks "
+          "(a dim only the data decides is\nleft to run time); otherwise the model is refused. "
+          "If, Loop and Scan become region ops\n(if, loop, scan) whose bodies compile on their "
+          "own.")
     return EXIT_OK
 
 

@@ -192,9 +192,9 @@ class DynamicModel:
     @property
     def artifact(self) -> Any:
         raise MiniccError("this model has dynamic dims (" + ", ".join(
-            f"{n}: {describe(s)}" for n, s in zip(self._names, self.signature)) + "): it holds "
-            "one artifact per input shape; use specialize({name: shape}).artifact, or compile "
-            "with static --input-shape")
+            f"{n}: {describe(s)}" for n, s in zip(self._names, self.signature)) + ") and one "
+            "artifact per input shape; this needs static shapes: compile with --input-shape "
+            "NAME=D0,D1,... (or take specialize({name: shape}).artifact)")
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         try:

@@ -135,9 +135,12 @@ def test_run_compare_onnxruntime(capsys):
     assert rc == 0, out + err
     assert "compiled code" in out
     assert "max abs error" in out and "MISMATCH" not in out
+    # light_squeezenet's constant weights give logits near 6e4 on random inputs, so its
+    # softmax follows the last bits of each conv's summation order: numpy's (the
+    # interpreter's) and onnxruntime's differ by up to 1e-3 on AVX2 machines (Zen 3)
     rc, out, err = run(capsys, "run", SQUEEZENET, "--interp", "--random-inputs", "--compare",
-                       "onnxruntime")
-    assert rc == 0 and "reference interpreter" in out and "MISMATCH" not in out
+                       "onnxruntime", "--atol", "3e-3")
+    assert rc == 0 and "reference interpreter" in out and "MISMATCH" not in out, out
 
 
 def test_run_compare_needs_onnx(tmp_path, capsys):

@@ -402,8 +402,10 @@ class CpuGemm(Rule):
         if knobs["pack_b"] == "compile" and knobs["NC"] % knobs["NR"]:
             return f"B packed at compile time needs NC={knobs['NC']} a multiple of NR"
         vecs = knobs["NR"] // ctx.target.lanes
-        # accumulators, the B vectors and (unless it folds into the FMA) one broadcast of A
-        if knobs["MR"] * vecs + vecs + (vecs > 1) > ctx.target.vector_registers:
+        # accumulators, the B vectors and one broadcast of A (AVX-512 folds a broadcast into
+        # the FMA's memory operand, {1to16}, where each broadcast feeds one FMA)
+        folds = vecs == 1 and ctx.target.vector_registers >= 32
+        if knobs["MR"] * vecs + vecs + (not folds) > ctx.target.vector_registers:
             return (f"an MR={knobs['MR']} x NR={knobs['NR']} tile needs more than the "
                     f"{ctx.target.vector_registers} vector registers")
         return None

@@ -150,7 +150,8 @@ def compile_one(name: str, arrays: Sequence[np.ndarray], attrs: dict, threads: i
 
 
 def feeds(arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"in{k}": np.ascontiguousarray(a) for k, a in enumerate(arrays)}
+    # (not np.ascontiguousarray: it makes a 0-d array 1-d)
+    return {f"in{k}": a if a.flags.c_contiguous else a.copy() for k, a in enumerate(arrays)}
 
 
 def sample(name: str, i: int) -> tuple[list[np.ndarray], dict]:

@@ -67,8 +67,40 @@ def _primitive_samples() -> dict[str, list]:
     return out
 
 
+def _regions() -> dict[str, list]:
+    """if / loop / scan with small regions: a relu or neg branch; a loop body carrying tanh(v)
+    with v as its scan output (3 trips); a scan body summing slices into a state."""
+    from minicc.ir.builder import GraphBuilder
+    from minicc.ir.types import DType, TensorType
+
+    t = TensorType(DType.F32, (2, 3))
+
+    def unary(name: str, kind: str):  # type: ignore[no-untyped-def]
+        b = GraphBuilder(name)
+        x = b.input(t, "x")
+        return b.finish([b.op1(kind, [x])], ["y"])
+
+    b = GraphBuilder("body")
+    b.input(TensorType(DType.I64, ()), "i")
+    c = b.input(TensorType(DType.BOOL, ()), "c")
+    v = b.input(t, "v")
+    body = b.finish([c, b.op1("tanh", [v]), v], ["c_out", "v_out", "scan"])
+    b = GraphBuilder("scan_body")
+    st, xt = b.input(t, "s"), b.input(t, "xt")
+    ns = b.op1("add", [st, xt])
+    scan_body = b.finish([ns, b.op1("mul", [ns, xt])], ["s_out", "y"])
+    branches = {"then_branch": unary("then", "relu"), "else_branch": unary("else", "neg")}
+    return {
+        "if": [([np.array(True), f32(2, 3)], branches), ([np.array(False), f32(2, 3)], branches)],
+        "loop": [([np.array(3, np.int64), np.array(True), f32(2, 3)],
+                  {"body": body, "n_carried": 1, "trips_known": 3})],
+        "scan": [([f32(2, 3), f32(4, 2, 3)], {"body": scan_body, "n_states": 1})],
+    }
+
+
 SAMPLES: dict[str, list] = {
     **_primitive_samples(),
+    **_regions(),
     "leaky_relu": [([f32(2, 5)], {"alpha": 0.2})],
     "elu": [([f32(2, 5)], {"alpha": 0.7})],
     "celu": [([f32(2, 5)], {"alpha": 1.5})],
