@@ -156,78 +156,6 @@ class _Dynamic(Exception):
         self.module = module
 
 
-def _is_onnx(model: Any) -> bool:
-    if isinstance(model, bytes) or type(model).__name__ == "ModelProto":
-        return True
-    return isinstance(model, (str, os.PathLike)) and not str(model).endswith(".mir")
-
-
-def _dynamic(model: Any, o: CompileOptions, report: CompileReport,
-             module: Module | None, why: str = "") -> Any:
-    """A DynamicModel for an ONNX model whose inputs keep symbolic dims (or declared ranges).
-    It is imported once now with the dims symbolic, so that a model minicc cannot import is
-    refused at compile time, not on its first run; where the import needs concrete shapes
-    (`why`: a Resize whose input size is unknown), each shape is imported when first seen."""
-    from minicc.dynamic import DynamicModel, signature_of, split_ranges
-    from minicc.frontend.onnx_import import declared_inputs
-
-    if o.dump:
-        raise MiniccError(f"--dump-ir / dump= needs static input shapes, but the model's inputs "
-                          "keep dynamic dims; give each one with --input-shape NAME=D0,D1,...")
-    declared = {n: t.shape for n, t in declared_inputs(model)}
-    shapes, ranges = split_ranges(o.input_shapes or {}, declared)
-    if module is None and not why:
-        try:
-            module = _as_module(model, shapes)
-        except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
-            raise
-        except FrontendError as e:
-            why = str(e)
-    inputs = list(zip(module.main.input_names, (v.type for v in module.main.inputs))) \
-        if module is not None else declared_inputs(model, shapes)
-    src = _source(model)
-    assert src is not None
-    sig = signature_of(inputs, ranges)
-    outputs = list(module.main.output_names) if module is not None else \
-        _onnx_outputs(model)
-    dm = DynamicModel(src, sig, outputs, o, report)
-    report.notes.append("inputs keep dynamic dims (" + ", ".join(
-        f"{n}: {dt}[{','.join(map(str, d))}]" for n, dt, d in sig) + "): compiling one "
-        "specialization per input shape on first sight")
-    if why:
-        report.notes.append(f"the model does not import with symbolic dims ({why}); each input "
-                            "shape is imported when first seen")
-    return dm
-
-
-def _source(model: Any) -> bytes | str | None:
-    """An ONNX model as what a DynamicModel keeps: its bytes, or its path where its weights
-    are external files; None for a Module or .mir file."""
-    if isinstance(model, bytes):
-        return model
-    if type(model).__name__ == "ModelProto":
-        return model.SerializeToString()
-    if not _is_onnx(model):
-        return None
-    data = Path(model).read_bytes()
-    return str(Path(model).resolve()) if b"location" in data else data
-
-
-def _onnx_outputs(model: Any) -> list[str]:
-    from minicc.frontend.onnx_import import load_model
-
-    return [vi.name for vi in load_model(model)[0].graph.output]
-
-
-def _declares_dynamic(model: Any, o: CompileOptions) -> bool:
-    from minicc.frontend.onnx_import import declared_inputs
-
-    try:
-        return not all(t.is_static for _, t in declared_inputs(model, o.input_shapes))
-    except MiniccError:
-        return False
-
-
 def _as_module(model: Any, input_shapes: Mapping[str, Any] | None) -> Module:
     from minicc.dynamic import has_ranges
 
@@ -271,7 +199,9 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
 
     t0 = time.perf_counter()
     m = _as_module(model, o.input_shapes)
-    if allow_dynamic and _is_onnx(model) and not all(v.type.is_static for v in m.main.inputs):
+    from minicc.dynamic import is_onnx
+
+    if allow_dynamic and is_onnx(model) and not all(v.type.is_static for v in m.main.inputs):
         raise _Dynamic(m)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         check_roundtrip(m, "after import")
@@ -417,13 +347,13 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
                                            threads=threads, input_shapes=input_shapes))
     report = CompileReport()
     t0 = time.perf_counter()
-    from minicc.dynamic import has_ranges
+    from minicc.dynamic import declares_dynamic, from_onnx, has_ranges, is_onnx, onnx_source
 
     if has_ranges(o.input_shapes):
-        if not _is_onnx(model):
+        if not is_onnx(model):
             raise MiniccError("dim ranges (NAME=LO..HI,...) need an ONNX model; a Module or "
                               ".mir file takes static shapes")
-        return _dynamic(model, o, report, None)
+        return from_onnx(model, o, report, None)
     force = any(s in o.dump for s in entry.dumps)   # a dump of generated code needs a build
     cache = CompileCache(o.cache_dir) if o.cache else None
     mkey = model_key(model, o, tgt, __version__) if cache is not None else None
@@ -447,17 +377,17 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
             (lambda: entry.build(prog, o, __version__))
         art = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
     except _Dynamic as d:
-        return _dynamic(model, o, report, d.module)
+        return from_onnx(model, o, report, d.module)
     except _Regions as r:
         from minicc.segmented import SegmentedModel
 
         report.timings["passes"] = time.perf_counter() - t0
-        return SegmentedModel(r.module.main, o, report, _source(model))
+        return SegmentedModel(r.module.main, o, report, onnx_source(model))
     except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
         raise
     except FrontendError as e:     # a converter that needs the shapes the model leaves open
-        if _is_onnx(model) and _declares_dynamic(model, o):
-            return _dynamic(model, o, report, None, str(e))
+        if is_onnx(model) and declares_dynamic(model, o):
+            return from_onnx(model, o, report, None, str(e))
         raise
     finally:
         if cg is not None:

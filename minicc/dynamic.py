@@ -285,6 +285,81 @@ class DynamicModel:
         return write_atomic(path, buf.getvalue())
 
 
+def is_onnx(model: Any) -> bool:
+    """An ONNX model (path, bytes or ModelProto), not a Module or a .mir file."""
+    if isinstance(model, bytes) or type(model).__name__ == "ModelProto":
+        return True
+    return isinstance(model, (str, os.PathLike)) and not str(model).endswith(".mir")
+
+
+def from_onnx(model: Any, o: CompileOptions, report: Any, module: Any = None,
+              why: str = "") -> DynamicModel:
+    """A DynamicModel for an ONNX model whose inputs keep symbolic dims (or declared ranges).
+    It is imported once now with the dims symbolic, so that a model minicc cannot import is
+    refused at compile time, not on its first run; where the import needs concrete shapes
+    (`why`: a Resize whose input size is unknown), each shape is imported when first seen."""
+    from minicc.driver import _as_module
+    from minicc.errors import (FrontendError, InvalidModelError, NeedsConstantError,
+                               UnsupportedOpError)
+    from minicc.frontend.onnx_import import declared_inputs
+
+    if o.dump:
+        raise MiniccError("--dump-ir / dump= needs static input shapes, but the model's inputs "
+                          "keep dynamic dims; give each one with --input-shape NAME=D0,D1,...")
+    declared = {n: t.shape for n, t in declared_inputs(model)}
+    shapes, ranges = split_ranges(o.input_shapes or {}, declared)
+    if module is None and not why:
+        try:
+            module = _as_module(model, shapes)
+        except (UnsupportedOpError, InvalidModelError, NeedsConstantError):
+            raise
+        except FrontendError as e:
+            why = str(e)
+    inputs = list(zip(module.main.input_names, (v.type for v in module.main.inputs))) \
+        if module is not None else declared_inputs(model, shapes)
+    src = onnx_source(model)
+    assert src is not None
+    sig = signature_of(inputs, ranges)
+    outputs = list(module.main.output_names) if module is not None else \
+        _onnx_outputs(model)
+    dm = DynamicModel(src, sig, outputs, o, report)
+    report.notes.append("inputs keep dynamic dims (" + ", ".join(
+        f"{n}: {dt}[{','.join(map(str, d))}]" for n, dt, d in sig) + "): compiling one "
+        "specialization per input shape on first sight")
+    if why:
+        report.notes.append(f"the model does not import with symbolic dims ({why}); each input "
+                            "shape is imported when first seen")
+    return dm
+
+
+def onnx_source(model: Any) -> bytes | str | None:
+    """An ONNX model as what a DynamicModel keeps: its bytes, or its path where its weights
+    are external files; None for a Module or .mir file."""
+    if isinstance(model, bytes):
+        return model
+    if type(model).__name__ == "ModelProto":
+        return model.SerializeToString()
+    if not is_onnx(model):
+        return None
+    data = Path(model).read_bytes()
+    return str(Path(model).resolve()) if b"location" in data else data
+
+
+def _onnx_outputs(model: Any) -> list[str]:
+    from minicc.frontend.onnx_import import load_model
+
+    return [vi.name for vi in load_model(model)[0].graph.output]
+
+
+def declares_dynamic(model: Any, o: CompileOptions) -> bool:
+    from minicc.frontend.onnx_import import declared_inputs
+
+    try:
+        return not all(t.is_static for _, t in declared_inputs(model, o.input_shapes))
+    except MiniccError:
+        return False
+
+
 def is_dynamic_archive(path: str | os.PathLike) -> bool:
     try:
         with zipfile.ZipFile(path) as z:

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import minicc
-from minicc.errors import UnsupportedOpError
 
 
 def _model(node: onnx.NodeProto, ins: dict[str, tuple[int, tuple]], outs: dict[str, int],

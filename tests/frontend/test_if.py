@@ -11,7 +11,6 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import minicc
-from minicc.errors import MiniccError
 
 
 def _branch(name: str, act: str, w: np.ndarray) -> onnx.GraphProto:
