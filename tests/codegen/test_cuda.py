@@ -189,6 +189,25 @@ def test_torch_models_compile_for_cuda(tmp_path) -> None:  # type: ignore[no-unt
 
 
 @needs_nvrtc
+def test_gpu_check_dry_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """examples/gpu_check.py, the one command a GPU machine runs, checked without one."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    import gpu_check
+
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--dry-run", "--no-torch", "--models", "light_squeezenet",
+                           "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["dry_run"] and r["models"][0]["model"] == "light_squeezenet"
+    assert r["models"][0]["kernels"] > 0 and r["models"][0]["cubin_bytes"] > 0
+    assert "collected" in r["tests"]["summary"] and "would_run" in r["bench"]
+
+
+@needs_nvrtc
 def test_cuda_source_dump_and_launch_bounds(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cm = compile(parse(GRAPHS["matmul_relu"]), options=CompileOptions(
         target="cuda", dump=("cuda", "loops"), cache_dir=str(tmp_path)))

@@ -1,0 +1,170 @@
+"""The GPU check: one command, on a machine with an NVIDIA GPU, that runs everything the CUDA
+backend has to show, within a time budget, and writes what it measured to one JSON file.
+
+    pip install --no-deps --no-build-isolation -e .
+    python examples/gpu_check.py [--budget 480] [--out gpu_check.json] [--repeat 30]
+    python examples/gpu_check.py --dry-run     # no GPU: compile everything through NVRTC
+
+Stages, in order (a stage that would start past the budget is skipped, and says so):
+1. `pytest -m cuda tests/codegen/test_cuda.py`: the GPU tests (light models against onnxruntime,
+   CUDA-graph replay).
+2. Every light model and the PyTorch test models through the CUDA target against onnxruntime on
+   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs).
+3. examples/bench_gpu.py: SGEMM 4096^3 against cuBLAS; ResNet-50 and the BERT-style encoder at
+   batch 1 and 16 against PyTorch eager.
+
+With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
+kernels, and stages 1 and 3 list what they would run: the script and the models are checked
+before device time is spent on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_MODELS = ("resnet18_like", "mobilenetv2_like", "bert_like", "lstm")
+
+
+def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
+            ) -> list[tuple[str, str, dict]]:
+    """(name, ONNX path, inputs): the light models (random weights in place of their constant
+    ones, as `minicc bench` does) and the PyTorch test models with their own inputs."""
+    import onnx
+
+    from minicc.bench import randomize_constants
+    from minicc.demo import LIGHT_MODELS, light_model_path
+
+    out = []
+    for n in LIGHT_MODELS:
+        if only is not None and f"light_{n}" not in only:
+            continue
+        proto = randomize_constants(onnx.load(light_model_path(n)))
+        p = tmp / f"light_{n}.onnx"
+        onnx.save(proto, p)
+        init = {t.name for t in proto.graph.initializer}
+        feeds = {i.name: np.random.default_rng(0).random(
+            [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in proto.graph.input if i.name not in init}
+        out.append((f"light_{n}", str(p), feeds))
+    if with_torch:
+        try:
+            import torch_models as tm
+        except ImportError as e:            # no torch here: the light models only
+            print(f"gpu_check: PyTorch models skipped ({e})", flush=True)
+            return out
+        for n in TORCH_MODELS:
+            if only is not None and n not in only:
+                continue
+            p = tmp / f"{n}.onnx"
+            out.append((n, str(p), tm.export(n, p)))
+    return out
+
+
+def stage_tests(dry: bool, left: float) -> dict:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py"]
+    if dry:
+        cmd.append("--collect-only")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
+    tail = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
+    return {"command": " ".join(cmd[2:]), "rc": r.returncode, "summary": tail[0]}
+
+
+def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
+                 only: set[str] | None = None) -> list[dict]:
+    import onnxruntime as ort
+
+    from minicc import CompileOptions, compile
+
+    rows = []
+    for name, path, feeds in _models(tmp, with_torch, only):
+        if time.monotonic() > deadline:
+            rows.append({"model": name, "skipped": "time budget"})
+            continue
+        t = time.perf_counter()
+        cm = compile(path, options=CompileOptions(target="cuda"))
+        row = {"model": name, "kernels": len(cm.artifact.summary["kernels"]),
+               "cubin_bytes": cm.artifact.summary.get("cubin_bytes", 0),
+               "compile_s": round(time.perf_counter() - t, 2)}
+        if not dry:
+            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+            got = cm.run(feeds)
+            graph = compile(path, options=CompileOptions(target="cuda", cuda_graph=True))
+            g1, g2 = graph.run(feeds), graph.run(feeds)      # capture, then replay
+            row["max_abs_err"] = max(float(np.abs(np.asarray(got[k]) - ref[k]).max())
+                                     for k in ref)
+            row["matches_onnxruntime"] = all(np.allclose(got[k], ref[k], rtol=1e-3, atol=1e-4)
+                                             for k in ref)
+            row["graph_replay_equal"] = all(np.array_equal(g1[k], got[k]) and
+                                            np.array_equal(g2[k], got[k]) for k in ref)
+        rows.append(row)
+        print(f"gpu_check: {json.dumps(row)}", flush=True)
+    return rows
+
+
+def stage_bench(dry: bool, repeat: int) -> dict:
+    if dry:
+        return {"would_run": ["bench_gpu.gemm(4096)", "bench_gpu.end_to_end (resnet50, "
+                              "bert_like at batch 1 and 16 vs PyTorch eager)"]}
+    import bench_gpu
+
+    t = time.perf_counter()
+    bench_gpu.gemm(4096, repeat)
+    bench_gpu.end_to_end(repeat)
+    return {"seconds": round(time.perf_counter() - t, 1), "printed": "above"}
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="no GPU: compile, do not run")
+    ap.add_argument("--budget", type=float, default=480.0, help="seconds for all stages")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch models")
+    ap.add_argument("--models", help="comma-separated subset (light_squeezenet, bert_like, ...)")
+    a = ap.parse_args(argv)
+    from minicc.codegen.cuda.nvrtc import nvrtc_available
+    from minicc.runtime.cuda import cuda_device_available
+
+    why = nvrtc_available()
+    if why is not None:
+        print(f"gpu_check: NVRTC is not available ({why})", file=sys.stderr)
+        return 2
+    gpu = cuda_device_available()
+    if gpu is not None and not a.dry_run:
+        print(f"gpu_check: no CUDA device ({gpu}); use --dry-run to check without one",
+              file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    deadline = start + a.budget
+    report: dict = {"dry_run": a.dry_run, "budget_s": a.budget}
+    report["tests"] = stage_tests(a.dry_run, a.budget / 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        report["models"] = stage_models(a.dry_run, Path(tmp), not a.no_torch,
+                                        deadline - a.budget / 3,
+                                        set(a.models.split(",")) if a.models else None)
+    report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline else \
+        {"skipped": "time budget"}
+    report["seconds"] = round(time.monotonic() - start, 1)
+    Path(a.out).write_text(json.dumps(report, indent=1))
+    n = sum(r.get("kernels", 0) for r in report["models"])
+    bad = [r["model"] for r in report["models"] if r.get("matches_onnxruntime") is False
+           or r.get("graph_replay_equal") is False]
+    print(f"gpu_check: {len(report['models'])} models, {n} kernels; tests: "
+          f"{report['tests']['summary']}; {report['seconds']} s; wrote {a.out}"
+          + (f"; MISMATCH: {', '.join(bad)}" if bad else ""))
+    return 1 if bad or report["tests"]["rc"] not in (0, 5) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
