@@ -127,6 +127,20 @@ class Segmented:
                 run.append(op)
         self._segment(run, later[len(f.ops)])
         self._runners: dict[int, Runner] = {}
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Compile now every segment and region whose input types are static (what is fed by
+        a size only a run tells compiles when it first sees that size)."""
+        for kind, what, _, _ in self.steps:
+            fns = [what] if kind == "native" else [
+                self._region_runner(g) for g in what.attrs.values() if isinstance(g, Function)]
+            for r in fns:
+                if all(v.type.is_static for v in r.f.inputs):
+                    key = tuple(tuple(v.type.shape) for v in r.f.inputs)
+                    with r._lock:
+                        if key not in r._by_shape:
+                            r._by_shape[key] = r._build(key)
 
     def _segment(self, ops: list[Op], used_after: set[Value]) -> None:
         if not ops:
