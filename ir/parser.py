@@ -9,10 +9,11 @@ Grammar (comments start with `//`):
     res      := type [attrs]
     stmt     := value (',' value)* '=' ( 'const' const | NAME '(' [value (',' value)*] ')' [attrs] )
                 ':' type (',' type)* ['loc' '(' STRING ')']
-    const    := 'dense' '<' (scalar | '[' scalar (',' scalar)* ']') '>'
+    const    := 'dense' '<' (scalar | '[' scalar (',' scalar)* ']') '>'   // str: STRING scalars
               | 'splat' '<' scalar '>' | 'blob' '<' STRING '>'
     attrs    := '{' [NAME '=' attr (',' NAME '=' attr)*] '}'
     attr     := INT | FLOAT | STRING | 'true' | 'false' | NAME | '[' [attr (',' attr)*] ']'
+              | func       // a region of if / loop / scan: its own scope, captures as inputs
     type     := DTYPE '[' [dim (',' dim)*] ']'           // f32[1,3,224,224], f32[], f32[N,?]
     dim      := INT | NAME | '?'
     value    := '%' [A-Za-z0-9_.]+
