@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import onnx
 
 from minicc.frontend.context import NodeContext
 from minicc.frontend.registry import converter
@@ -65,10 +66,9 @@ def if_v1(ctx: NodeContext) -> Sequence[Value]:
     return list(ctx.op_n("if", [cond, *caps], {"then_branch": t, "else_branch": e}))
 
 
-def _scalar_input(ctx: NodeContext, g, k: int, dt: DType) -> TensorType:  # type: ignore
-    """The type a body declares for its k-th input (a scalar: [] or [1])."""
-    vi = g.input[k]
-    tt = vi.type.tensor_type
+def _scalar_input(g: onnx.GraphProto, k: int, dt: DType) -> TensorType:
+    """The type a loop body declares for its k-th input, a scalar: [] or [1]."""
+    tt = g.input[k].type.tensor_type
     rank = len(tt.shape.dim) if tt.HasField("shape") else 0
     return TensorType(dt, (1,) * min(rank, 1))
 
@@ -88,8 +88,8 @@ def loop_v1(ctx: NodeContext) -> Sequence[Value]:
     if len(g.output) < n + 1:
         raise ctx.error(f"the body gives {len(g.output)} outputs, fewer than the condition and "
                         f"{n} carried values")
-    lead = [(g.input[0].name, _scalar_input(ctx, g, 0, DType.I64)),
-            (g.input[1].name, _scalar_input(ctx, g, 1, DType.BOOL))]
+    lead = [(g.input[0].name, _scalar_input(g, 0, DType.I64)),
+            (g.input[1].name, _scalar_input(g, 1, DType.BOOL))]
     lead += [(vi.name, v.type) for vi, v in zip(g.input[2:], inits)]
     body, caps = import_region(ctx.s, g, ctx.name, f"{ctx.name}_body", lead)
     trips = ctx.opt(0) if ctx.has(0) else ctx.scalar(INT64_MAX, DType.I64)
