@@ -85,14 +85,24 @@ def _run(f: Function, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [out[n] for n in f.output_names]
 
 
-@register_op
-class If(OpDef):
-    name = "if"
+class RegionOp(OpDef):
+    """What the three share: they run on the host (their regions' code is compiled), and
+    their cost is their regions' kernels, counted there."""
+
     host = True
+    kind = FusionKind.OPAQUE
+
+    def cost(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
+             attrs: Mapping[str, Any]) -> Cost:
+        return Cost(0, 0)
+
+
+@register_op
+class If(RegionOp):
+    name = "if"
     inputs = (1, -1)
     attrs = {"then_branch": Attr("func", doc="the region run when cond is true"),
              "else_branch": Attr("func", doc="the region run when cond is false")}
-    kind = FusionKind.OPAQUE
     doc = "run one of two regions, chosen by a run-time condition"
 
     def num_outputs(self, attrs: Mapping[str, Any]) -> int:
@@ -116,22 +126,16 @@ class If(OpDef):
             else attrs["else_branch"]
         return run(taken, ins[1:])
 
-    def cost(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
-             attrs: Mapping[str, Any]) -> Cost:
-        return Cost(0, 0)
-
 
 @register_op
-class Loop(OpDef):
+class Loop(RegionOp):
     name = "loop"
-    host = True
     inputs = (2, -1)
     attrs = {"body": Attr("func", doc="(i, cond, carried..., captures...) -> (cond, "
                                       "carried..., scan slices...)"),
              "n_carried": Attr("int", 0, doc="loop-carried values"),
              "trips_known": Attr("int", -1, doc="the exact trip count when the import knows it "
                                                 "(static scan outputs), else -1")}
-    kind = FusionKind.OPAQUE
     doc = "run a region while a trip count and a condition allow, carrying values"
 
     def num_outputs(self, attrs: Mapping[str, Any]) -> int:
@@ -174,10 +178,6 @@ class Loop(OpDef):
             i += 1
         return carried + [stack(s, v.type, 0) for s, v in zip(scans, body.outputs[1 + n:])]
 
-    def cost(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
-             attrs: Mapping[str, Any]) -> Cost:
-        return Cost(0, 0)
-
 
 def stack(parts: list[np.ndarray], slice_type: TensorType, axis: int) -> np.ndarray:
     """Scan slices stacked along `axis`; none (zero trips) is an empty array of the type."""
@@ -189,9 +189,8 @@ def stack(parts: list[np.ndarray], slice_type: TensorType, axis: int) -> np.ndar
 
 
 @register_op
-class Scan(OpDef):
+class Scan(RegionOp):
     name = "scan"
-    host = True
     inputs = (1, -1)
     attrs = {"body": Attr("func", doc="(states..., slices..., captures...) -> (states..., "
                                       "output slices...)"),
@@ -201,7 +200,6 @@ class Scan(OpDef):
              "scan_input_directions": Attr("ints", (), doc="1: last slice first"),
              "scan_output_axes": Attr("ints", ()),
              "scan_output_directions": Attr("ints", (), doc="1: stacked in reverse")}
-    kind = FusionKind.OPAQUE
     doc = "run a region once per slice of the scan inputs, carrying states"
 
     def num_outputs(self, attrs: Mapping[str, Any]) -> int:
@@ -264,7 +262,3 @@ class Scan(OpDef):
         for acc, t, ax, d in zip(ys, ys_t, out_axes, out_dirs):
             outs.append(stack(acc[::-1] if d else acc, t, ax))
         return outs
-
-    def cost(self, ins: Sequence[TensorType], outs: Sequence[TensorType],
-             attrs: Mapping[str, Any]) -> Cost:
-        return Cost(0, 0)

@@ -226,31 +226,31 @@ def _shared_loop(factory):  # type: ignore
     return _LOOP["m"]
 
 
+def _bad_if(path: Path, then: onnx.GraphProto, other: onnx.GraphProto,
+            inputs: list[onnx.ValueInfoProto]) -> str:
+    """An If on input c with these branches (saved unchecked: the import must refuse it)."""
+    g = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                     "bad", inputs + [h.make_tensor_value_info("c", T.BOOL, [])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [2])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+    return str(path)
+
+
 def test_branches_whose_results_disagree_are_refused(tmp_path: Path) -> None:
     f32 = h.make_graph([h.make_node("Identity", ["x"], ["a"])], "t", [],
                        [h.make_tensor_value_info("a", T.FLOAT, None)])
     i64 = h.make_graph([h.make_node("Cast", ["x"], ["b"], to=T.INT64)], "e", [],
                        [h.make_tensor_value_info("b", T.INT64, None)])
-    g = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=f32, else_branch=i64)], "bad",
-                     [h.make_tensor_value_info("x", T.FLOAT, [2]),
-                      h.make_tensor_value_info("c", T.BOOL, [])],
-                     [h.make_tensor_value_info("y", T.FLOAT, [2])])
-    p = tmp_path / "bad.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), p)
+    p = _bad_if(tmp_path / "bad.onnx", f32, i64, [h.make_tensor_value_info("x", T.FLOAT, [2])])
     with pytest.raises(MiniccError, match="result 0 of the branches: f32 and i64 differ"):
-        minicc.import_onnx(str(p))
+        minicc.import_onnx(p)
 
 
 def test_a_region_that_reads_an_undefined_value_is_refused(tmp_path: Path) -> None:
     br = h.make_graph([h.make_node("Identity", ["nowhere"], ["a"])], "t", [],
                       [h.make_tensor_value_info("a", T.FLOAT, None)])
-    g = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=br, else_branch=br)], "bad",
-                     [h.make_tensor_value_info("c", T.BOOL, [])],
-                     [h.make_tensor_value_info("y", T.FLOAT, [2])])
-    p = tmp_path / "undef.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), p)
     with pytest.raises(MiniccError, match="nowhere"):
-        minicc.import_onnx(str(p))
+        minicc.import_onnx(_bad_if(tmp_path / "undef.onnx", br, br, []))
 
 
 def test_region_text_is_verified_when_parsed(tmp_path: Path) -> None:
