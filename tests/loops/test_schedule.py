@@ -420,3 +420,38 @@ def test_conv_column_blocks_split_evenly_among_threads() -> None:
             chunk = -(-(-(-oh // r)) // th)         # blocks per thread
             assert max(min(oh, (t + 1) * chunk * r) - min(oh, t * chunk * r)
                        for t in range(th)) * th <= 1.05 * oh
+
+
+def test_conv_column_blocks_divide_the_map_into_whole_tiles() -> None:
+    """On 16-register CPUs a conv's column block is whole rows that divide the map (no tail
+    block), of whole register tiles where that keeps 64 columns; panel rows avoid 1 KiB."""
+    from minicc.ir.loops.gemm import _panel_stride, _whole_rows
+
+    assert _whole_rows(28, 9, 28, 16) == 4        # 112 columns: 7 blocks of 7 whole tiles
+    assert _whole_rows(56, 4, 56, 16) == 4        # 224
+    assert _whole_rows(14, 14, 14, 16) == 14      # no whole-tile count divides: the whole map
+    assert _whole_rows(20, 12, 20, 16) == 4       # 80 columns, not 12 rows with a tail
+    assert _whole_rows(7, 7, 7, 16) == 7
+    assert _whole_rows(13, 9, 13, 16) == 9        # prime: nothing divides, the most rows
+    for oh, most, row in [(28, 9, 28), (40, 6, 40), (10, 10, 10), (80, 3, 80)]:
+        r = _whole_rows(oh, most, row, 16)
+        assert 1 <= r <= most and (oh % r == 0 or r == most)
+    assert _panel_stride(256) == 272 and _panel_stride(512) == 528
+    assert _panel_stride(224) == 224 and _panel_stride(64) == 64 and _panel_stride(49) == 64
+
+
+@pytest.mark.parametrize("nc", [4, 8, 12])
+def test_gemm_tail_tiles_are_masked_only_where_they_run_past_the_block(nc: int) -> None:
+    """A 16-register CPU's conv (3 x 4 output map, 4 channels) in column blocks of `nc`: whole
+    tiles, a block's last tile partly past it, and the map's last block short. Every case
+    matches the reference."""
+    from dataclasses import replace
+
+    g, bufs, consts, inputs, ref = _one_group("conv_relu")
+    ctx = ctx_for(g, bufs, consts, 1)
+    ctx = replace(ctx, target=replace(ctx.target, features=("avx2", "fma")))
+    rule = next(r for r in CPU_RULES if r.name == "cpu.gemm")
+    knobs = dict(rule.defaults(ctx), NC=nc, NR=ctx.target.lanes, MR=2)
+    low = schedule_group(ctx, CPU_RULES, knobs)
+    np.testing.assert_allclose(_run_lowered(low, bufs, g, inputs, 1), ref, rtol=1e-5,
+                               atol=1e-5)
