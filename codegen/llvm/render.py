@@ -19,7 +19,7 @@ from llvmlite.ir.instructions import GEPInstr
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
-from minicc.ir.loops.exprs import flat_offset, free_vars, linear_coef, substitute
+from minicc.ir.loops.exprs import expr_loads, flat_offset, free_vars, linear_coef, substitute
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
@@ -479,6 +479,9 @@ class KernelRenderer:
             return Val(out, any(a.vec for a in args))
         if isinstance(e, Select):
             c = self.emit(e.cond)
+            if not c.vec and self.vec is not None and (expr_loads(e.a) or expr_loads(e.b)) \
+                    and self.vec.var in free_vars(e.a) | free_vars(e.b):
+                return self._branch_select(c, e)
             saved = self.guard
             self.guard = c if saved is None else self.both(saved, c)
             a = self.emit(e.a)
@@ -495,6 +498,23 @@ class KernelRenderer:
             x = self.emit(e.x)
             return Val(self.convert(x.v, e.x.dtype, e.dtype), x.vec)
         raise CodegenError(f"llvm: cannot emit expression {type(e).__name__}")
+
+    def _branch_select(self, c: Val, e: Select) -> Val:
+        """A select of vectors on a condition that is the same for every lane, as a branch:
+        only the side taken loads. A concat's inputs are a chain of such selects on the
+        concatenated axis; evaluated on both sides, each vector of dbnet_like's FPN concat of
+        four resized maps loaded all four."""
+        lanes = self.vec.lanes  # type: ignore[union-attr]
+        out = []
+        with self.b.if_else(c.v) as (then, other):
+            for side, x in ((then, e.a), (other, e.b)):
+                with side:
+                    v = self.broadcast(self.emit(x), lanes)
+                    out.append((v.v, self.b.block))
+        phi = self.b.phi(out[0][0].type)
+        for v, bb in out:
+            phi.add_incoming(v, bb)
+        return Val(phi, True)
 
     def _emit_index(self, e: Call) -> Val:
         """Index arithmetic (i64), folded where its operands are constants (unrolled loops bind
