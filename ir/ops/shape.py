@@ -542,6 +542,16 @@ class Resize(_Move):
             if n_out == n_in and sc == 1.0:
                 per_axis.append((ox[a], None, None))
                 continue
+            if attrs["mode"] == "nearest" and ctm == "asymmetric" and float(sc).is_integer() \
+                    and n_out == n_in * int(sc) and attrs["nearest_mode"] in ("floor",
+                                                                            "round_prefer_floor"):
+                # an integer upsampling (PyTorch's nearest): the source index in integers,
+                # exactly what the f64 expression floors to, without f64 divisions per lane
+                k = int(sc)
+                bias = 0 if attrs["nearest_mode"] == "floor" else k - 1 - k // 2
+                per_axis.append((call("min", call("floordiv", ox[a] + bias, k), n_in - 1)
+                                 if bias else call("floordiv", ox[a], k), None, None))
+                continue
             o = cast(ox[a], F)
             src = _coord_expr(o, n_in, n_out, sc, ctm)
             if attrs["mode"] == "nearest":
