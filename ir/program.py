@@ -24,7 +24,7 @@ import numpy as np
 from minicc.abi import HostCall, Location, LocKind, TensorRef
 from minicc.errors import CodegenError, ScheduleError
 from minicc.ir.graph import Function, Op, Value
-from minicc.ir.loops.exprs import flat_offset, loads_in
+from minicc.ir.loops.exprs import expr_loads, flat_offset, loads_in
 from minicc.ir.loops.nodes import Buffer, Kernel, Scope, Store, walk
 from minicc.ir.loops.schedule import LowerCtx, Lowered
 from minicc.ir.loops.storage import store_half
@@ -286,8 +286,10 @@ def _resolve(alias: dict[Value, Value], v: Value) -> Value:
 
 def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
     """An input the kernel may overwrite with its output: same type, dead after this step, in
-    the arena, and read only at the element the single store writes (an elementwise epilogue
-    such as the residual add of a ResNet block)."""
+    the arena, and read only at the element the store writes (an elementwise epilogue such as
+    the residual add of a ResNet block). Several stores (a GEMM's whole and masked last tile)
+    qualify when all write that element and each reads the input there: a store that does not
+    (a partial sum over K) would overwrite the input before the epilogue reads it."""
     g, k = st.group, st.kernel
     out = places.storage(g.output)
     if out in places.fixed or out in places.consts:
@@ -295,9 +297,11 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
     buf_of = {v: b for b, v in zip(k.params, st.binds) if isinstance(v, Value)}
     out_buf = buf_of.get(g.output)
     stores = [s for s in walk(k.body) if isinstance(s, Store) and s.buf is out_buf]
-    if out_buf is None or len(stores) != 1:
+    if out_buf is None or not stores:
         return None
     where = flat_offset(stores[0].index, out_buf.shape)
+    if any(flat_offset(s.index, out_buf.shape) != where for s in stores[1:]):
+        return None
     for x in g.inputs():
         r = places.storage(x)
         xb = buf_of.get(x)
@@ -305,6 +309,9 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
                 or places.last.get(r) != step or xb is None or xb.dtype != out_buf.dtype:
             continue
         loads = [ld for s in walk(k.body) for ld in loads_in(s) if ld.buf is xb]
+        if len(stores) > 1 and not all(any(ld.buf is xb for ld in expr_loads(s.value))
+                                       for s in stores):
+            continue
         if loads and all(flat_offset(ld.index, xb.shape) == where for ld in loads):
             return r
     return None

@@ -231,7 +231,7 @@ def _conv_geometry(group: Group) -> _Conv | None:
 def _x_range(cv: _Conv, kx: int) -> tuple[int, int]:
     """The output columns [lo, hi) whose tap kx reads inside the input row."""
     off = kx * cv.dw - cv.pl                  # ix = ox * sw + off
-    lo = max(0, -(-(-off) // cv.sw))
+    lo = min(cv.ow, max(0, -(-(-off) // cv.sw)))
     hi = min(cv.ow, (cv.w - 1 - off) // cv.sw + 1)
     return lo, max(lo, hi)
 

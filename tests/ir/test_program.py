@@ -13,6 +13,7 @@ from minicc.ir.loops.cpu import lower_group_cpu
 from minicc.ir.memory import check_plan
 from minicc.ir.parser import parse
 from minicc.ir.passes.fuse import fuse
+from minicc.ir.loops.nodes import Store, walk
 from minicc.ir.program import (KernelStep, LoweredGroup, WeightsBlob, bind_steps, build_program,
                                lower_groups, place_tensors, plan_arena)
 from minicc.options import CompileOptions
@@ -138,3 +139,27 @@ def test_the_program_runs_as_the_interpreter_says() -> None:
     got = compile(m, threads=2, cache=False).run(feeds)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_a_residual_add_after_k_blocks_is_not_in_place() -> None:
+    """A conv whose K (64 x 3 x 3) spans several K blocks stores partial sums to its output
+    before the epilogue reads the residual: writing over the residual would corrupt it."""
+    text = """func @main(%x: f32[1,64,6,6], %r: f32[1,4,6,6]) -> (f32[1,4,6,6], i64[1,2,6,6]) {
+  %w = const splat<0.5> : f32[4,64,3,3]
+  %e = exp(%r) : f32[1,4,6,6]
+  %n = neg(%e) : f32[1,4,6,6]
+  %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,4,6,6]
+  %s = add(%c, %e) : f32[1,4,6,6]
+  %k, %i = top_k(%s) {axis=1, k=2} : f32[1,2,6,6], i64[1,2,6,6]
+  return %n, %i
+}"""
+    f = parse(text).main
+    pl = place_tensors(f, fuse(f))
+    steps = lower_groups(pl, lower_group_cpu, cpu_target(), CompileOptions(threads=1))
+    add = next(s for s in steps if isinstance(s, LoweredGroup) and s.group.anchor is not None)
+    out = add.kernel.params[[r for r in add.kernel.roles].index("out")]
+    assert add.group.anchor.kind == "conv" and sum(
+        1 for st in walk(add.kernel.body) if isinstance(st, Store) and st.buf is out) > 1
+    arena = plan_arena(pl, steps, 1, 64)
+    e = next(v for v in add.group.inputs() if v.name_hint == "e")
+    assert arena.offset[add.group.output] != arena.offset[e]
