@@ -11,7 +11,7 @@ operands into panels; the GPU template (gpu_gemm.py) stages tiles in shared memo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -115,6 +115,10 @@ class GemmView:
     a_unsigned: bool = False            # int8: A holds the u8 activations (else B does)
     b_direct: bool = False              # B(b, k, n) is contiguous along n: read it in place
     extra: dict[Buffer, np.ndarray] = field(default_factory=dict)  # constants the epilogue reads
+    a_panel: Panel | None = None        # conv with pixels as rows: packs A (all output rows)
+    a_row: int | None = None            #   the output row length, and the number of rows
+    a_rows: int | None = None
+    pixel_rows: Callable[[], "GemmView"] | None = None   # conv: the view with pixels as rows
 
     def without(self, *drop: Buffer | None) -> tuple[tuple[Buffer, ...], tuple[str, ...]]:
         """The parameters and roles without the given buffers (operands packed elsewhere)."""
@@ -272,8 +276,8 @@ def _conv_panel(cv: _Conv, xb: Buffer) -> Panel:
                 return Store(col, (kk, add(mul(r, cv.ow), oxe)), v)
 
             def vec(j: int, zero: bool = False) -> Stmt:
-                return For(vv, c64(min(lanes, cv.ow - j * lanes)),
-                           cell(add(j * lanes, vv), True, zero), LoopKind.VECTOR, lanes)
+                return For(vv, c64(lanes), cell(add(j * lanes, vv), True, zero), LoopKind.VECTOR,
+                           lanes)
             inside = For(vo, c64(jb - ja), For(vv, c64(lanes), cell(
                 add(mul(add(vo, ja), lanes), vv), False), LoopKind.VECTOR, lanes)) \
                 if jb > ja else None
@@ -281,7 +285,7 @@ def _conv_panel(cv: _Conv, xb: Buffer) -> Panel:
                        *[vec(j) for j in range(jb, nvec)])
             if not y_pad:
                 return For(r, rows_here, copy)
-            zeros = vloop(Var("ox"), c64(cv.ow), lambda oxe: cell(oxe, False, True), lanes)
+            zeros = seq(*[vec(j, True) for j in range(nvec)])
             return For(r, rows_here, IfThen(both(iy.ge(0), iy.lt(cv.h)), copy, zeros))
 
         taps = []
@@ -381,7 +385,12 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
         panel=_conv_panel(cv, xb), row=cv.ow,
         b_direct=cv.kh == cv.kw == cv.sh == cv.sw == 1 and not (cv.pt or cv.pl) and
         cv.oh == cv.h and cv.ow == cv.w)
-    return transposed(v) if P == 1 and wsplat is None else v
+    if P == 1 and wsplat is None:
+        return transposed(v)
+    if wsplat is None and cv.g == 1:
+        v.pixel_rows = lambda: replace(transposed(v), a_panel=v.panel, a_row=cv.ow,
+                                       a_rows=cv.oh)
+    return v
 
 
 def transposed(v: GemmView) -> GemmView:

@@ -92,3 +92,60 @@ def test_a_concat_of_resized_maps_loads_only_its_own_input() -> None:
     ref = ReferenceEvaluator(m).run(None, feeds)[0]
     for th in (1, 2):
         np.testing.assert_array_equal(_run(m, feeds, th), ref)
+
+
+def _conv_residual(c: int, m: int, hw: int, k: int, s: int, seed: int
+                   ) -> tuple[onnx.ModelProto, dict[str, np.ndarray], np.ndarray]:
+    """Conv + bias + residual add + ReLU over a small map: the epilogue of resnet50's 7x7
+    stage."""
+    rng = np.random.default_rng(seed)
+    p = k // 2
+    o = (hw + 2 * p - k) // s + 1
+    W = (rng.standard_normal((m, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32)
+    B = rng.standard_normal(m).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], pads=[p] * 4, strides=[s, s],
+                              kernel_shape=[k, k]),
+             helper.make_node("Add", ["t", "r"], ["u"]), helper.make_node("Relu", ["u"], ["y"])]
+    mdl = _model(nodes, {"x": [1, c, hw, hw], "r": [1, m, o, o]}, [1, m, o, o],
+                 [numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b")], 17)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32),
+             "r": rng.standard_normal((1, m, o, o)).astype(np.float32)}
+    return mdl, feeds, ReferenceEvaluator(mdl).run(None, feeds)[0]
+
+
+_PANEL = "pack(A, at=panel); pack(B, at=compile); vectorize(l, 8)"
+
+
+@pytest.mark.parametrize("geometry", [(128, 32, 7, 3, 1), (64, 48, 14, 3, 2),
+                                      (1024, 32, 7, 1, 1), (120, 16, 5, 3, 1)])
+@pytest.mark.parametrize("tile", ["MR=6, NR=16, KC=384, NC=32", "MR=5, NR=8, KC=100, NC=16",
+                                  "MR=6, NR=16, KC=1024, NC=16"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_conv_with_pixels_as_rows_matches_the_reference(
+        geometry: tuple[int, ...], tile: str, threads: int) -> None:
+    """pack(A, at=panel): the pixels of a small map are the GEMM's rows (the im2col panel of
+    every output row broadcast from), the output channels its vector columns; partial sums
+    over K blocks in scratch, the epilogue (bias, residual, ReLU) gathering and scattering
+    along the channels. Row tiles past the 49 pixels, K blocks that split a tap's row, a
+    channel block per thread; the schedule is forced, so this runs on every target."""
+    mdl, feeds, ref = _conv_residual(*geometry, seed=sum(geometry))
+    kc = int(tile.split("KC=")[1].split(",")[0])
+    c, _, _, k, _ = geometry
+    tile = tile.replace(f"KC={kc}", f"KC={min(kc, c * k * k)}")
+    sched = f"cpu.gemm: tile({tile}); {_PANEL}" + ("; parallel(nc)" if threads > 1 else "")
+    cm = compile(mdl, options=CompileOptions(threads=threads, cache=False,
+                                             schedules={"k0_relu": sched}, dump=("loops",)))
+    assert "pack(A, at=panel)" in cm.report.dumps["loops"]
+    np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_3x3_conv_at_7x7_takes_pixels_as_rows_where_16_registers_are() -> None:
+    """The default on AVX2 for resnet50's 3x3 convs at 7x7 (49 pixels: 64 columns as tiles
+    of 16, 54 rows as tiles of 6); AVX-512 keeps the columns. Either matches the reference."""
+    from minicc.codegen.llvm.target import cpu_target
+
+    mdl, feeds, ref = _conv_residual(128, 32, 7, 3, 1, seed=3)
+    cm = compile(mdl, options=CompileOptions(threads=1, cache=False, dump=("loops",)))
+    rows = "pack(A, at=panel)" in cm.report.dumps["loops"]
+    assert rows == (cpu_target().vector_registers < 32)
+    np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
