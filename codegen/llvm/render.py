@@ -197,12 +197,25 @@ class KernelRenderer:
         if self.vec is not None:
             raise CodegenError(f"nested vector loops ({self.vec.var}, {s.var.name})")
         lanes = s.lanes
-        mask = None
-        if not (isinstance(s.extent, Const) and s.extent.value >= lanes):  # type: ignore
-            ext = self.scalar(s.extent)
-            ramp = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
-            mask = self.b.icmp_signed("<", ramp, self.splat(ext, lanes))
-        self.vec = _VecCtx(s.var.name, lanes, mask)
+        if isinstance(s.extent, Const) and s.extent.value >= lanes:  # type: ignore[operator]
+            self._vector_body(s, None)
+            return
+        ext = self.scalar(s.extent)
+        ramp = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        if isinstance(s.extent, Const):
+            self._vector_body(s, self.b.icmp_signed("<", ramp, self.splat(ext, lanes)))
+            return
+        # a tail computed at run time (min(lanes, n - o*lanes)): the whole vectors unmasked,
+        # only the last one masked (AVX2's masked stores are slow on AMD)
+        with self.b.if_else(self.b.icmp_signed(">=", ext, ir.Constant(I64, lanes))) \
+                as (whole, tail):
+            with whole:
+                self._vector_body(s, None)
+            with tail:
+                self._vector_body(s, self.b.icmp_signed("<", ramp, self.splat(ext, lanes)))
+
+    def _vector_body(self, s: For, mask: ir.Value | None) -> None:
+        self.vec = _VecCtx(s.var.name, s.lanes, mask)
         self.stmt(s.body)
         self.vec = None
 

@@ -290,7 +290,19 @@ class _Pool(OpDef):
         nd, ks, s, d, pb, pe, sp = self.geom(x.shape, attrs)
         rk = [Var(f"rk{i}") for i in range(nd)]
         pos = [ox[2 + i] * s[i] + rk[i] * d[i] - pb[i] for i in range(nd)]
-        cond = both(*(in_range(p, int(x.shape[2 + i])) for i, p in enumerate(pos)))  # type: ignore
+        conds: list[Expr | None] = []
+        for i, p in enumerate(pos):
+            n = int(x.shape[2 + i])  # type: ignore[arg-type]
+            if not isinstance(sp[i], int) or isinstance(p, Var):
+                conds.append(in_range(p, n))
+                continue
+            # only the sides a window can cross: squeezenet's 3x3 stride-2 pools have none,
+            # and a select per tap kept them from being plain strided loads
+            if pb[i] > 0:
+                conds.append(p.ge(0))
+            if (sp[i] - 1) * s[i] + (ks[i] - 1) * d[i] - pb[i] >= n:
+                conds.append(p.lt(n))
+        cond = both(*conds)
         return rk, pos, cond, tuple((rk[i], ks[i]) for i in range(nd))
 
 
