@@ -205,6 +205,16 @@ def _whole_rows(oh: int, most: int, row: int, nr: int) -> int:
     return most
 
 
+def _even_k(K: int, nc: int) -> int:
+    """K blocks of about 384 rows, of equal length (K = 512: one block, not 384 + 128), while
+    the B panel (KC x NC floats) stays within 400 KiB of L2. Zen 3, 1 thread: resnet50's
+    1x1 convs 512 -> 2048 at 7x7 2.3 -> 2.0 ms; the rest of resnet50 and squeezenet even."""
+    nkc = max(1, round(K / 384))
+    while -(-K // nkc) * nc * 4 > 400 * 1024 and nkc < K:
+        nkc += 1
+    return -(-K // nkc)
+
+
 def _int8_packing(v: GemmView) -> tuple[str, str]:
     """int8 operands are read as words of four K values, so both are packed: constants at
     compile time, activations at run time."""
@@ -567,6 +577,8 @@ class CpuGemm(Rule):
             nc = max(nr, min(256 // nr * nr, -(-v.N // nr) * nr))
             if few_rows:   # too few row tiles to share: give every thread its own column blocks
                 nc = max(nr, min(nc, -(-(-(-v.N // th)) // nr) * nr))
+        if ctx.target.vector_registers < 32 and v.row is not None and not v.int8:
+            kc = _even_k(v.K, nc)
         nnc, nmr = -(-v.N // nc), -(-v.M // mr)
         par = "none" if th == 1 else "nc" if even is not None else \
             "mc" if v.batch < th and nnc < 2 * th and nmr >= 2 * th else \
