@@ -19,6 +19,7 @@ from llvmlite.ir.instructions import GEPInstr
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
+from minicc.ir.loops.bounds import interval, simplify_ranged
 from minicc.ir.loops.exprs import expr_loads, flat_offset, free_vars, linear_coef, substitute
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
@@ -77,6 +78,7 @@ class KernelRenderer:
         self._cse_loads: list[tuple] = []              # keys whose value loads memory
         self._addresses: dict[tuple, tuple[Expr, int | None]] = {}
         self._lane0: dict[tuple, Expr] = {}
+        self.ranges: dict[str, tuple[int, int]] = {}   # the loop variables' [lo, hi]
 
     # -- function --
     def render(self) -> ir.Function:
@@ -164,6 +166,19 @@ class KernelRenderer:
         b.position_at_end(exit_)
 
     def loop(self, s: For) -> None:
+        outer = self.ranges.get(s.var.name)
+        ext = interval(s.extent, self.ranges)
+        if ext is not None and ext[1] >= 1:
+            self.ranges[s.var.name] = (0, ext[1] - 1)
+        else:
+            self.ranges.pop(s.var.name, None)
+        self._loop(s)
+        if outer is None:
+            self.ranges.pop(s.var.name, None)
+        else:
+            self.ranges[s.var.name] = outer
+
+    def _loop(self, s: For) -> None:
         name = s.var.name.replace(".", "_")
         if s.kind == LoopKind.VECTOR:
             self.vector_loop(s)
@@ -224,10 +239,12 @@ class KernelRenderer:
         """The flat offset and its stride along the vector loop (0: the same for every lane),
         worked out once per access (edge tiles repeat the accesses of the full tile)."""
         var = self.vec.var if self.vec is not None else None
-        key = (buf.shape, index, var)
+        known = frozenset().union(*(free_vars(i) for i in index)) & self.ranges.keys()
+        key = (buf.shape, index, var, tuple(sorted((v, self.ranges[v]) for v in known)))
         hit = self._addresses.get(key)
         if hit is None:
-            off = flat_offset(index, buf.shape)
+            # divisions the loops' ranges decide come out (a reshape's digits, a resize)
+            off = simplify_ranged(flat_offset(index, buf.shape), self.ranges)
             hit = self._addresses[key] = (off, linear_coef(off, var) if var is not None else 0)
         return hit
 
