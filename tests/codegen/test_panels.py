@@ -149,3 +149,15 @@ def test_a_3x3_conv_at_7x7_takes_pixels_as_rows_where_16_registers_are() -> None
     rows = "pack(A, at=panel)" in cm.report.dumps["loops"]
     assert rows == (cpu_target().vector_registers < 32)
     np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_two_threads_share_the_row_tiles_of_a_wide_conv() -> None:
+    """128 output channels (22 row tiles of 6): on AVX2 the two threads take 11 row tiles
+    each, every thread packing all B panels itself; the last row tile is partial."""
+    from minicc.codegen.llvm.target import cpu_target
+
+    mdl, feeds, ref = _conv_residual(64, 130, 14, 3, 1, seed=5)
+    cm = compile(mdl, options=CompileOptions(threads=2, cache=False, dump=("loops",)))
+    mc = "parallel(mc)" in cm.report.dumps["loops"]
+    assert mc == (cpu_target().vector_registers < 32)
+    np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
