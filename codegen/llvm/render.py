@@ -79,6 +79,7 @@ class KernelRenderer:
         self._addresses: dict[tuple, tuple[Expr, int | None]] = {}
         self._lane0: dict[tuple, Expr] = {}
         self.ranges: dict[str, tuple[int, int]] = {}   # the loop variables' [lo, hi]
+        self._runs: dict[tuple, list[tuple[int, int]] | None] = {}
 
     # -- function --
     def render(self) -> ir.Function:
@@ -286,11 +287,76 @@ class KernelRenderer:
             return Val(self.from_mem(v, buf.dtype), True)
         if coef is not None and 2 <= coef <= 4:
             return Val(self.from_mem(self.strided_load(buf, off, coef, mask), buf.dtype), True)
+        runs = self.lane_runs(off) if mask is None else None
+        if runs is not None:
+            return Val(self.from_mem(self.runs_load(buf, off, runs, vty), buf.dtype), True)
         ptrs = self.lane_pointers(buf, off, lanes)
         if mask is None:
             mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
         v = self.gather(ptrs, vty, mask)
         return Val(self.from_mem(v, buf.dtype), True)
+
+    def lane_runs(self, off: Expr) -> list[tuple[int, int]] | None:
+        """Where each lane's offset is lane 0's plus a constant (a nearest upsample's x // 2, a
+        depth-to-space shuffle's (x % 2) * plane + x // 2), the constants; None otherwise or
+        when they do not fall in one or two runs shorter than two vectors."""
+        assert self.vec is not None
+        var, lanes = self.vec.var, self.vec.lanes
+        key = (off, var, lanes, tuple(sorted(self.ranges.items())))
+        if key in self._runs:
+            return self._runs[key]
+        base = _linear_terms(simplify_ranged(substitute(off, {var: Const(0, DType.I64)}),
+                                             self.ranges))
+        deltas: list[int] | None = []
+        for ln in range(lanes):
+            t = _linear_terms(simplify_ranged(substitute(off, {var: Const(ln, DType.I64)}),
+                                              self.ranges))
+            if base is None or t is None or t[0] != base[0]:
+                deltas = None
+                break
+            deltas.append(t[1] - base[1])     # type: ignore[union-attr]
+        out = None
+        if deltas is not None:
+            starts = sorted(set(deltas))
+            runs: list[list[int]] = [[starts[0], starts[0]]]
+            for d in starts[1:]:
+                if d - runs[-1][0] < 2 * lanes:
+                    runs[-1][1] = d
+                else:
+                    runs.append([d, d])
+            if len(runs) <= 2:
+                out = [(lo, hi) for lo, hi in runs] + [(d, 0) for d in deltas]
+        self._runs[key] = out
+        return out
+
+    def runs_load(self, buf: Buffer, off: Expr, runs: list[tuple[int, int]],
+                  vty: ir.VectorType) -> ir.Value:
+        """Each run of elements loaded as one vector (exactly the elements it spans), then one
+        shuffle puts every lane's element in place."""
+        assert self.vec is not None
+        lanes = self.vec.lanes
+        nrun = len(runs) - lanes
+        spans, deltas = runs[:nrun], [d for d, _ in runs[nrun:]]
+        base = self.scalar(self.lane0(off))
+        width = max(hi - lo + 1 for lo, hi in spans)
+        b = self.b
+        vecs = []
+        for lo, hi in spans:
+            n = hi - lo + 1
+            ty = ir.VectorType(vty.element, n)
+            p = b.bitcast(self.ptr(buf, b.add(base, ir.Constant(I64, lo))), ty.as_pointer())
+            v = b.load(p, align=buf.dtype.itemsize)
+            if n < width:
+                v = b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(
+                    ir.VectorType(I32, width), list(range(n)) + [0] * (width - n)))
+            vecs.append(v)
+        if len(vecs) == 1:
+            vecs.append(ir.Constant(vecs[0].type, ir.Undefined))
+        idx = []
+        for d in deltas:
+            k = next(i for i, (lo, hi) in enumerate(spans) if lo <= d <= hi)
+            idx.append(k * width + d - spans[k][0])
+        return b.shuffle_vector(vecs[0], vecs[1], ir.Constant(ir.VectorType(I32, lanes), idx))
 
     def strided_load(self, buf: Buffer, off: Expr, stride: int, mask: ir.Value | None
                      ) -> ir.Value:
@@ -929,6 +995,13 @@ def _dpbusd(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -
 
 
 # integer primitives without side effects, emitted once per block (KernelRenderer._emit_index)
+def _linear_terms(e: Expr) -> tuple[frozenset, int] | None:
+    """e as (its non-constant terms with their coefficients, its constant)."""
+    from minicc.ir.loops.bounds import linear_terms
+
+    return linear_terms(e)
+
+
 _PURE_INDEX = frozenset({"add", "sub", "mul", "floordiv", "mod", "min", "max", "neg"})
 
 

@@ -157,3 +157,40 @@ def _rebuild(e: Expr, ranges: Mapping[str, Range]) -> Expr:
             if y is not x:
                 ch[f.name] = y
     return replace(e, **ch) if ch else e      # type: ignore[type-var]
+
+
+def linear_terms(e: Expr) -> tuple[frozenset, int] | None:
+    """e as (its non-constant terms, each with its summed coefficient, and its constant), sums
+    under constant factors distributed: two expressions that differ by a constant have equal
+    first parts."""
+    coefs: dict[Expr, int] = {}
+    const = 0
+
+    def walk(x: Expr, k: int) -> None:
+        nonlocal const
+        if isinstance(x, Const) and isinstance(x.value, int):
+            const += k * x.value
+            return
+        if isinstance(x, Call) and x.dtype == I64:
+            if x.fn == "add":
+                walk(x.args[0], k)
+                walk(x.args[1], k)
+                return
+            if x.fn == "sub":
+                walk(x.args[0], k)
+                walk(x.args[1], -k)
+                return
+            if x.fn == "neg":
+                walk(x.args[0], -k)
+                return
+            if x.fn == "mul":
+                a, b = x.args
+                if isinstance(b, Const) and isinstance(b.value, int):
+                    walk(a, k * b.value)
+                    return
+                if isinstance(a, Const) and isinstance(a.value, int):
+                    walk(b, k * a.value)
+                    return
+        coefs[x] = coefs.get(x, 0) + k
+    walk(e, 1)
+    return frozenset((v, k) for v, k in coefs.items() if k), const

@@ -161,3 +161,34 @@ def test_two_threads_share_the_row_tiles_of_a_wide_conv() -> None:
     mc = "parallel(mc)" in cm.report.dumps["loops"]
     assert mc == (cpu_target().vector_registers < 32)
     np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+@pytest.mark.parametrize("bs", [2, 3])
+def test_depth_to_space_loads_runs_not_gathers(mode: str, bs: int) -> None:
+    """A depth-to-space shuffle: each vector of output pixels reads bs runs of input pixels
+    from bs channel planes, as bs loads and a shuffle, not a gather (lane offsets that are
+    lane 0's plus constants); the elements equal the reference."""
+    c, h, w = 2 * bs * bs, 5, 12
+    x = np.random.default_rng(bs).standard_normal((1, c, h, w)).astype(np.float32)
+    node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=bs, mode=mode)
+    m = _model([node], {"x": [1, c, h, w]}, [1, 2, h * bs, w * bs], opset=13)
+    cm = compile(m, options=CompileOptions(threads=1, cache=False, dump=("llvm",)))
+    np.testing.assert_array_equal(cm.run({"x": x})["y"],
+                                  ReferenceEvaluator(m).run(None, {"x": x})[0])
+    if bs == 2:
+        assert "masked.gather" not in cm.report.dumps["llvm"]
+
+
+def test_a_nearest_upsample_by_two_reads_half_a_vector_and_shuffles() -> None:
+    """PyTorch's nearest upsample (asymmetric, floor): lane l reads x // 2, one load of half a
+    vector and a shuffle."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 16)).astype(np.float32)
+    sc = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest",
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    m = _model([node], {"x": [1, 3, 6, 16]}, [1, 3, 12, 32], [sc])
+    cm = compile(m, options=CompileOptions(threads=1, cache=False, dump=("llvm",)))
+    assert "masked.gather" not in cm.report.dumps["llvm"]
+    np.testing.assert_array_equal(cm.run({"x": x})["y"],
+                                  ReferenceEvaluator(m).run(None, {"x": x})[0])
