@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-import ml_dtypes
 import numpy as np
 
 from minicc.errors import ShapeError
+from minicc.lazytypes import LazyTypes
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -83,9 +83,10 @@ class DType(Enum):
     @staticmethod
     def from_np(dt: np.dtype | type) -> DType:
         key = np.dtype(dt)
-        for d, n in _TO_NP.items():
-            if np.dtype(n) == key:
-                return d
+        for table in (_TO_NP.plain(), _TO_NP.items()):
+            for d, n in table:
+                if np.dtype(n) == key:
+                    return d
         raise ShapeError(f"unsupported element type: numpy dtype {key} has no minicc dtype")
 
     @staticmethod
@@ -97,16 +98,17 @@ class DType(Enum):
             raise ShapeError(f"unknown dtype '{name}' (known: {known})") from None
 
 
-_TO_NP = {
+_TO_NP = LazyTypes({
     DType.BOOL: np.bool_, DType.I8: np.int8, DType.I16: np.int16, DType.I32: np.int32,
     DType.I64: np.int64, DType.U8: np.uint8, DType.U16: np.uint16, DType.U32: np.uint32,
     DType.U64: np.uint64, DType.F16: np.float16, DType.F32: np.float32, DType.F64: np.float64,
-    DType.BF16: ml_dtypes.bfloat16, DType.F8E4M3FN: ml_dtypes.float8_e4m3fn,
-    DType.F8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, DType.F8E5M2: ml_dtypes.float8_e5m2,
-    DType.F8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz, DType.F8E8M0: ml_dtypes.float8_e8m0fnu,
-    DType.F4E2M1: ml_dtypes.float4_e2m1fn, DType.I4: ml_dtypes.int4, DType.U4: ml_dtypes.uint4,
-    DType.I2: ml_dtypes.int2, DType.U2: ml_dtypes.uint2, DType.STR: np.object_,
-}
+    DType.STR: np.object_,
+}, lambda md: {
+    DType.BF16: md.bfloat16, DType.F8E4M3FN: md.float8_e4m3fn,
+    DType.F8E4M3FNUZ: md.float8_e4m3fnuz, DType.F8E5M2: md.float8_e5m2,
+    DType.F8E5M2FNUZ: md.float8_e5m2fnuz, DType.F8E8M0: md.float8_e8m0fnu,
+    DType.F4E2M1: md.float4_e2m1fn, DType.I4: md.int4, DType.U4: md.uint4,
+    DType.I2: md.int2, DType.U2: md.uint2})
 STORAGE_ONLY = frozenset({DType.BF16, DType.F8E4M3FN, DType.F8E4M3FNUZ, DType.F8E5M2,
                           DType.F8E5M2FNUZ, DType.F8E8M0, DType.F4E2M1, DType.I4, DType.U4,
                           DType.I2, DType.U2, DType.STR})

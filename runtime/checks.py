@@ -5,22 +5,19 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import ml_dtypes
 import numpy as np
 
 from minicc.errors import RuntimeInputError
+from minicc.lazytypes import LazyTypes
 
-NP_DTYPES: dict[str, type] = {
+NP_DTYPES: dict[str, type] = LazyTypes({
     "bool": np.bool_, "i8": np.int8, "i16": np.int16, "i32": np.int32, "i64": np.int64,
     "u8": np.uint8, "u16": np.uint16, "u32": np.uint32, "u64": np.uint64,
-    "f16": np.float16, "f32": np.float32, "f64": np.float64,
-    # storage-only types (host conversions only), as ml_dtypes stores them
-    "bf16": ml_dtypes.bfloat16, "f8e4m3fn": ml_dtypes.float8_e4m3fn,
-    "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "f8e5m2": ml_dtypes.float8_e5m2,
-    "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "f8e8m0": ml_dtypes.float8_e8m0fnu,
-    "f4e2m1": ml_dtypes.float4_e2m1fn, "i4": ml_dtypes.int4, "u4": ml_dtypes.uint4,
-    "i2": ml_dtypes.int2, "u2": ml_dtypes.uint2, "str": np.object_}
-_NAME = {np.dtype(v): k for k, v in NP_DTYPES.items()}
+    "f16": np.float16, "f32": np.float32, "f64": np.float64, "str": np.object_,
+}, lambda md: {       # storage-only types (host conversions only), as ml_dtypes stores them
+    "bf16": md.bfloat16, "f8e4m3fn": md.float8_e4m3fn, "f8e4m3fnuz": md.float8_e4m3fnuz,
+    "f8e5m2": md.float8_e5m2, "f8e5m2fnuz": md.float8_e5m2fnuz, "f8e8m0": md.float8_e8m0fnu,
+    "f4e2m1": md.float4_e2m1fn, "i4": md.int4, "u4": md.uint4, "i2": md.int2, "u2": md.uint2})
 
 
 def check_inputs(signature: Sequence[tuple[str, str, tuple[int, ...]]],
@@ -76,7 +73,8 @@ def check_array(n: str, dt: str, want: str, x: Any, array_types: tuple[type, ...
         raise RuntimeInputError(f"input '{n}': expected {kind} of {want}, got "
                                 f"{type(x).__name__}")
     if x.dtype != np.dtype(NP_DTYPES[dt]):
-        got = _NAME.get(np.dtype(x.dtype), str(x.dtype))
+        got = {np.dtype(v): k for k, v in NP_DTYPES.items()}.get(np.dtype(x.dtype),
+                                                                  str(x.dtype))
         raise RuntimeInputError(f"input '{n}': dtype {got} ({x.dtype}) but the model "
                                 f"expects {want}; convert with "
                                 f"x.astype(np.{np.dtype(NP_DTYPES[dt])})")

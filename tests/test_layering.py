@@ -1,7 +1,8 @@
 """Imports only go downstream: frontend -> ir -> codegen -> runtime, with minicc/ on top.
 
 ir/ imports nothing from frontend/, codegen/, runtime/ or the driver, only the shared leaf modules
-(minicc.errors, minicc.env, minicc.options, minicc.abi, minicc.resources); codegen/ may use runtime/'s host target
+(minicc.errors, minicc.env, minicc.options, minicc.abi, minicc.resources, minicc.lazytypes); codegen/
+may use runtime/'s host target
 description; runtime/ does not import ir/ at all (it consumes artifacts). `from minicc import X`
 is an import of the driver too.
 """
@@ -16,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = {"frontend": "minicc.frontend", "ir": "minicc.ir", "codegen": "minicc.codegen",
        "runtime": "minicc.runtime"}
-SHARED = {"minicc.errors", "minicc.env", "minicc.options", "minicc.abi", "minicc.resources"}
+SHARED = {"minicc.errors", "minicc.env", "minicc.options", "minicc.abi", "minicc.resources",
+          "minicc.lazytypes"}
 FORBIDDEN = {
     "ir": ["minicc.frontend", "minicc.codegen", "minicc.runtime"],
     "codegen": ["minicc.frontend"],
