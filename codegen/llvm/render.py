@@ -19,7 +19,7 @@ from llvmlite.ir.instructions import GEPInstr
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
-from minicc.ir.loops.bounds import interval, simplify_ranged
+from minicc.ir.loops.bounds import interval, linear_terms, simplify_ranged
 from minicc.ir.loops.exprs import expr_loads, flat_offset, free_vars, linear_coef, substitute
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
@@ -79,7 +79,7 @@ class KernelRenderer:
         self._addresses: dict[tuple, tuple[Expr, int | None]] = {}
         self._lane0: dict[tuple, Expr] = {}
         self.ranges: dict[str, tuple[int, int]] = {}   # the loop variables' [lo, hi]
-        self._runs: dict[tuple, list[tuple[int, int]] | None] = {}
+        self._runs: dict[tuple, tuple[list[tuple[int, int]], list[int]] | None] = {}
 
     # -- function --
     def render(self) -> ir.Function:
@@ -289,54 +289,53 @@ class KernelRenderer:
             return Val(self.from_mem(self.strided_load(buf, off, coef, mask), buf.dtype), True)
         runs = self.lane_runs(off) if mask is None else None
         if runs is not None:
-            return Val(self.from_mem(self.runs_load(buf, off, runs, vty), buf.dtype), True)
+            return Val(self.from_mem(self.runs_load(buf, off, *runs, vty), buf.dtype), True)
         ptrs = self.lane_pointers(buf, off, lanes)
         if mask is None:
             mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
         v = self.gather(ptrs, vty, mask)
         return Val(self.from_mem(v, buf.dtype), True)
 
-    def lane_runs(self, off: Expr) -> list[tuple[int, int]] | None:
+    def lane_runs(self, off: Expr) -> tuple[list[tuple[int, int]], list[int]] | None:
         """Where each lane's offset is lane 0's plus a constant (a nearest upsample's x // 2, a
-        depth-to-space shuffle's (x % 2) * plane + x // 2), the constants; None otherwise or
-        when they do not fall in one or two runs shorter than two vectors."""
+        depth-to-space shuffle's (x % 2) * plane + x // 2): the runs [lo, hi] those constants
+        fall in, and the constants; None otherwise, or when they need more than two runs
+        shorter than two vectors."""
         assert self.vec is not None
         var, lanes = self.vec.var, self.vec.lanes
         key = (off, var, lanes, tuple(sorted(self.ranges.items())))
         if key in self._runs:
             return self._runs[key]
-        base = _linear_terms(simplify_ranged(substitute(off, {var: Const(0, DType.I64)}),
-                                             self.ranges))
-        deltas: list[int] | None = []
+        def at(lane: int) -> tuple[frozenset, int]:
+            return linear_terms(simplify_ranged(substitute(off, {var: Const(lane, DType.I64)}),
+                                                self.ranges))
+        base = at(0)
+        deltas: list[int] = []
         for ln in range(lanes):
-            t = _linear_terms(simplify_ranged(substitute(off, {var: Const(ln, DType.I64)}),
-                                              self.ranges))
-            if base is None or t is None or t[0] != base[0]:
-                deltas = None
+            terms, const = at(ln)
+            if terms != base[0]:
                 break
-            deltas.append(t[1] - base[1])     # type: ignore[union-attr]
+            deltas.append(const - base[1])
         out = None
-        if deltas is not None:
+        if len(deltas) == lanes:
             starts = sorted(set(deltas))
-            runs: list[list[int]] = [[starts[0], starts[0]]]
+            runs = [[starts[0], starts[0]]]
             for d in starts[1:]:
                 if d - runs[-1][0] < 2 * lanes:
                     runs[-1][1] = d
                 else:
                     runs.append([d, d])
             if len(runs) <= 2:
-                out = [(lo, hi) for lo, hi in runs] + [(d, 0) for d in deltas]
+                out = ([(lo, hi) for lo, hi in runs], deltas)
         self._runs[key] = out
         return out
 
-    def runs_load(self, buf: Buffer, off: Expr, runs: list[tuple[int, int]],
-                  vty: ir.VectorType) -> ir.Value:
-        """Each run of elements loaded as one vector (exactly the elements it spans), then one
-        shuffle puts every lane's element in place."""
+    def runs_load(self, buf: Buffer, off: Expr, spans: list[tuple[int, int]],
+                  deltas: list[int], vty: ir.VectorType) -> ir.Value:
+        """Each run of elements loaded as one vector (exactly the elements it spans: each lies
+        between two lanes' addresses), then one shuffle puts every lane's element in place."""
         assert self.vec is not None
         lanes = self.vec.lanes
-        nrun = len(runs) - lanes
-        spans, deltas = runs[:nrun], [d for d, _ in runs[nrun:]]
         base = self.scalar(self.lane0(off))
         width = max(hi - lo + 1 for lo, hi in spans)
         b = self.b
@@ -995,13 +994,6 @@ def _dpbusd(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -
 
 
 # integer primitives without side effects, emitted once per block (KernelRenderer._emit_index)
-def _linear_terms(e: Expr) -> tuple[frozenset, int] | None:
-    """e as (its non-constant terms with their coefficients, its constant)."""
-    from minicc.ir.loops.bounds import linear_terms
-
-    return linear_terms(e)
-
-
 _PURE_INDEX = frozenset({"add", "sub", "mul", "floordiv", "mod", "min", "max", "neg"})
 
 

@@ -120,7 +120,8 @@ def _divmod(fn: str, x: Expr, c: int, ranges: Mapping[str, Range]) -> Expr | Non
     if not q and not whole:
         return None
     if fn == "floordiv":
-        part = Const(iv[0] // c, I64) if whole else call("floordiv", r, Const(c, I64))  # type: ignore
+        part = Const(iv[0] // c, I64) if whole and iv is not None else \
+            call("floordiv", r, Const(c, I64))
         return simplify(call("add", _sum(q), part))
     if whole:
         return simplify(call("add", r, Const(-(iv[0] // c) * c, I64)))  # type: ignore[index]
@@ -159,7 +160,7 @@ def _rebuild(e: Expr, ranges: Mapping[str, Range]) -> Expr:
     return replace(e, **ch) if ch else e      # type: ignore[type-var]
 
 
-def linear_terms(e: Expr) -> tuple[frozenset, int] | None:
+def linear_terms(e: Expr) -> tuple[frozenset, int]:
     """e as (its non-constant terms, each with its summed coefficient, and its constant), sums
     under constant factors distributed: two expressions that differ by a constant have equal
     first parts."""

@@ -209,11 +209,10 @@ def _share_row_tiles(v: GemmView, target: Any, threads: int, mr: int) -> bool:
     """Threads take row tiles (output channels) of a conv, not column blocks, on 16-register
     targets where there are at least 128 rows, 8 row tiles per thread, split within 1/16: each
     thread then streams half the weights instead of all of them, and packs every B panel
-    itself. Zen 3,
-    2 threads: resnet50's 3x3 convs at 14x14 (256 ch) 1.49 -> 1.39 ms, at 28x28 (128 ch) 1.42
-    -> 1.34; a 3x3 conv of 64 ch at 56x56 (11 row tiles) 1.35 -> 1.50 and dbnet_like's 1x1
-    convs to 96 ch at 160x160 0.95 -> 1.15 ms (their panels, packed twice, cost more than the
-    weights), so not there."""
+    itself. Zen 3, 2 threads: resnet50's 3x3 convs at 14x14 (256 ch) 1.49 -> 1.39 ms, at 28x28
+    (128 ch) 1.42 -> 1.34; a 3x3 conv of 64 ch at 56x56 (11 row tiles) 1.35 -> 1.50 and
+    dbnet_like's 1x1 convs to 96 ch at 160x160 0.95 -> 1.15 ms (their panels, packed twice,
+    cost more than the weights), so not there."""
     if threads < 2 or v.row is None or v.int8 or v.batch >= threads or \
             target.vector_registers >= 32:
         return False
@@ -362,8 +361,8 @@ class GemmKernel:
                                                        vloop(j, c64(p.nr), mcell, p.lanes)))
             return BufLoad(col, (self.nr, self.kk, self.jl), self.dt), fill
         slack = -v.row % p.lanes if v.row and v.panel is not None and not self.i8 else 0
-        col = Buffer(f"{v.name}_col", self.dt, (rows, _panel_stride(max(self.ncpad, p.nc + slack))),
-                     Scope.SCRATCH)
+        col = Buffer(f"{v.name}_col", self.dt,
+                     (rows, _panel_stride(max(self.ncpad, p.nc + slack))), Scope.SCRATCH)
         self.scratch.insert(0, col)
         if v.panel is not None:
             fill = v.panel(col, self.b, self.kc, self.kcur, self.nc, p.kc,
