@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from minicc.errors import MiniccError
 from minicc.ir.graph import Function, Op, Value
-from minicc.ir.passes.int8 import quantizable, quantize_weights
+from minicc.ir.passes.int8 import dequantized_skips, quantizable, quantize_weights
 from minicc.ir.registry import full_attrs
 
 OPSET = 17
@@ -180,18 +180,28 @@ def export_qdq(q: Any, path: str | Path) -> Path:
     qp = q.value_qparams
     done: dict[Value, str] = {}
 
-    def hook(w: _Writer, op: Op, ins: list[str]) -> list[str] | None:
-        if op not in layers:
-            return None
-        x = op.inputs[0]
-        s_x, zp = qp[x]
+    skips = dequantized_skips(f, {x.op.inputs[0] for x in layers.values()}, set(layers))
+
+    def dequantized(w: _Writer, x: Value, name: str) -> str:
+        """Q -> DQ on the activation `x` (once), as minicc's int8 kernels read it."""
         if x not in done:
+            s_x, zp = qp[x]
             s = w.init(np.array(s_x, np.float32), "x_scale")
             z = w.init(np.array(zp, np.uint8), "x_zero_point")
-            qn, dqn = w.fresh(ins[0] + "_q"), w.fresh(ins[0] + "_dq")
-            w.node("QuantizeLinear", [ins[0], s, z], [qn])
+            qn, dqn = w.fresh(name + "_q"), w.fresh(name + "_dq")
+            w.node("QuantizeLinear", [name, s, z], [qn])
             w.node("DequantizeLinear", [qn, s, z], [dqn])
             done[x] = dqn
+        return done[x]
+
+    def hook(w: _Writer, op: Op, ins: list[str]) -> list[str] | None:
+        if op not in layers:
+            if not any(v in skips for v in op.inputs):
+                return None
+            return [dequantized(w, v, n) if v in skips else n for v, n in zip(op.inputs, ins)]
+        x = op.inputs[0]
+        s_x, zp = qp[x]
+        dequantized(w, x, ins[0])
         axis = 0 if op.kind == "conv" else 1
         wt = w.consts[op.inputs[1]]
         wq, s_w = quantize_weights(wt, axis, q.per_channel)

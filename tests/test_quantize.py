@@ -182,6 +182,34 @@ def test_cli_quantize_writes_ir_and_a_qdq_model_onnxruntime_runs(
     assert "needs --calib" in capsys.readouterr().err
 
 
+def test_a_residual_skip_reads_the_quantized_activation(tmp_path: Path) -> None:
+    """conv1's output feeds conv1b (quantized) and the residual Add: the Add reads it
+    dequantized from u8, as a QDQ graph's skip connection does, so conv1's kernel writes only
+    u8 (no f32 copy and no kernel of its own quantizing it); the QDQ export computes the same,
+    and onnxruntime running it agrees within a quantization step."""
+    src = cnn(tmp_path / "res.onnx", residual=True)
+    q = quantize(str(src), "random:8", "minmax", progress=False)
+    cm = minicc.compile(q.module, threads=1)
+    ks = cm.artifact.summary["kernels"]
+    assert ks[0]["ops"] == ["mul", "round", "clip", "cast"]        # the input, quantized
+    assert ks[1]["ops"][0] == "conv_integer" and ks[1]["output"].startswith("u8")
+    assert sum(k["ops"][0] == "mul" for k in ks) == 1              # no other quantize kernel
+    residual = next(k for k in ks if k["ops"].count("add") >= 2)
+    assert residual["ops"][0] == "conv_integer"
+    fd = q.feeds[0]
+    np.testing.assert_allclose(cm.run(fd)["y"], minicc.interpret(q.module, fd)["y"],
+                               rtol=1e-5, atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    from minicc.onnx_export import export_qdq
+
+    qdq = export_qdq(q, tmp_path / "res.qdq.onnx")
+    add = next(n for n in onnx.load(str(qdq)).graph.node if n.op_type == "Add")
+    assert all(i.endswith("_dq") for i in add.input if not i.startswith("c1b"))
+    y_ort = ort_reference(qdq).run(None, fd)[0]
+    step = np.abs(cm.run(fd)["y"]).max() / 127
+    assert np.abs(y_ort - cm.run(fd)["y"]).max() < 2 * step
+
+
 # ---- real data ------------------------------------------------------------------------------
 
 def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ from minicc.ir.types import DType
 
 
 PASS_THROUGH = frozenset({"max_pool", "reshape", "transpose"})
+# float users that read a quantized activation's dequantized value instead of the float one
+DEQUANTIZED_USERS = frozenset({"add", "sub", "mul"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,22 @@ def quantize_weights(w: np.ndarray, axis: int, per_channel: bool = True
                               ).reshape(-1).copy()
 
 
+def dequantized_skips(f: Function, activations: set[Value], integer_ops: set[Op]
+                      ) -> set[Value]:
+    """The quantized activations whose other users (a residual add, say) all read the
+    dequantized value, as a QDQ graph's skip connection does: the producer then writes only
+    u8 (its quantize fuses into its epilogue) and the add reads u8, instead of a kernel of its
+    own quantizing an f32 copy. The skip path then carries the activation's quantization error,
+    as it does in onnxruntime's QDQ models."""
+    out = set()
+    for v in activations:
+        others = [u for u in f.users.get(v, []) if u not in integer_ops]
+        if others and v not in f.outputs and v.type.dtype == DType.F32 and \
+                all(u.kind in DEQUANTIZED_USERS for u in others):
+            out.add(v)
+    return out
+
+
 def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
                  only: set[Op] | None = None, per_channel: bool = True) -> Function:
     """Make integer every op of `quantizable(f)` whose activation has qparams (and, when
@@ -82,6 +100,7 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
             and (only is None or q.op in only)}
     shared: dict[Value, Value] = {}
     producers, users = f.producers, f.users
+    skips = dequantized_skips(f, {q.activation for q in todo.values()}, set(todo))
 
     def pass_through(old: Value) -> tuple[Value, list[Op]]:
         """Quantizing commutes with max pooling and with moving elements (it is monotonic and
@@ -114,10 +133,25 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
         shared[old] = q
         return q
 
+    def dequantized(rw: Rewriter, op: Op, ins: list[Value]) -> Sequence[Value] | None:
+        if not any(v in skips for v in op.inputs):
+            return None
+        b = rw.b
+        new = list(ins)
+        for i, v in enumerate(op.inputs):
+            if v in skips:
+                s, zp = qparams[v]
+                y = b.op1("cast", [quantize(rw, ins[i], v, op)], {"to": DType.F32}, loc=op.loc)
+                y = b.op1("mul", [y, b.const(np.array(s, np.float32))], loc=op.loc)
+                if zp:
+                    y = b.op1("add", [y, b.const(np.array(-zp * s, np.float32))], loc=op.loc)
+                new[i] = y
+        return b.op(op.kind, new, op.attrs, [v.name_hint for v in op.outputs], op.loc)
+
     def visit(rw: Rewriter, op: Op, ins: list[Value]) -> Sequence[Value] | None:
         q = todo.get(op)
         if q is None:
-            return None
+            return dequantized(rw, op, ins)
         s_x, zp = qparams[op.inputs[0]]
         xq = quantize(rw, ins[0], op.inputs[0], op)
         w = rw.const(ins[1])

@@ -12,6 +12,7 @@ from minicc.ir.passes.cse import eliminate_common_subexpressions
 from minicc.ir.passes.dce import eliminate_dead_code
 from minicc.ir.passes.fold_bn import fold_batch_norm
 from minicc.ir.passes.fold_constants import fold_constants
+from minicc.ir.passes.fold_scales import fold_scales
 from minicc.ir.passes.qdq import qdq_to_int8
 from minicc.ir.passes.simplify import simplify
 from minicc.ir.printer import print_module
@@ -22,6 +23,7 @@ PASSES: dict[str, Callable[[Function], Function]] = {
     "simplify": simplify,
     "fold_batch_norm": fold_batch_norm,
     "qdq_to_int8": qdq_to_int8,
+    "fold_scales": fold_scales,
     "conv_transpose_as_conv": conv_transpose_as_conv,
     "cse": eliminate_common_subexpressions,
     "dce": eliminate_dead_code,
@@ -31,7 +33,7 @@ PIPELINES: dict[int, list[str]] = {
     0: ["dce"],
     1: ["fold_constants", "simplify", "dce"],
     2: ["fold_constants", "simplify", "fold_batch_norm", "fold_constants", "simplify",
-        "qdq_to_int8", "conv_transpose_as_conv", "cse", "dce"],
+        "qdq_to_int8", "fold_scales", "conv_transpose_as_conv", "cse", "dce"],
 }
 PIPELINES[3] = PIPELINES[2]
 
