@@ -169,7 +169,7 @@ def test_depth_to_space_loads_runs_not_gathers(mode: str, bs: int) -> None:
     """A depth-to-space shuffle: each vector of output pixels reads bs runs of input pixels
     from bs channel planes, as bs loads and a shuffle, not a gather (lane offsets that are
     lane 0's plus constants); the elements equal the reference."""
-    c, h, w = 2 * bs * bs, 5, 12
+    c, h, w = 2 * bs * bs, 5, 16       # output rows of whole vectors (8 or 16 lanes)
     x = np.random.default_rng(bs).standard_normal((1, c, h, w)).astype(np.float32)
     node = helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=bs, mode=mode)
     m = _model([node], {"x": [1, c, h, w]}, [1, 2, h * bs, w * bs], opset=13)
