@@ -45,6 +45,13 @@ class Target:
         return 32 if "avx512f" in self.features else 16
 
     @property
+    def split_zmm(self) -> bool:
+        """The core runs a 512-bit FMA as two 256-bit halves, one per cycle (AMD Zen 4), where
+        Intel's AVX-512 cores (and Zen 5) run two full ones: register tiles that suit one
+        (see ir/loops/gemm.py `_tall_tiles`) starve the other's load ports."""
+        return not self.gpu and self.cpu.startswith("znver4")
+
+    @property
     def lanes(self) -> int:
         """f32 lanes of one vector register (16 with AVX-512, 8 with AVX2, 1 on a GPU)."""
         return 1 if self.gpu else max(1, self.vector_bits // 32)

@@ -157,12 +157,16 @@ def _even_rows(oh: int, most: int, threads: int, least: int) -> int | None:
 
 
 def _tall_tiles(v: GemmView, target: Any) -> bool:
-    """16 rows x 1 vector for a float convolution where 32 registers hold the 16 accumulators:
-    each broadcast of an A (weight) element feeds one FMA, so LLVM folds it into the FMA's
-    memory operand. 5-7% faster than 8 x 2 vectors on every CNN measured (Zen 4: resnet50,
-    squeezenet, inception_v1, yolov8n_like; mobilenetv2_224 3%); matmuls with constant B
-    (the encoders) lose 4% that way and keep 8 x 2."""
-    return not v.int8 and v.row is not None and target.vector_registers >= 32
+    """16 rows x 1 vector for a float convolution on Zen 4 (32 registers, half-rate 512-bit
+    FMAs): each broadcast of an A (weight) element feeds one FMA, so LLVM folds it into the
+    FMA's memory operand. 5-7% faster than 8 x 2 vectors on every CNN measured there
+    (resnet50, squeezenet, inception_v1, yolov8n_like; mobilenetv2_224 3%); matmuls with
+    constant B (the encoders) lose 4% that way and keep 8 x 2. Where two 512-bit FMAs issue per
+    cycle (Intel) it is load-bound, 17 loads to 16 FMAs: 3-20% slower than 12 x 2 on resnet50's
+    conv shapes (a Xeon, 1 thread: a 1x1 conv 512 -> 128 at 28x28 116 against 127 GFLOP/s, a
+    3x3 conv of 512 ch at 7x7 93 against 113)."""
+    return not v.int8 and v.row is not None and target.vector_registers >= 32 and \
+        target.split_zmm
 
 
 def _tiles_16_registers(v: GemmView, lanes: int) -> tuple[tuple[int, ...], int]:
@@ -297,7 +301,8 @@ class GemmKernel:
                           Scope.SCRATCH)
             self.scratch.append(apan)
             fill = v.a_panel(apan, self.b, self.kc, self.kcur, c64(0), p.kc, v.a_rows, p.lanes)
-            return BufLoad(apan, (self.kk, self.m_abs), F32), fill
+            return BufLoad(apan, (self.kk, self.m_abs), F32), seq(
+                fill, self.zero_tail(apan, c64(v.M), cols))
         if p.pack_a == "compile":
             assert v.a_const is not None
             src = _words(v.a_const, 2) if self.i8 else v.a_const
@@ -367,6 +372,8 @@ class GemmKernel:
         if v.panel is not None:
             fill = v.panel(col, self.b, self.kc, self.kcur, self.nc, p.kc,
                            p.nc // (v.row or 1), p.lanes)
+            if not self.i8:
+                fill = seq(fill, self.zero_tail(col, self.valid, self.ncpad))
         else:
             j = Var("j")
             guard = v.N % p.nc or p.nc % p.nr      # columns past N read as zeros
@@ -378,6 +385,18 @@ class GemmKernel:
                              if guard else val)
             fill = For(self.kk, self.kcur, vloop(j, c64(self.ncpad), cell, p.lanes))
         return BufLoad(col, (self.kk, add(mul(self.nr, p.nr), self.jl)), self.dt), fill
+
+    def zero_tail(self, panel: Buffer, start: Expr, end: int) -> Stmt | None:
+        """Zeros in columns start..end of every K row of a conv panel the panel builder filled
+        up to `start` (and a vector's overrun past it): the micro-kernel's last tile reads
+        them, and whatever an earlier kernel left in the arena there may be denormal floats,
+        which cost Intel cores a microcode assist per FMA (a 3x3 conv of 512 ch at 7x7, 49 of
+        64 columns valid: 2.3 ms with zeros there, 98 ms with denormals)."""
+        if isinstance(start, Const) and int(start.value) >= end:   # type: ignore[arg-type]
+            return None
+        j = Var("z")
+        return For(self.kk, self.kcur, vloop(j, add(c64(end), mul(start, -1)), lambda jv: Store(
+            panel, (self.kk, add(start, jv)), Const(0.0, F32)), self.p.lanes))
 
     def per_cell(self, st: Stmt, guarded: bool) -> Stmt:
         """`st` for every (i, column) of the tile: the tail tile masked, tail rows skipped."""
@@ -565,6 +584,9 @@ class CpuGemm(Rule):
             return _pixel_rows_defaults(v, th, L)
         # 8 rows x 2 vectors (16 accumulators) unless 6 rows waste fewer on the last row tile
         rows, nr = ((16, 12, 8), L) if _tall_tiles(v, ctx.target) else ((8, 6), 2 * L)
+        if ctx.target.vector_registers >= 32 and not ctx.target.split_zmm and \
+                v.row is not None and not v.int8:
+            rows = (12, 10, 8)    # 24 accumulators: two FMAs a cycle for each load port pair
         if ctx.target.vector_registers < 32 and not v.int8:
             rows, nr = _tiles_16_registers(v, L)
         mr = min(v.M, min(rows, key=lambda r: (-(-v.M // r) * r, -r)))

@@ -27,8 +27,12 @@ from minicc.ir.types import DType
 
 
 class _Run:
-    def __init__(self, arrays: dict[int, np.ndarray], threads: int):
+    def __init__(self, arrays: dict[int, np.ndarray], threads: int,
+                 unwritten: dict[int, np.ndarray] | None = None):
         self.mem = arrays                       # global and shared buffers
+        # scratch elements no store has written yet (reading one is an error: in native code
+        # it reads whatever an earlier kernel left there)
+        self.unwritten = unwritten if unwritten is not None else {}
         self.local: dict[int, np.ndarray] = {}  # this thread's local buffers
         self.env: dict[str, Any] = {}
         self.threads = threads
@@ -53,6 +57,10 @@ class _Run:
                 raise InterpreterError(f"loop interpreter: {e.buf.name}{list(idx)} is out of "
                                        f"bounds {list(arr.shape)}")
             try:
+                if id(e.buf) in self.unwritten and self.unwritten[id(e.buf)][idx]:
+                    raise InterpreterError(
+                        f"loop interpreter: {e.buf.name}{list(idx)} is read before any store "
+                        "wrote it (scratch holds what an earlier kernel left there)")
                 return arr[idx]
             except IndexError:
                 raise InterpreterError(f"loop interpreter: {e.buf.name}{list(idx)} is out of "
@@ -135,6 +143,8 @@ class _Run:
                 raise InterpreterError(f"loop interpreter: store to {s.buf.name}{list(idx)} is "
                                        "out of bounds")
             arr[idx] = self.expr(s.value)
+            if id(s.buf) in self.unwritten:
+                self.unwritten[id(s.buf)][idx] = False
         elif isinstance(s, Allocate):
             a = np.zeros(s.buf.shape, dtype=s.buf.dtype.np)
             if s.buf.scope == Scope.LOCAL:
@@ -165,7 +175,7 @@ class _Run:
         extents = [int(self.expr(lp.extent)) for lp in loops]
         threads = []
         for combo in np.ndindex(*extents):
-            t = _Run(self.mem, self.threads)
+            t = _Run(self.mem, self.threads, self.unwritten)
             t.env = dict(self.env)
             t.local = dict(self.local)
             for lp, v in zip(loops, combo):
@@ -215,11 +225,14 @@ def _has_sync(s: Stmt) -> bool:
 
 def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> None:
     """Run `k` with arrays bound to its parameters by name (updated in place). Scratch buffers
-    are allocated here; every thread of a parallel loop runs in turn."""
+    are allocated here, and reading an element of one before a store wrote it is an
+    InterpreterError; every thread of a parallel loop runs in turn."""
     arrays: dict[int, np.ndarray] = {}
+    unwritten: dict[int, np.ndarray] = {}
     for b, role in zip(k.params, k.roles):
         if b.scope == Scope.SCRATCH:
             arrays[id(b)] = np.zeros(b.shape, dtype=b.dtype.np)
+            unwritten[id(b)] = np.ones(b.shape, dtype=bool)
             continue
         if b.name not in args:
             raise InterpreterError(f"loop interpreter: no array for parameter {b.name}")
@@ -230,7 +243,7 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
         arrays[id(b)] = a
     has_par = any(isinstance(x, For) and x.kind == LoopKind.PARALLEL for x in walk(k.body))
     for tid in range(threads if has_par else 1):
-        r = _Run(arrays, threads)
+        r = _Run(arrays, threads, unwritten)
         r.tid = tid
         r.stmt(k.body)
 

@@ -386,9 +386,10 @@ def test_any_schedule_text_gives_a_correct_kernel_or_a_schedule_error(name: str,
 
 
 def test_gemm_tiles_follow_the_register_file() -> None:
-    """Float convs on a CPU with 32 vector registers take 16 rows x 1 vector (each weight
-    broadcast feeds one FMA); matmuls 8 x 2 vectors; a tile whose accumulators do not fit the
-    registers is refused, not compiled to spills."""
+    """Float convs on Zen 4 (32 vector registers, half-rate 512-bit FMAs) take 16 rows x 1
+    vector (each weight broadcast feeds one FMA), on other AVX-512 cores 2 vectors (12, 10 or
+    8 rows); matmuls 8 x 2 vectors; a tile whose accumulators do not fit the registers is
+    refused, not compiled to spills."""
     from dataclasses import replace
 
     rule = next(r for r in CPU_RULES if r.name == "cpu.gemm")
@@ -396,7 +397,9 @@ def test_gemm_tiles_follow_the_register_file() -> None:
     mm = ctx_for(*_one_group("matmul_add")[:3])
     L = conv.target.lanes
     if conv.target.vector_registers >= 32:
-        assert (rule.defaults(conv)["MR"], rule.defaults(conv)["NR"]) == (4, L)   # M = 4
+        for cpu, nr in (("znver4", L), ("sapphirerapids", 2 * L), ("znver5", 2 * L)):
+            c = replace(conv, target=replace(conv.target, cpu=cpu))
+            assert (rule.defaults(c)["MR"], rule.defaults(c)["NR"]) == (4, nr), cpu  # M = 4
         assert rule.defaults(mm)["NR"] == 2 * L
     knobs = dict(rule.defaults(mm), MR=16, NR=4 * L, NC=4 * L)
     assert "vector registers" in (rule.invalid(mm, knobs) or "")
