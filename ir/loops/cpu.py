@@ -23,6 +23,7 @@ from minicc.ir.loops.primitives import fuse
 from minicc.ir.loops.reductions import has_reduces, reduction_vars
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule, schedule_group
 from minicc.ir.loops.trace import Step, step
+from minicc.ir.loops.winograd import CpuWinograd
 
 PARALLEL_MIN_WORK = 1 << 14     # output elements below which a kernel runs on one thread
 
@@ -98,7 +99,7 @@ class CpuLoops(Rule):
         return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])
 
 
-CPU_RULES: tuple[Rule, ...] = (CpuGemm(), CpuDepthwise(), CpuLoops())
+CPU_RULES: tuple[Rule, ...] = (CpuWinograd(), CpuGemm(), CpuDepthwise(), CpuLoops())
 
 
 def lower_group_cpu(ctx: LowerCtx, knobs: Mapping[str, Any] | None = None) -> Lowered:

@@ -162,7 +162,7 @@ def _from_text(ctx: LowerCtx, rules: Sequence[Rule], text: str) -> tuple[Rule, t
     if rule is None:
         raise ScheduleError(f"kernel {ctx.name}: no schedule rule '{name}' for target "
                             f"{ctx.target.name} (rules: {', '.join(r.name for r in rules)})")
-    if not rule.applies(ctx):
+    if not getattr(rule, "legal", rule.applies)(ctx):   # (a rule may build more than its default)
         raise ScheduleError(f"kernel {ctx.name}: rule {name} does not apply to "
                             f"{ctx.group.describe()}")
     return rule, steps

@@ -1,0 +1,379 @@
+"""The CPU Winograd template: 3x3 stride-1 convolutions as F(2x2, 3x3) (Lavin and Gray, 2016).
+
+Each 2x2 block of outputs (a tile t) comes from the 4x4 input patch d around it:
+
+    input    V[xi,nu][c][t] = (B^T d B)[xi][nu]           adds and subtracts only
+    GEMM     Y[xi,nu][m][t] = sum_c U[xi,nu][m][c] V[xi,nu][c][t]     U = G g G^T (compile time)
+    output   y[m][2ty + a][2tx + b] = (A^T Y A)[a][b], then the group's epilogue
+
+sixteen GEMMs of K = C where the direct conv is one of K = 9C: 2.25x fewer multiply-adds, for
+4x the input and output in the transformed domain. The GEMMs are the GEMM template's own
+micro-kernel (gemm.py: U packed at compile time, V read in place, partial sums in Y). The input
+transform vectorizes along the tiles of a row (lanes read every other input column); the output
+transform along the output columns (lane ox reads tile ox // 2 and takes row a of its 2x2 block,
+column ox % 2), with the bias, activation and residual of the group on the way out.
+
+Scratch is per thread, so with threads each one transforms the whole input itself, then runs
+its share of the output channels through the GEMMs and the output transform: one parallel loop,
+no barrier. F(2x2, 3x3) in f32 stays within a few ulps of the direct sum times the transform's
+small constants (its entries are 0, +-1 and +-1/2).
+
+Knobs: `tile(MR, NR, KC)` of the GEMMs, `parallel(m)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from minicc.errors import ScheduleError
+from minicc.ir.compute import Const, Expr, Var, both, call, select
+from minicc.ir.loops.gemm import GemmKernel, GemmPlan
+from minicc.ir.loops.gemm_views import (GemmView, _Conv, _conv_geometry, add, c64, div, emin,
+                                        epilogue, mod, mul)
+from minicc.ir.loops.nest import const_scalar, group_flops, kernel_params
+from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
+                                   Scope, Stmt, Store, seq)
+from minicc.ir.loops.primitives import subst_stmt
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
+from minicc.ir.loops.trace import Step, int_kwargs, step
+from minicc.ir.registry import get_op
+from minicc.ir.types import DType
+
+F32 = DType.F32
+SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
+                                    LoopKind.UNROLL)
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# the default: where F(2x2, 3x3) measured faster than the GEMM template (see CpuWinograd)
+MIN_CHANNELS, MIN_TILES = 16, 25
+BLOCK_BYTES = 1 << 20
+U_L2_BYTES = 1 << 20         # transformed weights that stay in L2 from block to block
+U_MAX_BYTES = 6 << 20        # past this, U's traffic outweighs the saved multiply-adds
+
+
+def winograd_geometry(ctx: LowerCtx) -> _Conv | None:
+    """The conv's geometry when the group's anchor is a float 3x3 conv with stride 1, no
+    dilation, one group, constant weights and at most one pixel of padding on a side."""
+    a = ctx.group.anchor
+    if a is None or get_op(a.kind).template != "conv2d_gemm" or a.inputs[1] not in ctx.consts \
+            or a.inputs[0].type.dtype != F32 or a.kind != "conv":
+        return None
+    cv = _conv_geometry(ctx.group)
+    if cv is None or (cv.kh, cv.kw, cv.sh, cv.sw, cv.dh, cv.dw, cv.g) != (3, 3, 1, 1, 1, 1, 1):
+        return None
+    if not (0 <= cv.pt <= 1 and 0 <= cv.pl <= 1) or 0 in (cv.n, cv.c, cv.m, cv.oh, cv.ow):
+        return None
+    return cv
+
+
+def transformed_weights(w: np.ndarray) -> np.ndarray:
+    """U[xi*4 + nu][m][c] = (G g[m, c] G^T)[xi][nu], in f32."""
+    u = np.einsum("xa,mcab,yb->xymc", G, w.astype(np.float64), G)
+    return u.reshape(16, w.shape[0], w.shape[1]).astype(np.float32)
+
+
+def _combo(coef: np.ndarray, terms: list[Expr]) -> Expr:
+    """sum_k coef[k] * terms[k] with coefficients 0 and +-1 (and +-1/2 never here): adds and
+    subtracts only."""
+    out: Expr | None = None
+    for c, t in zip(coef, terms):
+        if c == 0:
+            continue
+        if out is None:
+            out = t if c == 1 else call("neg", t)
+        else:
+            out = call("add" if c > 0 else "sub", out, t)
+    assert out is not None
+    return out
+
+
+@dataclass(frozen=True)
+class WinoPlan:
+    mr: int
+    nr: int
+    kc: int
+    rb: int             # tile rows per block: the transforms and GEMMs run block by block
+    parallel: str       # none | m (threads share the output channels) | blk (the blocks)
+
+
+class WinogradKernel:
+    def __init__(self, ctx: LowerCtx, cv: _Conv, p: WinoPlan):
+        self.ctx, self.cv, self.p = ctx, cv, p
+        self.L = ctx.target.lanes
+        self.th, self.tw = -(-cv.oh // 2), -(-cv.ow // 2)
+        self.rb = min(p.rb, self.th)
+        self.nblk = -(-self.th // self.rb)
+        self.t = self.rb * self.tw                              # tiles of a block
+        self.tp = -(-self.t // p.nr) * p.nr                     # columns of the GEMMs
+        conv = ctx.group.anchor
+        assert conv is not None
+        self.conv = conv
+
+    def input_transform(self, b: Expr, blk: Expr, V: Buffer, dl: Buffer, tl: Buffer) -> Stmt:
+        """V[:, c, (ty - ty0)*TW + tx] for every channel and tile of the block's rows, vectors
+        of tiles along a row."""
+        cv, L = self.cv, self.L
+        x = self.ctx.bufs[self.conv.inputs[0]]
+        c, tr, xo, ln, i, j = Var("c"), Var("tr"), Var("xo"), Var("l"), Var("i"), Var("j")
+        ty = add(mul(blk, self.rb), tr)
+        tx = add(mul(xo, L), ln)
+        rem = emin(L, add(c64(self.tw), mul(xo, -L)))
+
+        def vec(body: Stmt) -> Stmt:
+            return For(ln, rem, body, VECTOR, L)
+        iy, ix = add(mul(ty, 2), i, -cv.pt), add(mul(tx, 2), j, -cv.pl)
+        conds = []
+        if cv.pt or 2 * self.th + 2 - cv.pt > cv.h:
+            conds += [iy.ge(0), iy.lt(cv.h)]
+        if cv.pl or 2 * self.tw + 2 - cv.pl > cv.w:
+            conds += [ix.ge(0), ix.lt(cv.w)]
+        cond = both(*conds)
+        val: Expr = BufLoad(x, (b, c, iy, ix), F32)
+        if cond is not None:
+            val = select(cond, val, Const(0.0, F32))
+        load = For(i, c64(4), For(j, c64(4), vec(Store(dl, (add(mul(i, 4), j), ln), val)),
+                                  UNROLL), UNROLL)
+        d = [[BufLoad(dl, (c64(4 * a + e), ln), F32) for e in range(4)] for a in range(4)]
+        rows = seq(*(vec(seq(*(Store(tl, (c64(4 * a + nu), ln), _combo(BT[nu], d[a]))
+                               for nu in range(4)))) for a in range(4)))
+        tt = [[BufLoad(tl, (c64(4 * a + nu), ln), F32) for nu in range(4)] for a in range(4)]
+        col = add(mul(tr, self.tw), tx)
+        cols = seq(*(vec(seq(*(Store(V, (c64(4 * xi + nu), c, col),
+                                     _combo(BT[xi], [tt[a][nu] for a in range(4)]))
+                               for xi in range(4)))) for nu in range(4)))
+        per_vec = Allocate(dl, Allocate(tl, seq(load, rows, cols)))
+        return For(c, c64(cv.c), For(tr, self.rows(blk), For(xo, c64(-(-self.tw // L)),
+                                                             per_vec)))
+
+    def rows(self, blk: Expr) -> Expr:
+        """Tile rows in block `blk` (the last may have fewer)."""
+        return emin(self.rb, add(c64(self.th), mul(blk, -self.rb)))
+
+    def zero_tails(self, buf: Buffer, start: int) -> Stmt | None:
+        """Zeros in the columns of `buf` from `start` on, which the GEMMs (V) or the output
+        transform (Y) read but nothing writes: denormal garbage there costs an assist per
+        operation on Intel cores (see gemm.py zero_tail)."""
+        width = buf.shape[2]
+        if width == start:
+            return None
+        r, c, ln = Var("zr"), Var("zc"), Var("zl")
+        n = width - start
+        V, rows = buf, buf.shape[1]
+        body: Stmt = For(ln, c64(min(n, self.L)), Store(V, (r, c, add(start, ln)),
+                                                         Const(0.0, F32)), VECTOR, self.L)
+        if n > self.L:
+            zo = Var("zo")
+            body = For(zo, c64(-(-n // self.L)), For(ln, emin(self.L, add(c64(n), mul(
+                zo, -self.L))), Store(V, (r, c, add(start, mul(zo, self.L), ln)),
+                Const(0.0, F32)), VECTOR, self.L))
+        return For(r, c64(16), For(c, c64(rows), body))
+
+    def output_transform(self, b: Expr, blk: Expr, m: Expr, Y: Buffer, yl: Buffer) -> Stmt:
+        """out[b, m, 2ty + a, ox] = epilogue((A^T Y A)[a][ox % 2]) for a vector of ox."""
+        cv, L = self.cv, self.L
+        ctx, conv = self.ctx, self.conv
+        bias = conv.inputs[2] if len(conv.inputs) == 3 else None
+
+        def out_index(bb: Expr, mm: Expr, q: Expr) -> tuple[Expr, ...]:
+            return (bb, mm, div(q, cv.ow), mod(q, cv.ow))
+
+        def anchor_value(accv: Expr, idx: tuple[Expr, ...]) -> Expr:
+            if bias is None:
+                return accv
+            k = const_scalar(bias, ctx.consts)
+            return call("add", accv, k if k is not None else
+                        BufLoad(ctx.bufs[bias], (idx[1],), F32))
+        epi = epilogue(ctx.group, ctx.bufs, ctx.consts, out_index, anchor_value)
+        tr, xo, ln, comp = Var("tr"), Var("xo"), Var("l"), Var("k")
+        ty = add(mul(blk, self.rb), tr)
+        ox = add(mul(xo, L), ln)
+        rem = emin(L, add(c64(cv.ow), mul(xo, -L)))
+        t = add(mul(tr, self.tw), div(ox, 2))
+        # whole vectors of Y even in the row's last, partial vector (Y's rows are padded for
+        # it, see lowered): lane ox reads tile ox // 2 as one half-vector load and a shuffle,
+        # where a masked load would be a gather
+        load = For(comp, c64(16), For(ln, c64(L), Store(yl, (comp, ln), BufLoad(
+            Y, (comp, m, t), F32)), VECTOR, L), UNROLL)
+        yv = [[BufLoad(yl, (c64(4 * xi + nu), ln), F32) for nu in range(4)] for xi in range(4)]
+        even = mod(ox, 2).eq(0)
+        stores = []
+        for a in range(2):
+            s = [_combo(AT[a], [yv[xi][nu] for xi in range(4)]) for nu in range(4)]
+            val = select(even, _combo(AT[0], s), _combo(AT[1], s))
+            oy = add(mul(ty, 2), a)
+            q = add(mul(oy, cv.ow), ox)
+            st: Stmt = For(ln, rem, Store(ctx.bufs[ctx.group.output], out_index(b, m, q),
+                                          epi(val, b, m, q)), VECTOR, L)
+            if a == 1 and cv.oh % 2:
+                st = IfThen(oy.lt(cv.oh), st)
+            stores.append(st)
+        return For(tr, self.rows(blk), For(xo, c64(-(-cv.ow // L)), Allocate(yl, seq(
+            load, *stores))))
+
+    def lowered(self) -> Lowered:
+        cv, p, L, ctx = self.cv, self.p, self.L, self.ctx
+        name = ctx.name
+        V = Buffer(f"{name}_v", F32, (16, cv.c, self.tp), Scope.SCRATCH)
+        # Y's rows reach past the last tile as far as the output transform's whole vectors read
+        nxv = -(-cv.ow // L)
+        yp = max(self.tp, (self.rb - 1) * self.tw + (nxv * L - 1) // 2 + 1)
+        Y = Buffer(f"{name}_y", F32, (16, cv.m, yp), Scope.SCRATCH)
+        dl = Buffer(f"{name}_d", F32, (16, L), Scope.LOCAL)
+        tl = Buffer(f"{name}_t", F32, (16, L), Scope.LOCAL)
+        yl = Buffer(f"{name}_yl", F32, (16, L), Scope.LOCAL)
+        u = transformed_weights(ctx.consts[self.conv.inputs[1]])
+        view = GemmView(
+            f"{name}_g", 16, cv.m, self.tp, cv.c,
+            lambda bg, mm, k: Const(0.0, F32),            # A is packed at compile time
+            lambda bg, k, n: BufLoad(V, (bg, k, n), F32), Y,
+            lambda bg, mm, n: (bg, mm, n), lambda acc, bg, mm, n: acc, (), (), 0,
+            a_const=u, a_batch=lambda bg: bg, b_direct=True)
+        g = GemmKernel(view, GemmPlan(p.mr, p.nr, p.kc, self.tp, L, "compile", "none", "none",
+                                      1))
+        a_val, _ = g.operand_a()
+        b_val, _ = g.operand_b()
+        tile = g.tile(a_val, b_val)
+        nmr = -(-cv.m // p.mr)
+        threads = ctx.threads if p.parallel == "m" else 1
+        chunk = -(-nmr // threads)                      # row tiles per thread
+        mc, mi = Var("mc"), Var("mi")
+        mr_of = add(mul(mc, chunk), mi)
+        rows = For(mi, emin(chunk, add(c64(nmr), mul(mc, -chunk))), subst_stmt(
+            For(g.nr, c64(self.tp // p.nr), tile), {g.mr.name: mr_of, g.nc.name: c64(0)}))
+        gemm = For(g.b, c64(16), For(g.kc, c64(-(-cv.c // p.kc)), rows))
+        img, blk = Var("img"), Var("blk")
+        m_ = Var("m")
+        m0 = mul(mul(mc, chunk), p.mr)
+        m_cnt = emin(chunk * p.mr, add(c64(cv.m), mul(m0, -1)))
+        out = For(m_, m_cnt, self.output_transform(img, blk, add(m0, m_), Y, yl))
+        per_block = seq(self.input_transform(img, blk, V, dl, tl), gemm, out)
+        # (a last block of fewer rows leaves the previous block's finite values in V's
+        # columns past its tiles: their GEMM results are computed and never read)
+        blocks = For(blk, c64(self.nblk), per_block, PARALLEL if p.parallel == "blk"
+                     else SERIAL)
+        body = seq(self.zero_tails(V, self.t), self.zero_tails(Y, self.tp),
+                   For(img, c64(cv.n), blocks))
+        body = For(mc, c64(threads), body, PARALLEL if threads > 1 else SERIAL)
+        params, roles = kernel_params(ctx.group, ctx.bufs, ctx.consts)
+        wb = ctx.bufs.get(self.conv.inputs[1])
+        keep = [(q, r) for q, r in zip(params, roles) if q is not wb]
+        packed = dict(g.packed)
+        kparams = tuple(q for q, _ in keep) + tuple(packed) + (V, Y)
+        kroles = tuple(r for _, r in keep) + ("weight",) * len(packed) + ("scratch", "scratch")
+        return Lowered(Kernel(name, kparams, kroles, body, flops=group_flops(ctx.group)),
+                       packed)
+
+
+def plan_from_steps(steps: Sequence[Step], threads: int) -> WinoPlan:
+    got: dict[str, Any] = {"parallel": "none"}
+    for st in steps:
+        if st.name == "tile":
+            got.update(int_kwargs(st, ("MR", "NR", "KC", "RB")))
+        elif st.name == "parallel" and st.args in (("m",), ("blk",)):
+            got["parallel"] = st.args[0]
+        else:
+            raise ScheduleError(f"{st}: not a step of the winograd template (tile, "
+                                "parallel(m), parallel(blk))")
+    missing = [k for k in ("mr", "nr", "kc", "rb") if k not in got]
+    if missing:
+        raise ScheduleError(f"winograd template: the steps do not set {', '.join(missing)}")
+    return WinoPlan(got["mr"], got["nr"], got["kc"], got["rb"],
+                    got["parallel"] if threads > 1 else "none")
+
+
+def _rows_per_block(cv: _Conv, th: int, tw: int) -> int:
+    """Tile rows per block: V and Y of a block (16 x (C + M) x its tiles) within BLOCK_BYTES,
+    so they stay in L2 between the transforms and the GEMMs; all rows where they fit. Each
+    block streams U (16 C M floats) again, so where U is past L2 the blocks are at most two.
+    A Xeon, 1 thread, three chained convs: 64 ch at 56x56 1.29x faster than the GEMM template
+    in one block, 1.47x in blocks of 4 rows; 256 ch at 14x14 (U 4 MiB) 1.42x in one block,
+    1.69x in two."""
+    per_row = 16 * (cv.c + cv.m) * tw * 4
+    rb = max(1, min(th, BLOCK_BYTES // per_row))
+    if _u_bytes(cv) > U_L2_BYTES:
+        rb = max(rb, -(-th // 2))
+    return rb
+
+
+def _u_bytes(cv: _Conv) -> int:
+    return 16 * cv.c * cv.m * 4
+
+
+class CpuWinograd(Rule):
+    """`cpu.winograd`: float 3x3 stride-1 convs as F(2x2, 3x3), the epilogue fused."""
+
+    name = "cpu.winograd"
+
+    def geometry(self, ctx: LowerCtx) -> _Conv | None:
+        return ctx.memo("winograd", lambda: winograd_geometry(ctx))
+
+    def legal(self, ctx: LowerCtx) -> bool:
+        """The template can build this conv (a schedule text may ask for it)."""
+        return ctx.opts.opt_level >= 1 and self.geometry(ctx) is not None
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        """The default for the convs where it measured faster than the GEMM template: at
+        least MIN_CHANNELS in and out, MIN_TILES output tiles (10x10 outputs or more; at 7x7 the
+        weights dominate, and U is 16/9 of them) and U within U_MAX_BYTES (a Xeon, 1 thread:
+        512 ch at 14x14, U 16 MiB, 0.59x of the GEMM template)."""
+        cv = self.geometry(ctx) if self.legal(ctx) else None
+        return cv is not None and min(cv.c, cv.m) >= MIN_CHANNELS and \
+            (-(-cv.oh // 2)) * (-(-cv.ow // 2)) >= MIN_TILES and \
+            _u_bytes(cv) <= U_MAX_BYTES and ctx.target.vector_registers >= 32
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        cv = self.geometry(ctx)
+        assert cv is not None
+        L = ctx.target.lanes
+        th = -(-cv.oh // 2)
+        return {"MR": tuple(range(1, min(16, cv.m) + 1)), "NR": (L, 2 * L, 4 * L),
+                "KC": tuple(sorted({min(k, cv.c) for k in (32, 64, 128, 256, 512)})),
+                "RB": tuple(sorted({min(r, th) for r in (1, 2, 4, 8, 16, th)})),
+                "parallel": ("none", "m", "blk") if ctx.threads > 1 else ("none",)}
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        vecs = knobs["NR"] // ctx.target.lanes
+        if knobs["MR"] * vecs + vecs + 1 > ctx.target.vector_registers:
+            return (f"an MR={knobs['MR']} x NR={knobs['NR']} tile needs more than the "
+                    f"{ctx.target.vector_registers} vector registers")
+        return None
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """12 (10, 8) rows x 2 vectors, the most rows that pad M by under a tenth; K blocks of
+        256 channels; threads share the output channels."""
+        cv = self.geometry(ctx)
+        assert cv is not None
+        rows = (12, 10, 8) if ctx.target.vector_registers >= 32 else (6, 4)
+        mr = min(cv.m, next((r for r in rows if -(-cv.m // r) * r < 1.1 * cv.m), rows[-1]))
+        th, tw = -(-cv.oh // 2), -(-cv.ow // 2)
+        rb = _rows_per_block(cv, th, tw)
+        par = "none"
+        if ctx.threads > 1:      # whole blocks per thread where they split evenly
+            nblk = -(-th // rb)
+            if nblk < ctx.threads and th >= 2 * ctx.threads and _u_bytes(cv) <= U_L2_BYTES:
+                rb = -(-th // (2 * ctx.threads))
+                nblk = -(-th // rb)
+            par = "blk" if nblk >= ctx.threads and -(-nblk // ctx.threads) * ctx.threads \
+                <= 1.25 * nblk and _u_bytes(cv) <= U_L2_BYTES else "m"
+        return {"MR": mr, "NR": 2 * ctx.target.lanes, "KC": min(256, cv.c), "RB": rb,
+                "parallel": par}
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        out = [step("tile", MR=knobs["MR"], NR=knobs["NR"], KC=knobs["KC"], RB=knobs["RB"])]
+        if knobs["parallel"] != "none":
+            out.append(step("parallel", knobs["parallel"]))
+        return out
+
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        cv = self.geometry(ctx)
+        assert cv is not None
+        p = plan_from_steps(steps, ctx.threads)
+        if p.nr % ctx.target.lanes or min(p.mr, p.nr, p.kc, p.rb) < 1 or p.kc > cv.c:
+            raise ScheduleError(f"winograd template ({ctx.name}): tile MR={p.mr} NR={p.nr} "
+                                f"KC={p.kc} must be positive, NR a multiple of "
+                                f"{ctx.target.lanes}, KC at most C={cv.c}")
+        return WinogradKernel(ctx, cv, p).lowered()
