@@ -1,0 +1,156 @@
+"""The Winograd template (ir/loops/winograd.py): F(2x2, 3x3)'s constants, its kernels in the
+loop interpreter (which refuses reads of scratch nothing wrote), compiled kernels on random
+geometries against onnx's reference, and where it is the default."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+from minicc import CompileOptions, compile
+from minicc.ir.interpret import interpret
+from minicc.ir.loops.cpu import CPU_RULES, lower_group_cpu
+from minicc.ir.loops.interp import buffer_arrays, run_kernel
+from minicc.ir.loops.nodes import Buffer
+from minicc.ir.loops.winograd import AT, BT, G, transformed_weights
+from minicc.ir.parser import parse
+from minicc.ir.passes.fuse import fuse as fuse_groups
+from tests.loops.util import ctx_for
+
+
+def test_f2x2_3x3_constants_compute_a_correlation() -> None:
+    """A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the 4x4 patch d with g."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
+        y = AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T
+        want = np.array([[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(2)] for a in range(2)])
+        np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    u = transformed_weights(w)
+    assert u.shape == (16, 5, 3) and u.dtype == np.float32
+    np.testing.assert_allclose(u[:, 2, 1].reshape(4, 4), G @ w[2, 1] @ G.T, rtol=1e-6)
+
+
+IR = ("func @main(%x: f32[2,4,5,7], %w: f32[6,4,3,3], %b: f32[6], %r: f32[2,6,5,6]) -> "
+      "(f32[2,6,5,6]) {\n"
+      "  %c = conv(%x, %w, %b) {pads=[1,0,1,1]} : f32[2,6,5,6]\n"
+      "  %s = add(%c, %r) : f32[2,6,5,6]\n  %y = relu(%s) : f32[2,6,5,6]\n  return %y\n}")
+
+
+@pytest.mark.parametrize("sched", [
+    "cpu.winograd: tile(MR=4, NR=16, KC=4, RB=2)",
+    "cpu.winograd: tile(MR=3, NR=32, KC=2, RB=1)",
+    "cpu.winograd: tile(MR=6, NR=16, KC=3, RB=3); parallel(m)",
+    "cpu.winograd: tile(MR=4, NR=16, KC=4, RB=1); parallel(blk)",
+])
+def test_winograd_kernels_in_the_interpreter(sched: str) -> None:
+    """Odd output height (a last tile row of one output row), asymmetric padding, a batch of
+    two, K in blocks (partial sums in Y), bias, residual and ReLU in the output transform;
+    both ways of sharing among threads. Every scratch element read was written first."""
+    m = parse(IR)
+    f = m.main
+    rng = np.random.default_rng(3)
+    feeds = {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
+             for n, v in zip(f.input_names, f.inputs)}
+    ref = interpret(m, feeds)["y"]
+    g = fuse_groups(f).groups[0]
+    values = dict(zip(f.input_names, f.inputs))
+    consts = {values["w"]: feeds["w"]}
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    threads = 2 if "parallel" in sched else 1
+    low = lower_group_cpu(ctx_for(g, bufs, consts, threads, schedules={"k": sched}))
+    assert low.kernel.schedule == "cpu.winograd"
+    arrays = {bufs[v].name: feeds[n] for n, v in zip(f.input_names, f.inputs) if v in bufs}
+    arrays.update({b.name: a for b, a in low.packed.items()})
+    arrs = buffer_arrays(low.kernel, **arrays)
+    run_kernel(low.kernel, arrs, threads)
+    np.testing.assert_allclose(arrs[bufs[g.output].name], ref, rtol=1e-5, atol=1e-5)
+
+
+def _conv_model(n: int, c: int, m: int, h: int, w: int, pads: list[int], bias: bool,
+                relu: bool, residual: bool, seed: int):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((m, c, 3, 3)) * 0.2).astype(np.float32)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, W.shape, W.ravel())]
+    if bias:
+        inits.append(helper.make_tensor("b", TensorProto.FLOAT, [m],
+                                        rng.standard_normal(m).astype(np.float32)))
+    oh, ow = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+    nodes = [helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c"], pads=pads)]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, c, h, w])]
+    out = "c"
+    if residual:
+        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [n, m, oh, ow]))
+        nodes.append(helper.make_node("Add", ["c", "r"], ["s"]))
+        out = "s"
+    nodes.append(helper.make_node("Relu" if relu else "Identity", [out], ["y"]))
+    gr = helper.make_graph(nodes, "g", ins, [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, [n, m, oh, ow])], inits)
+    return helper.make_model(gr, opset_imports=[helper.make_opsetid("", 17)]), (oh, ow)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_compiled_winograd_matches_the_reference(seed: int) -> None:
+    """Random geometries (odd and even sizes, 0 or 1 pixel of padding per side, batch 1-2,
+    bias, ReLU, a residual), tiles, K blocks, row blocks and threads."""
+    rng = np.random.default_rng(100 + seed)
+    n, c, m = int(rng.integers(1, 3)), int(rng.choice([16, 20, 33])), int(rng.choice([16, 24, 35]))
+    h, w = int(rng.integers(5, 19)), int(rng.integers(5, 40))
+    pads = [int(v) for v in rng.integers(0, 2, 4)]
+    bias, relu, res = (bool(rng.integers(0, 2)) for _ in range(3))
+    threads = int(rng.integers(1, 3))
+    mdl, (oh, ow) = _conv_model(n, c, m, h, w, pads, bias, relu, res, seed)
+    feeds = {"x": rng.standard_normal((n, c, h, w)).astype(np.float32)}
+    if res:
+        feeds["r"] = rng.standard_normal((n, m, oh, ow)).astype(np.float32)
+    ref = ReferenceEvaluator(mdl).run(None, feeds)[0]
+    mr, rb, kc = int(rng.choice([4, 8, 12])), int(rng.integers(1, 5)), int(rng.choice([8, c]))
+    par = "" if threads == 1 else str(rng.choice(["", "; parallel(m)", "; parallel(blk)"]))
+    sched = f"cpu.winograd: tile(MR={mr}, NR=32, KC={kc}, RB={rb}){par}"
+    kname = compile(mdl, options=CompileOptions(threads=threads, cache=False)
+                    ).artifact.summary["kernels"][0]["name"]
+    cm = compile(mdl, options=CompileOptions(threads=threads, cache=False),
+                 schedules={kname: sched})
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.winograd")
+    np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_winograd_is_the_default_where_it_pays() -> None:
+    """3x3 stride-1 convs of 16+ channels over 10x10+ outputs, on AVX-512; not at 7x7 (the
+    weights dominate), not with strides, not for 512 x 512 channels (U is 16 MiB), not on a
+    16-register (AVX2) target, and a schedule text may still ask for the GEMM template."""
+    from minicc.ir.loops.winograd import CpuWinograd
+
+    rule = next(r for r in CPU_RULES if r.name == "cpu.winograd")
+    assert isinstance(rule, CpuWinograd)
+
+    def ctx(c: int, m: int, hw: int, stride: int = 1):  # type: ignore[no-untyped-def]
+        oh = (hw + 2 - 3) // stride + 1
+        text = (f"func @main(%x: f32[1,{c},{hw},{hw}], %w: f32[{m},{c},3,3]) -> "
+                f"(f32[1,{m},{oh},{oh}]) {{\n  %c = conv(%x, %w) {{pads=[1,1,1,1], "
+                f"strides=[{stride},{stride}]}} : f32[1,{m},{oh},{oh}]\n  return %c\n}}")
+        f = parse(text).main
+        g = fuse_groups(f).groups[0]
+        bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+                for i, v in enumerate(list(g.inputs()) + [g.output])}
+        w = np.zeros((m, c, 3, 3), np.float32)
+        return ctx_for(g, bufs, {f.inputs[1]: w})
+
+    avx512 = ctx(64, 64, 28).target.vector_registers >= 32
+    assert rule.applies(ctx(64, 64, 28)) == avx512
+    assert rule.applies(ctx(16, 32, 10)) == avx512
+    assert not rule.applies(ctx(64, 64, 7))
+    assert not rule.applies(ctx(64, 64, 28, stride=2))
+    assert not rule.applies(ctx(512, 512, 14))
+    assert not rule.applies(ctx(8, 64, 28))
+    c = ctx(64, 64, 28)
+    avx2 = replace(c, target=replace(c.target, features=("avx2", "fma")))
+    assert not rule.applies(avx2) and rule.legal(avx2)
+    d = rule.defaults(c)
+    assert d["RB"] >= 1 and rule.invalid(c, d) is None
