@@ -71,11 +71,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future
 
 def test_a_conv_kernel_before_and_after_scheduling() -> None:
     # lowered for an AVX-512 CPU whatever this one is: the default tiles follow the registers
-    st = conv3x3(lower_program(model("resnet50"), threads=1, dump=("loops",), cpu="znver4"))
+    prog = lower_program(model("resnet50"), threads=1, dump=("loops",), cpu="znver4")
+    st = conv3x3(prog)
     before, after = print_kernel(st.nest), print_kernel(st.kernel)
     assert "sum[" in before and "schedule" not in before      # the compute definition's nest
-    assert "schedule cpu.gemm: tile(MR=16, NR=16" in after and "vector(16)" in after
-    assert st.kernel.schedule == "cpu.gemm"
+    # a 3x3 stride-1 conv of 64 channels at 56x56: F(2x2, 3x3)
+    assert "schedule cpu.winograd: tile(" in after and "vector(16)" in after
+    assert st.kernel.schedule == "cpu.winograd"
+    conv1x1 = next(s for s in prog.kernel_steps if s.group.anchor is not None
+                   and s.group.anchor.kind == "conv"
+                   and s.group.anchor.inputs[1].type.shape[2:] == (1, 1))
+    assert "schedule cpu.gemm: tile(MR=16, NR=16" in print_kernel(conv1x1.kernel)
 
 
 def test_every_kernel_rebuilt_from_its_schedule_text_is_bit_identical(

@@ -143,14 +143,15 @@ def test_the_program_runs_as_the_interpreter_says() -> None:
 
 def test_a_residual_add_after_k_blocks_is_not_in_place() -> None:
     """A conv whose K (64 x 3 x 3) spans several K blocks stores partial sums to its output
-    before the epilogue reads the residual: writing over the residual would corrupt it."""
-    text = """func @main(%x: f32[1,64,6,6], %r: f32[1,4,6,6]) -> (f32[1,4,6,6], i64[1,2,6,6]) {
+    before the epilogue reads the residual: writing over the residual would corrupt it. (A
+    10x10 map: over 64 pixels or fewer, the default takes the whole K in one block.)"""
+    text = """func @main(%x: f32[1,64,10,10], %r: f32[1,4,10,10]) -> (f32[1,4,10,10], i64[1,2,10,10]) {
   %w = const splat<0.5> : f32[4,64,3,3]
-  %e = exp(%r) : f32[1,4,6,6]
-  %n = neg(%e) : f32[1,4,6,6]
-  %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,4,6,6]
-  %s = add(%c, %e) : f32[1,4,6,6]
-  %k, %i = top_k(%s) {axis=1, k=2} : f32[1,2,6,6], i64[1,2,6,6]
+  %e = exp(%r) : f32[1,4,10,10]
+  %n = neg(%e) : f32[1,4,10,10]
+  %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,4,10,10]
+  %s = add(%c, %e) : f32[1,4,10,10]
+  %k, %i = top_k(%s) {axis=1, k=2} : f32[1,2,10,10], i64[1,2,10,10]
   return %n, %i
 }"""
     f = parse(text).main
