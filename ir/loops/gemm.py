@@ -471,9 +471,6 @@ class GemmKernel:
         v, p = self.v, self.p
         n_tiles = div(add(self.valid, p.nr - 1), p.nr)
         rows: Stmt = For(self.mr, c64(self.nmr), seq(a_fill, For(self.nr, n_tiles, tile)))
-        import os
-        if os.environ.get("MINICC_NRMR") and a_fill is None:
-            rows = For(self.nr, n_tiles, For(self.mr, c64(self.nmr), tile))
         if p.pack_a == "panel":
             # A's panel once per K block; each B micro-panel (KC x NR) stays in L1 while
             # every row tile passes over it
