@@ -603,6 +603,8 @@ class CpuGemm(Rule):
                 rows, nr = _one_column_tile(v.N, L, ctx.target.vector_registers)
         if ctx.target.vector_registers < 32 and not v.int8:
             rows, nr = _tiles_16_registers(v, L)
+        if v.int8 and v.row is not None and v.N <= L:
+            nr = L      # a map of a vector or less (2x2, 4x4): 2 vectors would be half waste
         mr = min(v.M, min(rows, key=lambda r: (-(-v.M // r) * r, -r)))
         if full_rate:     # the most rows that pad M by under a tenth (a 6-row tile over 512)
             mr = min(v.M, next((r for r in rows if -(-v.M // r) * r < 1.1 * v.M), mr))
