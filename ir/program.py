@@ -95,15 +95,27 @@ class Places:
     last: dict[Value, int]              # last step that reads it
     arena: list[Value]                  # storage values the arena holds, in first-use order
     outputs: list[Value]                # storage of each function output
+    # a concat's input computed straight into its slice of the output: value -> (the concat's
+    # output, byte offset); the concat runs no kernel
+    sub: dict[Value, tuple[Value, int]] = field(default_factory=dict)
 
     def storage(self, v: Value) -> Value:
         return self.root.get(v, v)
 
+    def sub_offset(self, v: Value) -> tuple[Value, int]:
+        """(the arena value holding `v`'s bytes, the offset in it) for a concat's input."""
+        off = 0
+        while v in self.sub:
+            v, o = self.sub[v]
+            off += o
+        return v, off
 
-def place_tensors(f: Function, part: Partition) -> Places:
+
+def place_tensors(f: Function, part: Partition, align: int = 64) -> Places:
     """Stage 1: views alias their source; an output's producer writes straight into the
     caller's array (unless the output is an input, another output or a constant, copied after
-    the run); everything else that crosses kernels goes to the arena."""
+    the run); a concat's inputs are computed into their slices of its output where they can be
+    (see _concat_slices); everything else that crosses kernels goes to the arena."""
     consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
     root: dict[Value, Value] = {}
     for g in part.groups:
@@ -115,7 +127,8 @@ def place_tensors(f: Function, part: Partition) -> Places:
     for k, r in enumerate(outputs):
         if r not in fixed and r not in consts:
             fixed[r] = Location(LocKind.OUTPUT, k)
-    order = [g for g in part.groups if not g.is_view]
+    sub, gone = _concat_slices(f, part, root, fixed, consts, align)
+    order = [g for g in part.groups if not g.is_view and g.id not in gone]
     first: dict[Value, int] = {}
     last: dict[Value, int] = {}
     arena: list[Value] = []
@@ -125,14 +138,59 @@ def place_tensors(f: Function, part: Partition) -> Places:
             r = root.get(v, v)
             last[r] = max(last.get(r, -1), s)
         for o in g.root.outputs:
-            first.setdefault(root.get(o, o), s)
+            r = root.get(o, o)
+            first.setdefault(r, s)
+            while r in sub:              # the concat's output lives from its first slice on
+                r = sub[r][0]
+                first.setdefault(r, s)
         last.setdefault(root.get(g.output, g.output), s)
         for v in g.inputs() + list(g.root.outputs):
             r = root.get(v, v)
+            while r in sub:
+                r = sub[r][0]
             if r not in fixed and r not in consts and r not in in_arena:
                 in_arena.add(r)
                 arena.append(r)
-    return Places(f, part, root, fixed, consts, order, first, last, arena, outputs)
+    return Places(f, part, root, fixed, consts, order, first, last, arena, outputs, sub)
+
+
+def _concat_slices(f: Function, part: Partition, root: dict[Value, Value],
+                   fixed: dict[Value, Location], consts: dict[Value, np.ndarray], align: int
+                   ) -> tuple[dict[Value, tuple[Value, int]], set[int]]:
+    """Concats that need no kernel: along an axis with only 1s before it (each input is one
+    contiguous run of the output), of inputs that a kernel produces for this concat alone (not
+    views, constants, inputs or outputs of the function), each slice at an `align`-ed offset.
+    Their producers write straight into the output's slices, as onnxruntime's and TensorRT's
+    concat elimination do: squeezenet's fire modules, inception's branches, a C2f block's
+    splits. Returns each input's (output, byte offset) and the ids of the groups that go."""
+    users = f.users
+    made = {o: g for g in part.groups for o in g.root.outputs}
+    sub: dict[Value, tuple[Value, int]] = {}
+    gone: set[int] = set()
+    for g in part.groups:
+        if len(g.ops) != 1 or g.root.kind != "concat":
+            continue
+        cat, y = g.root, g.output
+        shape = y.type.shape
+        axis = full_attrs("concat", cat.attrs)["axis"] % len(shape)
+        if y in fixed or root.get(y, y) is not y or any(d != 1 for d in shape[:axis]) or \
+                len(set(cat.inputs)) != len(cat.inputs):
+            continue
+        ok, offs, off = True, [], 0
+        for x in cat.inputs:
+            p = made.get(x)
+            if p is None or p.is_view or x in fixed or x in consts or root.get(x, x) is not x \
+                    or users.get(x, []) != [cat] or x in sub or off % align or \
+                    x.type.dtype != y.type.dtype:
+                ok = False
+                break
+            offs.append(off)
+            off += int(x.type.nbytes or 0)
+        if ok:
+            for x, o in zip(cat.inputs, offs):
+                sub[x] = (y, o)
+            gone.add(g.id)
+    return sub, gone
 
 
 # ---- stage 2: lowering ----------------------------------------------------------------------
@@ -209,9 +267,12 @@ def half_storage(places: Places, steps: list[LoweredGroup | Group]
     host = {places.storage(v) for st in steps if isinstance(st, Group)
             for v in st.inputs() + list(st.root.outputs)}
 
+    family = set(places.sub) | {y for y, _ in places.sub.values()}   # (offsets in f32 bytes)
+
     def eligible(v: Value) -> bool:
         r = places.storage(v)
-        return v.type.dtype == DType.F32 and r not in places.fixed and r not in host
+        return v.type.dtype == DType.F32 and r not in places.fixed and r not in host and \
+            r not in family
 
     half: set[Value] = set()
     out: list[LoweredGroup | Group] = []
@@ -292,7 +353,7 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
     (a partial sum over K) would overwrite the input before the epilogue reads it."""
     g, k = st.group, st.kernel
     out = places.storage(g.output)
-    if out in places.fixed or out in places.consts:
+    if out in places.fixed or out in places.consts or out in places.sub:
         return None
     buf_of = {v: b for b, v in zip(k.params, st.binds) if isinstance(v, Value)}
     out_buf = buf_of.get(g.output)
@@ -306,6 +367,7 @@ def in_place_input(places: Places, st: LoweredGroup, step: int) -> Value | None:
         r = places.storage(x)
         xb = buf_of.get(x)
         if r in places.fixed or r in places.consts or r is out or x.type != g.output.type \
+                or r in places.sub \
                 or places.last.get(r) != step or xb is None or xb.dtype != out_buf.dtype:
             continue
         loads = [ld for s in walk(k.body) for ld in loads_in(s) if ld.buf is xb]
@@ -361,6 +423,9 @@ def bind_steps(places: Places, steps: list[LoweredGroup | Group], arena: Arena,
             return blob.add(r, places.consts[r])
         if r in places.fixed:
             return places.fixed[r]
+        if r in places.sub:
+            y, off = places.sub_offset(r)
+            return Location(LocKind.ARENA, arena.offset[y] + off)
         return Location(LocKind.ARENA, arena.offset[r])
 
     out: list[Step] = []
@@ -439,7 +504,7 @@ def build_program(f: Function, lower: Lowerer, target: Target, opts: CompileOpti
     check_static(f)
     threads = opts.threads or 1
     part = partition or fuse(f)
-    places = place_tensors(f, part)
+    places = place_tensors(f, part, target.align)
     lowered = lower_groups(places, lower, target, opts,
                            on_kernel if opts.precision != "fp16" else None)
     half: set[Value] = set()
