@@ -100,9 +100,13 @@ class Analysis:
                 "flops_by_kind": self.flops_by_kind()}
 
 
-def analyze(f: Function, part: Partition) -> Analysis:
-    """Every op (constants excepted) and every group of the partition that runs (views
-    excepted; kernels are named as the compiler names them)."""
+def analyze(f: Function, part: Partition, align: int = 64) -> Analysis:
+    """Every op (constants excepted) and every group of the partition that runs (views and
+    the concats whose inputs are computed into their slices excepted, for arena alignment
+    `align`; kernels are named as the compiler names them)."""
+    from minicc.ir.program import kernelless_groups
+
+    gone = kernelless_groups(f, part, align)
     consts = {op.output for op in f.ops if op.kind == "const"}
     a = Analysis()
     for op in f.ops:
@@ -111,7 +115,7 @@ def analyze(f: Function, part: Partition) -> Analysis:
                              op_cost(op, consts)))
     step = 0
     for g in part.groups:
-        if g.is_view:
+        if g.is_view or g.id in gone:
             continue
         row = Row(f"k{step}_{g.root.kind}", "+".join(op.kind for op in g.ops),
                   str(g.output.type), group_cost(g, consts))

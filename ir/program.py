@@ -115,7 +115,7 @@ def place_tensors(f: Function, part: Partition, align: int = 64) -> Places:
     """Stage 1: views alias their source; an output's producer writes straight into the
     caller's array (unless the output is an input, another output or a constant, copied after
     the run); a concat's inputs are computed into their slices of its output where they can be
-    (see _concat_slices); everything else that crosses kernels goes to the arena."""
+    (see concat_slices); everything else that crosses kernels goes to the arena."""
     consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
     root: dict[Value, Value] = {}
     for g in part.groups:
@@ -127,7 +127,7 @@ def place_tensors(f: Function, part: Partition, align: int = 64) -> Places:
     for k, r in enumerate(outputs):
         if r not in fixed and r not in consts:
             fixed[r] = Location(LocKind.OUTPUT, k)
-    sub, gone = _concat_slices(f, part, root, fixed, consts, align)
+    sub, gone = concat_slices(f, part, root, fixed, consts, align)
     order = [g for g in part.groups if not g.is_view and g.id not in gone]
     first: dict[Value, int] = {}
     last: dict[Value, int] = {}
@@ -154,7 +154,15 @@ def place_tensors(f: Function, part: Partition, align: int = 64) -> Places:
     return Places(f, part, root, fixed, consts, order, first, last, arena, outputs, sub)
 
 
-def _concat_slices(f: Function, part: Partition, root: dict[Value, Value],
+def kernelless_groups(f: Function, part: Partition, align: int) -> set[int]:
+    """The ids of the groups that run no kernel for being such concats (for tools that name
+    kernels as the compiler does)."""
+    pl = place_tensors(f, part, align)
+    kept = {g.id for g in pl.order}
+    return {g.id for g in part.groups if not g.is_view and g.id not in kept}
+
+
+def concat_slices(f: Function, part: Partition, root: dict[Value, Value],
                    fixed: dict[Value, Location], consts: dict[Value, np.ndarray], align: int
                    ) -> tuple[dict[Value, tuple[Value, int]], set[int]]:
     """Concats that need no kernel: along an axis with only 1s before it (each input is one

@@ -311,10 +311,10 @@ def analyze(model: Any, options: CompileOptions | None = None, **fields: Any) ->
     from minicc.ir.passes.pipeline import run_pipeline
     from minicc.ir.program import check_static
 
-    o = merge_options(options, fields)
+    o, entry, tgt = _prepare(options, fields)
     m = run_pipeline(_as_module(model, o.input_shapes), o.opt_level, verify_each=o.verify_each)
     check_static(m.main, "analyzing")
-    return analyze_function(m.main, fuse(m.main))
+    return analyze_function(m.main, fuse(m.main), tgt.align)
 
 
 def lower_program(model: Any, options: CompileOptions | None = None, **fields: Any) -> Any:

@@ -120,12 +120,12 @@ def test_cli_profile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
                "--top", "5", "--trace", str(tmp_path / "t.json")])
     out, err = capsys.readouterr()
     assert rc == 0, err
-    assert "%bound" in out and "32 more" in out and "roofs: FMA" in out
+    assert "%bound" in out and "26 more" in out and "roofs: FMA" in out   # 31 kernels, top 5
     assert (tmp_path / "t.json").exists() and "perfetto" in err
     rc = main(["profile", light_model_path("squeezenet"), "--threads", "1", "--repeat", "2",
                "--json"])
     d = json.loads(capsys.readouterr().out)
-    assert rc == 0 and len(d["kernels"]) == 37 and d["kernels"][0]["ms"] >= d["kernels"][1]["ms"]
+    assert rc == 0 and len(d["kernels"]) == 31 and d["kernels"][0]["ms"] >= d["kernels"][1]["ms"]
 
 
 def test_profiling_a_model_without_shapes_says_so(tmp_path: Path,
