@@ -606,7 +606,7 @@ class CpuGemm(Rule):
         if v.int8 and v.row is not None and v.N <= L:
             nr = L      # a map of a vector or less (2x2, 4x4): 2 vectors would be half waste
         mr = min(v.M, min(rows, key=lambda r: (-(-v.M // r) * r, -r)))
-        if full_rate:     # the most rows that pad M by under a tenth (a 6-row tile over 512)
+        if full_rate and nr >= v.N:   # one column tile: the most rows padding M by < 1/10
             mr = min(v.M, next((r for r in rows if -(-v.M // r) * r < 1.1 * v.M), mr))
         kc = min(256, v.K)
         if ctx.target.vector_registers < 32 and v.row is not None:
