@@ -1,24 +1,28 @@
-"""The CPU Winograd template: 3x3 stride-1 convolutions as F(2x2, 3x3) (Lavin and Gray, 2016).
+"""The CPU Winograd template: 3x3 stride-1 convolutions as F(2x2, 3x3) or F(4x4, 3x3) (Lavin
+and Gray, 2016).
 
-Each 2x2 block of outputs (a tile t) comes from the 4x4 input patch d around it:
+Each m x m block of outputs (a tile t) comes from the (m+2)-square input patch d around it:
 
-    input    V[xi,nu][c][t] = (B^T d B)[xi][nu]           adds and subtracts only
+    input    V[xi,nu][c][t] = (B^T d B)[xi][nu]
     GEMM     Y[xi,nu][m][t] = sum_c U[xi,nu][m][c] V[xi,nu][c][t]     U = G g G^T (compile time)
-    output   y[m][2ty + a][2tx + b] = (A^T Y A)[a][b], then the group's epilogue
+    output   y[m][m*ty + a][m*tx + b] = (A^T Y A)[a][b], then the group's epilogue
 
-sixteen GEMMs of K = C where the direct conv is one of K = 9C: 2.25x fewer multiply-adds, for
-4x the input and output in the transformed domain. The GEMMs are the GEMM template's own
-micro-kernel (gemm.py: U packed at compile time, V read in place, partial sums in Y). The input
-transform vectorizes along the tiles of a row (lanes read every other input column); the output
-transform along the output columns (lane ox reads tile ox // 2 and takes row a of its 2x2 block,
-column ox % 2), with the bias, activation and residual of the group on the way out.
+F(2x2, 3x3) runs sixteen GEMMs of K = C where the direct conv runs one of K = 9C: 2.25x fewer
+multiply-adds. F(4x4, 3x3) runs 36 GEMMs over a quarter of the tiles: 4x fewer, for longer
+transforms, U 4x the weights, and a few times F(2x2, 3x3)'s rounding (transform entries up to 8
+and down to 1/24: about 6e-6 of the largest output against 5e-7). The GEMMs are the GEMM
+template's own micro-kernel (gemm.py: U packed at compile time, V read in place, partial sums
+in Y). The input transform vectorizes along the tiles of a row (lanes read every m-th input
+column); the output transform along the output columns (lane ox reads tile ox // m and takes
+column ox % m of its block), with the bias, activation and residual of the group on the way out.
 
-Scratch is per thread, so with threads each one transforms the whole input itself, then runs
-its share of the output channels through the GEMMs and the output transform: one parallel loop,
-no barrier. F(2x2, 3x3) in f32 stays within a few ulps of the direct sum times the transform's
-small constants (its entries are 0, +-1 and +-1/2).
+Tile rows go in blocks whose V and Y stay in L2 (RB rows, the GEMMs' columns padded to NR as
+little as the rows allow). Scratch is per thread, so threads take whole blocks
+(`parallel(blk)`), or each transforms the whole input itself and runs its share of the output
+channels (`parallel(m)`, where U is past L2): one parallel loop, no barrier.
 
-Knobs: `tile(MR, NR, KC)` of the GEMMs, `parallel(m)`.
+Knobs: `tile(F, MR, NR, KC, RB)` (F: the output tile side, 2 or 4; MR, NR, KC: the GEMMs'),
+`parallel(blk | m)`.
 """
 
 from __future__ import annotations
@@ -48,11 +52,20 @@ SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# F(4x4, 3x3): 6x6 input patches, 36 GEMMs, 4x fewer multiply-adds than the direct conv
+BT4 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
+G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+AT4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], np.float64)
+MATRICES = {2: (BT, G, AT), 4: (BT4, G4, AT4)}      # output tile side m -> (B^T, G, A^T)
 # the default: where F(2x2, 3x3) measured faster than the GEMM template (see CpuWinograd)
 MIN_CHANNELS, MIN_TILES = 16, 25
 BLOCK_BYTES = 1 << 20
 U_L2_BYTES = 1 << 20         # transformed weights that stay in L2 from block to block
 U_MAX_BYTES = 6 << 20        # past this, U's traffic outweighs the saved multiply-adds
+U4_MAX_BYTES = 5 << 19       # F(4x4, 3x3)'s U, 36 C M floats: 128 x 128 channels (2.25 MiB)
 
 
 def winograd_geometry(ctx: LowerCtx) -> _Conv | None:
@@ -70,23 +83,26 @@ def winograd_geometry(ctx: LowerCtx) -> _Conv | None:
     return cv
 
 
-def transformed_weights(w: np.ndarray) -> np.ndarray:
-    """U[xi*4 + nu][m][c] = (G g[m, c] G^T)[xi][nu], in f32."""
-    u = np.einsum("xa,mcab,yb->xymc", G, w.astype(np.float64), G)
-    return u.reshape(16, w.shape[0], w.shape[1]).astype(np.float32)
+def transformed_weights(w: np.ndarray, m: int = 2) -> np.ndarray:
+    """U[xi*n + nu][m][c] = (G g[m, c] G^T)[xi][nu] (n = m + 2), in f32."""
+    g = MATRICES[m][1]
+    u = np.einsum("xa,mcab,yb->xymc", g, w.astype(np.float64), g)
+    return u.reshape((m + 2) ** 2, w.shape[0], w.shape[1]).astype(np.float32)
 
 
 def _combo(coef: np.ndarray, terms: list[Expr]) -> Expr:
-    """sum_k coef[k] * terms[k] with coefficients 0 and +-1 (and +-1/2 never here): adds and
-    subtracts only."""
+    """sum_k coef[k] * terms[k]: adds and subtracts, and a multiply for coefficients other
+    than +-1 (F(4x4, 3x3)'s 2, 4, 5 and 8)."""
     out: Expr | None = None
     for c, t in zip(coef, terms):
         if c == 0:
             continue
+        mag = abs(float(c))
+        term = t if mag == 1 else call("mul", t, Const(mag, F32))
         if out is None:
-            out = t if c == 1 else call("neg", t)
+            out = term if c > 0 else call("neg", term)
         else:
-            out = call("add" if c > 0 else "sub", out, t)
+            out = call("add" if c > 0 else "sub", out, term)
     assert out is not None
     return out
 
@@ -98,13 +114,18 @@ class WinoPlan:
     kc: int
     rb: int             # tile rows per block: the transforms and GEMMs run block by block
     parallel: str       # none | m (threads share the output channels) | blk (the blocks)
+    f: int = 2          # the output tile's side: F(2x2, 3x3) or F(4x4, 3x3)
 
 
 class WinogradKernel:
     def __init__(self, ctx: LowerCtx, cv: _Conv, p: WinoPlan):
         self.ctx, self.cv, self.p = ctx, cv, p
         self.L = ctx.target.lanes
-        self.th, self.tw = -(-cv.oh // 2), -(-cv.ow // 2)
+        self.m = p.f                                            # output tile side
+        self.n = p.f + 2                                        # input patch side
+        self.nn = self.n * self.n                               # transformed components
+        self.BT, _, self.AT = MATRICES[p.f]
+        self.th, self.tw = -(-cv.oh // p.f), -(-cv.ow // p.f)
         self.rb = min(p.rb, self.th)
         self.nblk = -(-self.th // self.rb)
         self.t = self.rb * self.tw                              # tiles of a block
@@ -125,26 +146,27 @@ class WinogradKernel:
 
         def vec(body: Stmt) -> Stmt:
             return For(ln, rem, body, VECTOR, L)
-        iy, ix = add(mul(ty, 2), i, -cv.pt), add(mul(tx, 2), j, -cv.pl)
+        m, n, BTm = self.m, self.n, self.BT
+        iy, ix = add(mul(ty, m), i, -cv.pt), add(mul(tx, m), j, -cv.pl)
         conds = []
-        if cv.pt or 2 * self.th + 2 - cv.pt > cv.h:
+        if cv.pt or m * self.th + n - m - cv.pt > cv.h:
             conds += [iy.ge(0), iy.lt(cv.h)]
-        if cv.pl or 2 * self.tw + 2 - cv.pl > cv.w:
+        if cv.pl or m * self.tw + n - m - cv.pl > cv.w:
             conds += [ix.ge(0), ix.lt(cv.w)]
         cond = both(*conds)
         val: Expr = BufLoad(x, (b, c, iy, ix), F32)
         if cond is not None:
             val = select(cond, val, Const(0.0, F32))
-        load = For(i, c64(4), For(j, c64(4), vec(Store(dl, (add(mul(i, 4), j), ln), val)),
+        load = For(i, c64(n), For(j, c64(n), vec(Store(dl, (add(mul(i, n), j), ln), val)),
                                   UNROLL), UNROLL)
-        d = [[BufLoad(dl, (c64(4 * a + e), ln), F32) for e in range(4)] for a in range(4)]
-        rows = seq(*(vec(seq(*(Store(tl, (c64(4 * a + nu), ln), _combo(BT[nu], d[a]))
-                               for nu in range(4)))) for a in range(4)))
-        tt = [[BufLoad(tl, (c64(4 * a + nu), ln), F32) for nu in range(4)] for a in range(4)]
+        d = [[BufLoad(dl, (c64(n * a + e), ln), F32) for e in range(n)] for a in range(n)]
+        rows = seq(*(vec(seq(*(Store(tl, (c64(n * a + nu), ln), _combo(BTm[nu], d[a]))
+                               for nu in range(n)))) for a in range(n)))
+        tt = [[BufLoad(tl, (c64(n * a + nu), ln), F32) for nu in range(n)] for a in range(n)]
         col = add(mul(tr, self.tw), tx)
-        cols = seq(*(vec(seq(*(Store(V, (c64(4 * xi + nu), c, col),
-                                     _combo(BT[xi], [tt[a][nu] for a in range(4)]))
-                               for xi in range(4)))) for nu in range(4)))
+        cols = seq(*(vec(seq(*(Store(V, (c64(n * xi + nu), c, col),
+                                     _combo(BTm[xi], [tt[a][nu] for a in range(n)]))
+                               for xi in range(n)))) for nu in range(n)))
         per_vec = Allocate(dl, Allocate(tl, seq(load, rows, cols)))
         return For(c, c64(cv.c), For(tr, self.rows(blk), For(xo, c64(-(-self.tw // L)),
                                                              per_vec)))
@@ -170,7 +192,7 @@ class WinogradKernel:
             body = For(zo, c64(-(-n // self.L)), For(ln, emin(self.L, add(c64(n), mul(
                 zo, -self.L))), Store(V, (r, c, add(start, mul(zo, self.L), ln)),
                 Const(0.0, F32)), VECTOR, self.L))
-        return For(r, c64(16), For(c, c64(rows), body))
+        return For(r, c64(self.nn), For(c, c64(rows), body))
 
     def output_transform(self, b: Expr, blk: Expr, m: Expr, Y: Buffer, yl: Buffer) -> Stmt:
         """out[b, m, 2ty + a, ox] = epilogue((A^T Y A)[a][ox % 2]) for a vector of ox."""
@@ -192,23 +214,26 @@ class WinogradKernel:
         ty = add(mul(blk, self.rb), tr)
         ox = add(mul(xo, L), ln)
         rem = emin(L, add(c64(cv.ow), mul(xo, -L)))
-        t = add(mul(tr, self.tw), div(ox, 2))
+        f, n, ATm = self.m, self.n, self.AT
+        t = add(mul(tr, self.tw), div(ox, f))
         # whole vectors of Y even in the row's last, partial vector (Y's rows are padded for
-        # it, see lowered): lane ox reads tile ox // 2 as one half-vector load and a shuffle,
-        # where a masked load would be a gather
-        load = For(comp, c64(16), For(ln, c64(L), Store(yl, (comp, ln), BufLoad(
+        # it, see lowered): lane ox reads tile ox // f as one short load and a shuffle, where a
+        # masked load would be a gather
+        load = For(comp, c64(self.nn), For(ln, c64(L), Store(yl, (comp, ln), BufLoad(
             Y, (comp, m, t), F32)), VECTOR, L), UNROLL)
-        yv = [[BufLoad(yl, (c64(4 * xi + nu), ln), F32) for nu in range(4)] for xi in range(4)]
-        even = mod(ox, 2).eq(0)
+        yv = [[BufLoad(yl, (c64(n * xi + nu), ln), F32) for nu in range(n)] for xi in range(n)]
+        col = mod(ox, f)                      # the lane's column in its tile
         stores = []
-        for a in range(2):
-            s = [_combo(AT[a], [yv[xi][nu] for xi in range(4)]) for nu in range(4)]
-            val = select(even, _combo(AT[0], s), _combo(AT[1], s))
-            oy = add(mul(ty, 2), a)
+        for a in range(f):
+            s = [_combo(ATm[a], [yv[xi][nu] for xi in range(n)]) for nu in range(n)]
+            val = _combo(ATm[f - 1], s)
+            for bcol in range(f - 2, -1, -1):
+                val = select(col.eq(bcol), _combo(ATm[bcol], s), val)
+            oy = add(mul(ty, f), a)
             q = add(mul(oy, cv.ow), ox)
             st: Stmt = For(ln, rem, Store(ctx.bufs[ctx.group.output], out_index(b, m, q),
                                           epi(val, b, m, q)), VECTOR, L)
-            if a == 1 and cv.oh % 2:
+            if a and cv.oh % f and a >= cv.oh % f:
                 st = IfThen(oy.lt(cv.oh), st)
             stores.append(st)
         return For(tr, self.rows(blk), For(xo, c64(-(-cv.ow // L)), Allocate(yl, seq(
@@ -217,17 +242,18 @@ class WinogradKernel:
     def lowered(self) -> Lowered:
         cv, p, L, ctx = self.cv, self.p, self.L, self.ctx
         name = ctx.name
-        V = Buffer(f"{name}_v", F32, (16, cv.c, self.tp), Scope.SCRATCH)
+        nn = self.nn
+        V = Buffer(f"{name}_v", F32, (nn, cv.c, self.tp), Scope.SCRATCH)
         # Y's rows reach past the last tile as far as the output transform's whole vectors read
         nxv = -(-cv.ow // L)
-        yp = max(self.tp, (self.rb - 1) * self.tw + (nxv * L - 1) // 2 + 1)
-        Y = Buffer(f"{name}_y", F32, (16, cv.m, yp), Scope.SCRATCH)
-        dl = Buffer(f"{name}_d", F32, (16, L), Scope.LOCAL)
-        tl = Buffer(f"{name}_t", F32, (16, L), Scope.LOCAL)
-        yl = Buffer(f"{name}_yl", F32, (16, L), Scope.LOCAL)
-        u = transformed_weights(ctx.consts[self.conv.inputs[1]])
+        yp = max(self.tp, (self.rb - 1) * self.tw + (nxv * L - 1) // self.m + 1)
+        Y = Buffer(f"{name}_y", F32, (nn, cv.m, yp), Scope.SCRATCH)
+        dl = Buffer(f"{name}_d", F32, (nn, L), Scope.LOCAL)
+        tl = Buffer(f"{name}_t", F32, (nn, L), Scope.LOCAL)
+        yl = Buffer(f"{name}_yl", F32, (nn, L), Scope.LOCAL)
+        u = transformed_weights(ctx.consts[self.conv.inputs[1]], self.m)
         view = GemmView(
-            f"{name}_g", 16, cv.m, self.tp, cv.c,
+            f"{name}_g", nn, cv.m, self.tp, cv.c,
             lambda bg, mm, k: Const(0.0, F32),            # A is packed at compile time
             lambda bg, k, n: BufLoad(V, (bg, k, n), F32), Y,
             lambda bg, mm, n: (bg, mm, n), lambda acc, bg, mm, n: acc, (), (), 0,
@@ -244,7 +270,7 @@ class WinogradKernel:
         mr_of = add(mul(mc, chunk), mi)
         rows = For(mi, emin(chunk, add(c64(nmr), mul(mc, -chunk))), subst_stmt(
             For(g.nr, c64(self.tp // p.nr), tile), {g.mr.name: mr_of, g.nc.name: c64(0)}))
-        gemm = For(g.b, c64(16), For(g.kc, c64(-(-cv.c // p.kc)), rows))
+        gemm = For(g.b, c64(nn), For(g.kc, c64(-(-cv.c // p.kc)), rows))
         img, blk = Var("img"), Var("blk")
         m_ = Var("m")
         m0 = mul(mul(mc, chunk), p.mr)
@@ -272,7 +298,7 @@ def plan_from_steps(steps: Sequence[Step], threads: int) -> WinoPlan:
     got: dict[str, Any] = {"parallel": "none"}
     for st in steps:
         if st.name == "tile":
-            got.update(int_kwargs(st, ("MR", "NR", "KC", "RB")))
+            got.update(int_kwargs(st, ("F", "MR", "NR", "KC", "RB")))
         elif st.name == "parallel" and st.args in (("m",), ("blk",)):
             got["parallel"] = st.args[0]
         else:
@@ -281,26 +307,47 @@ def plan_from_steps(steps: Sequence[Step], threads: int) -> WinoPlan:
     missing = [k for k in ("mr", "nr", "kc", "rb") if k not in got]
     if missing:
         raise ScheduleError(f"winograd template: the steps do not set {', '.join(missing)}")
+    f = got.get("f", 2)
+    if f not in MATRICES:
+        raise ScheduleError(f"winograd template: tile(F={f}): F(2x2, 3x3) or F(4x4, 3x3) "
+                            "(F=2 or F=4)")
     return WinoPlan(got["mr"], got["nr"], got["kc"], got["rb"],
-                    got["parallel"] if threads > 1 else "none")
+                    got["parallel"] if threads > 1 else "none", f)
 
 
-def _rows_per_block(cv: _Conv, th: int, tw: int) -> int:
+def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32) -> int:
     """Tile rows per block: V and Y of a block (16 x (C + M) x its tiles) within BLOCK_BYTES,
     so they stay in L2 between the transforms and the GEMMs; all rows where they fit. Each
     block streams U (16 C M floats) again, so where U is past L2 the blocks are at most two.
     A Xeon, 1 thread, three chained convs: 64 ch at 56x56 1.29x faster than the GEMM template
     in one block, 1.47x in blocks of 4 rows; 256 ch at 14x14 (U 4 MiB) 1.42x in one block,
     1.69x in two."""
-    per_row = 16 * (cv.c + cv.m) * tw * 4
-    rb = max(1, min(th, BLOCK_BYTES // per_row))
-    if _u_bytes(cv) > U_L2_BYTES:
-        rb = max(rb, -(-th // 2))
-    return rb
+    per_row = (f + 2) ** 2 * (cv.c + cv.m) * tw * 4
+    most = max(1, min(th, BLOCK_BYTES // per_row))
+    if _u_bytes(cv, f) > U_L2_BYTES:
+        most = max(most, -(-th // 2))
+
+    def padded(rb: int) -> int:        # GEMM columns over all blocks, each padded to NR
+        full, last = divmod(th, rb)
+        return full * -(-rb * tw // nr) * nr + (-(-last * tw // nr) * nr if last else 0)
+    # the fewest padded columns (blocks of 5 and 2 tile rows of 7 tiles pad 49 tiles to 96
+    # columns, of 4 and 3 to 64), then the largest blocks
+    return min(range(most, 0, -1), key=lambda rb: (padded(rb), -rb))
 
 
-def _u_bytes(cv: _Conv) -> int:
-    return 16 * cv.c * cv.m * 4
+def _f4_pays(cv: _Conv) -> bool:
+    """F(4x4, 3x3) over F(2x2, 3x3): 36 GEMMs of a quarter the tiles (1.78x fewer
+    multiply-adds again) for transforms twice as long and U 36/16 as large. A Xeon, 1 thread,
+    three chained convs: 1.28-1.49x faster from 48 channels at 28x28 and up (64 at 56x56 1.38x,
+    96 and 128 at 28x28 1.49x and 1.38x, 64 at 40x40 1.35x); slower with 16-32 channels
+    (0.92-0.96x: the transforms dominate), at 14x14 (0.75x: 4 tiles to a row), and with
+    U past L2 (256 channels: 0.3x)."""
+    th, tw = -(-cv.oh // 4), -(-cv.ow // 4)
+    return min(cv.c, cv.m) >= 48 and th * tw >= 36 and _u_bytes(cv, 4) <= U4_MAX_BYTES
+
+
+def _u_bytes(cv: _Conv, f: int = 2) -> int:
+    return (f + 2) ** 2 * cv.c * cv.m * 4
 
 
 class CpuWinograd(Rule):
@@ -332,7 +379,7 @@ class CpuWinograd(Rule):
         assert cv is not None
         L = ctx.target.lanes
         th = -(-cv.oh // 2)
-        return {"MR": tuple(range(1, min(16, cv.m) + 1)), "NR": (L, 2 * L, 4 * L),
+        return {"F": (2, 4), "MR": tuple(range(1, min(16, cv.m) + 1)), "NR": (L, 2 * L, 4 * L),
                 "KC": tuple(sorted({min(k, cv.c) for k in (32, 64, 128, 256, 512)})),
                 "RB": tuple(sorted({min(r, th) for r in (1, 2, 4, 8, 16, th)})),
                 "parallel": ("none", "m", "blk") if ctx.threads > 1 else ("none",)}
@@ -351,24 +398,26 @@ class CpuWinograd(Rule):
         assert cv is not None
         rows = (12, 10, 8) if ctx.target.vector_registers >= 32 else (6, 4)
         mr = min(cv.m, next((r for r in rows if -(-cv.m // r) * r < 1.1 * cv.m), rows[-1]))
-        th, tw = -(-cv.oh // 2), -(-cv.ow // 2)
-        rb = _rows_per_block(cv, th, tw)
+        f = 4 if _f4_pays(cv) else 2
+        th, tw = -(-cv.oh // f), -(-cv.ow // f)
+        rb = _rows_per_block(cv, th, tw, f, 2 * ctx.target.lanes)
         par = "none"
         if ctx.threads > 1:      # whole blocks per thread where they split evenly
             nblk = -(-th // rb)
-            if nblk < ctx.threads and th >= ctx.threads and _u_bytes(cv) <= U_L2_BYTES:
+            if nblk < ctx.threads and th >= ctx.threads and _u_bytes(cv, f) <= U_L2_BYTES:
                 # one block per thread, as large as can be: a 13x13 map's 7 tile rows in
                 # blocks of 4 and 3 (0.53 ms for five convs of 64 -> 256 -> 64 ch, 2 threads;
                 # in blocks of 2, 14 tiles padded to 32 columns: 0.85 ms)
                 rb = -(-th // ctx.threads)
                 nblk = -(-th // rb)
             par = "blk" if nblk >= ctx.threads and -(-nblk // ctx.threads) * ctx.threads \
-                <= 1.25 * nblk and _u_bytes(cv) <= U_L2_BYTES else "m"
-        return {"MR": mr, "NR": 2 * ctx.target.lanes, "KC": min(256, cv.c), "RB": rb,
-                "parallel": par}
+                <= 1.25 * nblk and _u_bytes(cv, f) <= U_L2_BYTES else "m"
+        return {"F": f, "MR": mr, "NR": 2 * ctx.target.lanes, "KC": min(256, cv.c),
+                "RB": rb, "parallel": par}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
-        out = [step("tile", MR=knobs["MR"], NR=knobs["NR"], KC=knobs["KC"], RB=knobs["RB"])]
+        out = [step("tile", F=knobs["F"], MR=knobs["MR"], NR=knobs["NR"], KC=knobs["KC"],
+                    RB=knobs["RB"])]
         if knobs["parallel"] != "none":
             out.append(step("parallel", knobs["parallel"]))
         return out

@@ -16,24 +16,29 @@ from minicc.ir.interpret import interpret
 from minicc.ir.loops.cpu import CPU_RULES, lower_group_cpu
 from minicc.ir.loops.interp import buffer_arrays, run_kernel
 from minicc.ir.loops.nodes import Buffer
-from minicc.ir.loops.winograd import AT, BT, G, transformed_weights
+from minicc.ir.loops.winograd import AT, BT, G, MATRICES, transformed_weights
 from minicc.ir.parser import parse
 from minicc.ir.passes.fuse import fuse as fuse_groups
 from tests.loops.util import ctx_for
 
 
-def test_f2x2_3x3_constants_compute_a_correlation() -> None:
-    """A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation of the 4x4 patch d with g."""
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_constants_compute_a_correlation(m: int) -> None:
+    """A^T [(G g G^T) * (B^T d B)] A is the m x m correlation of the (m+2)-square patch d
+    with g, for F(2x2, 3x3) and F(4x4, 3x3)."""
+    bt, g_, at = MATRICES[m]
+    n = m + 2
     rng = np.random.default_rng(0)
     for _ in range(20):
-        d, g = rng.standard_normal((4, 4)), rng.standard_normal((3, 3))
-        y = AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T
-        want = np.array([[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(2)] for a in range(2)])
+        d, g = rng.standard_normal((n, n)), rng.standard_normal((3, 3))
+        y = at @ ((g_ @ g @ g_.T) * (bt @ d @ bt.T)) @ at.T
+        want = np.array([[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(m)] for a in range(m)])
         np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    u = transformed_weights(w)
-    assert u.shape == (16, 5, 3) and u.dtype == np.float32
-    np.testing.assert_allclose(u[:, 2, 1].reshape(4, 4), G @ w[2, 1] @ G.T, rtol=1e-6)
+    u = transformed_weights(w, m)
+    assert u.shape == (n * n, 5, 3) and u.dtype == np.float32
+    np.testing.assert_allclose(u[:, 2, 1].reshape(n, n), g_ @ w[2, 1] @ g_.T, rtol=1e-6)
+    assert m != 2 or (bt is BT and g_ is G and at is AT)
 
 
 IR = ("func @main(%x: f32[2,4,5,7], %w: f32[6,4,3,3], %b: f32[6], %r: f32[2,6,5,6]) -> "
@@ -43,10 +48,12 @@ IR = ("func @main(%x: f32[2,4,5,7], %w: f32[6,4,3,3], %b: f32[6], %r: f32[2,6,5,
 
 
 @pytest.mark.parametrize("sched", [
-    "cpu.winograd: tile(MR=4, NR=16, KC=4, RB=2)",
-    "cpu.winograd: tile(MR=3, NR=32, KC=2, RB=1)",
-    "cpu.winograd: tile(MR=6, NR=16, KC=3, RB=3); parallel(m)",
-    "cpu.winograd: tile(MR=4, NR=16, KC=4, RB=1); parallel(blk)",
+    "cpu.winograd: tile(F=2, MR=4, NR=16, KC=4, RB=2)",
+    "cpu.winograd: tile(F=2, MR=3, NR=32, KC=2, RB=1)",
+    "cpu.winograd: tile(F=2, MR=6, NR=16, KC=3, RB=3); parallel(m)",
+    "cpu.winograd: tile(F=2, MR=4, NR=16, KC=4, RB=1); parallel(blk)",
+    "cpu.winograd: tile(F=4, MR=4, NR=16, KC=4, RB=1)",
+    "cpu.winograd: tile(F=4, MR=6, NR=16, KC=3, RB=2); parallel(m)",
 ])
 def test_winograd_kernels_in_the_interpreter(sched: str) -> None:
     """Odd output height (a last tile row of one output row), asymmetric padding, a batch of
@@ -111,8 +118,9 @@ def test_compiled_winograd_matches_the_reference(seed: int) -> None:
         feeds["r"] = rng.standard_normal((n, m, oh, ow)).astype(np.float32)
     ref = ReferenceEvaluator(mdl).run(None, feeds)[0]
     mr, rb, kc = int(rng.choice([4, 8, 12])), int(rng.integers(1, 5)), int(rng.choice([8, c]))
+    fsz = int(rng.choice([2, 4]))
     par = "" if threads == 1 else str(rng.choice(["", "; parallel(m)", "; parallel(blk)"]))
-    sched = f"cpu.winograd: tile(MR={mr}, NR=32, KC={kc}, RB={rb}){par}"
+    sched = f"cpu.winograd: tile(F={fsz}, MR={mr}, NR=32, KC={kc}, RB={rb}){par}"
     kname = compile(mdl, options=CompileOptions(threads=threads, cache=False)
                     ).artifact.summary["kernels"][0]["name"]
     cm = compile(mdl, options=CompileOptions(threads=threads, cache=False),
@@ -147,6 +155,10 @@ def test_winograd_is_the_default_where_it_pays() -> None:
     assert not rule.applies(ctx(64, 64, 28, stride=2))
     assert not rule.applies(ctx(512, 512, 14))
     assert not rule.applies(ctx(8, 64, 28))
+    assert rule.defaults(ctx(64, 64, 28))["F"] == 4       # 48+ channels at 28x28 and up
+    assert rule.defaults(ctx(32, 32, 56))["F"] == 2       # fewer channels: transforms dominate
+    assert rule.defaults(ctx(64, 64, 14))["F"] == 2       # 4 tiles to a row
+    assert rule.defaults(ctx(256, 256, 28))["F"] == 2     # U past L2
     c = ctx(64, 64, 28)
     avx2 = replace(c, target=replace(c.target, features=("avx2", "fma"), vector_bits=256))
     assert rule.applies(avx2)
