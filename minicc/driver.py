@@ -339,6 +339,13 @@ def compile(model: Any, target: str = UNSET, opt_level: int = UNSET, threads: in
     `input_shapes` gives dim ranges ("1..16"), compiles into a `minicc.dynamic.DynamicModel`:
     it is called the same way and compiles one specialization per input shape on first sight.
     """
+    with resources.gc_paused():
+        return _compile(model, target, opt_level, threads, input_shapes, options, fields)
+
+
+def _compile(model: Any, target: str, opt_level: int, threads: int | None,
+             input_shapes: Mapping[str, Any] | None, options: CompileOptions | None,
+             fields: dict[str, Any]) -> Any:
     from minicc import __version__
     from minicc.codegen.program_info import cache_key
     from minicc.runtime.cache import CompileCache

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import os
 import re
 from functools import lru_cache
@@ -76,3 +77,18 @@ def check(nbytes: int, what: str, explicit: int | None = None) -> None:
         raise ResourceError(f"{what} needs {format_bytes(nbytes)}, more than the memory budget "
                             f"of {format_bytes(limit)} (set memory_budget= or ${ENV} to allow "
                             "more)")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a compile builds its IR: llvmlite's instruction
+    objects (a few hundred thousand for a large model) make each full collection walk the whole
+    growing heap, and those collections were 3 of light_densenet121's 10.7 s (resnet50: 1.2 of
+    6.3 s), for 2% more peak memory without them. Reentrant; restores the state it found."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -92,3 +92,30 @@ def test_zero_sized_dimensions_run_and_match_onnxruntime(nodes: list, xshape: tu
                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert got.shape == ref.shape
     np.testing.assert_array_equal(got, ref)
+
+
+def test_compile_pauses_cyclic_gc_and_restores_it() -> None:
+    """A compile runs with the cyclic collector paused (see resources.gc_paused) and leaves it
+    as it found it, enabled or not, also when the compile fails."""
+    import gc
+
+    from minicc.errors import MiniccError
+    from minicc.resources import gc_paused
+
+    seen = []
+    with gc_paused():
+        seen.append(gc.isenabled())
+        with gc_paused():
+            seen.append(gc.isenabled())
+        seen.append(gc.isenabled())
+    assert seen == [False, False, False] and gc.isenabled()
+    with pytest.raises(MiniccError):
+        minicc.compile(b"not an onnx model", threads=1, cache=False)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        minicc.compile(model([helper.make_node("Relu", ["x"], ["y"])], (1, 2, 4, 4)),
+                       threads=1, cache=False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -15,9 +15,32 @@ F32 = ir.FloatType()
 I32 = ir.IntType(32)
 
 
+_VCONST: dict[tuple[str, object], ir.Constant] = {}
+
+
+def vconst(ty: ir.VectorType, value: object) -> ir.Constant:
+    """The vector constant `value` (ir.Undefined, a list of lanes, or one value for every lane),
+    made once per type and value, so llvmlite formats it once (it caches a constant's text per
+    object), and an undef vector printed as `undef`: each new vector constant was formatted
+    lane by lane at its use, and the undef operands of shuffles and the zero masks of splats
+    were 22,800 such constants in resnet50's IR, a tenth of the compile's Python time."""
+    # (by repr: -0.0 == 0.0, and 1 == 1.0 == True)
+    key = (str(ty), "undef" if value is ir.Undefined else repr(value))
+    got = _VCONST.get(key)
+    if got is None:
+        lanes = list(value) if isinstance(value, (list, tuple)) else [value] * ty.count
+        if value is ir.Undefined:
+            got = ir.Constant(ty, None)
+            got.constant = ir.Undefined
+        else:     # (lane by lane: llvmlite reads a shuffle mask's lanes; printed once, cached)
+            got = ir.Constant(ty, lanes)
+        _VCONST[key] = got
+    return got
+
+
 def _splat(ty: ir.Type, v: float | int) -> ir.Constant:
     if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [ir.Constant(ty.element, v)] * ty.count)
+        return vconst(ty, v)
     return ir.Constant(ty, v)
 
 

@@ -24,7 +24,7 @@ from minicc.ir.loops.exprs import expr_loads, flat_offset, free_vars, linear_coe
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
                                    LoopKind, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
-from minicc.codegen.llvm.mathlib import F32_MATH, LIBM
+from minicc.codegen.llvm.mathlib import F32_MATH, LIBM, vconst
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
@@ -217,7 +217,7 @@ class KernelRenderer:
             self._vector_body(s, None)
             return
         ext = self.scalar(s.extent)
-        ramp = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+        ramp = vconst(ir.VectorType(I64, lanes), list(range(lanes)))
         if isinstance(s.extent, Const):
             self._vector_body(s, self.b.icmp_signed("<", ramp, self.splat(ext, lanes)))
             return
@@ -292,7 +292,7 @@ class KernelRenderer:
             return Val(self.from_mem(self.runs_load(buf, off, *runs, vty), buf.dtype), True)
         ptrs = self.lane_pointers(buf, off, lanes)
         if mask is None:
-            mask = ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+            mask = vconst(ir.VectorType(I1, lanes), 1)
         v = self.gather(ptrs, vty, mask)
         return Val(self.from_mem(v, buf.dtype), True)
 
@@ -346,16 +346,16 @@ class KernelRenderer:
             p = b.bitcast(self.ptr(buf, b.add(base, ir.Constant(I64, lo))), ty.as_pointer())
             v = b.load(p, align=buf.dtype.itemsize)
             if n < width:
-                v = b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), ir.Constant(
+                v = b.shuffle_vector(v, vconst(ty, ir.Undefined), vconst(
                     ir.VectorType(I32, width), list(range(n)) + [0] * (width - n)))
             vecs.append(v)
         if len(vecs) == 1:
-            vecs.append(ir.Constant(vecs[0].type, ir.Undefined))
+            vecs.append(vconst(vecs[0].type, ir.Undefined))
         idx = []
         for d in deltas:
             k = next(i for i, (lo, hi) in enumerate(spans) if lo <= d <= hi)
             idx.append(k * width + d - spans[k][0])
-        return b.shuffle_vector(vecs[0], vecs[1], ir.Constant(ir.VectorType(I32, lanes), idx))
+        return b.shuffle_vector(vecs[0], vecs[1], vconst(ir.VectorType(I32, lanes), idx))
 
     def strided_load(self, buf: Buffer, off: Expr, stride: int, mask: ir.Value | None
                      ) -> ir.Value:
@@ -369,25 +369,25 @@ class KernelRenderer:
         vty = ir.VectorType(mty, lanes)
         base = self.scalar(self.lane0(off))
         mty1 = ir.VectorType(I1, lanes)
-        m = mask if mask is not None else ir.Constant(mty1, [1] * lanes)
+        m = mask if mask is not None else vconst(mty1, 1)
         chunks = []
         for j in range(stride):     # chunk j holds elements j*lanes .. j*lanes + lanes - 1
             # element w is needed iff w % stride == 0 and lane w // stride is on
             idx = [(w // stride) if w % stride == 0 else lanes
                    for w in range(j * lanes, (j + 1) * lanes)]
-            cmask = b.shuffle_vector(m, ir.Constant(mty1, [0] * lanes),
-                                     ir.Constant(ir.VectorType(I32, lanes), idx))
+            cmask = b.shuffle_vector(m, vconst(mty1, 0),
+                                     vconst(ir.VectorType(I32, lanes), idx))
             p = b.bitcast(self.ptr(buf, b.add(base, ir.Constant(I64, j * lanes))),
                           vty.as_pointer())
             chunks.append(self.opaque(self.masked_load(p, vty, cmask)))
         while len(chunks) & (len(chunks) - 1):          # pad to a power of two
-            chunks.append(ir.Constant(chunks[0].type, ir.Undefined))
+            chunks.append(vconst(chunks[0].type, ir.Undefined))
         while len(chunks) > 1:      # concatenate pairwise into one wide vector
             n = chunks[0].type.count
-            chunks = [b.shuffle_vector(chunks[i], chunks[i + 1], ir.Constant(
+            chunks = [b.shuffle_vector(chunks[i], chunks[i + 1], vconst(
                 ir.VectorType(I32, 2 * n), list(range(2 * n)))) for i in range(0, len(chunks), 2)]
-        return b.shuffle_vector(chunks[0], ir.Constant(chunks[0].type, ir.Undefined),
-                                ir.Constant(ir.VectorType(I32, lanes),
+        return b.shuffle_vector(chunks[0], vconst(chunks[0].type, ir.Undefined),
+                                vconst(ir.VectorType(I32, lanes),
                                             [k * stride for k in range(lanes)]))
 
     def opaque(self, v: ir.Value) -> ir.Value:
@@ -403,18 +403,18 @@ class KernelRenderer:
         reg = 512 if "avx512f" in self.features else 256 if "avx" in self.features else 128
         if bits < 128 and t.count > 1:      # narrower than xmm: widen (AVX2 has no register
             n2 = 128 // (bits // t.count)   # class for <8 x i8>; LLVM aborts on "=v")
-            wide = self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined), ir.Constant(
+            wide = self.b.shuffle_vector(v, vconst(t, ir.Undefined), vconst(
                 ir.VectorType(I32, n2), list(range(t.count)) + [t.count] * (n2 - t.count)))
             w = self.opaque(wide)
-            return self.b.shuffle_vector(w, ir.Constant(w.type, ir.Undefined), ir.Constant(
+            return self.b.shuffle_vector(w, vconst(w.type, ir.Undefined), vconst(
                 ir.VectorType(I32, t.count), list(range(t.count))))
         if bits > reg and t.count > 1:      # wider than a register: each half on its own
             h = t.count // 2
-            halves = [self.opaque(self.b.shuffle_vector(v, ir.Constant(t, ir.Undefined),
-                                                        ir.Constant(ir.VectorType(I32, h),
+            halves = [self.opaque(self.b.shuffle_vector(v, vconst(t, ir.Undefined),
+                                                        vconst(ir.VectorType(I32, h),
                                                                     list(range(k, k + h)))))
                       for k in (0, h)]
-            return self.b.shuffle_vector(halves[0], halves[1], ir.Constant(
+            return self.b.shuffle_vector(halves[0], halves[1], vconst(
                 ir.VectorType(I32, t.count), list(range(t.count))))
         if not isinstance(t.element, (ir.IntType, ir.FloatType, ir.DoubleType)):
             it = ir.VectorType(ir.IntType(bits // t.count), t.count)   # half: as its bits
@@ -463,7 +463,7 @@ class KernelRenderer:
                 self.masked_store(v, p, self.vec.mask)
             return
         ptrs = self.lane_pointers(buf, off, lanes)
-        mask = self.vec.mask or ir.Constant(ir.VectorType(I1, lanes), [1] * lanes)
+        mask = self.vec.mask or vconst(ir.VectorType(I1, lanes), 1)
         self.scatter(v, ptrs, mask)
 
     def lane_pointers(self, buf: Buffer, off: Expr, lanes: int) -> ir.Value:
@@ -498,7 +498,7 @@ class KernelRenderer:
     def masked_load(self, p: ir.Value, vty: ir.VectorType, mask: ir.Value) -> ir.Value:
         fn = self._intrinsic(f"llvm.masked.load.{self._vname(vty)}.p0", vty,
                              [vty.as_pointer(), I32, mask.type, vty])
-        return self.b.call(fn, [p, ir.Constant(I32, 1), mask, ir.Constant(vty, ir.Undefined)])
+        return self.b.call(fn, [p, ir.Constant(I32, 1), mask, vconst(vty, ir.Undefined)])
 
     def masked_store(self, v: ir.Value, p: ir.Value, mask: ir.Value) -> None:
         fn = self._intrinsic(f"llvm.masked.store.{self._vname(v.type)}.p0", ir.VoidType(),
@@ -508,7 +508,7 @@ class KernelRenderer:
     def gather(self, ptrs: ir.Value, vty: ir.VectorType, mask: ir.Value) -> ir.Value:
         fn = self._intrinsic(f"llvm.masked.gather.{self._vname(vty)}.v{vty.count}p0", vty,
                              [ptrs.type, I32, mask.type, vty])
-        return self.b.call(fn, [ptrs, ir.Constant(I32, 1), mask, ir.Constant(vty, ir.Undefined)])
+        return self.b.call(fn, [ptrs, ir.Constant(I32, 1), mask, vconst(vty, ir.Undefined)])
 
     def scatter(self, v: ir.Value, ptrs: ir.Value, mask: ir.Value) -> None:
         fn = self._intrinsic(f"llvm.masked.scatter.{self._vname(v.type)}.v{v.type.count}p0",
@@ -539,9 +539,9 @@ class KernelRenderer:
 
     def splat(self, v: ir.Value, lanes: int) -> ir.Value:
         vty = ir.VectorType(v.type, lanes)
-        x = self.b.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(I32, 0))
-        return self.b.shuffle_vector(x, ir.Constant(vty, ir.Undefined),
-                                     ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+        x = self.b.insert_element(vconst(vty, ir.Undefined), v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(x, vconst(vty, ir.Undefined),
+                                     vconst(ir.VectorType(I32, lanes), 0))
 
     def broadcast(self, v: Val, lanes: int) -> Val:
         return v if v.vec else Val(self.splat(v.v, lanes), True)
@@ -550,7 +550,7 @@ class KernelRenderer:
         if isinstance(e, Var):
             if self.vec is not None and e.name == self.vec.var:
                 lanes = self.vec.lanes
-                return Val(ir.Constant(ir.VectorType(I64, lanes), list(range(lanes))), True)
+                return Val(vconst(ir.VectorType(I64, lanes), list(range(lanes))), True)
             try:
                 return Val(self.vars[e.name], False)
             except KeyError:
@@ -666,7 +666,7 @@ class KernelRenderer:
     @staticmethod
     def _ones(ty: ir.Type) -> ir.Constant:
         if isinstance(ty, ir.VectorType):
-            return ir.Constant(ty, [1] * ty.count)
+            return vconst(ty, 1)
         return ir.Constant(ty, 1)
 
     def const(self, e: Const) -> ir.Value:
@@ -719,7 +719,7 @@ class KernelRenderer:
         if not isinstance(args[0].type, ir.VectorType):
             return self.b.call(fn, args)
         n = args[0].type.count
-        out: ir.Value = ir.Constant(args[0].type, ir.Undefined)
+        out: ir.Value = vconst(args[0].type, ir.Undefined)
         for i in range(n):
             idx = ir.Constant(I32, i)
             r = self.b.call(fn, [self.b.extract_element(a, idx) for a in args])
@@ -802,7 +802,7 @@ def _math(name: str) -> Emitter:
 def _splat_like(r: KernelRenderer, v: ir.Value, c: float | int) -> ir.Value:
     ty = v.type
     if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [ir.Constant(ty.element, c)] * ty.count)
+        return vconst(ty, c)
     return ir.Constant(ty, c)
 
 

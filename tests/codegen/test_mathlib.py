@@ -77,3 +77,21 @@ def test_silu_at_minus_infinity_is_nan_as_ieee_gives_it() -> None:
     x = np.array([-np.inf, -200.0, -90.0, 0.0] + [1.0] * 12, np.float32)
     y = minicc.compile(m, threads=1, cache=False).run({"x": x})["y"]
     assert np.isnan(y[0]) and y[1] == 0.0 and y[2] == 0.0 and y[3] == 0.0
+
+
+def test_vector_constants_print_short_and_are_made_once() -> None:
+    """vconst: one object per type and value (llvmlite formats each new vector constant lane by
+    lane), an undef vector printed as `undef`."""
+    from llvmlite import ir
+
+    from minicc.codegen.llvm.mathlib import vconst
+
+    f16, i32 = ir.VectorType(ir.FloatType(), 16), ir.VectorType(ir.IntType(32), 8)
+    assert str(vconst(f16, ir.Undefined)) == "<16 x float> undef"
+    assert str(vconst(i32, 0)) == str(vconst(i32, [0] * 8)) == "<8 x i32> <" + ", ".join(
+        ["i32 0"] * 8) + ">"
+    assert str(vconst(f16, -0.0)) != str(vconst(f16, 0.0))
+    assert str(vconst(i32, list(range(8)))).startswith("<8 x i32> <i32 0, i32 1, i32 2")
+    assert vconst(f16, 1.5) is vconst(f16, 1.5)
+    assert vconst(f16, ir.Undefined) is not vconst(ir.VectorType(ir.FloatType(), 8),
+                                                   ir.Undefined)
