@@ -393,7 +393,8 @@ class CpuWinograd(Rule):
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """12 (10, 8) rows x 2 vectors, the most rows that pad M by under a tenth; K blocks of
-        256 channels; threads share the output channels."""
+        256 channels; threads take whole blocks of tile rows where those split evenly, else
+        share the output channels."""
         cv = self.geometry(ctx)
         assert cv is not None
         rows = (12, 10, 8) if ctx.target.vector_registers >= 32 else (6, 4)
@@ -410,8 +411,12 @@ class CpuWinograd(Rule):
                 # in blocks of 2, 14 tiles padded to 32 columns: 0.85 ms)
                 rb = -(-th // ctx.threads)
                 nblk = -(-th // rb)
+            # also where U is past L2 (each thread then streams all of it): a Xeon, 2 threads,
+            # 128 ch at 28x28 (F=4, U 2.3 MiB, blocks of 4 and 3 rows) 0.48 -> 0.40 ms against
+            # sharing the channels, 256 ch at 14x14 (U 4 MiB) 0.56 -> 0.52, 192 -> 384 ch at
+            # 14x14 0.57 -> 0.54, 256 ch at 28x28 2.27 -> 2.06
             par = "blk" if nblk >= ctx.threads and -(-nblk // ctx.threads) * ctx.threads \
-                <= 1.25 * nblk and _u_bytes(cv, f) <= U_L2_BYTES else "m"
+                <= 1.25 * nblk else "m"
         return {"F": f, "MR": mr, "NR": 2 * ctx.target.lanes, "KC": min(256, cv.c),
                 "RB": rb, "parallel": par}
 
