@@ -62,7 +62,14 @@ def load_gomp() -> bool:
             continue
         try:
             llvm.load_library_permanently(c)
-            return True
         except RuntimeError:
             continue
+        # and a handle of our own that nothing closes: at exit LLVM's registry dlcloses the
+        # libraries it loaded, and with OMP_WAIT_POLICY=active libgomp's threads are still
+        # spinning in its code when it would be unmapped (a segfault after the last output)
+        _KEPT.append(ctypes.CDLL(c, mode=ctypes.RTLD_GLOBAL))
+        return True
     return False
+
+
+_KEPT: list[ctypes.CDLL] = []

@@ -107,3 +107,28 @@ def test_concurrent_calls_take_arenas_of_their_own(tmp_path: Path) -> None:
         assert a.ctypes.data != b.ctypes.data
     with exe._arena() as c:
         assert c.ctypes.data in (a.ctypes.data, b.ctypes.data)
+
+
+def test_a_process_with_spinning_omp_threads_exits_cleanly(tmp_path: Path) -> None:
+    """With OMP_WAIT_POLICY=active, libgomp's threads spin in its code until the process ends;
+    LLVM's library registry dlcloses what it loaded at exit, so minicc keeps a handle of its
+    own (runtime/llvm_host.load_gomp): the process used to segfault after its last output."""
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, minicc
+        from minicc.ir.parser import parse
+        m = parse("func @main(%a: f32[256,256], %b: f32[256,256]) -> (f32[256,256]) {{\\n"
+                  "  %c = matmul(%a, %b) : f32[256,256]\\n  return %c\\n}}\\n")
+        cm = minicc.compile(m, threads=2, profile=True, cache_dir={str(tmp_path)!r})
+        a = np.ones((256, 256), np.float32)
+        for _ in range(20):
+            c = cm(a=a, b=a)["c"]
+        assert float(c[0, 0]) == 256.0
+        print("done", flush=True)
+    """)
+    env = dict(os.environ, OMP_WAIT_POLICY="active")
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0 and "done" in r.stdout, (r.returncode, r.stderr[-2000:])
