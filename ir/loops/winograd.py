@@ -64,6 +64,7 @@ MATRICES = {2: (BT, G, AT), 4: (BT4, G4, AT4)}      # output tile side m -> (B^T
 MIN_CHANNELS, MIN_TILES = 16, 25
 BLOCK_BYTES = 1 << 20
 U_L2_BYTES = 1 << 20         # transformed weights that stay in L2 from block to block
+L2_BYTES = 2 << 20           # V and Y of one block where U is past L2 (see _rows_per_block)
 U_MAX_BYTES = 6 << 20        # past this, U's traffic outweighs the saved multiply-adds
 U4_MAX_BYTES = 5 << 19       # F(4x4, 3x3)'s U, 36 C M floats: 128 x 128 channels (2.25 MiB)
 
@@ -315,17 +316,21 @@ def plan_from_steps(steps: Sequence[Step], threads: int) -> WinoPlan:
                     got["parallel"] if threads > 1 else "none", f)
 
 
-def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32) -> int:
+def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32,
+                    threads: int = 1) -> int:
     """Tile rows per block: V and Y of a block (16 x (C + M) x its tiles) within BLOCK_BYTES,
     so they stay in L2 between the transforms and the GEMMs; all rows where they fit. Each
-    block streams U (16 C M floats) again, so where U is past L2 the blocks are at most two.
-    A Xeon, 1 thread, three chained convs: 64 ch at 56x56 1.29x faster than the GEMM template
-    in one block, 1.47x in blocks of 4 rows; 256 ch at 14x14 (U 4 MiB) 1.42x in one block,
-    1.69x in two."""
+    block streams U (16 C M floats) again, so where U is past L2 a thread takes one block
+    while V and Y fit L2 (with 2 threads, at most two blocks). Inside a model U comes from
+    memory (earlier kernels evicted it), so one pass over it is what counts: a Xeon, 1 thread,
+    caches flushed before each run, 256 ch at 14x14 (U 4 MiB) 2.03 ms in two blocks, 1.56 in
+    one; 128 ch at 28x28 (F=4) 1.29 -> 1.16 ms; 192 -> 256 ch at 14x14 1.63 -> 1.23 ms (with
+    the caches warm, three chained convs of 256 ch at 14x14 were 1.69x faster than the GEMM
+    template in two blocks, 1.42x in one). 64 ch at 56x56: blocks of 4 rows 1.47x, one 1.29x."""
     per_row = (f + 2) ** 2 * (cv.c + cv.m) * tw * 4
     most = max(1, min(th, BLOCK_BYTES // per_row))
     if _u_bytes(cv, f) > U_L2_BYTES:
-        most = max(most, -(-th // 2))
+        most = max(most, -(-th // 2) if threads > 1 else min(th, L2_BYTES // per_row))
 
     def padded(rb: int) -> int:        # GEMM columns over all blocks, each padded to NR
         full, last = divmod(th, rb)
@@ -401,7 +406,7 @@ class CpuWinograd(Rule):
         mr = min(cv.m, next((r for r in rows if -(-cv.m // r) * r < 1.1 * cv.m), rows[-1]))
         f = 4 if _f4_pays(cv) else 2
         th, tw = -(-cv.oh // f), -(-cv.ow // f)
-        rb = _rows_per_block(cv, th, tw, f, 2 * ctx.target.lanes)
+        rb = _rows_per_block(cv, th, tw, f, 2 * ctx.target.lanes, ctx.threads)
         par = "none"
         if ctx.threads > 1:      # whole blocks per thread where they split evenly
             nblk = -(-th // rb)
