@@ -260,7 +260,9 @@ def geomean(xs: list[float]) -> float:
 
 def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
                log: Callable[[str], None] = print) -> tuple[float, float]:
-    """GFLOP/s of minicc's matmul kernel and of numpy (OpenBLAS) on n x n x n float32."""
+    """GFLOP/s of minicc's matmul kernel and of numpy (OpenBLAS) on n x n x n float32, and of
+    onnxruntime's MatMul (both operands inputs, as here) where it is installed; each also as a
+    share of the FMA peak `minicc peaks` measured for that many threads."""
     from minicc import CompileOptions, compile
     from minicc.ir.parser import parse
 
@@ -282,6 +284,37 @@ def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
     except ImportError:
         t_n = timeit(lambda: a @ b, repeat)
     g_m, g_n = flop / t_m / 1e9, flop / t_n / 1e9
-    log(f"gemm {n}^3 threads {threads}: minicc {g_m:.1f} GFLOP/s, numpy {g_n:.1f} GFLOP/s "
-        f"({100 * g_m / g_n:.0f}% of numpy), rel err {err:.1e}")
+    peak = _fma_peak(threads)
+
+    def share(g: float) -> str:
+        return f" ({100 * g / peak:.0f}% of peak)" if peak else ""
+    line = (f"gemm {n}^3 threads {threads}: minicc {g_m:.1f} GFLOP/s{share(g_m)}, numpy "
+            f"{g_n:.1f}{share(g_n)}")
+    try:
+        sess = ort_session(_matmul_onnx(n), threads)
+        t_o = timeit(lambda: sess.run(None, {"a": a, "b": b}), repeat)
+        line += f", onnxruntime {flop / t_o / 1e9:.1f}{share(flop / t_o / 1e9)}"
+    except ImportError:
+        pass
+    peak_note = f"; FMA peak {peak:.1f} GFLOP/s (`minicc peaks`)" if peak else ""
+    log(f"{line}; minicc at {100 * g_m / g_n:.0f}% of numpy, rel err {err:.1e}{peak_note}")
     return g_m, g_n
+
+
+def _matmul_onnx(n: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "abc"]
+    g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", vi[:2],
+                          vi[2:])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _fma_peak(threads: int) -> float:
+    """The FMA peak `minicc peaks` measured (cached per host; measured here if not yet), 0.0
+    where it cannot be had."""
+    try:
+        from minicc.codegen.llvm.peaks import machine_peaks
+        return float(machine_peaks().fma(threads))
+    except Exception:   # (a host LLVM cannot measure on: leave the share out)
+        return 0.0

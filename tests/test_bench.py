@@ -79,3 +79,16 @@ def test_cli_bench_refuses_a_missing_model_before_running_any(tmp_path: Path,
     cap = capsys.readouterr()
     assert "no such model file" in cap.err and "nope.onnx" in cap.err
     assert "minicc/onnxruntime" not in cap.out
+
+
+def test_bench_gemm_reports_numpy_onnxruntime_and_the_share_of_the_peak(capsys) -> None:
+    """`minicc bench --gemm N`: minicc's matmul against numpy and onnxruntime in one run, each
+    as GFLOP/s and as a share of the measured FMA peak, and minicc's error against numpy."""
+    pytest.importorskip("onnxruntime")
+    assert main(["bench", "--gemm", "96", "--threads", "1", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("gemm 96^3 threads 1:"))
+    for part in ("minicc", "numpy", "onnxruntime", "% of peak", "of numpy", "FMA peak"):
+        assert part in line, line
+    err = float(line.split("rel err ")[1].split(";")[0])
+    assert err < 1e-5, line
