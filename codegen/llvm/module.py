@@ -47,6 +47,22 @@ def _new_module(tm: llvm.TargetMachine) -> ir.Module:
     return m
 
 
+def _release(m: ir.Module) -> None:
+    """Break the reference cycles of a module that has been printed (each block and
+    instruction points back at its parent, each phi at values after it), so refcounting frees
+    its objects at once: left to the cyclic collector they were 630,000 objects for resnet50,
+    0.35 s of one collection at the end of the compile. Its functions keep their name and
+    type (the entries declare them in the last module) and lose their bodies."""
+    for g in list(m.globals.values()):
+        if isinstance(g, ir.Function):
+            for bb in g.blocks:
+                for ins in bb.instructions:
+                    if isinstance(ins, ir.PhiInstr):
+                        ins.incomings.clear()
+                bb.instructions = []
+            g.blocks = []
+
+
 def _size(fn: ir.Function) -> int:
     return sum(len(bb.instructions) for bb in fn.blocks)
 
@@ -94,6 +110,7 @@ class ProgramCodegen:
 
     def _close_module(self) -> None:
         self.texts.append(str(self.m))
+        _release(self.m)
         self.jobs.append(self.pool.submit(self.llvm, self.texts[-1], len(self.jobs)))
         self.m, self.size = _new_module(self.tm), 0
 
