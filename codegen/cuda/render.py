@@ -17,7 +17,7 @@ from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
 from minicc.ir.loops.exprs import flat_offset
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Scope, Seq, Stmt, Store, walk)
+                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
@@ -180,6 +180,8 @@ class CudaRenderer:
             if s.else_ is not None:
                 with w.block("else"):
                     self.stmt(s.else_)
+        elif isinstance(s, Prefetch):
+            pass                        # (a CPU cache hint; the GPU templates stage in shared memory)
         elif isinstance(s, Barrier):
             w.line("__syncthreads();")
         elif isinstance(s, BlockAllReduce):

@@ -22,7 +22,7 @@ from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
 from minicc.ir.loops.bounds import interval, linear_terms, simplify_ranged
 from minicc.ir.loops.exprs import expr_loads, flat_offset, free_vars, linear_coef, substitute
 from minicc.ir.loops.nodes import (Allocate, Barrier, BufLoad, Buffer, For, IfThen, Kernel,
-                                   LoopKind, Scope, Seq, Stmt, Store, walk)
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.types import DType
 from minicc.codegen.llvm.mathlib import F32_MATH, LIBM, vconst
 
@@ -141,6 +141,8 @@ class KernelRenderer:
                         self.stmt(s.then)
                     with other:
                         self.stmt(s.else_)
+        elif isinstance(s, Prefetch):
+            self.prefetch(s)
         elif isinstance(s, Barrier):
             pass  # kernels with phases that share data run on one thread (no barrier needed)
         else:
@@ -257,6 +259,14 @@ class KernelRenderer:
         if base is None:
             base = self._lane0[key] = substitute(off, {self.vec.var: Const(0, DType.I64)})
         return base
+
+    def prefetch(self, s: Prefetch) -> None:
+        """prefetcht0 of the element's line: llvm.prefetch(ptr, read, locality 3, data). The
+        address may pass the buffer (a prefetch never faults), so the GEP is not inbounds."""
+        off = self.scalar(simplify_ranged(flat_offset(s.index, s.buf.shape), self.ranges))
+        p = self.b.gep(self.bufs[id(s.buf)], [off])
+        fn = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [p.type, I32, I32, I32])
+        self.b.call(fn, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
     def ptr(self, buf: Buffer, off: ir.Value) -> ir.Value:
         return self.b.gep(self.bufs[id(buf)], [off], inbounds=True)

@@ -21,7 +21,7 @@ import numpy as np
 from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
-                                   LoopKind, Scope, Seq, Stmt, Store, walk)
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.scalar import apply_scalar
 from minicc.ir.types import DType
 
@@ -157,6 +157,8 @@ class _Run:
                 yield from self.gstmt(s.then)
             elif s.else_ is not None:
                 yield from self.gstmt(s.else_)
+        elif isinstance(s, Prefetch):
+            pass                    # a hint: reads nothing (its index may pass the buffer)
         elif isinstance(s, Barrier):
             yield ("barrier",)
         elif isinstance(s, BlockAllReduce):

@@ -152,6 +152,22 @@ class Allocate(Stmt):
 
 
 @dataclass(frozen=True)
+class Prefetch(Stmt):
+    """A hint that `buf[index]` will be read soon: its cache line is fetched ahead (x86
+    prefetcht0; nothing on CUDA). Reads and writes nothing, so the index may run past the
+    buffer (the next row tile's weights); the flat offset is what counts."""
+
+    buf: Buffer
+    index: tuple[Expr, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Prefetch) and other.buf is self.buf and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash((id(self.buf), self.index))
+
+
+@dataclass(frozen=True)
 class Barrier(Stmt):
     """GPU: all threads of a block wait here (__syncthreads); a phase boundary."""
 
@@ -222,7 +238,7 @@ def walk(s: Stmt) -> Iterator[Stmt]:
             yield from walk(s.else_)
     elif isinstance(s, Allocate):
         yield from walk(s.body)
-    # Store, Barrier and BlockAllReduce have no statements inside
+    # Store, Prefetch, Barrier and BlockAllReduce have no statements inside
 
 
 def band(s: Stmt) -> tuple[list[tuple[str, int]], Stmt]:

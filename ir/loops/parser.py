@@ -13,6 +13,7 @@ or `#` are comments):
               | 'if' expr block ['else' block]
               | 'alloc' BUF ':' type ('local' | 'shared' | 'scratch' | 'global') block
               | 'barrier'
+              | 'prefetch' BUF '[' [expr (',' expr)*] ']'
               | BUF '[' 0 ']' '=' 'block_all_reduce.'OP '(' BUF '[' 0 ']' ')' 'via' BUF
               | BUF '[' [expr (',' expr)*] ']' '=' expr
     kind     := 'parallel' | 'unroll' | 'vector' '(' INT ')' | 'block.x' | 'thread.x' | ...
@@ -30,7 +31,7 @@ import re
 from minicc.errors import ParseError
 from minicc.ir.compute import REDUCERS, Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Scope, Stmt, Store, seq)
+                                   Kernel, LoopKind, Prefetch, Scope, Stmt, Store, seq)
 from minicc.ir.loops.printer import INFIX, reduce_dtype
 from minicc.ir.loops.trace import parse_schedule
 from minicc.ir.scalar import SCALARS
@@ -174,9 +175,9 @@ class _Parser:
     # -- statements --
     def stmt(self) -> Stmt:
         kind, tok, _ = self.t.peek()
-        if kind == "name" and tok in ("for", "if", "alloc", "barrier"):
+        if kind == "name" and tok in ("for", "if", "alloc", "barrier", "prefetch"):
             return {"for": self.for_, "if": self.if_, "alloc": self.alloc,
-                    "barrier": self.barrier}[tok]()
+                    "barrier": self.barrier, "prefetch": self.prefetch}[tok]()
         if kind != "buf":
             self.t.fail(f"expected a statement, got {tok!r}")
         buf = self.buffer()
@@ -233,6 +234,11 @@ class _Parser:
         body = self.block()
         self.scope.pop()
         return Allocate(buf, body)
+
+    def prefetch(self) -> Stmt:
+        self.t.take("name", "prefetch")
+        buf = self.buffer()
+        return Prefetch(buf, self.indices())
 
     def barrier(self) -> Stmt:
         self.t.take("name", "barrier")

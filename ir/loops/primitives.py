@@ -21,7 +21,8 @@ from typing import Callable
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Call, Const, Expr, Var, call
 from minicc.ir.loops.exprs import free_vars, simplify, substitute
-from minicc.ir.loops.nodes import Allocate, For, IfThen, Kernel, LoopKind, Seq, Stmt, Store, walk
+from minicc.ir.loops.nodes import (Allocate, For, IfThen, Kernel, LoopKind, Prefetch, Seq, Stmt,
+                                   Store, walk)
 from minicc.ir.loops.block_reduce import block_reduce
 from minicc.ir.loops.reductions import compute_at
 from minicc.ir.loops.trace import Step
@@ -39,6 +40,8 @@ def subst_stmt(s: Stmt, mapping: dict[str, Expr]) -> Stmt:
         return For(s.var, e(s.extent), subst_stmt(s.body, inner), s.kind, s.lanes)
     if isinstance(s, Store):
         return Store(s.buf, tuple(e(i) for i in s.index), e(s.value))
+    if isinstance(s, Prefetch):
+        return Prefetch(s.buf, tuple(e(i) for i in s.index))
     if isinstance(s, Seq):
         return Seq(tuple(subst_stmt(x, mapping) for x in s.stmts))
     if isinstance(s, IfThen):

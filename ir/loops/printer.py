@@ -20,7 +20,7 @@ import math
 
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Scope, Seq, Stmt, Store, walk)
+                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.types import DType
 
@@ -130,6 +130,8 @@ def format_stmt(s: Stmt, indent: int = 1, names: Names | None = None) -> list[st
     if isinstance(s, Allocate):
         return ([f"{pad}alloc %{nm.name(s.buf)}: {_type(s.buf)} {s.buf.scope.value} {{"]
                 + format_stmt(s.body, indent + 1, nm) + [pad + "}"])
+    if isinstance(s, Prefetch):
+        return [f"{pad}prefetch %{nm.name(s.buf)}[{', '.join(e(i) for i in s.index)}]"]
     if isinstance(s, Barrier):
         return [f"{pad}barrier"]
     if isinstance(s, BlockAllReduce):

@@ -10,8 +10,8 @@ from typing import Mapping
 
 from minicc.ir.compute import Cast, Expr
 from minicc.ir.loops.exprs import map_expr
-from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kernel, Seq, Stmt,
-                                   Store)
+from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, Kernel, Prefetch,
+                                   Seq, Stmt, Store)
 from minicc.ir.types import DType
 
 F16, F32 = DType.F16, DType.F32
@@ -39,6 +39,8 @@ def _stmt(s: Stmt, new: Mapping[Buffer, Buffer]) -> Stmt:
         if s.buf in new:
             return Store(new[s.buf], idx, Cast(v, F16))
         return Store(s.buf, idx, v)
+    if isinstance(s, Prefetch):
+        return Prefetch(new.get(s.buf, s.buf), tuple(_expr(i, new) for i in s.index))
     if isinstance(s, Seq):
         return Seq(tuple(_stmt(x, new) for x in s.stmts))
     if isinstance(s, IfThen):
