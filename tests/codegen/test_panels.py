@@ -202,3 +202,25 @@ def test_a_nearest_upsample_by_two_reads_half_a_vector_and_shuffles() -> None:
     assert "masked.gather" not in cm.report.dumps["llvm"]
     np.testing.assert_array_equal(cm.run({"x": x})["y"],
                                   ReferenceEvaluator(m).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("kc", [1152, 384])
+def test_packed_weights_are_prefetched_ahead_and_the_result_is_unchanged(kc: int) -> None:
+    """The GEMM micro-kernel prefetches its compile-packed weights PREFETCH_BYTES ahead: in one
+    K block the next addresses, in several the same block one row tile on (a select); past
+    the last row tile beyond the weights, which a prefetch may (a load would not). The result
+    is the reference's either way."""
+    from minicc.ir.loops.gemm import PREFETCH_BYTES
+
+    mdl, feeds, ref = _conv_residual(128, 24, 7, 3, 1, seed=3)
+    probe = compile(mdl, options=CompileOptions(threads=1, cache=False))
+    kname = probe.artifact.summary["kernels"][0]["name"]
+    s = (f"cpu.gemm: tile(MR=6, NR=64, KC={kc}, NC=49); pack(A, at=compile); "
+         "pack(B, at=kc); vectorize(l, 16)")
+    cm = compile(mdl, options=CompileOptions(threads=1, cache=False, dump=("loops",)),
+                 schedules={kname: s})
+    line = next(ln for ln in cm.report.dumps["loops"].splitlines()
+                if ln.strip().startswith(f"prefetch %{kname}_w["))
+    assert f"+ {PREFETCH_BYTES // (6 * 4)})" in line, line
+    assert ("select(" in line) == (kc < 128 * 9), line
+    np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)

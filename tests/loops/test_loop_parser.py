@@ -16,7 +16,7 @@ from minicc.driver import lower_program
 from minicc.errors import ParseError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Scope, Stmt, Store, seq)
+                                   Kernel, LoopKind, Prefetch, Scope, Stmt, Store, seq)
 from minicc.ir.loops.parser import parse_kernel, parse_kernels
 from minicc.ir.loops.printer import print_kernel
 from minicc.ir.loops.trace import step
@@ -62,6 +62,7 @@ def test_every_statement_and_expression_round_trips() -> None:
                                        Reduce("sum", ((k, 3),), val, F32), F32)),
                Store(y, (i, j), Cast(val, F16))),
         Barrier(),
+        Prefetch(x, (Call("add", (i, Const(64, I64)), I64), Const(0, I64))),
         BlockAllReduce("max", acc, red),
         Store(idx, (Const(1, I64),), Const(7, I32)),
         Store(y, (i, Call("floordiv", (j, Const(2, I64)), I64)), Const(0.5, F16)))
@@ -144,8 +145,11 @@ def stmts(draw: st.DrawFn, vars_: list[str], bufs: list[Buffer], depth: int, n: 
           ) -> Stmt:
     out = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.integers(0, 4 if depth > 0 else 0))
-        if kind == 0:
+        kind = draw(st.integers(0, 5 if depth > 0 else 0))
+        if kind == 5:
+            b = draw(st.sampled_from(bufs))
+            out.append(Prefetch(b, tuple(draw(index_expr(vars_)) for _ in b.shape)))
+        elif kind == 0:
             b = draw(st.sampled_from(bufs))
             out.append(Store(b, tuple(draw(index_expr(vars_)) for _ in b.shape),
                              draw(value_expr(vars_, bufs))))
