@@ -264,7 +264,7 @@ class KernelRenderer:
         """prefetcht0 of the element's line: llvm.prefetch(ptr, read, locality 3, data). The
         address may pass the buffer (a prefetch never faults), so the GEP is not inbounds."""
         off = self.scalar(simplify_ranged(flat_offset(s.index, s.buf.shape), self.ranges))
-        p = self.b.gep(self.bufs[id(s.buf)], [off])
+        p = self.b.bitcast(self.b.gep(self.bufs[id(s.buf)], [off]), I8.as_pointer())
         fn = self._intrinsic("llvm.prefetch.p0", ir.VoidType(), [p.type, I32, I32, I32])
         self.b.call(fn, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
