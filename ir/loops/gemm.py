@@ -35,11 +35,14 @@ from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
 F32, I32 = DType.F32, DType.I32
-# how far ahead the micro-kernel prefetches weights packed at compile time (see
+# how far ahead the micro-kernel prefetches A's weights packed at compile time (see
 # GemmKernel.prefetch_a): a Xeon, a 6 x 4-vector tile whose weights stream from memory once,
 # 71 GFLOP/s without, 80 at 256 bytes ahead, 155 at 1 KiB, 162 from 2 KiB on; 12 x 2 vectors:
-# 84, 143 at 1 KiB, 163 at 4 KiB
-PREFETCH_BYTES = 4096
+# 84, 143 at 1 KiB, 163 at 4 KiB; light_resnet50 at 1 thread 56.3 ms at 4 KiB, 55.1 at 8 KiB,
+# 55.5 at 16 KiB (2 threads: 30.8, 30.2)
+PREFETCH_BYTES = 8192
+# and B's micro-panel rows (GemmKernel.prefetch_b): minilm_like 5.44 ms at 4 KiB, 5.49 at 8
+PREFETCH_B_BYTES = 4096
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
 
@@ -434,13 +437,14 @@ class GemmKernel:
         g = v.a_batch(self.b)
         if self.nkc == 1:
             return Prefetch(buf, (g, self.mr, add(self.k_abs, d), c64(0)))
+        d = min(d, p.kc)        # (at most one row tile on: the same k in the next one)
         on = add(self.kk, d).lt(self.kcur)          # still within this row tile's slice
         return Prefetch(buf, (g, add(self.mr, select(on, c64(0), c64(1))),
                               add(self.k_abs, add(c64(d), mul(select(on, c64(0), self.kcur),
                                                                -1))), c64(0)))
 
     def prefetch_b(self) -> Stmt | None:
-        """Prefetches, each k step, of the B micro-panel row PREFETCH_BYTES ahead (every cache
+        """Prefetches, each k step, of the B micro-panel row PREFETCH_B_BYTES ahead (every cache
         line of its NR columns), where B is packed in micro-panels (a matmul's B, constant or
         run-time): the weights of a MiniLM's projections stream from memory, a run-time panel
         from L2. A Xeon, 1 thread: minilm_like 7.18 -> 5.79 ms, crnn_like 9.37 -> 8.94, GEMM
@@ -449,7 +453,7 @@ class GemmKernel:
         if self.b_ahead is None:
             return None
         p = self.p
-        d = max(1, PREFETCH_BYTES // (p.nr * 4))
+        d = max(1, PREFETCH_B_BYTES // (p.nr * 4))
         return seq(*[self.b_ahead(d, j) for j in range(0, p.nr, 64 // 4)])
 
     def zero_tail(self, panel: Buffer, start: Expr, end: int) -> Stmt | None:
