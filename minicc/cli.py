@@ -245,7 +245,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from minicc.bench import bench_gemm, bench_model, geomean
 
-    threads = [int(t) for t in args.threads.split(",")]
+    try:
+        threads = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        _err(f"--threads {args.threads}: give thread counts of 1 or more, comma-separated "
+             "(1,2)")
+        return EXIT_USER
+    if args.gemm is not None and args.gemm < 1:
+        _err(f"--gemm {args.gemm}: the matmul size N must be at least 1")
+        return EXIT_USER
     if args.gemm:
         for th in threads:
             bench_gemm(args.gemm, th, args.repeat)

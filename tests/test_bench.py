@@ -92,3 +92,15 @@ def test_bench_gemm_reports_numpy_onnxruntime_and_the_share_of_the_peak(capsys) 
         assert part in line, line
     err = float(line.split("rel err ")[1].split(";")[0])
     assert err < 1e-5, line
+
+
+@pytest.mark.parametrize("n", ["0", "-4"])
+def test_bench_gemm_refuses_a_size_below_one(n: str, capsys) -> None:
+    assert main(["bench", "--gemm", n]) != 0
+    assert f"--gemm {n}: the matmul size N must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("t", ["x", "0", "1,,2"])
+def test_bench_refuses_bad_thread_counts(t: str, capsys) -> None:
+    assert main(["bench", "--gemm", "32", "--threads", t]) != 0
+    assert f"--threads {t}: give thread counts of 1 or more" in capsys.readouterr().err

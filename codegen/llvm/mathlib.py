@@ -28,12 +28,12 @@ def vconst(ty: ir.VectorType, value: object) -> ir.Constant:
     key = (str(ty), "undef" if value is ir.Undefined else repr(value))
     got = _VCONST.get(key)
     if got is None:
-        lanes = list(value) if isinstance(value, (list, tuple)) else [value] * ty.count
         if value is ir.Undefined:
             got = ir.Constant(ty, None)
             got.constant = ir.Undefined
         else:     # (lane by lane: llvmlite reads a shuffle mask's lanes; printed once, cached)
-            got = ir.Constant(ty, lanes)
+            got = ir.Constant(ty, list(value) if isinstance(value, (list, tuple))
+                              else [value] * ty.count)
         _VCONST[key] = got
     return got
 
