@@ -341,7 +341,7 @@ def plan_arena(places: Places, steps: list[LoweredGroup | Group], threads: int,
             for i, (b, bind) in enumerate(zip(st.kernel.params, st.binds)):
                 if b.scope == Scope.SCRATCH:
                     scratch_names[(s, i)] = f"s{s}.{i}"
-                    reqs.append(Request(f"s{s}.{i}", b.nbytes * threads, s, s))
+                    reqs.append(Request(f"s{s}.{i}", b.slice_nbytes * threads, s, s))
     plan = plan_memory(reqs, align)
     offset = {v: plan.offsets[names[_resolve(alias, v)]] for v in places.arena}
     return Arena(plan, offset, {k: plan.offsets[n] for k, n in scratch_names.items()})

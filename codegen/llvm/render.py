@@ -101,7 +101,7 @@ class KernelRenderer:
         for a, p in zip(fn.args, k.params):
             ptr: ir.Value = a
             if p.scope == Scope.SCRATCH:  # each thread owns one slice of the scratch area
-                ptr = self.b.gep(a, [self.b.mul(self.tid, ir.Constant(I64, p.numel))])
+                ptr = self.b.gep(a, [self.b.mul(self.tid, ir.Constant(I64, p.slice_numel))])
             self.bufs[id(p)] = ptr
         body_bb = fn.append_basic_block("body")
         self.b.position_at_end(body_bb)

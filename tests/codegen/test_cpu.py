@@ -343,6 +343,9 @@ DEPTHWISE = {
     "3x3_s3_asym_pads": ((1, 7, 16, 17), 3, {"strides": [3, 3], "pads": [0, 1, 2, 0]}),
     "7x7_no_pad": ((1, 4, 9, 30), 7, {}),
     "3x3_map1": ((1, 24, 1, 1), 3, {"pads": [1, 1, 1, 1]}),
+    # planes past BAND_BYTES are taken in bands of rows (the last one short here)
+    "3x3_s1_map58_bands": ((1, 3, 58, 58), 3, {"pads": [1, 1, 1, 1]}),
+    "3x3_s2_map113_bands": ((1, 2, 113, 113), 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     # maps of up to 4x4 (8x8 at stride 1) put channels in the lanes: a channel tail, a batch,
     # a stride
     "3x3_s2_map4_batch2_c40": ((2, 40, 8, 8), 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
@@ -360,16 +363,18 @@ def test_depthwise_conv_template(case: str) -> None:
     oh, ow = bt.expect.shape[2:]
     most = 64 if attrs.get("strides", [1, 1]) == [1, 1] else 16   # stride 1: maps up to 8x8
     assert ("vectorize(c)" in sched) == (oh * ow <= most and c >= 16), sched
+    assert ("RY=" in sched) == case.endswith("_bands"), sched
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(c=st.integers(1, 20), h=st.integers(1, 12), w=st.integers(1, 12), k=st.integers(1, 5),
        s=st.integers(1, 3), d=st.integers(1, 2), pads=st.lists(st.integers(0, 2), min_size=4,
                                                               max_size=4),
-       bias=st.booleans())
+       bias=st.booleans(), ry=st.integers(1, 4))
 def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: int, d: int,
-                                            pads: list, bias: bool) -> None:
-    """Any depthwise geometry whose output is not empty: the template against the reference."""
+                                            pads: list, bias: bool, ry: int) -> None:
+    """Any depthwise geometry whose output is not empty: the template against the reference,
+    also in bands of ry output rows and with channels in the lanes."""
     assume((h + pads[0] + pads[2] - d * (k - 1) - 1) >= 0)
     assume((w + pads[1] + pads[3] - d * (k - 1) - 1) >= 0)
     attrs = {"group": c, "strides": [s, s], "dilations": [d, d], "pads": pads}
@@ -386,6 +391,10 @@ def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: i
             assert "vectorize(c)" in _kernels(cm)[0]["schedule"]
             assert bt.bound_args is not None
             assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, "channels in lanes")
+            got, cm = bt.run(threads, schedules={
+                name: f"cpu.depthwise: tile(RX=2, RY={ry})"
+                      + ("; parallel(t)" if threads > 1 else "")})
+            assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"bands of {ry}")
 
 
 def test_gemm_conv_without_bias() -> None:
