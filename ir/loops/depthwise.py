@@ -325,6 +325,7 @@ def band_rows(cv: _Conv, lanes: int, threads: int) -> int | None:
         return None
     per = BAND_ELEMENTS * (1 if threads == 1 else 4)
     ry = max(1, per // (pl.ws * pl.s))
+    ry = -(-cv.oh // -(-cv.oh // ry))       # the same bands, as even as they can be
     return ry if ry < cv.oh else None
 
 

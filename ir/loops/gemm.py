@@ -468,6 +468,17 @@ class GemmKernel:
         return For(self.kk, self.kcur, vloop(j, add(c64(end), mul(start, -1)), lambda jv: Store(
             panel, (self.kk, add(start, jv)), Const(0.0, F32)), self.p.lanes))
 
+    def half_tail(self) -> bool:
+        """Whether a block's last register tile may have at most half of NR's columns valid
+        (N = 196, a 14x14 map: 6 tiles of 32 and one of 4), so that it is worth a micro-kernel
+        over half the vectors. A Xeon, 1 thread: a 1x1 conv of 576 -> 96 ch at 14x14 0.164 ->
+        0.150 ms; light_resnet50 1.4% faster, efficientnet_b0_like 5%."""
+        v, p = self.v, self.p
+        if self.i8 or p.nr % (2 * p.lanes):
+            return False
+        tails = {v.N % p.nc % p.nr, p.nc % p.nr} - {0}
+        return any(t <= p.nr // 2 for t in tails)
+
     def per_cell(self, st: Stmt, guarded: bool) -> Stmt:
         """`st` for every (i, column) of the tile: the tail tile masked, tail rows skipped."""
         v, p = self.v, self.p
@@ -499,10 +510,17 @@ class GemmKernel:
             fma = Store(acc, (self.i, self.jl), call("dpbusd", acc_ij, u, s))
         else:
             fma = Store(acc, (self.i, self.jl), call("add", acc_ij, call("mul", a_val, b_val)))
-        micro = For(self.kk, self.kcur, seq(
-            self.prefetch_a(), self.prefetch_b(),
-            For(self.i, c64(p.mr), For(self.jo, c64(p.nr // p.lanes), For(
-                self.ln, c64(p.lanes), fma, VECTOR, p.lanes), UNROLL), UNROLL)))
+        def micro_of(vectors: int) -> Stmt:
+            return For(self.kk, self.kcur, seq(
+                self.prefetch_a(), self.prefetch_b(),
+                For(self.i, c64(p.mr), For(self.jo, c64(vectors), For(
+                    self.ln, c64(p.lanes), fma, VECTOR, p.lanes), UNROLL), UNROLL)))
+        micro = micro_of(p.nr // p.lanes)
+        if self.half_tail():
+            # a last tile with at most half its columns valid runs half the FMAs (the other
+            # accumulators stay zero, and the store masks them off)
+            left = add(self.valid, mul(self.nr, -p.nr))
+            micro = IfThen(left.le(c64(p.nr // 2)), micro_of(p.nr // p.lanes // 2), micro)
         out_idx = v.out_index(self.b, self.m_abs, add(self.n0, self.jl))
         init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), Const(
             0 if self.i8 else 0.0, self.dt)), False)

@@ -224,3 +224,30 @@ def test_packed_weights_are_prefetched_ahead_and_the_result_is_unchanged(kc: int
     assert f"+ {PREFETCH_BYTES // (6 * 4)})" in line, line
     assert ("select(" in line) == (kc < 128 * 9), line
     np.testing.assert_allclose(cm.run(feeds)["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(n=st.integers(1, 100), nc=st.sampled_from([32, 48, 64, 96]), mr=st.integers(1, 12),
+       threads=st.integers(1, 2))
+def test_a_last_tile_of_at_most_half_its_columns_runs_half_the_fmas(n: int, nc: int, mr: int,
+                                                                    threads: int) -> None:
+    """Where a block's last register tile has at most NR/2 valid columns, it runs a
+    micro-kernel over half the vectors (the loop IR shows a second one, with one vector per
+    row); whatever N, NC and MR, the matmul is numpy's."""
+    rng = np.random.default_rng(n * 7 + nc)
+    k, m = 37, 19
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    mdl = _model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": [m, k]}, [m, n],
+                 [numpy_helper.from_array(b, "b")])
+    probe = compile(mdl, options=CompileOptions(threads=threads, cache=False))
+    kname = probe.artifact.summary["kernels"][0]["name"]
+    nc = min(nc, -(-n // 32) * 32)
+    s = (f"cpu.gemm: tile(MR={mr}, NR=32, KC={k}, NC={nc}); pack(A, at=none); "
+         f"pack(B, at=kc); vectorize(l, 16)" + ("; parallel(nc)" if threads > 1 else ""))
+    cm = compile(mdl, options=CompileOptions(threads=threads, cache=False, dump=("loops",)),
+                 schedules={kname: s})
+    tails = {n % nc % 32, nc % 32} - {0}
+    half = any(t <= 16 for t in tails)
+    assert ("<= 16)" in cm.report.dumps["loops"]) == half, (n, nc, tails)
+    np.testing.assert_allclose(cm.run({"a": a})["y"], a @ b, rtol=1e-4, atol=1e-4)
