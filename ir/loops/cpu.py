@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from minicc.ir.loops.exprs import expr_loads, flat_offset, linear_coef
+from minicc.ir.loops.exprs import expr_loads, flat_offset, linear_coef, reduces_in
 from minicc.ir.loops.depthwise import CpuDepthwise
 from minicc.ir.loops.gemm import CpuGemm
+from minicc.ir.loops.nest import group_flops
 from minicc.ir.loops.nodes import Kernel, Stmt, Store, band, walk
 from minicc.ir.loops.primitives import fuse
 from minicc.ir.loops.reductions import has_reduces, reduction_vars
@@ -26,6 +27,12 @@ from minicc.ir.loops.trace import Step, step
 from minicc.ir.loops.winograd import CpuWinograd
 
 PARALLEL_MIN_WORK = 1 << 14     # output elements below which a kernel runs on one thread
+# and below which one of at most 2 FLOPs per element (a squeeze-excite block's channel scale)
+# does: what it streams was written by both cores, and each core fetching the other's half
+# costs more than the split saves. A Xeon, 2 threads: efficientnet_b0_like 5% faster with
+# its 16 such kernels (0.3-0.45M elements) on one thread, mobilenetv3_like 3.5%; kernels that
+# only move data (yolov8n_like's, minilm_like's) measured better shared, so they still are
+PARALLEL_MIN_STREAM = 1 << 20
 
 
 def _stores(s: Stmt) -> list[Store]:
@@ -39,6 +46,26 @@ def _affine(s: Stmt, var: str) -> bool:
         if any(linear_coef(flat_offset(idx, buf.shape), var) is None for buf, idx in accesses):
             return False
     return True
+
+
+def _reduce_gathers(s: Stmt, var: str, lanes: int) -> bool:
+    """Whether a reduction in `s` reads `var` at a stride other than 0 or 1 while its own
+    innermost axis runs contiguously: vectorizing `var` would gather (a global average pool
+    over NCHW with the channels in the lanes: efficientnet_b0_like's 17 pools took 0.40 ms),
+    where vectors along the reduction's run load straight."""
+    for st in _stores(s):
+        for r in reduces_in(st.value):
+            inner = r.axes[-1][0].name
+            offs = [flat_offset(ld.index, ld.buf.shape) for ld in expr_loads(r.body)]
+            coefs = [linear_coef(o, var) for o in offs]
+            size = 1
+            for _, n in r.axes:
+                size *= n
+            # strides of 2-4 load as shuffles (a pool's windows), not gathers
+            if size >= lanes and any(c is None or abs(c) > 4 for c in coefs) and \
+                    all(linear_coef(o, inner) in (0, 1) for o in offs):
+                return True
+    return False
 
 
 def loops_steps(nest: Kernel, lanes: int, parallel: bool) -> list[Step]:
@@ -58,7 +85,10 @@ def loops_steps(nest: Kernel, lanes: int, parallel: bool) -> list[Step]:
     if order != axes:
         steps.append(step("reorder", *(n for n, _ in order)))
     loops = [n for n, _ in order]
-    if lanes > 1 and order and order[-1][1] > 1:
+    reduce_lanes = lanes > 1 and order and _reduce_gathers(body, order[-1][0], lanes)
+    if reduce_lanes:
+        pass        # the reductions take the vectors (compute_at(lanes=...)), not this axis
+    elif lanes > 1 and order and order[-1][1] > 1:
         v, n = order[-1]
         if n > lanes:
             steps += [step("split", v, lanes), step("vectorize", f"{v}.i", lanes)]
@@ -67,7 +97,7 @@ def loops_steps(nest: Kernel, lanes: int, parallel: bool) -> list[Step]:
             steps.append(step("vectorize", v, lanes))
             loops.pop()
     if has_reduces(body):
-        steps.append(step("compute_at"))
+        steps.append(step("compute_at", lanes=lanes) if reduce_lanes else step("compute_at"))
     if parallel and loops and dict(order).get(loops[0], 2) > 1:
         steps.append(step("parallel", loops[0]))
     return steps
@@ -88,12 +118,16 @@ class CpuLoops(Rule):
                 "parallel": (False, True) if ctx.threads > 1 else (False,)}
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
-        """The widest vectors; threads for kernels of 16K elements or more whose reductions
-        each depend on some loop (one over the whole tensor runs before every loop)."""
+        """The widest vectors; threads for kernels of 16K elements or more (1M for streaming
+        ones, see PARALLEL_MIN_STREAM) whose reductions each depend on some loop (one over the
+        whole tensor runs before every loop)."""
         numel = ctx.bufs[ctx.group.output].numel
         whole = reduction_vars(ctx.nest.body)[1]
+        flops = group_flops(ctx.group)
+        stream = 0 < flops <= 2 * numel and not has_reduces(ctx.nest.body)
+        least = PARALLEL_MIN_STREAM if stream else PARALLEL_MIN_WORK
         return {"lanes": ctx.target.lanes,
-                "parallel": ctx.threads > 1 and numel >= PARALLEL_MIN_WORK and not whole}
+                "parallel": ctx.threads > 1 and numel >= least and not whole}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])

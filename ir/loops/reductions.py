@@ -16,13 +16,14 @@ import numpy as np
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Const, Expr, Reduce, Var, call, cast, select
-from minicc.ir.loops.exprs import (expr_loads, free_vars, linear_coef, map_expr, reduces_in,
-                                   simplify, substitute)
+from minicc.ir.loops.exprs import (expr_loads, flat_offset, free_vars, linear_coef, map_expr,
+                                   reduces_in, simplify, substitute)
 from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, LoopKind, Scope, Seq,
                                    Stmt, Store, seq, walk)
 from minicc.ir.types import DType
 
 I64 = DType.I64
+PARTIALS = 4    # vectors of partial results a contiguous reduction keeps (see _lane_split)
 
 
 def reduce_init(op: str, dt: DType) -> Expr:
@@ -124,51 +125,105 @@ class Emitter:
             return False
         if reduces_in(self.replace(r.body)):
             return False
-        v, n = r.axes[-1]
+        axes, body = self._flat_tail(r)
+        v, n = axes[-1]
         if n < self.lanes:
             return False
-        for ld in expr_loads(self.replace(r.body)):
-            *lead, last = ld.index
-            if any(v.name in free_vars(i) for i in lead) or linear_coef(last, v.name) not in (
-                    0, 1):
+        for ld in expr_loads(body):
+            off = flat_offset(ld.index, ld.buf.shape)
+            if linear_coef(off, v.name) not in (0, 1):
                 return False
         return True
 
-    def _lane_split(self, r: Reduce, acc: Buffer, idx: tuple[Expr, ...]) -> Stmt:
-        """The innermost axis split by the vector width into `lanes` partial accumulators,
-        the tail into the first, then combined into `acc` (a horizontal reduction):
-
-            for l in 0..16 vector { part[l] = init }
-            for k.o in 0..n/16 { for l in 0..16 vector { part[l] = op(part[l], body(k.o*16+l)) } }
-            for k.t in 0..n%16 { part[0] = op(part[0], body(n/16*16 + k.t)) }
-            for l in 0..16 { acc[0] = op(acc[0], part[l]) }
-        """
-        (v, n), L = r.axes[-1], self.lanes
-        self.n += 1
-        part = Buffer(f"part{self.n}", acc.dtype, (L,), Scope.LOCAL)
-        lane, vo, vt = Var(f"{v.name}.l"), Var(f"{v.name}.o"), Var(f"{v.name}.t")
+    def _flat_tail(self, r: Reduce) -> tuple[list[tuple[Var, int]], Expr]:
+        """r's axes and body with its innermost axes merged into one where every load reads
+        them as the whole trailing dimensions of its buffer, in order (a global average pool's
+        H and W: one run of H*W contiguous elements, vectors across rows, not W at a time)."""
         body = self.replace(r.body)
+        axes = list(r.axes)
+        t = len(axes)
+        while t >= 2:
+            run = axes[-t:]
+            names = [v.name for v, _ in run]
+            ok = True
+            for ld in expr_loads(body):
+                if len(ld.index) < t or [getattr(i, "name", None) for i in ld.index[-t:]] \
+                        != names or list(ld.buf.shape[-t + 1:]) != [n for _, n in run[1:]] or \
+                        any(set(names) & free_vars(i) for i in ld.index[:-t]):
+                    ok = False
+                    break
+            if ok:
+                break
+            t -= 1
+        if t < 2:
+            return axes, body
+        run = axes[-t:]
+        flat = Var(f"{run[0][0].name}.f")
+        total, stride, sub = 1, 1, {}
+        for k, (v, n) in enumerate(reversed(run)):
+            digit = simplify(call("floordiv", flat, Const(stride, I64))) if stride > 1 else flat
+            sub[v.name] = digit if k == t - 1 else simplify(call("mod", digit, Const(n, I64)))
+            stride *= n
+        total = stride
+        return axes[:-t] + [(flat, total)], substitute(body, sub)
+
+    def _lane_split(self, r: Reduce, acc: Buffer, idx: tuple[Expr, ...]) -> Stmt:
+        """The innermost axis split by the vector width into P x `lanes` partial accumulators
+        (P = PARTIALS vectors, fewer for short runs: independent chains, so the adds overlap
+        instead of waiting on each other), the leftover vectors into the first one, the tail
+        into its first lane, then combined into `acc` (a horizontal reduction):
+
+            for p in 0..4 { for l in 0..16 vector { part[p*16+l] = init } }
+            for k.o in 0..n/64 { for p in 0..4 unroll { for l in 0..16 vector {
+                part[p*16+l] = op(part[p*16+l], body((k.o*4 + p)*16 + l)) } } }
+            for k.r in 0..(n%64)/16 { for l in 0..16 vector { part[l] = op(part[l], ...) } }
+            for k.t in 0..n%16 { part[0] = op(part[0], body(n/16*16 + k.t)) }
+            for l in 0..64 { acc[0] = op(acc[0], part[l]) }
+        """
+        axes, body = self._flat_tail(r)
+        (v, n), L = axes[-1], self.lanes
+        P = max(1, min(PARTIALS, n // L))
+        self.n += 1
+        part = Buffer(f"part{self.n}", acc.dtype, (P * L,), Scope.LOCAL)
+        lane, vo, vt = Var(f"{v.name}.l"), Var(f"{v.name}.o"), Var(f"{v.name}.t")
+        vp, vr = Var(f"{v.name}.p"), Var(f"{v.name}.r")
         fn = {"sum": "add", "max": "max", "min": "min"}[r.op]
+
+        def add(*xs: Expr) -> Expr:
+            out = xs[0]
+            for x in xs[1:]:
+                out = simplify(call("add", out, x))
+            return out
+
+        def mul(a: Expr, k: int) -> Expr:
+            return simplify(call("mul", a, Const(k, I64)))
 
         def upd(at: Expr, k: Expr) -> Stmt:
             val = widen(substitute(body, {v.name: k}), acc.dtype)
             return Store(part, (at,), call(fn, BufLoad(part, (at,), acc.dtype), val))
-        main: Stmt = For(vo, Const(n // L, I64), For(lane, Const(L, I64), upd(
-            lane, simplify(call("add", simplify(call("mul", vo, Const(L, I64))), lane))),
-            LoopKind.VECTOR, L))
-        for u, m in reversed(r.axes[:-1]):
-            main = For(u, Const(m, I64), main)
+
+        def over_rest(st: Stmt) -> Stmt:
+            for u, m in reversed(axes[:-1]):
+                st = For(u, Const(m, I64), st)
+            return st
+        main: Stmt = For(vo, Const(n // (P * L), I64), For(vp, Const(P, I64), For(
+            lane, Const(L, I64), upd(add(mul(vp, L), lane), add(mul(vo, P * L), mul(vp, L),
+                                                                 lane)),
+            LoopKind.VECTOR, L), LoopKind.UNROLL if P > 1 else LoopKind.SERIAL))
+        rest: Stmt | None = None
+        if n % (P * L) >= L:
+            rest = over_rest(For(vr, Const(n % (P * L) // L, I64), For(lane, Const(L, I64), upd(
+                lane, add(mul(vr, L), lane, Const(n // (P * L) * P * L, I64))),
+                LoopKind.VECTOR, L)))
         tail: Stmt | None = None
         if n % L:
-            tail = For(vt, Const(n % L, I64), upd(Const(0, I64), simplify(call(
-                "add", vt, Const(n // L * L, I64)))))
-            for u, m in reversed(r.axes[:-1]):
-                tail = For(u, Const(m, I64), tail)
-        init = For(lane, Const(L, I64), Store(part, (lane,), reduce_init(r.op, acc.dtype)),
-                   LoopKind.VECTOR, L)
-        combine = For(lane, Const(L, I64), Store(acc, idx, call(
+            tail = over_rest(For(vt, Const(n % L, I64), upd(Const(0, I64), add(
+                vt, Const(n // L * L, I64)))))
+        init = For(vp, Const(P, I64), For(lane, Const(L, I64), Store(
+            part, (add(mul(vp, L), lane),), reduce_init(r.op, acc.dtype)), LoopKind.VECTOR, L))
+        combine = For(lane, Const(P * L, I64), Store(acc, idx, call(
             fn, BufLoad(acc, idx, acc.dtype), BufLoad(part, (lane,), acc.dtype))))
-        return Allocate(part, seq(init, main, tail, combine))
+        return Allocate(part, seq(init, over_rest(main), rest, tail, combine))
 
     def _update(self, r: Reduce, acc: Buffer, pos: Buffer | None,
                 idx: tuple[Expr, ...]) -> Stmt:
@@ -193,16 +248,18 @@ def _stores(s: Stmt) -> list[Store]:
     return [x for x in walk(s) if isinstance(x, Store)]
 
 
-def compute_at(s: Stmt) -> Stmt:
+def compute_at(s: Stmt, lanes: int = 1) -> Stmt:
     """Every reduction computed into an accumulator at the outermost loop that binds what it
     reads (see the module docstring). Before and after, for a row softmax:
 
         for i in 0..4 { y[i, j] ... = exp(x[i, j] - max[k<8](x[i, k])) ... }
         for i in 0..4 { alloc acc1 { acc1[0] = -inf; for k in 0..8 { acc1[0] = max(...) }
                         for j in 0..8 { y[i, j] = exp(x[i, j] - acc1[0]) ... } } }
-    """
+
+    With no vector loop, `lanes` (compute_at(lanes=16)) vectorizes the reductions themselves
+    where they read a contiguous run (Emitter._lane_split)."""
     vec = next(((x.var.name, x.lanes) for x in walk(s) if isinstance(x, For)
-                and x.kind == LoopKind.VECTOR), (None, 1))
+                and x.kind == LoopKind.VECTOR), (None, lanes))
     em = Emitter(vec[0], vec[1])
 
     def go(x: Stmt, bound: set[str]) -> Stmt:

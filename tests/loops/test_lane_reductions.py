@@ -60,3 +60,33 @@ def test_layer_norm_rows_are_lane_split(tmp_path) -> None:  # type: ignore[no-un
     assert "%part" in cm.report.dumps["loops"]
     ref = onnx.reference.ReferenceEvaluator(p).run(None, {"x": x})[0]
     np.testing.assert_allclose(cm.run({"x": x})["y"], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,shape", [
+    ("ReduceMean", [1, 144, 56, 56]),       # H*W = 3136: 49 steps of 4 vectors
+    ("ReduceMean", [2, 40, 14, 14]),        # 196: 3 vectors, then 12 leftover vectors' worth
+    ("GlobalAveragePool", [1, 24, 7, 7]),   # 49: 3 vectors and a tail of 1
+    ("ReduceMax", [1, 20, 5, 3]),           # 15: shorter than a vector, stays scalar
+])
+def test_a_pool_over_the_map_vectorizes_the_map_not_the_channels(op: str, shape: list[int],
+                                                                 tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A reduction over H and W of NCHW reads each channel's map as one contiguous run: the
+    vectors go along it (H and W merged), in partial results, not across channels, which
+    would gather a lane from each plane."""
+    if op == "GlobalAveragePool":
+        g = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "r",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                             shape[:2] + [1, 1])])
+        p = str(tmp_path / "gap.onnx")
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), p)
+    else:
+        p = model(op, shape, tmp_path, axes=[2, 3])
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    cm = minicc.compile(p, threads=1, dump=("loops", "llvm"), cache=False)
+    loops = cm.report.dumps["loops"]
+    vectors = shape[2] * shape[3] >= 16
+    assert ("%part" in loops) == vectors, loops
+    assert ("masked.gather" in cm.report.dumps["llvm"]) == (not vectors)
+    ref = onnx.reference.ReferenceEvaluator(p).run(None, {"x": x})[0]
+    np.testing.assert_allclose(cm.run({"x": x})["y"], ref, rtol=1e-5, atol=1e-6)
