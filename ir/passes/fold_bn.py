@@ -41,11 +41,14 @@ def _channel_vector(a: np.ndarray, out_rank: int, channels: int) -> np.ndarray |
 
 def _rebuild_conv(rw: Rewriter, conv: Op, scale: np.ndarray, shift: np.ndarray, out: Op
                   ) -> Sequence[Value]:
-    w = rw.const(conv.inputs[1]).astype(np.float64)  # type: ignore[union-attr]
+    w = rw.const(conv.inputs[1])
+    assert w is not None
     m = w.shape[0]
     b = rw.const(conv.inputs[2]).astype(np.float64) if len(conv.inputs) == 3 else np.zeros(m)  # type: ignore
     dt = conv.inputs[1].type.dtype.np
-    w2 = (w * scale.reshape((m,) + (1,) * (w.ndim - 1))).astype(dt)
+    # the weights scaled in their own precision (the scale rounded once to it): converting
+    # every weight to float64 and back took 0.6 s of light_resnet50's compile
+    w2 = (w * scale.astype(dt).reshape((m,) + (1,) * (w.ndim - 1))).astype(dt, copy=False)
     b2 = (b * scale + shift).astype(dt)
     wv = rw.b.const(w2, (conv.inputs[1].name_hint or "w") + "_folded")
     bv = rw.b.const(b2, (conv.inputs[1].name_hint or "w") + "_bias")
