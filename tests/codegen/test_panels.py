@@ -251,3 +251,23 @@ def test_a_last_tile_of_at_most_half_its_columns_runs_half_the_fmas(n: int, nc: 
     half = any(t <= 16 for t in tails)
     assert ("<= 16)" in cm.report.dumps["loops"]) == half, (n, nc, tails)
     np.testing.assert_allclose(cm.run({"a": a})["y"], a @ b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cin,kc", [(512, 512), (640, 640), (1024, 256)])
+def test_a_float_conv_takes_k_up_to_one_k_block_at_once_on_avx512(cin: int, kc: int) -> None:
+    """AVX-512 with 32 registers: a 1x1 conv with K <= ONE_K_BLOCK runs K in one block (no
+    partial sums stored and reloaded), a longer K in blocks of 256; the result is the
+    reference's either way (on this machine's own target)."""
+    from minicc.ir.loops.gemm import ONE_K_BLOCK
+
+    rng = np.random.default_rng(cin)
+    w = (rng.standard_normal((24, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    m = _model([node], {"x": [1, cin, 13, 13]}, [1, 24, 13, 13], [numpy_helper.from_array(w, "w")],
+               17)
+    v4 = compile(m, options=CompileOptions(threads=1, cache=False, cpu="x86-64-v4"))
+    sched = v4.artifact.summary["kernels"][0]["schedule"]
+    assert f"KC={kc}," in sched and (kc == cin) == (cin <= ONE_K_BLOCK), sched
+    x = rng.standard_normal((1, cin, 13, 13)).astype(np.float32)
+    np.testing.assert_allclose(_run(m, {"x": x}), ReferenceEvaluator(m).run(None, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)

@@ -142,11 +142,15 @@ def test_the_program_runs_as_the_interpreter_says() -> None:
 
 
 def test_a_residual_add_after_k_blocks_is_not_in_place() -> None:
-    """A conv whose K (64 x 3 x 3) spans several K blocks stores partial sums to its output
+    """A conv whose K (96 x 3 x 3) spans several K blocks stores partial sums to its output
     before the epilogue reads the residual: writing over the residual would corrupt it. (A
-    10x10 map: over 64 pixels or fewer, the default takes the whole K in one block.)"""
-    text = """func @main(%x: f32[1,64,10,10], %r: f32[1,4,10,10]) -> (f32[1,4,10,10], i64[1,2,10,10]) {
-  %w = const splat<0.5> : f32[4,64,3,3]
+    10x10 map: over 64 pixels or fewer, or with K up to ONE_K_BLOCK, the default takes the
+    whole K in one block.)"""
+    from minicc.ir.loops.gemm import ONE_K_BLOCK
+
+    assert 96 * 9 > ONE_K_BLOCK
+    text = """func @main(%x: f32[1,96,10,10], %r: f32[1,4,10,10]) -> (f32[1,4,10,10], i64[1,2,10,10]) {
+  %w = const splat<0.5> : f32[4,96,3,3]
   %e = exp(%r) : f32[1,4,10,10]
   %n = neg(%e) : f32[1,4,10,10]
   %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,4,10,10]
