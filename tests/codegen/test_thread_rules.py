@@ -49,7 +49,7 @@ def test_streaming_kernels_run_on_one_thread_below_a_million_elements(
 
 def test_each_threads_scratch_slice_starts_on_its_own_cache_lines() -> None:
     """Per-thread slices of a scratch buffer are whole SLICE_ALIGN blocks, so two threads never
-    write one cache line (a depthwise conv's 5 KiB band planes ran 15% slower at 2 threads when
+    write one cache line (a depthwise conv's 5 KiB band planes ran 20-30% slower at 2 threads when
     the slices were packed end to end)."""
     from minicc.ir.loops.nodes import SLICE_ALIGN, Buffer, Scope
     from minicc.ir.types import DType
