@@ -68,8 +68,8 @@ def test_layer_norm_rows_are_lane_split(tmp_path) -> None:  # type: ignore[no-un
     ("GlobalAveragePool", [1, 24, 7, 7]),   # 49: 3 vectors and a tail of 1
     ("ReduceMax", [1, 20, 5, 3]),           # 15: shorter than a vector, stays scalar
 ])
-def test_a_pool_over_the_map_vectorizes_the_map_not_the_channels(op: str, shape: list[int],
-                                                                 tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_pool_over_the_map_vectorizes_the_map_not_the_channels(  # type: ignore[no-untyped-def]
+        op: str, shape: list[int], tmp_path) -> None:
     """A reduction over H and W of NCHW reads each channel's map as one contiguous run: the
     vectors go along it (H and W merged), in partial results, not across channels, which
     would gather a lane from each plane."""
