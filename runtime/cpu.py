@@ -53,6 +53,13 @@ def check_compatible(a: Artifact, version: str) -> None:
         raise ArtifactError(f"artifact is for {a.triple}, this machine is {here}")
 
 
+def thread_count(a: Artifact, threads: int | None) -> int:
+    """The threads a loaded artifact runs on: as asked, at most as many as it was compiled
+    for, one where this machine has no libgomp."""
+    want = a.threads if threads is None else max(1, min(threads, a.threads))
+    return 1 if want > 1 and not load_gomp() else want
+
+
 class Executable:
     """A loaded model. `run(inputs)` returns outputs by name; safe to call from several threads
     at once: each call takes an arena of its own from a pool (grown on demand, so N concurrent
@@ -63,9 +70,7 @@ class Executable:
         check_compatible(a, version)
         init_llvm()
         self.artifact = a
-        want = a.threads if threads is None else max(1, min(threads, a.threads))
-        if want > 1 and not load_gomp():
-            want = 1  # no libgomp on this machine: run single-threaded
+        want = thread_count(a, threads)
         if a.threads > 1 and not load_gomp():
             raise ArtifactError("this artifact uses OpenMP threads but libgomp is not installed; "
                                 "compile with threads=1 or install libgomp")
