@@ -21,8 +21,13 @@ defines it), the weights are widened as they are broadcast, and the sums are exa
 EXACT_TAPS), so the epilogue's requantization sees the int32 result the op defines. The planes
 hold f32 because the taps are FMAs either way; what int8 saves is the u8 reads and writes.
 
+Planes too big for L1 with their flat output (a 112x112 map's, 100 KB) are taken in bands of
+RY output rows: each band packs only the rows its taps reach (a row outside the image zeroed
+where it falls), computes and unpacks, so the scratch stays in L1.
+
 No transposes and no gathers: the layout stays the model's. Its steps are the knobs:
-`tile(RX=4)` (vectors per register tile) and `parallel(t)` (threads share the planes).
+`tile(RX=4, RY=8)` (vectors per register tile, output rows per band; RY left out: the whole
+plane) and `parallel(t)` (threads share the planes).
 """
 
 from __future__ import annotations
