@@ -323,8 +323,8 @@ def band_rows(cv: _Conv, lanes: int, threads: int) -> int | None:
     plane comes from the other core, longer runs measured better). MobileNetV2 on a Xeon:
     alone, 32 ch 3x3 at 112x112 0.21 -> 0.18 ms in bands of 4 rows, 144 ch at 56x56 0.22 ->
     0.17 ms in bands of 8, 96 ch stride 2 onto 56x56 0.36 -> 0.25 ms in bands of 4; the whole
-    model 4% faster at 1 thread, 4-5% at 2 with the longer bands (0-1% slower with the short
-    ones); the whole plane (None) where it fits."""
+    model 4% faster at 1 thread; at 2, even with the whole plane (and 2-5% ahead of the short
+    bands); the whole plane (None) where it fits."""
     pl = Planes.of(cv, lanes)
     if (pl.s * pl.s * pl.hs * pl.ws + pl.nvec * lanes) * 4 <= BAND_BYTES:
         return None
