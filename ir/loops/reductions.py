@@ -159,13 +159,12 @@ class Emitter:
             return axes, body
         run = axes[-t:]
         flat = Var(f"{run[0][0].name}.f")
-        total, stride, sub = 1, 1, {}
+        stride, sub = 1, {}
         for k, (v, n) in enumerate(reversed(run)):
             digit = simplify(call("floordiv", flat, Const(stride, I64))) if stride > 1 else flat
             sub[v.name] = digit if k == t - 1 else simplify(call("mod", digit, Const(n, I64)))
             stride *= n
-        total = stride
-        return axes[:-t] + [(flat, total)], substitute(body, sub)
+        return axes[:-t] + [(flat, stride)], substitute(body, sub)
 
     def _lane_split(self, r: Reduce, acc: Buffer, idx: tuple[Expr, ...]) -> Stmt:
         """The innermost axis split by the vector width into P x `lanes` partial accumulators
