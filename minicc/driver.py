@@ -60,7 +60,7 @@ class CompiledModel:
         # (lazy: `minicc compile -o` never links it, 0.6 s of light_resnet50's compile); a
         # saved one at once, so that an artifact for another machine is refused by load()
         if entry.name != "cuda" and not lazy:
-            self.exe
+            self._link()
 
     @property
     def target(self) -> str:
@@ -68,13 +68,15 @@ class CompiledModel:
 
     @property
     def exe(self) -> Any:
-        if self._exe is None:
-            try:
-                self._exe = self._load()
-            except MiniccError:
-                raise
-            except (OSError, RuntimeError) as e:
-                raise CodegenError(f"loading the compiled code failed: {e}") from e
+        return self._exe if self._exe is not None else self._link()
+
+    def _link(self) -> Any:
+        try:
+            self._exe = self._load()
+        except MiniccError:
+            raise
+        except (OSError, RuntimeError) as e:
+            raise CodegenError(f"loading the compiled code failed: {e}") from e
         return self._exe
 
     @property

@@ -514,6 +514,7 @@ class GemmKernel:
             fma = Store(acc, (self.i, self.jl), call("dpbusd", acc_ij, u, s))
         else:
             fma = Store(acc, (self.i, self.jl), call("add", acc_ij, call("mul", a_val, b_val)))
+
         def micro_of(vectors: int) -> Stmt:
             return For(self.kk, self.kcur, seq(
                 self.prefetch_a(), self.prefetch_b(),
