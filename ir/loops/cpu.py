@@ -33,6 +33,11 @@ PARALLEL_MIN_WORK = 1 << 14     # output elements below which a kernel runs on o
 # its 16 such kernels (0.3-0.45M elements) on one thread, mobilenetv3_like 3.5%; kernels that
 # only move data (yolov8n_like's, minilm_like's) measured better shared, so they still are
 PARALLEL_MIN_STREAM = 1 << 20
+# a reduction into fewer elements than PARALLEL_MIN_WORK still shares them when it reads this
+# many: a squeeze-excite block's global average pool (144 channels of 56x56) reads what the
+# depthwise conv before it wrote on both cores, channels split as it splits them. A Xeon, 2
+# threads, five runs: efficientnet_b0_like 2-4% faster, mobilenetv3_like 2-4%
+PARALLEL_MIN_REDUCE = 1 << 15
 
 
 def _stores(s: Stmt) -> list[Store]:
@@ -119,15 +124,19 @@ class CpuLoops(Rule):
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """The widest vectors; threads for kernels of 16K elements or more (1M for streaming
-        ones, see PARALLEL_MIN_STREAM) whose reductions each depend on some loop (one over the
-        whole tensor runs before every loop)."""
+        ones, see PARALLEL_MIN_STREAM; reductions that read PARALLEL_MIN_REDUCE elements
+        whatever their output) whose reductions each depend on some loop (one over the whole
+        tensor runs before every loop)."""
         numel = ctx.bufs[ctx.group.output].numel
         whole = reduction_vars(ctx.nest.body)[1]
         flops = group_flops(ctx.group)
-        stream = 0 < flops <= 2 * numel and not has_reduces(ctx.nest.body)
+        reduces = has_reduces(ctx.nest.body)
+        stream = 0 < flops <= 2 * numel and not reduces
         least = PARALLEL_MIN_STREAM if stream else PARALLEL_MIN_WORK
+        big = numel >= least or (reduces and flops >= PARALLEL_MIN_REDUCE and
+                                 numel >= 4 * ctx.threads)
         return {"lanes": ctx.target.lanes,
-                "parallel": ctx.threads > 1 and numel >= least and not whole}
+                "parallel": ctx.threads > 1 and big and not whole}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])

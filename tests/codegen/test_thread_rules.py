@@ -58,3 +58,24 @@ def test_each_threads_scratch_slice_starts_on_its_own_cache_lines() -> None:
         b = Buffer("s", dt, shape, Scope.SCRATCH)
         assert b.slice_nbytes % SLICE_ALIGN == 0
         assert b.nbytes <= b.slice_nbytes < b.nbytes + SLICE_ALIGN
+
+
+@pytest.mark.parametrize("shape,parallel", [
+    ([1, 144, 56, 56], True),      # reads 451K elements into 144: shared
+    ([1, 24, 7, 7], False),        # reads 1176: one thread
+])
+def test_a_pool_into_few_elements_shares_them_when_it_reads_many(shape: list[int],
+                                                                 parallel: bool) -> None:
+    """A global average pool writes few elements but may read many (PARALLEL_MIN_REDUCE): the
+    channels are shared between threads then; the result is the reference's either way."""
+    g = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                         shape[:2] + [1, 1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cm = compile(m, options=CompileOptions(threads=2, cache=False))
+    (k,) = cm.artifact.summary["kernels"]
+    assert ("parallel(" in k["schedule"]) == parallel, k
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(cm.run({"x": x})["y"], ReferenceEvaluator(m).run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)
