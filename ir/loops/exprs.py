@@ -129,6 +129,40 @@ def reduces_in(e: Expr) -> list[Reduce]:
 
 # ---- simplification --------------------------------------------------------------------------
 
+# index arithmetic, simplified as it is built (ints as i64 constants)
+
+def c64(v: int) -> Const:
+    return Const(int(v), I64)
+
+
+def add(*xs: Expr | int) -> Expr:
+    out: Expr = c64(0)
+    for x in xs:
+        out = simplify(call("add", out, x if isinstance(x, Expr) else c64(x)))
+    return out
+
+
+def mul(a: Expr | int, b: Expr | int) -> Expr:
+    a = a if isinstance(a, Expr) else c64(a)
+    b = b if isinstance(b, Expr) else c64(b)
+    return simplify(call("mul", a, b))
+
+
+def div(a: Expr, b: int) -> Expr:
+    return simplify(call("floordiv", a, c64(b)))
+
+
+def mod(a: Expr, b: int) -> Expr:
+    return simplify(call("mod", a, c64(b)))
+
+
+def emin(a: Expr | int, b: Expr | int) -> Expr:
+    a = a if isinstance(a, Expr) else c64(a)
+    b = b if isinstance(b, Expr) else c64(b)
+    return simplify(call("min", a, b))
+
+
+
 def simplify(e: Expr) -> Expr:
     """Fold integer constants and the identities index arithmetic produces."""
     def f(x: Expr) -> Expr | None:

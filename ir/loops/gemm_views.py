@@ -18,7 +18,7 @@ import numpy as np
 
 from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
 from minicc.ir.graph import Op, Value
-from minicc.ir.loops.exprs import simplify
+from minicc.ir.loops.exprs import add, c64, div, emin, mod, mul, simplify  # noqa: F401
 from minicc.ir.loops.nest import Inliner, const_scalar, group_flops, kernel_params, leaf_loader
 from minicc.ir.loops.nodes import BufLoad, Buffer, For, IfThen, LoopKind, Stmt, Store, seq
 from minicc.ir.passes.fuse import Group
@@ -29,37 +29,6 @@ I64 = DType.I64
 I32 = DType.I32
 F32 = DType.F32
 Index3 = Callable[[Expr, Expr, Expr], Expr]
-
-
-def c64(v: int) -> Const:
-    return Const(int(v), I64)
-
-
-def add(*xs: Expr | int) -> Expr:
-    out: Expr = c64(0)
-    for x in xs:
-        out = simplify(call("add", out, x if isinstance(x, Expr) else c64(x)))
-    return out
-
-
-def mul(a: Expr | int, b: Expr | int) -> Expr:
-    a = a if isinstance(a, Expr) else c64(a)
-    b = b if isinstance(b, Expr) else c64(b)
-    return simplify(call("mul", a, b))
-
-
-def div(a: Expr, b: int) -> Expr:
-    return simplify(call("floordiv", a, c64(b)))
-
-
-def mod(a: Expr, b: int) -> Expr:
-    return simplify(call("mod", a, c64(b)))
-
-
-def emin(a: Expr | int, b: Expr | int) -> Expr:
-    a = a if isinstance(a, Expr) else c64(a)
-    b = b if isinstance(b, Expr) else c64(b)
-    return simplify(call("min", a, b))
 
 
 # A row panel packer (conv): (col, b, kc, kcur, nc, KC, rows, lanes) -> a Stmt filling

@@ -16,8 +16,8 @@ import numpy as np
 
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Const, Expr, Reduce, Var, call, cast, select
-from minicc.ir.loops.exprs import (expr_loads, flat_offset, free_vars, linear_coef, map_expr,
-                                   reduces_in, simplify, substitute)
+from minicc.ir.loops.exprs import (add, expr_loads, flat_offset, free_vars, linear_coef,
+                                   map_expr, mul, reduces_in, simplify, substitute)
 from minicc.ir.loops.nodes import (Allocate, BufLoad, Buffer, For, IfThen, LoopKind, Scope, Seq,
                                    Stmt, Store, seq, walk)
 from minicc.ir.types import DType
@@ -187,15 +187,6 @@ class Emitter:
         lane, vo, vt = Var(f"{v.name}.l"), Var(f"{v.name}.o"), Var(f"{v.name}.t")
         vp, vr = Var(f"{v.name}.p"), Var(f"{v.name}.r")
         fn = {"sum": "add", "max": "max", "min": "min"}[r.op]
-
-        def add(*xs: Expr) -> Expr:
-            out = xs[0]
-            for x in xs[1:]:
-                out = simplify(call("add", out, x))
-            return out
-
-        def mul(a: Expr, k: int) -> Expr:
-            return simplify(call("mul", a, Const(k, I64)))
 
         def upd(at: Expr, k: Expr) -> Stmt:
             val = widen(substitute(body, {v.name: k}), acc.dtype)
