@@ -334,7 +334,8 @@ def band_rows(cv: _Conv, lanes: int, threads: int) -> int | None:
     return ry if ry < cv.oh else None
 
 
-def plan_from_steps(steps: Sequence[Step]) -> DwPlan:
+def plan_from_steps(steps: Sequence[Step], name: str = "") -> DwPlan:
+    where = f"depthwise template ({name})" if name else "depthwise template"
     got: dict[str, Any] = {"parallel": False, "lanes": False}
     for st in steps:
         if st.name == "tile":
@@ -347,10 +348,13 @@ def plan_from_steps(steps: Sequence[Step]) -> DwPlan:
             raise ScheduleError(f"{st}: not a step of the depthwise template (tile, "
                                 "vectorize(c), parallel)")
     if not 1 <= got.get("rx", 0) <= 16:
-        raise ScheduleError("depthwise template: the steps must set tile(RX=1..16)")
-    if got.get("ry") is not None and (got["ry"] < 1 or got["lanes"]):
-        raise ScheduleError("depthwise template: tile(RY=...) takes bands of at least one "
-                            "output row, with pixels in the lanes (not vectorize(c))")
+        raise ScheduleError(f"{where}: the steps must set tile(RX=1..16)")
+    ry = got.get("ry")
+    if ry is not None and ry < 1:
+        raise ScheduleError(f"{where}: tile(RY={ry}) must be at least one output row per band")
+    if ry is not None and got["lanes"]:
+        raise ScheduleError(f"{where}: tile(RY={ry}) bands the pixels in the lanes; with "
+                            "vectorize(c) (channels in the lanes) leave RY out")
     return DwPlan(got["rx"], got["parallel"], got["lanes"], got.get("ry"))
 
 
@@ -410,4 +414,4 @@ class CpuDepthwise(Rule):
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         cv = self.geometry(ctx)
         assert cv is not None
-        return DepthwiseKernel(ctx, cv, plan_from_steps(steps)).lowered()
+        return DepthwiseKernel(ctx, cv, plan_from_steps(steps, ctx.name)).lowered()

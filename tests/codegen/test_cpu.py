@@ -8,6 +8,7 @@ Every model is compiled with `cache=False`, so nothing here reads or writes ~/.c
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 from typing import Any, Sequence
 
@@ -395,6 +396,21 @@ def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: i
                 name: f"cpu.depthwise: tile(RX=2, RY={ry})"
                       + ("; parallel(t)" if threads > 1 else "")})
             assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"bands of {ry}")
+
+
+@pytest.mark.parametrize("sched,why", [
+    ("tile(RX=4, RY=0)", "tile(RY=0) must be at least one output row per band"),
+    ("tile(RX=4, RY=3); vectorize(c)", "with vectorize(c) (channels in the lanes) leave RY out"),
+    ("tile(RX=4, RY=x)", "RY must be an integer, got 'x'"),
+])
+def test_a_bad_band_knob_is_refused_naming_the_kernel(sched: str, why: str) -> None:
+    from minicc.errors import ScheduleError
+
+    bt = conv_model((1, 8, 20, 20), (8, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 8})
+    name = _kernels(bt.run(1)[1])[0]["name"]
+    with pytest.raises(ScheduleError, match=re.escape(why)) as e:
+        bt.run(1, schedules={name: f"cpu.depthwise: {sched}"})
+    assert "RY" not in why or "x'" in why or name in str(e.value)
 
 
 def test_gemm_conv_without_bias() -> None:
