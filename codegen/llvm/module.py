@@ -19,11 +19,13 @@ from llvmlite import ir
 
 from minicc.abi import HostCall, Location, LocKind, NativeCall, Step
 from minicc.codegen.llvm import worker
-from minicc.codegen.llvm.render import I8, I32, I64, KernelRenderer
+from minicc.codegen.llvm.render import I8, I32, I64, kernel_type, render_module
 from minicc.codegen.llvm.target import machine_for
 from minicc.codegen.program_info import summary
 from minicc.errors import ToolchainError
-from minicc.ir.loops.nodes import For, Kernel, LoopKind, walk
+from minicc.ir.compute import Const
+from minicc.ir.loops.nodes import (Allocate, For, IfThen, Kernel, LoopKind, Seq, Stmt,
+                                   walk)
 from minicc.ir.loops.printer import canonical_text
 from minicc.ir.program import KernelStep, Program
 from minicc.options import CompileOptions, Target
@@ -32,12 +34,30 @@ from minicc.runtime.artifact import Artifact
 PTR = I8.as_pointer()
 
 
-# LLVM compiles one module while Python renders the next: a chunk closes once its kernels hold
-# this many LLVM instructions (resnet50: ~50k in all), small enough that the last chunk's LLVM
-# work, which nothing overlaps, stays short
+# a chunk of kernels (one module) closes once they hold about this many LLVM instructions
+# (resnet50: ~50k in all): small enough that the last chunk's work, which nothing overlaps,
+# stays short
 CHUNK_INSTRUCTIONS = 4000
 # the modules of one program, as LLVM IR text, joined with this line (`--dump-ir llvm`)
 MODULE_SEPARATOR = "; ---- minicc: next module ----\n"
+# LLVM instructions per loop-IR statement once unrolled loops are counted out (resnet50,
+# densenet121, mobilenetv2_224, minilm_like: median 12.6, correlation 0.98 over 260 kernels)
+INSTRUCTIONS_PER_STATEMENT = 12
+
+
+def _statements(s: Stmt) -> int:
+    """Statements in `s` with every unrolled loop counted out (the size LLVM will see)."""
+    if isinstance(s, For):
+        n = _statements(s.body)
+        return 1 + (n * int(s.extent.value) if s.kind == LoopKind.UNROLL and
+                    isinstance(s.extent, Const) else n)
+    if isinstance(s, Seq):
+        return sum(_statements(x) for x in s.stmts)
+    if isinstance(s, IfThen):
+        return 1 + _statements(s.then) + (_statements(s.else_) if s.else_ is not None else 0)
+    if isinstance(s, Allocate):
+        return _statements(s.body)
+    return 1
 
 
 def _new_module(tm: llvm.TargetMachine) -> ir.Module:
@@ -47,33 +67,13 @@ def _new_module(tm: llvm.TargetMachine) -> ir.Module:
     return m
 
 
-def _release(m: ir.Module) -> None:
-    """Break the reference cycles of a module that has been printed (each block and
-    instruction points back at its parent, each phi at values after it), so refcounting frees
-    its objects at once: left to the cyclic collector they were 630,000 objects for resnet50,
-    0.35 s of one collection at the end of the compile. Its functions keep their name and
-    type (the entries declare them in the last module) and lose their bodies."""
-    for g in list(m.globals.values()):
-        if isinstance(g, ir.Function):
-            for bb in g.blocks:
-                for ins in bb.instructions:
-                    if isinstance(ins, ir.PhiInstr):
-                        ins.incomings.clear()
-                bb.instructions = []
-            g.blocks = []
-
-
-def _size(fn: ir.Function) -> int:
-    return sum(len(bb.instructions) for bb in fn.blocks)
-
-
 class ProgramCodegen:
-    """A program's LLVM code, built as its kernels arrive: `kernel` renders one (the driver
-    hands each over as lowering makes it, so LLVM starts on the first while the rest are still
-    being lowered), into modules of about CHUNK_INSTRUCTIONS that a helper thread hands to
-    LLVM as each closes (in a worker process for all but the smallest programs; see _LLVM);
-    `finish` renders what is missing and the module of entries, and assembles the Artifact;
-    `cancel` drops the work (a cache hit, an error).
+    """A program's LLVM code, built as its kernels arrive: `kernel` takes one (the driver hands
+    each over as lowering makes it) into a chunk of about CHUNK_INSTRUCTIONS, and a helper
+    thread hands each chunk as it closes to a worker process that renders and compiles it
+    (see _LLVM), so code generation runs on the other core while this one lowers the rest;
+    `finish` adds the module of entries, renders and compiles here what the worker has not
+    started, and assembles the Artifact; `cancel` drops the work (a cache hit, an error).
 
     Kernels that compute the same thing on the same shapes (the repeated blocks of a ResNet)
     are rendered once: their weights come in by pointer, so one function serves them all.
@@ -83,52 +83,55 @@ class ProgramCodegen:
     def __init__(self, target: Target, opts: CompileOptions):
         self.target, self.opts = target, opts
         self.tm = machine_for(target)
-        self.m, self.size = _new_module(self.tm), 0
-        self.rendered: dict[str, ir.Function] = {}   # canonical kernel text -> its function
+        self.chunk: list[Kernel] = []
+        self.size = 0
+        self.rendered: dict[str, tuple[str, ir.FunctionType]] = {}   # canonical text -> symbol
         self.names: set[str] = set()
-        self.texts: list[str] = []
-        self.jobs: list[Future[bytes]] = []
+        self.work: list[list[Kernel] | str] = []     # each module: its kernels, or its IR text
+        self.jobs: list[Future[tuple[str, bytes]]] = []
         self.llvm = _LLVM(opts, target)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minicc-llvm")
         self.closed = False
 
-    def kernel(self, k: Kernel) -> ir.Function:
+    def kernel(self, k: Kernel) -> tuple[str, ir.FunctionType]:
+        """The kernel's symbol and type; a kernel not seen before joins the open chunk."""
         key = canonical_text(k)
-        fn = self.rendered.get(key)
-        if fn is None:
+        sym = self.rendered.get(key)
+        if sym is None:
             if k.name in self.names:       # (a kernel changed after it was handed over)
                 k = replace(k, name=f"{k.name}_v{len(self.names)}")
-            fn = KernelRenderer(self.m, k, self.opts.fastmath, self.target.features).render()
-            fn.linkage = ""                # external: the entries are in another module
-            fn.attributes.add("nounwind")
-            self.rendered[key] = fn
+            sym = self.rendered[key] = (k.name, kernel_type(k))
             self.names.add(k.name)
-            self.size += _size(fn)
+            self.chunk.append(k)
+            self.size += INSTRUCTIONS_PER_STATEMENT * _statements(k.body)
             if self.size >= CHUNK_INSTRUCTIONS:
-                self._close_module()
-        return fn
+                self._close_chunk()
+        return sym
 
-    def _close_module(self) -> None:
-        self.texts.append(str(self.m))
-        _release(self.m)
-        self.jobs.append(self.pool.submit(self.llvm, self.texts[-1], len(self.jobs)))
-        self.m, self.size = _new_module(self.tm), 0
+    def _close_chunk(self) -> None:
+        self._submit(self.chunk)
+        self.chunk, self.size = [], 0
+
+    def _submit(self, work: list[Kernel] | str) -> None:
+        self.work.append(work)
+        self.jobs.append(self.pool.submit(self.llvm, work, len(self.jobs)))
 
     def finish(self, prog: Program, version: str) -> Artifact:
         """The entries: one per native segment, or with `opts.profile` one per kernel (for
         profiling and for finding a crashing kernel); then every object, and the Artifact."""
         kernels = {i: self.kernel(st.kernel) for i, st in enumerate(prog.steps)
                    if isinstance(st, KernelStep)}
-        if self.size:
-            self._close_module()
-        m = self.m
+        if self.chunk:
+            self._close_chunk()
+        m = _new_module(self.tm)
         declared: dict[str, ir.Function] = {}
 
-        def declare(fn: ir.Function) -> ir.Function:
-            if fn.name not in declared:
-                declared[fn.name] = ir.Function(m, fn.function_type, fn.name)
-                declared[fn.name].attributes.add("nounwind")
-            return declared[fn.name]
+        def declare(sym: tuple[str, ir.FunctionType]) -> ir.Function:
+            name, ty = sym
+            if name not in declared:
+                declared[name] = ir.Function(m, ty, name)
+                declared[name].attributes.add("nounwind")
+            return declared[name]
         steps: list[Step] = []
         current: list[tuple[int, KernelStep]] = []
 
@@ -150,9 +153,9 @@ class ProgramCodegen:
                 assert isinstance(st, HostCall)
                 steps.append(st)
         flush()
-        self._close_module()
+        self._submit(str(m))
         try:
-            objects = self._objects()
+            texts, objects = self._objects()
         finally:
             self.cancel()
         t = prog.target
@@ -162,17 +165,19 @@ class ProgramCodegen:
                         output_sources=prog.output_sources,
                         arena_bytes=prog.memory.arena_bytes, weights=prog.weights,
                         threads=prog.threads, summary=summary(prog),
-                        source=MODULE_SEPARATOR.join(self.texts))
+                        source=MODULE_SEPARATOR.join(texts))
 
-    def _objects(self) -> tuple[bytes, ...]:
-        """Every module's object. Rendering is done, so this process takes the modules the
-        worker has not started, from the last one back, while the worker goes on from the
-        first (light_densenet121 at 2 threads: LLVM was still 4.4 s behind the renderer)."""
-        got: dict[int, bytes] = {}
+    def _objects(self) -> tuple[list[str], tuple[bytes, ...]]:
+        """Every module's IR text and object. Lowering is done, so this process takes the
+        modules the worker has not started, from the last one back, while the worker goes on
+        from the first (light_densenet121 at 2 threads: LLVM was still 4.4 s behind the
+        renderer)."""
+        got: dict[int, tuple[str, bytes]] = {}
         for i in reversed(range(len(self.jobs))):
             if self.jobs[i].cancel():
-                got[i] = self.llvm.here(self.texts[i], i)
-        return tuple(got[i] if i in got else j.result() for i, j in enumerate(self.jobs))
+                got[i] = self.llvm.here(self.work[i], i)
+        done = [got[i] if i in got else j.result() for i, j in enumerate(self.jobs)]
+        return [t for t, _ in done], tuple(o for _, o in done)
 
     def cancel(self) -> None:
         """Stop: what LLVM has not started is dropped, the worker goes back to the pool."""
@@ -262,36 +267,46 @@ def _rejected(error: str, text: str) -> ToolchainError:
 
 
 class _LLVM:
-    """Where a program's modules are compiled: a worker process (see codegen/llvm/worker.py)
-    once there is more than one module of kernels, else this process."""
+    """Where a program's modules are rendered and compiled: a worker process (see
+    codegen/llvm/worker.py), taken when the compile starts so that it has imported the
+    renderer by the time the first kernels are lowered; this process where none can be had."""
 
     def __init__(self, opts: CompileOptions, target: Target) -> None:
         self.args = (opts.opt_level, target.cpu, target.llvm_features)
-        self.proc: worker.Worker | None = None
-        self.started = False
+        self.render_args = (opts.fastmath, target.features)
+        self.triple = machine_for(target).triple
+        self.layout = str(machine_for(target).target_data)
+        self.proc = worker.take()
 
-    def here(self, text: str, index: int) -> bytes:
-        """Compile in this process (beside the worker)."""
+    def text(self, work: list[Kernel] | str) -> str:
+        return work if isinstance(work, str) else render_module(
+            work, self.triple, self.layout, *self.render_args)
+
+    def here(self, work: list[Kernel] | str, index: int) -> tuple[str, bytes]:
+        """Render and compile in this process (beside the worker)."""
+        text = self.text(work)
         try:
-            return worker.compile_module(text, *self.args)
+            return text, worker.compile_module(text, *self.args)
         except worker.LLVMFailure as e:
             raise _rejected(str(e), text) from None
 
-    def __call__(self, text: str, index: int) -> bytes:
-        if index == 1 and not self.started:   # a second module: worth a worker's start-up
-            self.started = True
-            self.proc = worker.take()
+    def __call__(self, work: list[Kernel] | str, index: int) -> tuple[str, bytes]:
+        if self.proc is None:
+            return self.here(work, index)
+        text = work if isinstance(work, str) else None
         try:
-            if self.proc is not None:
-                try:
-                    return self.proc.compile(text, *self.args)
-                except worker.WorkerDied as e:    # LLVM aborted there (it prints why)
-                    self.proc = None
-                    raise ToolchainError(f"{e} while compiling module {index + 1} of the "
-                                         "program (`--dump-ir llvm` shows them)") from None
-            return worker.compile_module(text, *self.args)
+            if text is None:
+                got = self.proc.render(work, *self.render_args, *self.args)   # type: ignore
+                if got is not None:
+                    return got
+                text = self.text(work)     # (the worker could not: the error is raised here)
+            return text, self.proc.compile(text, *self.args)
+        except worker.WorkerDied as e:    # LLVM aborted there (it prints why)
+            self.proc = None
+            raise ToolchainError(f"{e} while compiling module {index + 1} of the "
+                                 "program (`--dump-ir llvm` shows them)") from None
         except worker.LLVMFailure as e:
-            raise _rejected(str(e), text) from None
+            raise _rejected(str(e), text if text is not None else self.text(work)) from None
 
     def done(self) -> None:
         if self.proc is not None:

@@ -43,6 +43,42 @@ def _unsigned(dt: DType) -> bool:
     return dt.value.startswith("u")
 
 
+def kernel_type(k: Kernel) -> ir.FunctionType:
+    """`void k(T* p0, ..., i32 tid, i32 nthreads)`: what the entries call, known without
+    rendering the kernel."""
+    return ir.FunctionType(ir.VoidType(), [llvm_type(p.dtype, memory=True).as_pointer()
+                                          for p in k.params] + [I32, I32])
+
+
+def render_module(kernels: list[Kernel], triple: str, data_layout: str, fastmath: bool,
+                  features: tuple[str, ...]) -> str:
+    """One LLVM module holding `kernels` (external symbols: the entries are in another
+    module), as IR text. The code generator calls it here or in its worker process."""
+    m = ir.Module(name="minicc")
+    m.triple, m.data_layout = triple, data_layout
+    for k in kernels:
+        fn = KernelRenderer(m, k, fastmath, features).render()
+        fn.linkage = ""
+    text = str(m)
+    release(m)
+    return text
+
+
+def release(m: ir.Module) -> None:
+    """Break the reference cycles of a module that has been printed (each block and
+    instruction points back at its parent, each phi at values after it), so refcounting frees
+    its objects at once: left to the cyclic collector they were 630,000 objects for resnet50,
+    0.35 s of one collection at the end of the compile."""
+    for g in list(m.globals.values()):
+        if isinstance(g, ir.Function):
+            for bb in g.blocks:
+                for ins in bb.instructions:
+                    if isinstance(ins, ir.PhiInstr):
+                        ins.incomings.clear()
+                bb.instructions = []
+            g.blocks = []
+
+
 class Val:
     """An emitted value: scalar, or a vector of `lanes` elements."""
 
@@ -84,8 +120,7 @@ class KernelRenderer:
     # -- function --
     def render(self) -> ir.Function:
         k = self.k
-        arg_tys = [llvm_type(p.dtype, memory=True).as_pointer() for p in k.params] + [I32, I32]
-        fn = ir.Function(self.m, ir.FunctionType(ir.VoidType(), arg_tys), k.name)
+        fn = ir.Function(self.m, kernel_type(k), k.name)
         fn.linkage = "internal"
         for a, p in zip(fn.args, k.params):
             a.name = p.name.replace(".", "_")

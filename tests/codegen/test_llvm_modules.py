@@ -98,8 +98,8 @@ def test_a_worker_that_dies_is_a_toolchain_error(small_modules: None,
         self.proc.wait()
         raise worker.WorkerDied(f"the LLVM worker process ended (exit status "
                                 f"{self.proc.returncode})")
-    monkeypatch.setattr(worker.Worker, "compile", dead)
-    with pytest.raises(ToolchainError, match="LLVM worker process ended.*module 2"):
+    monkeypatch.setattr(worker.Worker, "_ask", dead)
+    with pytest.raises(ToolchainError, match="LLVM worker process ended.*module 1 "):
         minicc.compile(_chain(), threads=1, cache=False)
 
 
@@ -166,3 +166,68 @@ def test_a_kernel_changed_after_it_was_handed_over_is_rendered_again(small_modul
     x = np.random.default_rng(3).standard_normal((1, 16, 20, 20)).astype(np.float32)
     want = minicc.compile(m, threads=1, cache=False).run({"x": x})["y"]
     np.testing.assert_array_equal(CompiledModel(art, 1).run({"x": x})["y"], want)
+
+
+def _lowered_kernels(m: onnx.ModelProto) -> list:
+    from minicc.driver import lower_program
+
+    return [st.kernel for st in lower_program(m, threads=1, cache=False).kernel_steps]
+
+
+def test_the_worker_renders_kernels_as_this_process_does() -> None:
+    """A chunk of kernels goes to the worker as pickled loop IR: the IR text and the object
+    that come back are those this process makes from the same kernels."""
+    from minicc.codegen.llvm.render import render_module
+    from minicc.codegen.llvm.target import cpu_target
+
+    t = cpu_target("native")
+    tm = worker.machine(t.cpu, t.llvm_features)
+    ks = _lowered_kernels(_chain(convs=2))
+    text = render_module(ks, tm.triple, str(tm.target_data), False, t.features)
+    w = worker.take()
+    assert w is not None
+    try:
+        got = w.render(ks, False, t.features, 3, t.cpu, t.llvm_features)
+        assert got is not None
+        assert got[0] == text and got[1] == worker.compile_module(text, 3, t.cpu,
+                                                                  t.llvm_features)
+        assert all(f"@{k.name}(" in text.replace('"', "") for k in ks)
+    finally:
+        worker.give(w)
+
+
+def test_a_chunk_the_worker_cannot_render_raises_the_renderers_own_error() -> None:
+    """The worker answers `render: false` and this process renders the chunk itself: the
+    error is the renderer's (a CodegenError naming what it could not emit), not a worker's."""
+    from dataclasses import replace
+
+    from minicc.codegen.llvm.module import _LLVM
+    from minicc.codegen.llvm.target import cpu_target
+    from minicc.errors import CodegenError
+    from minicc.ir.compute import Call
+    from minicc.ir.loops.nodes import Store, walk
+
+    k = _lowered_kernels(_chain(convs=1))[0]
+    st = next(s for s in walk(k.body) if isinstance(s, Store))
+    bad = replace(k, body=Store(st.buf, st.index, Call("no_such_op", (st.value,), st.value.dtype)))
+    llvm = _LLVM(minicc.CompileOptions(threads=1), cpu_target("native"))
+    try:
+        assert llvm.proc is not None
+        assert llvm.proc.render([bad], False, (), *llvm.args) is None
+        assert llvm.proc.alive()               # (and it serves the next request)
+        with pytest.raises(CodegenError, match="no_such_op"):
+            llvm([bad], 0)
+    finally:
+        llvm.done()
+
+
+def test_chunks_follow_the_estimated_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels join a chunk until their estimated LLVM size passes CHUNK_INSTRUCTIONS: a
+    lower bound makes more modules, and the program runs alike."""
+    m = _chain(convs=6)
+    x = np.random.default_rng(2).standard_normal((1, 16, 20, 20)).astype(np.float32)
+    one = minicc.compile(m, threads=1, cache=False)
+    monkeypatch.setattr(llvm_module, "CHUNK_INSTRUCTIONS", 400)
+    many = minicc.compile(m, threads=1, cache=False)
+    assert len(many.artifact.objects) > len(one.artifact.objects)
+    np.testing.assert_array_equal(many.run({"x": x})["y"], one.run({"x": x})["y"])

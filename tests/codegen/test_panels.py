@@ -271,3 +271,25 @@ def test_a_float_conv_takes_k_up_to_one_k_block_at_once_on_avx512(cin: int, kc: 
     x = rng.standard_normal((1, cin, 13, 13)).astype(np.float32)
     np.testing.assert_allclose(_run(m, {"x": x}), ReferenceEvaluator(m).run(None, {"x": x})[0],
                                rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=40, deadline=None)
+@given(g=st.integers(1, 3), r=st.integers(1, 40), c=st.integers(1, 9), block=st.integers(1, 33),
+       axis=st.sampled_from([1, 2]), dt=st.sampled_from([np.float32, np.int32, np.float64]))
+def test_constant_panels_hold_each_element_where_the_micro_kernel_reads_it(
+        g: int, r: int, c: int, block: int, axis: int, dt: type) -> None:
+    """_pack_const: [g, M, K] (axis 1) or [g, K, N] (axis 2) -> [g, blocks, other, block],
+    the blocked axis padded with zeros; element by element against the layout's definition."""
+    from minicc.ir.loops.gemm import _pack_const
+
+    shape = (g, r, c)
+    a = (np.random.default_rng(r * 100 + c).standard_normal(shape) * 50).astype(dt)
+    p = _pack_const(a, block, axis)
+    n, other = shape[axis], shape[3 - axis]
+    assert p.shape == (g, -(-n // block), other, block)
+    assert p.dtype == (np.int32 if dt == np.int32 else np.float32)
+    for b in range(g):
+        for i in range(-(-n // block) * block):
+            for o in range(other):
+                want = 0 if i >= n else (a[b, i, o] if axis == 1 else a[b, o, i])
+                assert p[b, i // block, o, i % block] == np.asarray(want).astype(p.dtype)
