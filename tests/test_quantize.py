@@ -210,6 +210,49 @@ def test_a_residual_skip_reads_the_quantized_activation(tmp_path: Path) -> None:
     assert np.abs(y_ort - cm.run(fd)["y"]).max() < 2 * step
 
 
+def _stem_block(path: Path) -> Path:
+    """conv-relu-maxpool (a ResNet stem), whose pooled output feeds a conv and the block's
+    residual add."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w0 = (rng.standard_normal((8, 3, 3, 3)) * 0.4).astype(np.float32)
+    w1 = (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("MaxPool", ["r0"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Add", ["r1", "p"], ["y"])]
+    g = helper.make_graph(nodes, "stem", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 16, 16])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(w0, "w0"), numpy_helper.from_array(w1, "w1")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_a_pooled_skip_is_pooled_in_u8(tmp_path: Path) -> None:
+    """The stem's max pool feeds the next conv and the residual add: the quantize moves above
+    the pool all the same (the add reads the pooled u8 dequantized), so the stem conv writes
+    u8 and the pool moves u8; the compiled model matches the interpreter exactly, and the
+    float model within a few quantization steps."""
+    src = _stem_block(tmp_path / "stem.onnx")
+    q = quantize(str(src), "random:8", "minmax", progress=False)
+    cm = minicc.compile(q.module, threads=1, cache=False)
+    ks = cm.artifact.summary["kernels"]
+    stem = next(k for k in ks if k["ops"][0] == "conv_integer")
+    assert stem["output"].startswith("u8")
+    pool = next(k for k in ks if k["ops"] == ["max_pool"])
+    assert pool["output"].startswith("u8")
+    fd = q.feeds[0]
+    got = cm.run(fd)["y"]
+    np.testing.assert_allclose(got, minicc.interpret(q.module, fd)["y"], rtol=1e-5, atol=1e-5)
+    ref = minicc.compile(str(src), threads=1, cache=False).run(fd)["y"]
+    assert np.abs(got - ref).max() < 4 * np.abs(ref).max() / 127
+
+
 # ---- real data ------------------------------------------------------------------------------
 
 def test_digits_int8_accuracy_within_one_point(tmp_path: Path) -> None:

@@ -104,11 +104,16 @@ def int8_rewrite(f: Function, qparams: Mapping[Value, tuple[float, int]],
 
     def pass_through(old: Value) -> tuple[Value, list[Op]]:
         """Quantizing commutes with max pooling and with moving elements (it is monotonic and
-        elementwise): quantize before them, so they move u8, and a conv's epilogue writes u8."""
+        elementwise): quantize before them, so they move u8, and a conv's epilogue writes u8.
+        The activation itself may have other users where they all read it dequantized (a
+        ResNet's stem pool feeds the first block's conv and its skip add): they read the
+        pooled u8 then. resnet18_like int8, 1 thread: the stem conv writes u8 and the pool
+        moves a quarter of the bytes."""
         chain: list[Op] = []
         while True:
             p = producers.get(old)
-            if p is None or p.kind not in PASS_THROUGH or len(users.get(old, [])) != 1 or \
+            alone = len(users.get(old, [])) == 1 or (not chain and old in skips)
+            if p is None or p.kind not in PASS_THROUGH or not alone or \
                     old in f.outputs or p.inputs[0].type.dtype != DType.F32:
                 return old, chain
             chain.insert(0, p)
