@@ -154,7 +154,11 @@ class Worker:
         where the worker could not render them (the caller renders them itself)."""
         head = {"opt": opt_level, "cpu": cpu, "features": features, "fastmath": fastmath,
                 "target_features": list(target_features)}
-        got = self._ask(head, pickle.dumps(kernels, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            body = pickle.dumps(kernels, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+            return None                  # (a kernel holding what pickle cannot take)
+        got = self._ask(head, body)
         if got is None:
             return None
         text, obj = got

@@ -231,3 +231,21 @@ def test_chunks_follow_the_estimated_size(monkeypatch: pytest.MonkeyPatch) -> No
     many = minicc.compile(m, threads=1, cache=False)
     assert len(many.artifact.objects) > len(one.artifact.objects)
     np.testing.assert_array_equal(many.run({"x": x})["y"], one.run({"x": x})["y"])
+
+
+def test_kernels_pickle_cannot_take_are_rendered_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that cannot be pickled for the worker is rendered in this process: the program
+    compiles and runs all the same."""
+    import pickle
+
+    refused = []
+
+    def refuse(*a: object, **k: object) -> bytes:
+        refused.append(1)
+        raise pickle.PicklingError("no")
+    x = np.random.default_rng(4).standard_normal((1, 16, 20, 20)).astype(np.float32)
+    want = minicc.compile(_chain(), threads=1, cache=False).run({"x": x})["y"]
+    monkeypatch.setattr(worker.pickle, "dumps", refuse)
+    got = minicc.compile(_chain(), threads=1, cache=False).run({"x": x})["y"]
+    assert refused
+    np.testing.assert_array_equal(got, want)
