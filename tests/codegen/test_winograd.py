@@ -80,6 +80,49 @@ def test_winograd_kernels_in_the_interpreter(sched: str) -> None:
     np.testing.assert_allclose(arrs[bufs[g.output].name], ref, rtol=1e-5, atol=1e-5)
 
 
+IR14 = ("func @main(%x: f32[1,4,14,13], %w: f32[6,4,3,3]) -> (f32[1,6,14,13]) {\n"
+        "  %c = conv(%x, %w) {pads=[1,1,1,1]} : f32[1,6,14,13]\n  %y = relu(%c) : f32[1,6,14,13]\n"
+        "  return %y\n}")
+
+
+@pytest.mark.parametrize("f,rb", [(2, 2), (2, 3), (4, 3), (4, 1)])
+def test_threads_taking_blocks_take_equal_rows(f: int, rb: int) -> None:
+    """parallel(blk) at 2 threads: the blocks are a multiple of the threads and split the tile
+    rows within one (7 tile rows in blocks of at most 2: 1, 2, 2, 2, where they were 2, 2, 2,
+    1; at 56x56 8 and 6 rows a thread became 7 and 7). The kernel runs in the interpreter,
+    which refuses reads of scratch nothing wrote (a thread's first block may be the short
+    one), and matches the reference."""
+    from minicc.ir.loops.winograd import WinogradKernel, WinoPlan, winograd_geometry
+
+    m = parse(IR14)
+    f_ = m.main
+    rng = np.random.default_rng(7)
+    feeds = {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
+             for n, v in zip(f_.input_names, f_.inputs)}
+    g = fuse_groups(f_).groups[0]
+    values = dict(zip(f_.input_names, f_.inputs))
+    consts = {values["w"]: feeds["w"]}
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    sched = f"cpu.winograd: tile(F={f}, MR=4, NR=16, KC=4, RB={rb}); parallel(blk)"
+    ctx = ctx_for(g, bufs, consts, 2, schedules={"k": sched})
+    wk = WinogradKernel(ctx, winograd_geometry(ctx), WinoPlan(4, 16, 4, rb, "blk", f))
+    th = -(-14 // f)
+    assert wk.even and wk.nblk % 2 == 0
+    share = [b * th // wk.nblk for b in range(wk.nblk + 1)]
+    sizes = [share[b + 1] - share[b] for b in range(wk.nblk)]
+    assert max(sizes) <= rb and max(sizes) - min(sizes) <= 1
+    half = wk.nblk // 2
+    assert abs(sum(sizes[:half]) - sum(sizes[half:])) <= 1
+    low = lower_group_cpu(ctx)
+    arrays = {bufs[v].name: feeds[n] for n, v in zip(f_.input_names, f_.inputs) if v in bufs}
+    arrays.update({b.name: a for b, a in low.packed.items()})
+    arrs = buffer_arrays(low.kernel, **arrays)
+    run_kernel(low.kernel, arrs, 2)
+    np.testing.assert_allclose(arrs[bufs[g.output].name], interpret(m, feeds)["y"],
+                               rtol=1e-5, atol=1e-5)
+
+
 def _conv_model(n: int, c: int, m: int, h: int, w: int, pads: list[int], bias: bool,
                 relu: bool, residual: bool, seed: int):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
