@@ -574,6 +574,8 @@ class GemmKernel:
         kloop = For(self.kc, c64(self.nkc), seq(b_fill, rows))
         nc_kind = PARALLEL if p.parallel == "nc" and self.nnc > 1 else SERIAL
         body: Stmt = For(self.nc, c64(self.nnc), kloop, nc_kind)
+        if v.prologue is not None:      # (every thread, into its own scratch)
+            body = seq(v.prologue(self.b, p.lanes), body)
         if v.batch > 1:
             body = For(self.b, c64(v.batch), body,  # type: ignore[arg-type]
                        PARALLEL if p.parallel == "b" else SERIAL)
@@ -590,6 +592,7 @@ class GemmKernel:
         drop = [v.a_param if p.pack_a == "compile" else None,
                 v.b_param if p.pack_b == "compile" else None]
         params, roles = v.without(*drop)
+        self.scratch += list(v.scratch)
         extra = list(self.packed) + self.scratch
         return Kernel(v.name, params + tuple(extra),
                       roles + ("weight",) * len(self.packed) + ("scratch",) * len(self.scratch),

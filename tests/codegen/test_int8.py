@@ -167,6 +167,38 @@ def test_int8_gemms_on_two_threads(make: Any) -> None:
     np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
 
 
+def _grouped_padded(seed: int = 0) -> tuple[Module, np.ndarray]:
+    """A batch of two, two groups, asymmetric padding, strides 2 x 1, dilation 2 x 1."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.U8, (2, 4, 11, 10)), "x")
+    w = b.const(rng.integers(-127, 128, (6, 2, 3, 3)).astype(np.int8), "w")
+    acc = b.op1("conv_integer", [x, w], {"pads": [1, 2, 0, 1], "strides": [2, 1],
+                                          "dilations": [2, 1], "zero_point": 37, "group": 2})
+    y = b.op1("cast", [acc], {"to": DType.F32})
+    return Module((b.finish([y], ["y"]),)), rng.integers(0, 256, (2, 4, 11, 10)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_padded_int8_conv_reads_a_zero_point_padded_copy(threads: int,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """An int8 conv with padding first copies each (image, group) input into per-thread scratch
+    padded with the zero point, so its panel checks no edges: exact either way, and the plain
+    panel where the copy would pass PAD_COPY_BYTES."""
+    from minicc.ir.loops import gemm_views
+
+    mod, x = _grouped_padded()
+    want = interpret(mod, {"x": x})["y"]
+    cm = minicc.compile(mod, threads=threads, cache=False)
+    assert "_xpad" in cm.artifact.source
+    np.testing.assert_array_equal(np.asarray(cm.run({"x": x})["y"]), want)
+    monkeypatch.setattr(gemm_views, "PAD_COPY_BYTES", 0)
+    plain = minicc.compile(mod, threads=threads, cache=False)
+    assert "_xpad" not in plain.artifact.source
+    np.testing.assert_array_equal(np.asarray(plain.run({"x": x})["y"]), want)
+
+
 # ---- the GPU template: run in the loop-IR interpreter, compiled by NVRTC ----------------------
 
 def run_gpu_groups(mod: Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
