@@ -177,13 +177,18 @@ class _Conv:
             conds += [ix.ge(0), ix.lt(self.w)]
         return both(*conds)
 
+    def window(self, k: Expr, oy: Expr, ox: Expr) -> tuple[Expr, Expr, Expr]:
+        """(channel within the group, y, x) that reduction index k reads at (oy, ox), counted
+        in the padded input (the padding's first row and column are 0)."""
+        ky, kx = mod(div(k, self.kw), self.kh), mod(k, self.kw)
+        return (div(k, self.kh * self.kw), add(mul(oy, self.sh), mul(ky, self.dh)),
+                add(mul(ox, self.sw), mul(kx, self.dw)))
+
     def tap(self, bg: Expr, k: Expr, oy: Expr, ox: Expr) -> tuple[Expr, Expr, Expr, Expr]:
         """(image, channel, y, x) of the input X reads for reduction index k at (oy, ox)."""
-        c = add(mul(mod(bg, self.g), self.cg), div(k, self.kh * self.kw))
-        ky, kx = mod(div(k, self.kw), self.kh), mod(k, self.kw)
-        iy = add(mul(oy, self.sh), mul(ky, self.dh), -self.pt)
-        ix = add(mul(ox, self.sw), mul(kx, self.dw), -self.pl)
-        return div(bg, self.g), c, iy, ix
+        c, y, x = self.window(k, oy, ox)
+        return (div(bg, self.g), add(mul(mod(bg, self.g), self.cg), c), add(y, -self.pt),
+                add(x, -self.pl))
 
 
 def _conv_geometry(group: Group) -> _Conv | None:
@@ -343,10 +348,8 @@ def _padded_input(name: str, cv: _Conv, xb: Buffer, zp: Expr
 
         def cell(oxe: Expr) -> Stmt:
             def byte(j: int) -> Expr:
-                k = emin(add(mul(kq, 4), j), K - 1)
-                ky, kx = mod(div(k, cv.kw), cv.kh), mod(k, cv.kw)
-                return BufLoad(xp, (div(k, cv.kh * cv.kw), add(mul(oy, cv.sh), mul(ky, cv.dh)),
-                                    add(mul(oxe, cv.sw), mul(kx, cv.dw))), DType.U8)
+                return BufLoad(xp, cv.window(emin(add(mul(kq, 4), j), K - 1), oy, oxe),
+                               DType.U8)
             return Store(col, (kq, add(mul(r, cv.ow), oxe)), word(byte))
         return For(kq, kcur, For(r, rows_here, vloop(ox, c64(cv.ow), cell, lanes)))
     return panel, copy, xp
