@@ -25,7 +25,7 @@ class Scope(Enum):
     SHARED = "shared"     # GPU: one copy per thread block (tiles staged for reuse)
 
 
-SLICE_ALIGN = 128   # bytes: each thread's slice of a scratch buffer starts on such a boundary
+SLICE_ALIGN = 4096  # bytes: each thread's slice of a scratch buffer starts on such a boundary
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +51,11 @@ class Buffer:
     @property
     def slice_numel(self) -> int:
         """Elements per thread of a SCRATCH buffer: numel rounded up to whole SLICE_ALIGN
-        blocks, so no two threads write one cache line (or one adjacent-line prefetch pair).
-        The depthwise template's 5 KiB band planes at 2 threads: 0.21 -> 0.16 ms."""
+        blocks (a page), so no two threads write one cache line, and the prefetchers, which
+        stop at a page's end, do not pull lines of the other thread's slice into this core
+        while it writes them. 128-byte slices at 2 threads on a Xeon: a depthwise conv, 384
+        ch 3x3 at 14x14 in bands of 7 rows, 39 -> 30 us; MobileNetV2 at 224 2.5% faster,
+        SqueezeNet 2.5%, MobileNetV3 1.5%, the others even."""
         per = max(1, SLICE_ALIGN // self.dtype.itemsize)
         return -(-self.numel // per) * per
 
