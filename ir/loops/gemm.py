@@ -392,9 +392,12 @@ class GemmKernel:
             return BufLoad(buf, (v.b_batch(self.b), div(self.n0, p.nr), self.k_abs, self.jl),
                            self.dt), None
         rows = quads(v.K) if self.i8 else p.kc
-        if v.panel is None and not self.i8:
+        if (v.panel is None or v.b_direct) and not self.i8:
             # micro-panels [NC/NR][KC][NR]: the micro-kernel streams one contiguous NR x KC
-            # panel (BLIS's layout), not NR columns of KC rows NC apart
+            # panel (BLIS's layout), not NR columns of KC rows NC apart. A 1x1 conv's B is its
+            # input as it lies, so it packs this way too (a conv's im2col rows do not: a row
+            # of pixels straddles micro-panels). Xeon: 384 -> 64 ch at 14x14, 70.9 -> 68.0 us;
+            # light_resnet50 2.8% faster at 1 thread, 2.1% at 2, yolov8n_like 3.4% at 2
             col = Buffer(f"{v.name}_col", self.dt, (self.ncpad // p.nr, rows, p.nr),
                          Scope.SCRATCH)
             self.scratch.insert(0, col)

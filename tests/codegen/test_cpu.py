@@ -495,6 +495,35 @@ def test_parallel_sized_ops(case: str) -> None:
     np.testing.assert_array_equal(outs[0], outs[1], err_msg=f"{case}: 1 thread vs 2")
 
 
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(n=st.integers(1, 2), c=st.integers(1, 70), m=st.integers(1, 30), h=st.integers(1, 9),
+       w=st.integers(1, 20), mr=st.integers(1, 12), nr=st.sampled_from([16, 32, 48]),
+       kc=st.integers(1, 80), rows=st.integers(1, 4), threads=st.integers(1, 2))
+def test_a_1x1_conv_packs_its_input_in_micro_panels(n: int, c: int, m: int, h: int, w: int,
+                                                     mr: int, nr: int, kc: int, rows: int,
+                                                     threads: int) -> None:
+    """pack(B, at=kc) of a 1x1 stride-1 conv: its input is a plain K x N matrix, packed into
+    BLIS micro-panels [NC/NR][KC][NR] like a matmul's B (not as im2col rows), for any tile,
+    K block and column block (whole output rows), with the pixels past N as zeros."""
+    from minicc.driver import lower_program
+
+    bt = conv_model((n, c, h, w), (m, c, 1, 1), {})
+    name = lower_program(bt.module, threads=threads, cache=False).kernel_steps[0].kernel.name
+    nc = min(rows, h) * w
+    text = (f"cpu.gemm: tile(MR={min(mr, m)}, NR={nr}, KC={min(kc, c)}, NC={nc}); "
+            "pack(A, at=compile); pack(B, at=kc); vectorize(l, 16)"
+            + ("; parallel(nc)" if threads > 1 else ""))
+    cm = compile(bt.module, options=CompileOptions(threads=threads, cache=False, dump=("loops",),
+                                                   schedules={name: text}))
+    assert cm.artifact.summary["kernels"][0]["schedule"] == text
+    ncpad = -(-nc // nr) * nr
+    assert f"{name}_col: f32[{ncpad // nr},{min(kc, c)},{nr}] scratch" in \
+        cm.report.dumps["loops"]
+    assert bt.bound_args is not None
+    nm, arrays, attrs = bt.bound_args
+    assert_matches(nm, cm.run(bt.inputs)["y"], bt.expect, arrays, attrs, "micro-panels")
+
+
 @pytest.mark.parametrize("xs,m,threads", [((1, 20, 9, 11), 24, 1), ((2, 300, 7, 7), 40, 2),
                                           ((1, 8, 5, 37), 5, 2)])
 def test_a_1x1_conv_reads_its_input_in_place(xs: tuple[int, ...], m: int, threads: int) -> None:
