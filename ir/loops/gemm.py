@@ -409,8 +409,11 @@ class GemmKernel:
                 val = v.b_load(self.b, self.k_abs, n)
                 return Store(col, (t, self.kk, jv), select(n.lt(v.N), val, Const(0.0, F32))
                              if guard else val)
-            fill = For(t, c64(self.ncpad // p.nr), For(self.kk, self.kcur,
-                                                       vloop(j, c64(p.nr), mcell, p.lanes)))
+            # rows of B outer: each is read once, front to back, into the NC/NR panels (panels
+            # outer read NR columns of every row per panel; a 14x14 map's 784-byte rows
+            # straddle lines): GEMM 1024^3 12.69 -> 12.37 ms, light_resnet50 1.7% at 1 thread
+            fill = For(self.kk, self.kcur, For(t, c64(self.ncpad // p.nr),
+                                               vloop(j, c64(p.nr), mcell, p.lanes)))
             self.b_ahead = lambda d, jj: Prefetch(col, (self.nr, add(self.kk, d), c64(jj)))
             return BufLoad(col, (self.nr, self.kk, self.jl), self.dt), fill
         slack = -v.row % p.lanes if v.row and v.panel is not None and not self.i8 else 0
