@@ -140,7 +140,9 @@ class KernelRenderer:
             self.bufs[id(p)] = ptr
         body_bb = fn.append_basic_block("body")
         self.b.position_at_end(body_bb)
-        if any(isinstance(s, For) and s.kind == LoopKind.PARALLEL for s in walk(k.body)):
+        self.parallel = any(isinstance(s, For) and s.kind == LoopKind.PARALLEL
+                            for s in walk(k.body))
+        if self.parallel:
             self.stmt(k.body)
         else:  # no parallel loop: thread 0 does all the work
             with self.b.if_then(self.b.icmp_signed("==", self.tid, ir.Constant(I64, 0))):
@@ -179,7 +181,11 @@ class KernelRenderer:
         elif isinstance(s, Prefetch):
             self.prefetch(s)
         elif isinstance(s, Barrier):
-            pass  # kernels with phases that share data run on one thread (no barrier needed)
+            # the kernel's threads meet (libgomp's team barrier; outside a parallel region, as
+            # where the kernel runs on one thread, it returns at once). A kernel without a
+            # parallel loop runs on thread 0 alone: nothing to wait for.
+            if self.parallel:
+                self.b.call(self._intrinsic("GOMP_barrier", ir.VoidType(), []), [])
         else:
             raise CodegenError(f"llvm: no emitter for statement {type(s).__name__}")
 

@@ -232,7 +232,7 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
     arrays: dict[int, np.ndarray] = {}
     unwritten: dict[int, np.ndarray] = {}
     for b, role in zip(k.params, k.roles):
-        if b.scope == Scope.SCRATCH:
+        if b.scope in (Scope.SCRATCH, Scope.SHARED):
             arrays[id(b)] = np.zeros(b.shape, dtype=b.dtype.np)
             unwritten[id(b)] = np.ones(b.shape, dtype=bool)
             continue
@@ -244,10 +244,47 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
                                    f"the kernel wants {b.dtype.value}{list(b.shape)}")
         arrays[id(b)] = a
     has_par = any(isinstance(x, For) and x.kind == LoopKind.PARALLEL for x in walk(k.body))
+    if has_par and threads > 1 and any(isinstance(x, Barrier) for x in walk(k.body)):
+        _lockstep(k, arrays, unwritten, threads)
+        return
     for tid in range(threads if has_par else 1):
         r = _Run(arrays, threads, unwritten)
         r.tid = tid
         r.stmt(k.body)
+
+
+def _lockstep(k: Kernel, arrays: dict[int, np.ndarray], unwritten: dict[int, np.ndarray],
+              threads: int) -> None:
+    """The kernel's threads as coroutines, advanced together from barrier to barrier: each
+    with its own copy of the per-thread scratch, all of them on the shared buffers (so a
+    thread that reads what another had not yet stored is an error here, as it is a race in
+    native code)."""
+    runs = []
+    for tid in range(threads):
+        mem, unw = dict(arrays), dict(unwritten)
+        for b in k.params:
+            if b.scope == Scope.SCRATCH:
+                mem[id(b)] = np.zeros(b.shape, dtype=b.dtype.np)
+                unw[id(b)] = np.ones(b.shape, dtype=bool)
+        r = _Run(mem, threads, unw)
+        r.tid = tid
+        runs.append(r.gstmt(k.body))
+    live = list(range(threads))
+    while live:
+        done = []
+        for t in live:
+            try:
+                ev = next(runs[t])
+            except StopIteration:
+                done.append(t)
+                continue
+            if ev[0] != "barrier":
+                raise InterpreterError(f"loop interpreter: {ev[0]} outside thread loops")
+        if done and len(done) != len(live):
+            raise InterpreterError("loop interpreter: some threads of the kernel finished "
+                                   "while others wait at a barrier (divergent barrier)")
+        if done:
+            break
 
 
 def buffer_arrays(k: Kernel, **arrays: np.ndarray) -> dict[str, np.ndarray]:

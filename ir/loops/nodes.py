@@ -22,7 +22,12 @@ class Scope(Enum):
     GLOBAL = "global"     # a kernel parameter: input, output or weight
     LOCAL = "local"       # per-thread registers/stack (accumulators)
     SCRATCH = "scratch"   # per-thread workspace in the arena (packing panels)
-    SHARED = "shared"     # GPU: one copy per thread block (tiles staged for reuse)
+    SHARED = "shared"     # GPU: one copy per thread block (tiles staged for reuse); CPU: a
+                          # kernel parameter, one workspace in the arena for all its threads
+
+
+# a kernel parameter's role and the scope of its buffer ('in', 'weight', 'out': GLOBAL)
+ROLE_SCOPES = {"scratch": Scope.SCRATCH, "shared": Scope.SHARED}
 
 
 SLICE_ALIGN = 4096  # bytes: each thread's slice of a scratch buffer starts on such a boundary
@@ -187,7 +192,9 @@ class Prefetch(Stmt):
 
 @dataclass(frozen=True)
 class Barrier(Stmt):
-    """GPU: all threads of a block wait here (__syncthreads); a phase boundary."""
+    """A phase boundary: every thread waits here for the others. GPU: the threads of a block
+    (__syncthreads); CPU: the kernel's threads (GOMP_barrier), where it lies outside any
+    parallel loop so every thread reaches it (split-K partial sums, then their sum)."""
 
 
 @dataclass(frozen=True)
@@ -213,9 +220,11 @@ class BlockAllReduce(Stmt):
 class Kernel:
     """A kernel: parameters in call order (inputs, weights, outputs, then scratch) and a body.
 
-    `roles[i]` is 'in', 'weight', 'out' or 'scratch'. `schedule` names the rule that scheduled
-    the nest and `trace` its steps (ir/loops/trace.py): replaying them on the unscheduled nest
-    gives this kernel again. `knobs` are the knob values the steps came from, where known.
+    `roles[i]` is 'in', 'weight', 'out', 'scratch' (a workspace per thread) or 'shared' (one
+    workspace that all the kernel's threads write and read, between barriers). `schedule`
+    names the rule that scheduled the nest and `trace` its steps (ir/loops/trace.py):
+    replaying them on the unscheduled nest gives this kernel again. `knobs` are the knob
+    values the steps came from, where known.
     """
 
     name: str

@@ -6,7 +6,7 @@ or `#` are comments):
     module   := kernel*
     kernel   := 'kernel' NAME '(' [param (',' param)*] ')' ['flops' '=' INT] block
                 ['schedule' RULE ':' STEPS-TO-END-OF-LINE]              (see ir/loops/trace.py)
-    param    := BUF ':' type ('in' | 'weight' | 'out' | 'scratch')
+    param    := BUF ':' type ('in' | 'weight' | 'out' | 'scratch' | 'shared')
     type     := DTYPE '[' [INT (',' INT)*] ']'
     block    := '{' stmt* '}'
     stmt     := 'for' NAME 'in' '0' '..' expr [kind] block
@@ -30,8 +30,9 @@ from __future__ import annotations
 import re
 from minicc.errors import ParseError
 from minicc.ir.compute import REDUCERS, Call, Cast, Const, Expr, Reduce, Select, Var
-from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Prefetch, Scope, Stmt, Store, seq)
+from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, Barrier, BlockAllReduce, BufLoad,
+                                   Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope, Stmt,
+                                   Store, seq)
 from minicc.ir.loops.printer import INFIX, reduce_dtype
 from minicc.ir.loops.trace import parse_schedule
 from minicc.ir.scalar import SCALARS
@@ -49,7 +50,7 @@ _TOKEN = re.compile(r"""
 """, re.X)
 _BINOPS = {v: k for k, v in INFIX.items()}
 _KINDS = {k.value: k for k in LoopKind if k not in (LoopKind.SERIAL, LoopKind.VECTOR)}
-_ROLES = ("in", "weight", "out", "scratch")
+_ROLES = ("in", "weight", "out", "scratch", "shared")
 
 
 class _Tokens:
@@ -149,7 +150,7 @@ class _Parser:
             if role not in _ROLES:
                 self.t.i -= 1
                 self.t.fail(f"parameter role must be one of {', '.join(_ROLES)}")
-            b = Buffer(bname, dt, shape, Scope.SCRATCH if role == "scratch" else Scope.GLOBAL)
+            b = Buffer(bname, dt, shape, ROLE_SCOPES.get(role, Scope.GLOBAL))
             self.declare(b)
             params.append(b)
             roles.append(role)

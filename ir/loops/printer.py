@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
-from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
+from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, Barrier, BlockAllReduce, BufLoad,
+                                   Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope, Seq,
+                                   Stmt, Store, walk)
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.types import DType
 
@@ -151,7 +152,7 @@ def canonical_text(k: Kernel) -> str:
 def print_kernel(k: Kernel) -> str:
     nm = Names(k)
     for b, r in zip(k.params, k.roles):
-        want = Scope.SCRATCH if r == "scratch" else Scope.GLOBAL
+        want = ROLE_SCOPES.get(r, Scope.GLOBAL)
         assert b.scope == want, f"kernel {k.name}: parameter {b.name} is {b.scope.value}"
     params = ", ".join(f"%{nm.name(b)}: {_type(b)} {r}" for b, r in zip(k.params, k.roles))
     lines = [f"kernel {k.name}({params}) flops={k.flops} {{"] + format_stmt(k.body, 1, nm)

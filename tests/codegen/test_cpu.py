@@ -524,6 +524,120 @@ def test_a_1x1_conv_packs_its_input_in_micro_panels(n: int, c: int, m: int, h: i
     assert_matches(nm, cm.run(bt.inputs)["y"], bt.expect, arrays, attrs, "micro-panels")
 
 
+def _split_k_step(xs: tuple[int, ...], m: int, text: str | None, threads: int = 2) -> Any:
+    """A 1x1 conv (x of shape xs to m channels) lowered at `threads` threads, with `text` as
+    its schedule when given: (the built model, its kernel step)."""
+    from minicc.driver import lower_program
+
+    bt = conv_model(xs, (m, xs[1], 1, 1), {})
+    prog = lower_program(bt.module, threads=threads, cache=False)
+    if text is not None:
+        name = prog.kernel_steps[0].kernel.name
+        prog = lower_program(bt.module, options=CompileOptions(
+            threads=threads, cache=False, schedules={name: text}))
+    return bt, prog.kernel_steps[0]
+
+
+def _sched(step: Any) -> str:
+    from minicc.ir.loops.trace import format_schedule
+    return format_schedule(step.kernel.schedule, step.kernel.trace)
+
+
+def _interpret_step(st: Any, x: np.ndarray, threads: int, drop_barrier: bool = False
+                    ) -> np.ndarray:
+    """The step's kernel in the loop interpreter on `threads` threads (its weights, packed and
+    constant, bound as the program binds them); with drop_barrier, without its barriers."""
+    import dataclasses
+
+    from minicc.ir.loops.interp import buffer_arrays, run_kernel
+    from minicc.ir.loops.nodes import Barrier, Seq
+
+    from minicc.ir.loops.cpu import lower_group_cpu
+
+    ctx = st.ctx
+    low = lower_group_cpu(ctx)
+    k = low.kernel
+    arrays = {b.name: a for b, a in low.packed.items()}
+    for v, b in ctx.bufs.items():
+        if v in ctx.consts:
+            arrays[b.name] = ctx.consts[v]
+        elif v is not st.group.output:
+            arrays[b.name] = x
+    if drop_barrier:
+        assert isinstance(k.body, Seq)
+        k = dataclasses.replace(k, body=Seq(tuple(x for x in k.body.stmts
+                                                  if not isinstance(x, Barrier))))
+    arrs = buffer_arrays(k, **arrays)
+    run_kernel(k, arrs, threads)
+    return arrs[ctx.bufs[st.group.output].name]
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(c=st.integers(1, 90), m=st.integers(1, 20), h=st.integers(2, 7), w=st.integers(1, 9),
+       mr=st.integers(1, 12), nr=st.sampled_from([16, 32, 64]), kc=st.integers(1, 90),
+       rows=st.integers(1, 3))
+def test_split_k_sums_the_partials_of_every_k_block(c: int, m: int, h: int, w: int, mr: int,
+                                                    nr: int, kc: int, rows: int) -> None:
+    """parallel(kc): the threads share K blocks, each writing its blocks' partial C to one
+    shared buffer, then after a barrier sum them through the epilogue, row by row; any tile,
+    K block (one or many per thread) and column block, natively at 2 threads and in the loop
+    interpreter at 2 and 3 (more threads than blocks: the extra ones only wait)."""
+    kc, nc = min(kc, c), min(rows, h) * w
+    text = (f"cpu.gemm: tile(MR={min(mr, m)}, NR={nr}, KC={kc}, NC={nc}); pack(A, at=compile); "
+            "pack(B, at=kc); vectorize(l, 16); parallel(kc)")
+    bt, step = _split_k_step((1, c, h, w), m, text)
+    assert "parallel(kc)" in _sched(step) and \
+        [r for r in step.kernel.roles if r == "shared"] == ["shared"]
+    assert bt.bound_args is not None
+    nm, arrays, attrs = bt.bound_args
+    cm = compile(bt.module, options=CompileOptions(threads=2, cache=False, schedules={
+        step.kernel.name: text}))
+    assert_matches(nm, cm.run(bt.inputs)["y"], bt.expect, arrays, attrs, "split K, native")
+    for threads in (2, 3):
+        got = _interpret_step(step, bt.inputs["x"], threads)
+        assert_matches(nm, got, bt.expect, arrays, attrs, f"split K, {threads} interpreted")
+
+
+def test_split_k_without_its_barrier_reads_what_no_thread_wrote() -> None:
+    """The interpreter runs the threads in turn where a kernel has no barrier: the sums of a
+    split-K kernel stripped of its barrier read the other thread's partial C before it is
+    written, an error there (a race in native code)."""
+    from minicc.errors import InterpreterError
+
+    text = ("cpu.gemm: tile(MR=8, NR=32, KC=48, NC=36); pack(A, at=compile); pack(B, at=kc); "
+            "vectorize(l, 16); parallel(kc)")
+    bt, step = _split_k_step((1, 96, 6, 6), 16, text)
+    _interpret_step(step, bt.inputs["x"], 2)
+    with pytest.raises(InterpreterError, match="read before any store"):
+        _interpret_step(step, bt.inputs["x"], 2, drop_barrier=True)
+
+
+@pytest.mark.parametrize("xs,m,threads,split", [
+    ((1, 384, 14, 14), 64, 2, True),     # a MobileNetV2 projection
+    ((1, 384, 14, 14), 64, 1, False),    # one thread: nothing to share
+    ((1, 512, 28, 28), 128, 2, False),   # a partial C of 100K floats
+    ((1, 96, 14, 14), 64, 2, False),     # K < 3 M
+])
+def test_split_k_is_the_default_for_narrowing_1x1_convs(xs: tuple[int, ...], m: int,
+                                                        threads: int, split: bool) -> None:
+    _, step = _split_k_step(xs, m, None, threads)
+    assert ("parallel(kc)" in _sched(step)) == split, _sched(step)
+
+
+def test_split_k_needs_a_at_compile_and_the_shared_role_round_trips() -> None:
+    from minicc.errors import ScheduleError
+    from minicc.ir.loops.parser import parse_kernel
+    from minicc.ir.loops.printer import print_kernel
+
+    _, step = _split_k_step((1, 384, 14, 14), 64, None)
+    text = print_kernel(step.kernel)
+    assert " shared" in text and "barrier" in text
+    assert print_kernel(parse_kernel(text)) == text
+    with pytest.raises(ScheduleError, match="parallel\\(kc\\)"):
+        _split_k_step((1, 384, 14, 14), 64, "cpu.gemm: tile(MR=8, NR=32, KC=192, NC=196); "
+                      "pack(A, at=none); pack(B, at=kc); vectorize(l, 16); parallel(kc)")
+
+
 @pytest.mark.parametrize("xs,m,threads", [((1, 20, 9, 11), 24, 1), ((2, 300, 7, 7), 40, 2),
                                           ((1, 8, 5, 37), 5, 2)])
 def test_a_1x1_conv_reads_its_input_in_place(xs: tuple[int, ...], m: int, threads: int) -> None:
