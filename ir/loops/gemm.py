@@ -270,9 +270,9 @@ def _split_k(v: GemmView, threads: int) -> bool:
     channels (M <= 160, K >= 3 M) over maps of up to 1024 pixels and a partial C of at most
     64K floats (SPLIT_K_*): each core reads the input channels it wrote itself (the depthwise
     conv before it shares channels), and what crosses between the cores is a partial C, a
-    third or less of B. The other core's
-    writes cost about 19 us per 300 KB to read here (a 384 -> 64 ch 1x1 conv at 14x14, its
-    input written by one thread: 54 us alone, 80 after). A Xeon, 2 threads: MobileNetV2's
+    third or less of B. The other core's writes cost about 19 us per 300 KB to read here (a
+    384 -> 64 ch 1x1 conv at 14x14, its input written by one thread: 54 us alone, 80 after).
+    A Xeon, 2 threads: MobileNetV2's
     projections at 14x14 0.057-0.059 -> 0.042-0.046 ms, at 28x28 0.062-0.065 -> 0.055-0.056,
     at 7x7 0.074 -> 0.067; mobilenetv2_224 2.2-3.7% faster, squeezenet 2.4%, efficientnet
     1.1%. Not for ResNet-50's 512 -> 128 at 28x28 (1.5% slower each: a large partial C), nor
