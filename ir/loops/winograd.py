@@ -350,9 +350,21 @@ def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32,
     def padded(rb: int) -> int:        # GEMM columns over all blocks, each padded to NR
         full, last = divmod(th, rb)
         return full * -(-rb * tw // nr) * nr + (-(-last * tw // nr) * nr if last else 0)
-    # the fewest padded columns (blocks of 5 and 2 tile rows of 7 tiles pad 49 tiles to 96
-    # columns, of 4 and 3 to 64), then the largest blocks
-    return min(range(most, 0, -1), key=lambda rb: (padded(rb), -rb))
+    def uneven(rb: int) -> bool:       # as many blocks as threads or more, but not shared
+        nblk = -(-th // rb)             # evenly (fewer: one block per thread, see defaults)
+        return threads <= nblk and not even_blocks(nblk, threads)
+    # with threads, blocks they share evenly first: 14 tile rows in blocks of 6 are 3 blocks,
+    # and the threads then shared the channels instead, each transforming the whole input.
+    # A Xeon, 2 threads, in blocks of 4: 64 -> 192 ch at 56x56 (F=4) 1.38 -> 1.04 ms;
+    # densenet121's twelve 128 -> 32 ch at 28x28 3.21 -> 2.16 ms in all, squeezenet's two 3x3
+    # convs at 27x27 0.311 -> 0.265. Then the fewest padded columns (blocks of 5 and 2 tile
+    # rows of 7 tiles pad 49 tiles to 96 columns, of 4 and 3 to 64), then the largest blocks
+    return min(range(most, 0, -1), key=lambda rb: (uneven(rb), padded(rb), -rb))
+
+
+def even_blocks(nblk: int, threads: int) -> bool:
+    """Whether `threads` can take whole blocks within a quarter of an even share."""
+    return nblk >= threads and -(-nblk // threads) * threads <= 1.25 * nblk
 
 
 def _f4_pays(cv: _Conv) -> bool:
@@ -435,8 +447,7 @@ class CpuWinograd(Rule):
             # 128 ch at 28x28 (F=4, U 2.3 MiB, blocks of 4 and 3 rows) 0.48 -> 0.40 ms against
             # sharing the channels, 256 ch at 14x14 (U 4 MiB) 0.56 -> 0.52, 192 -> 384 ch at
             # 14x14 0.57 -> 0.54, 256 ch at 28x28 2.27 -> 2.06
-            par = "blk" if nblk >= ctx.threads and -(-nblk // ctx.threads) * ctx.threads \
-                <= 1.25 * nblk else "m"
+            par = "blk" if even_blocks(nblk, ctx.threads) else "m"
         return {"F": f, "MR": mr, "NR": 2 * ctx.target.lanes, "KC": min(256, cv.c),
                 "RB": rb, "parallel": par}
 

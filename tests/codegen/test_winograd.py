@@ -208,3 +208,45 @@ def test_winograd_is_the_default_where_it_pays() -> None:
     for x in (c, avx2):       # the default tile fits the registers
         d = rule.defaults(x)
         assert d["RB"] >= 1 and rule.invalid(x, d) is None
+
+
+@pytest.mark.parametrize("c,m,hw,rb", [(64, 192, 56, 4),     # F=4: 14 tile rows, U 1.8 MiB
+                                       (128, 32, 28, 4),     # F=2: 14 tile rows (densenet)
+                                       (32, 128, 27, 4)])    # F=2: 14 tile rows (squeezenet)
+def test_two_threads_take_blocks_they_share_evenly(c: int, m: int, hw: int, rb: int) -> None:
+    """At 2 threads the tile rows go in blocks the threads share evenly (14 rows in 4 blocks
+    of up to 4, not 3 blocks of up to 6, where the threads fell back to sharing the channels,
+    each transforming the whole input), and the compiled model (weights constant) still
+    matches the graph interpreter."""
+    from minicc.ir.loops.winograd import CpuWinograd
+
+    rule = next(r for r in CPU_RULES if r.name == "cpu.winograd")
+    assert isinstance(rule, CpuWinograd)
+    oh = hw
+    text = (f"func @main(%x: f32[1,{c},{hw},{hw}], %w: f32[{m},{c},3,3]) -> "
+            f"(f32[1,{m},{oh},{oh}]) {{\n  %c = conv(%x, %w) {{pads=[1,1,1,1]}} : "
+            f"f32[1,{m},{oh},{oh}]\n  return %c\n}}")
+    mod = parse(text)
+    f = mod.main
+    g = fuse_groups(f).groups[0]
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((m, c, 3, 3)) * 0.1).astype(np.float32)
+    ctx2 = ctx_for(g, bufs, {f.inputs[1]: w}, threads=2)
+    d = rule.defaults(ctx2)
+    assert (d["RB"], d["parallel"]) == (rb, "blk"), d
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    ref = interpret(mod, {"x": x, "w": w})["c"]
+    from minicc.ir.builder import GraphBuilder
+    from minicc.ir.graph import Module
+    from minicc.ir.types import TensorType
+    b = GraphBuilder("main")
+    xi = b.input(TensorType.of(x), "x")
+    y = b.op1("conv", [xi, b.const(w, "w")], {"pads": [1, 1, 1, 1]}, name="y")
+    built = compile(Module((b.finish([y], ["y"]),)), options=CompileOptions(threads=2,
+                                                                         cache=False))
+    sched = built.artifact.summary["kernels"][0]["schedule"]
+    assert f"RB={rb}" in sched and "parallel(blk)" in sched, sched
+    np.testing.assert_allclose(built.run({"x": x})["y"], ref, rtol=1e-4,
+                               atol=1e-4 * np.abs(ref).max())
