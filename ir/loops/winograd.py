@@ -355,9 +355,9 @@ def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32,
         return threads <= nblk and not even_blocks(nblk, threads)
     # with threads, blocks they share evenly first: 14 tile rows in blocks of 6 are 3 blocks,
     # and the threads then shared the channels instead, each transforming the whole input.
-    # A Xeon, 2 threads, in blocks of 4: 64 -> 192 ch at 56x56 (F=4) 1.38 -> 1.04 ms;
-    # densenet121's twelve 128 -> 32 ch at 28x28 3.21 -> 2.16 ms in all, squeezenet's two 3x3
-    # convs at 27x27 0.311 -> 0.265. Then the fewest padded columns (blocks of 5 and 2 tile
+    # A Xeon, 2 threads, in blocks of 4: 64 -> 192 ch at 56x56 (F=4) 1.34 -> 1.06 ms;
+    # densenet121's twelve 128 -> 32 ch at 28x28 3.46 -> 2.32 ms in all, squeezenet's two 3x3
+    # convs at 27x27 0.342 -> 0.291. Then the fewest padded columns (blocks of 5 and 2 tile
     # rows of 7 tiles pad 49 tiles to 96 columns, of 4 and 3 to 64), then the largest blocks
     return min(range(most, 0, -1), key=lambda rb: (uneven(rb), padded(rb), -rb))
 
