@@ -241,7 +241,7 @@ def lower_groups(places: Places, lower: Lowerer, target: Target, opts: CompileOp
         by_buf = {b: v for v, b in vb.items()}
         binds: list[Value | np.ndarray | None] = []
         for b in low.kernel.params:
-            if b.scope in (Scope.SCRATCH, Scope.SHARED):
+            if b.workspace:
                 binds.append(None)
             elif b in low.packed:
                 binds.append(low.packed[b])
@@ -290,7 +290,7 @@ def half_storage(places: Places, steps: list[LoweredGroup | Group]
             continue
         which = set()
         for b, bind in zip(st.kernel.params, st.binds):
-            if b.scope in (Scope.SCRATCH, Scope.SHARED) or b.dtype != DType.F32:
+            if b.workspace or b.dtype != DType.F32:
                 continue
             if isinstance(bind, Value) and eligible(bind):
                 which.add(b)
@@ -339,7 +339,7 @@ def plan_arena(places: Places, steps: list[LoweredGroup | Group], threads: int,
     for s, st in enumerate(steps):
         if isinstance(st, LoweredGroup):
             for i, (b, bind) in enumerate(zip(st.kernel.params, st.binds)):
-                if b.scope in (Scope.SCRATCH, Scope.SHARED):    # (SHARED: one copy)
+                if b.workspace:    # (SHARED: one copy)
                     scratch_names[(s, i)] = f"s{s}.{i}"
                     n = b.slice_nbytes * (threads if b.scope == Scope.SCRATCH else 1)
                     reqs.append(Request(f"s{s}.{i}", n, s, s))

@@ -183,35 +183,41 @@ class _Run:
             for lp, v in zip(loops, combo):
                 t.env[lp.var.name] = int(v)
             threads.append(t.gstmt(body))
-        sends: list[Any] = [None] * len(threads)
-        live = list(range(len(threads)))
-        while live:
-            events = {}
-            for k in live:
-                try:
-                    events[k] = threads[k].send(sends[k]) if sends[k] is not None else \
-                        next(threads[k])
-                except StopIteration:
-                    events[k] = None
-            done = [k for k, ev in events.items() if ev is None]
-            if done and len(done) != len(live):
-                raise InterpreterError("loop interpreter: some threads of a block finished "
-                                       "while others wait at a barrier (divergent barrier)")
-            if done:
-                break
-            kinds = {ev[0] for ev in events.values()}
-            if len(kinds) != 1:
-                raise InterpreterError("loop interpreter: threads reached different barriers")
-            sends = [None] * len(threads)
-            if kinds == {"reduce"}:
-                op = next(iter(events.values()))[1]
-                vals = np.array([ev[2] for ev in events.values()])
-                red = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}[op](vals)
-                for k in live:
-                    sends[k] = vals.dtype.type(red)
-            else:
-                sends = [0] * len(threads)   # resume value for plain barriers
+        _together(threads, "a block")
         yield from ()  # (a generator: the threads' own barriers never reach the caller)
+
+
+def _together(threads: list[Iterator[Any]], what: str) -> None:
+    """Advance the threads' coroutines together from barrier to barrier (and block
+    all-reduce to all-reduce, sending each the reduced value) until all have finished."""
+    sends: list[Any] = [None] * len(threads)
+    live = list(range(len(threads)))
+    while live:
+        events = {}
+        for k in live:
+            try:
+                events[k] = threads[k].send(sends[k]) if sends[k] is not None else \
+                    next(threads[k])
+            except StopIteration:
+                events[k] = None
+        done = [k for k, ev in events.items() if ev is None]
+        if done and len(done) != len(live):
+            raise InterpreterError(f"loop interpreter: some threads of {what} finished while "
+                                   "others wait at a barrier (divergent barrier)")
+        if done:
+            break
+        kinds = {ev[0] for ev in events.values()}
+        if len(kinds) != 1:
+            raise InterpreterError("loop interpreter: threads reached different barriers")
+        sends = [None] * len(threads)
+        if kinds == {"reduce"}:
+            op = next(iter(events.values()))[1]
+            vals = np.array([ev[2] for ev in events.values()])
+            red = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}[op](vals)
+            for k in live:
+                sends[k] = vals.dtype.type(red)
+        else:
+            sends = [0] * len(threads)   # resume value for plain barriers
 
 
 # i64 index arithmetic on Python ints (floored // and %, like numpy's on int64)
@@ -232,7 +238,7 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
     arrays: dict[int, np.ndarray] = {}
     unwritten: dict[int, np.ndarray] = {}
     for b, role in zip(k.params, k.roles):
-        if b.scope in (Scope.SCRATCH, Scope.SHARED):
+        if b.workspace:
             arrays[id(b)] = np.zeros(b.shape, dtype=b.dtype.np)
             unwritten[id(b)] = np.ones(b.shape, dtype=bool)
             continue
@@ -269,22 +275,7 @@ def _lockstep(k: Kernel, arrays: dict[int, np.ndarray], unwritten: dict[int, np.
         r = _Run(mem, threads, unw)
         r.tid = tid
         runs.append(r.gstmt(k.body))
-    live = list(range(threads))
-    while live:
-        done = []
-        for t in live:
-            try:
-                ev = next(runs[t])
-            except StopIteration:
-                done.append(t)
-                continue
-            if ev[0] != "barrier":
-                raise InterpreterError(f"loop interpreter: {ev[0]} outside thread loops")
-        if done and len(done) != len(live):
-            raise InterpreterError("loop interpreter: some threads of the kernel finished "
-                                   "while others wait at a barrier (divergent barrier)")
-        if done:
-            break
+    _together(runs, "the kernel")
 
 
 def buffer_arrays(k: Kernel, **arrays: np.ndarray) -> dict[str, np.ndarray]:

@@ -54,6 +54,12 @@ class Buffer:
         return self.numel * self.dtype.itemsize
 
     @property
+    def workspace(self) -> bool:
+        """Arena space a kernel has to itself while it runs (SCRATCH: a slice per thread;
+        SHARED: one for all its threads), bound to no tensor."""
+        return self.scope in (Scope.SCRATCH, Scope.SHARED)
+
+    @property
     def slice_numel(self) -> int:
         """Elements per thread of a SCRATCH buffer: numel rounded up to whole SLICE_ALIGN
         blocks (a page), so no two threads write one cache line, and the prefetchers, which
