@@ -21,6 +21,7 @@ BN, activation, residual add) runs on the last block.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -50,6 +51,7 @@ PREFETCH_B_BYTES = 4096
 # squeezenet's 1x1 conv 512 -> 1000 at 13x13 1.10 -> 0.99 ms in one block of 512 against two
 # of 256, the whole model 3.5% faster at 1 and 2 threads; resnet50 and inception_v2 even
 ONE_K_BLOCK = 640
+L1_SETS = 64       # 64-byte lines: 48 KiB 12-way (Xeon) and 32 KiB 8-way (Zen) alike
 SPLIT_K_MAX_M, SPLIT_K_MAX_N, SPLIT_K_MAX_C = 160, 1024, 1 << 16      # (see _split_k)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
@@ -280,6 +282,28 @@ def _split_k(v: GemmView, threads: int) -> bool:
     return (threads > 1 and v.b_direct and not v.int8 and v.batch == 1 and v.a_const is not None
             and v.M <= SPLIT_K_MAX_M and v.K >= 3 * v.M and v.N <= SPLIT_K_MAX_N
             and v.M * v.N <= SPLIT_K_MAX_C)
+
+
+def _b_in_place(v: GemmView, mr: int, nr: int) -> bool:
+    """A 1x1 conv with few output channels reads its input in place (pack(B, at=none)) rather
+    than copying it into micro-panels first: a copy costs about as much per element as M
+    FMAs do, so with M <= 32 it was a fifth of the kernel. Only where the micro-panel it reads
+    in place (K <= 64 rows of NR floats, rows a whole map apart) stays in L1: rows on whole
+    cache lines and at most 16 of its lines in any L1 set (an image's rows 2^k lines apart
+    share a few sets), or one row tile (each B element read once). Xeon, per kernel in the
+    model, 1 / 2 threads: dbnet_like's 16 -> 16 ch at 320x320 673 -> 539 / 479 -> 275 us, its
+    24 -> 4 ch head 538 -> 497 / 377 -> 227, yolov8n_like's 32 -> 32 ch at 80x80 -4 to -24%,
+    mobilenetv2_224's 32 -> 16 ch at 112x112 145 -> 114 / 115 -> 88; but dbnet_like's 64 -> 24
+    ch at 160x160 (rows 1600 lines apart: two sets) 714 -> 849 at 1 thread, and M = 24 at
+    56x56 with K = 96-144 1.2-1.4x slower at 2 threads (the remote half of B no longer
+    streams)."""
+    if not v.b_direct or v.int8 or v.M > 32 or v.K > 64 or (v.N * 4) % 64:
+        return False
+    if v.M <= mr:
+        return True
+    lines = v.N * 4 // 64                         # between two rows of B
+    sets = min(L1_SETS, (L1_SETS // math.gcd(lines, L1_SETS)) * (nr * 4 // 64))
+    return v.K * (nr * 4 // 64) <= 16 * sets
 
 
 def _even_k(K: int, nc: int) -> int:
@@ -823,6 +847,8 @@ class CpuGemm(Rule):
             kc, pa = min(512, v.K), "none"
         if pa == "compile" and _split_k(v, th):
             par, kc = "kc", -(-v.K // th)       # a K block per thread
+        elif pb == "kc" and _b_in_place(v, mr, nr):
+            pb = "none"
         return {"MR": mr, "NR": nr, "KC": kc, "NC": nc, "parallel": par, "pack_a": pa,
                 "pack_b": pb}
 

@@ -638,6 +638,22 @@ def test_split_k_needs_a_at_compile_and_the_shared_role_round_trips() -> None:
                       "pack(A, at=none); pack(B, at=kc); vectorize(l, 16); parallel(kc)")
 
 
+@pytest.mark.parametrize("xs,m,threads,in_place", [
+    ((1, 32, 112, 112), 16, 1, True),    # MobileNetV2's first projection
+    ((1, 32, 80, 80), 32, 2, True),      # a YOLOv8n C2f conv
+    ((1, 16, 320, 320), 16, 2, True),    # rows 6400 lines apart: 32 lines in two sets
+    ((1, 24, 320, 320), 4, 1, True),     # one row tile: each B element read once
+    ((1, 64, 160, 160), 24, 1, False),   # 128 lines in two L1 sets
+    ((1, 96, 56, 56), 24, 1, False),     # K > 64
+    ((1, 32, 56, 56), 64, 1, False),     # M > 32: the copy pays for itself
+    ((1, 32, 14, 14), 16, 1, False),     # rows off cache lines (784 bytes)
+])
+def test_few_output_channels_read_the_input_in_place_by_default(
+        xs: tuple[int, ...], m: int, threads: int, in_place: bool) -> None:
+    _, step = _split_k_step(xs, m, None, threads)
+    assert ("pack(B, at=none)" in _sched(step)) == in_place, _sched(step)
+
+
 @pytest.mark.parametrize("xs,m,threads", [((1, 20, 9, 11), 24, 1), ((2, 300, 7, 7), 40, 2),
                                           ((1, 8, 5, 37), 5, 2)])
 def test_a_1x1_conv_reads_its_input_in_place(xs: tuple[int, ...], m: int, threads: int) -> None:
