@@ -162,6 +162,11 @@ def emin(a: Expr | int, b: Expr | int) -> Expr:
     return simplify(call("min", a, b))
 
 
+def emax(a: Expr | int, b: Expr | int) -> Expr:
+    a = a if isinstance(a, Expr) else c64(a)
+    b = b if isinstance(b, Expr) else c64(b)
+    return simplify(call("max", a, b))
+
 
 def simplify(e: Expr) -> Expr:
     """Fold integer constants and the identities index arithmetic produces."""

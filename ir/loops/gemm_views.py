@@ -18,7 +18,7 @@ import numpy as np
 
 from minicc.ir.compute import Const, Expr, Var, both, call, cast, select
 from minicc.ir.graph import Op, Value
-from minicc.ir.loops.exprs import add, c64, div, emin, mod, mul, simplify  # noqa: F401
+from minicc.ir.loops.exprs import add, c64, div, emax, emin, mod, mul, simplify  # noqa: F401
 from minicc.ir.loops.nest import Inliner, const_scalar, group_flops, kernel_params, leaf_loader
 from minicc.ir.loops.nodes import (BufLoad, Buffer, For, IfThen, LoopKind, Scope, Stmt, Store,
                                    seq)

@@ -345,7 +345,7 @@ DEPTHWISE = {
     "7x7_no_pad": ((1, 4, 9, 30), 7, {}),
     "3x3_map1": ((1, 24, 1, 1), 3, {"pads": [1, 1, 1, 1]}),
     # planes past BAND_BYTES are taken in bands of rows (the last one short here)
-    "3x3_s1_map58_bands": ((1, 3, 58, 58), 3, {"pads": [1, 1, 1, 1]}),
+    "3x3_s1_map58": ((1, 3, 58, 58), 3, {"pads": [1, 1, 1, 1]}),
     "3x3_s2_map113_bands": ((1, 2, 113, 113), 3, {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     # maps of up to 4x4 (8x8 at stride 1) put channels in the lanes: a channel tail, a batch,
     # a stride
@@ -362,9 +362,14 @@ def test_depthwise_conv_template(case: str) -> None:
     check_built(bt, rule="cpu.depthwise")
     sched = _kernels(bt.run(1)[1])[0]["schedule"]
     oh, ow = bt.expect.shape[2:]
-    most = 64 if attrs.get("strides", [1, 1]) == [1, 1] else 16   # stride 1: maps up to 8x8
-    assert ("vectorize(c)" in sched) == (oh * ow <= most and c >= 16), sched
-    assert ("RY=" in sched) == case.endswith("_bands"), sched
+    s1 = attrs.get("strides", [1, 1]) == [1, 1]
+    most = 64 if s1 else 16   # stride 1: maps up to 8x8
+    lanes = oh * ow <= most and c >= 16
+    assert ("vectorize(c)" in sched) == lanes, sched
+    # stride 1, 3x3 or less, rows over a vector: read in place
+    direct = s1 and attrs.get("dilations", [1, 1]) == [1, 1] and not lanes and k <= 3 and ow > 16
+    assert ("vectorize(x)" in sched) == direct, sched
+    assert ("RY=" in sched) == (case.endswith("_bands") or direct), sched
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
@@ -396,6 +401,44 @@ def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: i
                 name: f"cpu.depthwise: tile(RX=2, RY={ry})"
                       + ("; parallel(t)" if threads > 1 else "")})
             assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"bands of {ry}")
+            if s == 1 and d == 1:       # read in place: tiles of ry rows x rx vectors
+                rx = 1 + (c + ry) % 2
+                got, cm = bt.run(threads, schedules={
+                    name: f"cpu.depthwise: tile(RX={rx}, RY={ry}); vectorize(x)"
+                          + ("; parallel(t)" if threads > 1 else "")})
+                assert "vectorize(x)" in _kernels(cm)[0]["schedule"]
+                assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs,
+                               f"direct, {ry} x {rx}")
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(c=st.integers(2, 9), h=st.integers(1, 15), w=st.integers(1, 40), kh=st.integers(1, 5),
+       kw=st.integers(1, 5), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       ry=st.integers(1, 8), rx=st.integers(1, 2), threads=st.integers(1, 2),
+       bias=st.booleans())
+def test_direct_depthwise_on_any_stride_1_geometry(c: int, h: int, w: int, kh: int, kw: int,
+                                                   pads: list, ry: int, rx: int, threads: int,
+                                                   bias: bool) -> None:
+    """vectorize(x): register tiles of ry rows x rx vectors over any map (rows and vectors
+    past the map's edge), any kernel and pads (the taps outside the image read as zero),
+    natively and in the loop interpreter (which refuses a read outside the input)."""
+    from minicc.driver import lower_program
+
+    assume(h + pads[0] + pads[2] >= kh and w + pads[1] + pads[3] >= kw)
+    attrs = {"group": c, "pads": pads}
+    bt = conv_model((1, c, h, w), (c, 1, kh, kw), attrs, bias=bias)
+    _, cm = bt.run(1)
+    name = _kernels(cm)[0]["name"]
+    text = (f"cpu.depthwise: tile(RX={rx}, RY={ry}); vectorize(x)"
+            + ("; parallel(t)" if threads > 1 else ""))
+    got, cm = bt.run(threads, schedules={name: text})
+    assert _kernels(cm)[0]["schedule"] == text
+    assert bt.bound_args is not None
+    assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"direct {text}")
+    step = lower_program(bt.module, options=CompileOptions(
+        threads=threads, cache=False, schedules={name: text})).kernel_steps[0]
+    got = _interpret_step(step, bt.inputs["x"], threads)
+    assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"interpreted {text}")
 
 
 @pytest.mark.parametrize("sched,why", [
