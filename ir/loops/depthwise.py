@@ -15,11 +15,12 @@ per tap). This template runs each (image, channel) plane in three steps:
     unpack   out[n, c, oy, ox] = epilogue(acc[oy*Ws + ox])    contiguous rows, the fused
                                                               bias, activation and residual
 
-A stride-1 conv without dilation skips pack and unpack (`vectorize(x)`, the direct kernel, the
-default for float convs): a register tile of RY output rows by RX vectors of a row, each input
-row the tile's taps reach loaded once per column tap (lanes outside the image masked off) and
-multiplied into every output row it is a tap of, the epilogue applied to the registers.
-MobileNetV2's stride-1 depthwise convs 23% faster at 1 and 2 threads than through the planes.
+A conv of stride 1 or 2 without dilation can skip pack and unpack (`vectorize(x)`, the direct
+kernel; the default where direct_default says): a register tile of RY output rows by RX
+vectors of a row, each input row the tile's taps reach loaded once per column tap (lanes
+outside the image masked off) and multiplied into every output row it is a tap of, the
+epilogue applied to the registers. MobileNetV2's depthwise convs 15-40% faster than through
+the planes.
 
 An int8 conv (conv_integer: u8 activations, s8 weights) takes the same steps: the pack widens
 each u8 to f32 and subtracts the zero point (so the zeroed padding is the zero point, as the op
@@ -64,6 +65,9 @@ LANES_MAX_PIXELS = 16      # output maps of up to 4x4 put channels in the lanes 
 LANES_MAX_PIXELS_S1 = 64   # and stride-1 maps of up to 8x8 (see DepthwiseRule.defaults)
 BAND_BYTES = 16 << 10      # a plane's scratch past this is taken in bands of rows
 BAND_ELEMENTS = 512        # of about this many plane columns (see band_rows)
+# ops whose epilogue is a few vector instructions (see direct_default)
+CHEAP_EPILOGUE = {"conv", "add", "sub", "mul", "div", "clip", "relu", "max", "min",
+                  "leaky_relu", "hard_sigmoid", "hard_swish"}
 DIRECT_RY = 6              # output rows per register tile of the direct kernel (direct_rows)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
@@ -236,11 +240,11 @@ class DepthwiseKernel:
         return Lowered(k, {wt: wt_arr})
 
     def direct_kernel(self) -> Kernel:
-        """Stride 1, no dilation: a tile of RY output rows x RX vectors of each row in
+        """Stride 1 or 2, no dilation: a tile of RY output rows x RX vectors of each row in
         registers; each input row the tile's taps reach is loaded once per column tap (lanes
-        outside the image masked to zero) and feeds every output row it is a tap of. No
-        scratch: no padded copy of the plane and no flat output to unpack, the epilogue on the
-        accumulators."""
+        outside the image masked to zero; at stride 2 every other element) and feeds every
+        output row it is a tap of. No scratch: no padded copy of the plane and no flat output
+        to unpack, the epilogue on the accumulators."""
         cv, p, L = self.cv, self.p, self.L
         name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
         x, wb = bufs[self.conv.inputs[0]], bufs[self.conv.inputs[1]]
@@ -258,19 +262,20 @@ class DepthwiseKernel:
             return For(i, c64(rx), For(ln, c64(L), body, VECTOR, L), UNROLL)
         taps: list[Stmt] = [For(Var("r"), c64(ry), cells(Store(
             acc, (add(mul(Var("r"), rx), i), ln), Const(0.0, F32))), UNROLL)]
-        for j in range(ry + cv.kh - 1):                 # the input rows the tile reaches
-            iy = add(y0, j - cv.pt)
+        st = cv.sh
+        for j in range((ry - 1) * st + cv.kh):          # the input rows the tile reaches
+            iy = add(mul(y0, st), j - cv.pt)
             row_in = call("and", iy.ge(c64(0)), iy.lt(c64(cv.h)))
             iyc = emin(emax(iy, 0), cv.h - 1)           # an address inside the plane
             for kx in range(cv.kw):
-                ix = add(xi, kx - cv.pl)
+                ix = add(mul(xi, st), kx - cv.pl)
                 inside = call("and", row_in, call("and", ix.ge(c64(0)), ix.lt(c64(cv.w))))
                 load = cells(Store(xv, (i, ln), select(
                     inside, self.value(BufLoad(x, (b, c, iyc, ix), x.dtype)),
                     Const(0.0, F32))))
                 fmas = []
                 for r in range(ry):
-                    ky = j - r
+                    ky = j - r * st
                     if 0 <= ky < cv.kh:
                         a = (add(mul(r, rx), i) if r else i, ln)
                         wv = cast(BufLoad(wb, (c, c64(0), c64(ky), c64(kx)), wb.dtype), F32)
@@ -438,8 +443,8 @@ def plan_from_steps(steps: Sequence[Step], name: str = "", cv: _Conv | None = No
                             "the lanes; take one")
     if got["direct"] and cv is not None and not direct_fits(cv):
         raise ScheduleError(f"{where}: vectorize(x) reads the taps in place, which needs "
-                            f"stride 1 and no dilation (this conv: stride {cv.sh}, dilation "
-                            f"{cv.dh}x{cv.dw})")
+                            f"stride 1 or 2 and no dilation (this conv: stride {cv.sh}, "
+                            f"dilation {cv.dh}x{cv.dw})")
     if got["direct"] and got["rx"] * (ry or DIRECT_RY) > 16:
         raise ScheduleError(f"{where}: vectorize(x) holds RX x RY = "
                             f"{got['rx'] * (ry or DIRECT_RY)} vectors of sums; at most 16")
@@ -447,17 +452,27 @@ def plan_from_steps(steps: Sequence[Step], name: str = "", cv: _Conv | None = No
 
 
 def direct_fits(cv: _Conv) -> bool:
-    """The direct kernel's taps are whole vectors of an input row: stride 1, no dilation."""
-    return cv.sh == cv.sw == 1 and cv.dh == cv.dw == 1
+    """The direct kernel reads each tap as a vector of an input row (stride 2: every other
+    element, two loads and a shuffle): strides 1 and 2, no dilation."""
+    return cv.sh == cv.sw and cv.sh <= 2 and cv.dh == cv.dw == 1
 
 
-def direct_default(cv: _Conv, lanes: int) -> bool:
-    """Where the direct kernel is the default: 3x3 (or smaller) convs whose rows take more than
-    one vector. A Xeon, 1 thread, per kernel in the model: MobileNetV2's at 112x112, 56x56
-    and 28x28 0.62-0.75x the planes' time, EfficientNet-B0's (a SiLU epilogue) at 112x112 and
-    56x56 0.92x and 0.98x; but EfficientNet-B0's at 14x14 1.07x and its 5x5 convs at 28x28 and
-    14x14 1.08-1.13x (MobileNetV2's at 14x14 gained 0.84-1.0x)."""
-    return direct_fits(cv) and cv.kh * cv.kw <= 9 and cv.ow > lanes
+def direct_default(cv: _Conv, lanes: int, cheap_epilogue: bool) -> bool:
+    """Where the direct kernel is the default. Its epilogue runs on each register tile, so an
+    epilogue with a polynomial (SiLU's sigmoid) costs more there than in the planes' unpack
+    loop. A Xeon, per kernel in the model at 1 and 2 threads, against the planes:
+    - cheap epilogues (ReLU6, ReLU, HardSwish), stride 1: MobileNetV2's at 112x112-28x28
+      0.62-0.76x, at 14x14 0.60-0.86x; MobileNetV3's at 14x14 0.76-0.88x, 5x5 at 28x28 even;
+    - stride 2 onto rows of more than a vector (columns read at stride 2: two loads and a
+      shuffle): MobileNetV2's 144 ch onto 28x28 0.71-0.76x, 96 ch onto 56x56 0.95-1.04x,
+      MobileNetV3's even;
+    - SiLU (EfficientNet-B0): 3x3 at 112x112 and 56x56 0.92x and 0.98x, but 1.07x at 14x14,
+      1.08-1.13x for 5x5 and 1.08-1.2x at stride 2, which keep the planes."""
+    if not direct_fits(cv):
+        return False
+    if cv.sh == 2:
+        return cheap_epilogue and cv.ow > lanes
+    return cheap_epilogue or (cv.kh * cv.kw <= 9 and cv.ow > lanes)
 
 
 def direct_rows(cv: _Conv, lanes: int) -> int:
@@ -507,10 +522,13 @@ class CpuDepthwise(Rule):
         lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes
         anchor = ctx.group.anchor
         assert anchor is not None
-        if not lanes and direct_default(cv, ctx.target.lanes) and \
-                anchor.inputs[0].type.dtype == F32:
-            return {"lanes": False, "direct": True, "RX": 1,
-                    "RY": direct_rows(cv, ctx.target.lanes), "parallel": ctx.threads > 1}
+        cheap = all(op.kind in CHEAP_EPILOGUE for op in ctx.group.ops)
+        if not lanes and anchor.inputs[0].type.dtype == F32 and \
+                direct_default(cv, ctx.target.lanes, cheap):
+            L = ctx.target.lanes
+            rx, ry = (1, direct_rows(cv, L)) if cv.sh == 1 else (min(2, -(-cv.ow // L)), 4)
+            return {"lanes": False, "direct": True, "RX": rx, "RY": min(ry, cv.oh),
+                    "parallel": ctx.threads > 1}
         ry = (None if lanes else band_rows(cv, ctx.target.lanes, ctx.threads)) or cv.oh
         n = cv.oh * cv.ow if lanes else Planes.of(cv, ctx.target.lanes, ry).nvec
         ntile = -(-n // 6)

@@ -366,8 +366,10 @@ def test_depthwise_conv_template(case: str) -> None:
     most = 64 if s1 else 16   # stride 1: maps up to 8x8
     lanes = oh * ow <= most and c >= 16
     assert ("vectorize(c)" in sched) == lanes, sched
-    # stride 1, 3x3 or less, rows over a vector: read in place
-    direct = s1 and attrs.get("dilations", [1, 1]) == [1, 1] and not lanes and k <= 3 and ow > 16
+    # read in place (the epilogue is the bias alone): stride 1, or 2 onto rows over a vector
+    s2 = attrs.get("strides") == [2, 2]
+    direct = (s1 or (s2 and ow > 16)) and attrs.get("dilations", [1, 1]) == [1, 1] and \
+        not lanes
     assert ("vectorize(x)" in sched) == direct, sched
     assert ("RY=" in sched) == (case.endswith("_bands") or direct), sched
 
@@ -411,21 +413,22 @@ def test_depthwise_template_on_any_geometry(c: int, h: int, w: int, k: int, s: i
                                f"direct, {ry} x {rx}")
 
 
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=12, deadline=None, derandomize=True)
 @given(c=st.integers(2, 9), h=st.integers(1, 15), w=st.integers(1, 40), kh=st.integers(1, 5),
        kw=st.integers(1, 5), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
-       ry=st.integers(1, 8), rx=st.integers(1, 2), threads=st.integers(1, 2),
-       bias=st.booleans())
-def test_direct_depthwise_on_any_stride_1_geometry(c: int, h: int, w: int, kh: int, kw: int,
-                                                   pads: list, ry: int, rx: int, threads: int,
-                                                   bias: bool) -> None:
+       s=st.integers(1, 2), ry=st.integers(1, 8), rx=st.integers(1, 2),
+       threads=st.integers(1, 2), bias=st.booleans())
+def test_direct_depthwise_on_any_geometry(c: int, h: int, w: int, kh: int, kw: int,
+                                          pads: list, s: int, ry: int, rx: int, threads: int,
+                                          bias: bool) -> None:
     """vectorize(x): register tiles of ry rows x rx vectors over any map (rows and vectors
-    past the map's edge), any kernel and pads (the taps outside the image read as zero),
-    natively and in the loop interpreter (which refuses a read outside the input)."""
+    past the map's edge), any kernel, pads (the taps outside the image read as zero) and
+    stride 1 or 2, natively and in the loop interpreter (which refuses a read outside the
+    input)."""
     from minicc.driver import lower_program
 
     assume(h + pads[0] + pads[2] >= kh and w + pads[1] + pads[3] >= kw)
-    attrs = {"group": c, "pads": pads}
+    attrs = {"group": c, "pads": pads, "strides": [s, s]}
     bt = conv_model((1, c, h, w), (c, 1, kh, kw), attrs, bias=bias)
     _, cm = bt.run(1)
     name = _kernels(cm)[0]["name"]
@@ -445,6 +448,8 @@ def test_direct_depthwise_on_any_stride_1_geometry(c: int, h: int, w: int, kh: i
     ("tile(RX=4, RY=0)", "tile(RY=0) must be at least one output row per band"),
     ("tile(RX=4, RY=3); vectorize(c)", "with vectorize(c) (channels in the lanes) leave RY out"),
     ("tile(RX=4, RY=x)", "RY must be an integer, got 'x'"),
+    ("tile(RX=3, RY=6); vectorize(x)", "holds RX x RY = 18 vectors of sums; at most 16"),
+    ("tile(RX=1); vectorize(x); vectorize(c)", "put different things in the lanes"),
 ])
 def test_a_bad_band_knob_is_refused_naming_the_kernel(sched: str, why: str) -> None:
     from minicc.errors import ScheduleError

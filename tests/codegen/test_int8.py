@@ -113,7 +113,7 @@ def test_depthwise_conv_integer_takes_the_depthwise_template_exactly(shape: tupl
     assert cm.artifact.summary["kernels"][0]["schedule"].startswith("cpu.depthwise:")
     want = interpret(mod, {"x": x})["y"]
     np.testing.assert_array_equal(got, want)
-    if shape[-2] == shape[-1] == 1:     # stride 1, no dilation: also read in place
+    if shape[-2] <= 2 and shape[-1] == 1:     # stride 1 or 2, no dilation: also read in place
         name = cm.artifact.summary["kernels"][0]["name"]
         got, cm = run(mod, x, schedules={name: "cpu.depthwise: tile(RX=1, RY=3); vectorize(x)"})
         assert "vectorize(x)" in cm.artifact.summary["kernels"][0]["schedule"]
