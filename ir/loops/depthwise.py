@@ -68,7 +68,7 @@ BAND_ELEMENTS = 512        # of about this many plane columns (see band_rows)
 # ops whose epilogue is a few vector instructions (see direct_default)
 CHEAP_EPILOGUE = {"conv", "add", "sub", "mul", "div", "clip", "relu", "max", "min",
                   "leaky_relu", "hard_sigmoid", "hard_swish"}
-DIRECT_RY = 6              # output rows per register tile of the direct kernel (direct_rows)
+DIRECT_RY = 6              # output rows per register tile of the direct kernel (direct_tile)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
 
@@ -283,14 +283,21 @@ class DepthwiseKernel:
                             "mul", BufLoad(xv, (i, ln), F32), wv)))))
                 taps.append(Allocate(xv, seq(load, *fmas)))
         out_index, epi = self._epilogue()
+        out = bufs[self.ctx.group.output]
+        # an epilogue with a polynomial (SiLU) applied to the registers would spill the tile's
+        # sums and weights: the band's sums go to scratch in whole vectors (a load of what a
+        # masked store wrote waits for the store to retire), and the epilogue runs over them
+        split = not cheap_epilogue(self.ctx.group)
+        width = -(-cv.ow // (rx * L)) * rx * L
+        band_buf = Buffer(f"{name}_band", F32, (ry, width), Scope.SCRATCH)
         stores = []
         for r in range(ry):
             q_row = mul(add(y0, r), cv.ow)
 
             def px(ox: Expr, r: int = r, q_row: Expr = q_row) -> Stmt:
                 q = add(q_row, ox)
-                return Store(bufs[self.ctx.group.output], out_index(b, c, q),
-                             epi(BufLoad(acc, (add(mul(c64(r), rx), i), ln), F32), b, c, q))
+                v = BufLoad(acc, (add(mul(c64(r), rx), i), ln), F32)
+                return Store(out, out_index(b, c, q), epi(v, b, c, q))
             col0 = add(x0, mul(i, L))
             st: Stmt = For(i, c64(rx), For(ln, emin(L, add(c64(cv.ow), mul(col0, -1))),
                                            px(add(col0, ln)), VECTOR, L), UNROLL)
@@ -298,11 +305,28 @@ class DepthwiseKernel:
                 st = For(i, c64(rx), IfThen(col0.lt(c64(cv.ow)), For(
                     ln, emin(L, add(c64(cv.ow), mul(col0, -1))), px(add(col0, ln)), VECTOR,
                     L)), UNROLL)
-            stores.append(st if cv.oh % ry == 0 else IfThen(add(y0, r).lt(c64(cv.oh)), st))
+            if split:
+                st = cells(Store(band_buf, (c64(r), add(x0, mul(i, L), ln)),
+                                 BufLoad(acc, (add(mul(c64(r), rx), i), ln), F32)))
+            elif cv.oh % ry:
+                st = IfThen(add(y0, r).lt(c64(cv.oh)), st)
+            stores.append(st)
         tile = Allocate(acc, seq(*taps, *stores))
-        body = For(t, c64(cv.n * cv.c), For(yt, c64(-(-cv.oh // ry)), For(
-            xt, c64(-(-cv.ow // (rx * L))), tile)), PARALLEL if p.parallel else SERIAL)
+        band: Stmt = For(xt, c64(-(-cv.ow // (rx * L))), tile)
+        if split:
+            oy = Var("oy")
+
+            def fin(ox: Expr) -> Stmt:
+                q = add(mul(add(y0, oy), cv.ow), ox)
+                return Store(out, out_index(b, c, q), epi(BufLoad(band_buf, (oy, ox), F32),
+                                                          b, c, q))
+            band = seq(band, For(oy, emin(ry, add(c64(cv.oh), mul(y0, -1))),
+                                 vloop(Var("ox"), c64(cv.ow), fin, L)))
+        body = For(t, c64(cv.n * cv.c), For(yt, c64(-(-cv.oh // ry)), band),
+                   PARALLEL if p.parallel else SERIAL)
         params, roles = kernel_params(self.ctx.group, bufs, consts)
+        if split:
+            params, roles = params + (band_buf,), roles + ("scratch",)
         return Kernel(name, params, roles, body, flops=group_flops(self.ctx.group))
 
     def kernel(self) -> Kernel:
@@ -457,30 +481,39 @@ def direct_fits(cv: _Conv) -> bool:
     return cv.sh == cv.sw and cv.sh <= 2 and cv.dh == cv.dw == 1
 
 
+def cheap_epilogue(group: Any) -> bool:
+    """An epilogue of a few vector instructions, applied to the direct kernel's registers; any
+    other (SiLU's sigmoid) runs over the band's sums in scratch (see direct_kernel)."""
+    return all(op.kind in CHEAP_EPILOGUE for op in group.ops)
+
+
 def direct_default(cv: _Conv, lanes: int, cheap_epilogue: bool) -> bool:
-    """Where the direct kernel is the default. Its epilogue runs on each register tile, so an
-    epilogue with a polynomial (SiLU's sigmoid) costs more there than in the planes' unpack
-    loop. A Xeon, per kernel in the model at 1 and 2 threads, against the planes:
-    - cheap epilogues (ReLU6, ReLU, HardSwish), stride 1: MobileNetV2's at 112x112-28x28
-      0.62-0.76x, at 14x14 0.60-0.86x; MobileNetV3's at 14x14 0.76-0.88x, 5x5 at 28x28 even;
-    - stride 2 onto rows of more than a vector (columns read at stride 2: two loads and a
-      shuffle): MobileNetV2's 144 ch onto 28x28 0.71-0.76x, 96 ch onto 56x56 0.95-1.04x,
-      MobileNetV3's even;
-    - SiLU (EfficientNet-B0): 3x3 at 112x112 and 56x56 0.92x and 0.98x, but 1.07x at 14x14,
-      1.08-1.13x for 5x5 and 1.08-1.2x at stride 2, which keep the planes."""
+    """Where the direct kernel is the default: every stride-1 conv, and stride 2 onto rows of
+    more than a vector (columns read at stride 2: two loads and a shuffle), for SiLU only onto
+    rows of up to two. A Xeon, per kernel in the model at 1 and 2 threads, against the planes:
+    MobileNetV2's (ReLU6) at stride 1 0.60-0.86x, 144 ch stride 2 onto 28x28 0.71-0.76x, 96
+    ch onto 56x56 0.95-1.04x; MobileNetV3's (ReLU, HardSwish) at 14x14 0.76-0.88x, the rest
+    even; EfficientNet-B0's (SiLU) at 14x14 0.69x (5x5) and 0.88x (3x3), 5x5 at 28x28 0.88x,
+    144 ch stride 2 onto 28x28 0.94x, but 96 ch stride 2 onto 56x56 1.13x."""
     if not direct_fits(cv):
         return False
     if cv.sh == 2:
-        return cheap_epilogue and cv.ow > lanes
-    return cheap_epilogue or (cv.kh * cv.kw <= 9 and cv.ow > lanes)
+        return cv.ow > lanes and (cheap_epilogue or cv.ow <= 2 * lanes)
+    return True
 
 
-def direct_rows(cv: _Conv, lanes: int) -> int:
-    """Output rows per register tile of the direct kernel (one vector of each): 6, the best
-    of 3-8 on a Xeon for MobileNetV2's and EfficientNet-B0's maps (32 ch at 112x112 108 us
-    against 117 in 4 rows, 384 ch at 14x14 22.8 against 27.3); 4 for rows of two vectors
-    (28x28: 37 us against 46 in 6 rows or 47 in 7, whatever the padding)."""
-    return min(cv.oh, 4 if lanes < cv.ow <= 2 * lanes else 6)
+def direct_tile(cv: _Conv, lanes: int, cheap_epilogue: bool) -> tuple[int, int]:
+    """(RX, RY) of the direct kernel: one vector of 6 rows (the best of 3-8 for MobileNetV2's
+    maps: 32 ch at 112x112 108 us against 117 in 4 rows, 384 ch at 14x14 22.8 against 27.3),
+    4 for rows of two vectors (28x28: 37 us against 46 in 6 rows or 47 in 7, whatever the
+    padding); with the epilogue in a second pass (SiLU), 7 rows where they divide the map,
+    else 8 (EfficientNet-B0's 5x5 at 14x14 193 -> 133 us against 6 rows); at stride 2 two
+    vectors of 4 rows (7 with SiLU)."""
+    if cv.sh == 2:
+        return min(2, -(-cv.ow // lanes)), min(cv.oh, 4 if cheap_epilogue else 7)
+    if not cheap_epilogue:
+        return 1, min(cv.oh, 7 if cv.oh % 7 == 0 else 8)
+    return 1, min(cv.oh, 4 if lanes < cv.ow <= 2 * lanes else 6)
 
 
 class CpuDepthwise(Rule):
@@ -522,12 +555,11 @@ class CpuDepthwise(Rule):
         lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes
         anchor = ctx.group.anchor
         assert anchor is not None
-        cheap = all(op.kind in CHEAP_EPILOGUE for op in ctx.group.ops)
+        cheap = cheap_epilogue(ctx.group)
         if not lanes and anchor.inputs[0].type.dtype == F32 and \
                 direct_default(cv, ctx.target.lanes, cheap):
-            L = ctx.target.lanes
-            rx, ry = (1, direct_rows(cv, L)) if cv.sh == 1 else (min(2, -(-cv.ow // L)), 4)
-            return {"lanes": False, "direct": True, "RX": rx, "RY": min(ry, cv.oh),
+            rx, ry = direct_tile(cv, ctx.target.lanes, cheap)
+            return {"lanes": False, "direct": True, "RX": rx, "RY": ry,
                     "parallel": ctx.threads > 1}
         ry = (None if lanes else band_rows(cv, ctx.target.lanes, ctx.threads)) or cv.oh
         n = cv.oh * cv.ow if lanes else Planes.of(cv, ctx.target.lanes, ry).nvec

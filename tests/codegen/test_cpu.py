@@ -444,6 +444,42 @@ def test_direct_depthwise_on_any_geometry(c: int, h: int, w: int, kh: int, kw: i
     assert_matches("conv", got, bt.expect, bt.bound_args[1], attrs, f"interpreted {text}")
 
 
+@pytest.mark.parametrize("xs,k,s,sched", [
+    ((1, 6, 14, 14), 5, 1, None),          # 7 rows a tile, two tiles
+    ((1, 5, 30, 40), 3, 2, None),          # stride 2 onto rows of 20
+    ((1, 3, 23, 37), 3, 1, "tile(RX=2, RY=5); vectorize(x)"),   # a short last band
+])
+def test_direct_depthwise_with_silu_runs_the_epilogue_over_the_band(
+        xs: tuple[int, ...], k: int, s: int, sched: str | None) -> None:
+    """A SiLU epilogue (a polynomial) runs over the band's sums in scratch after the register
+    tiles, not on the registers: native at 1 and 2 threads and interpreted, against the
+    reference conv and x * sigmoid(x)."""
+    from minicc.driver import lower_program
+
+    c = xs[1]
+    x, w, bias = rand(*xs), rand(c, 1, k, k), rand(c)
+    attrs = {"group": c, "pads": [k // 2] * 4, "strides": [s, s]}
+    b = GraphBuilder("main")
+    xi = b.input(TensorType.of(x), "x")
+    conv = b.op1("conv", [xi, b.const(w, "w"), b.const(bias, "bias")], attrs)
+    y = b.op1("mul", [conv, b.op1("sigmoid", [conv])], name="y")
+    m = Module((b.finish([y], ["y"]),))
+    ref = reference("conv", [x, w, bias], attrs)[0].astype(np.float64)
+    expect = ref / (1 + np.exp(-ref))
+    name = _kernels(compile(m, options=CompileOptions(threads=1, cache=False)))[0]["name"]
+    for threads in (1, 2):
+        opts = CompileOptions(threads=threads, cache=False, schedules={
+            name: "cpu.depthwise: " + sched + ("; parallel(t)" if threads > 1 else "")}
+            if sched else None)
+        cm = compile(m, options=opts)
+        assert "vectorize(x)" in _kernels(cm)[0]["schedule"], _kernels(cm)[0]["schedule"]
+        np.testing.assert_allclose(cm.run({"x": x})["y"], expect, rtol=1e-5, atol=1e-5)
+        step = lower_program(m, options=opts).kernel_steps[0]
+        assert "scratch" in step.kernel.roles            # the band's sums
+        got = _interpret_step(step, x, threads)
+        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("sched,why", [
     ("tile(RX=4, RY=0)", "tile(RY=0) must be at least one output row per band"),
     ("tile(RX=4, RY=3); vectorize(c)", "with vectorize(c) (channels in the lanes) leave RY out"),
