@@ -281,7 +281,7 @@ class DepthwiseKernel:
                         wv = cast(BufLoad(wb, (c, c64(0), c64(ky), c64(kx)), wb.dtype), F32)
                         fmas.append(cells(Store(acc, a, call("add", BufLoad(acc, a, F32), call(
                             "mul", BufLoad(xv, (i, ln), F32), wv)))))
-                taps.append(Allocate(xv, seq(load, *fmas)))
+                taps.append(seq(load, *fmas))
         out_index, epi = self._epilogue()
         out = bufs[self.ctx.group.output]
         # an epilogue with a polynomial (SiLU) applied to the registers would spill the tile's
@@ -311,7 +311,7 @@ class DepthwiseKernel:
             elif cv.oh % ry:
                 st = IfThen(add(y0, r).lt(c64(cv.oh)), st)
             stores.append(st)
-        tile = Allocate(acc, seq(*taps, *stores))
+        tile = Allocate(acc, Allocate(xv, seq(*taps, *stores)))
         band: Stmt = For(xt, c64(-(-cv.ow // (rx * L))), tile)
         if split:
             oy = Var("oy")
