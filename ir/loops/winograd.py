@@ -347,9 +347,19 @@ def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32,
     if _u_bytes(cv, f) > U_L2_BYTES:
         most = max(most, -(-th // 2) if threads > 1 else min(th, L2_BYTES // per_row))
 
-    def padded(rb: int) -> int:        # GEMM columns over all blocks, each padded to NR
-        full, last = divmod(th, rb)
-        return full * -(-rb * tw // nr) * nr + (-(-last * tw // nr) * nr if last else 0)
+    def columns(rows: list[int]) -> int:     # each block's columns padded to NR
+        return sum(-(-r * tw // nr) * nr for r in rows)
+
+    def cost(rb: int) -> tuple[int, int, int]:
+        """GEMM columns of the busiest thread taking whole blocks in turn, of all threads, and
+        the busiest thread's tile rows."""
+        nblk = -(-th // rb)
+        chunk = -(-nblk // max(1, min(threads, nblk)))
+        shares = [[min(rb, th - k * rb) for k in range(t0, min(nblk, t0 + chunk))]
+                  for t0 in range(0, nblk, chunk)]
+        return (max(columns(sh) for sh in shares), sum(columns(sh) for sh in shares),
+                max(sum(sh) for sh in shares))
+
     def uneven(rb: int) -> bool:       # as many blocks as threads or more, but not shared
         nblk = -(-th // rb)             # evenly (fewer: one block per thread, see defaults)
         return threads <= nblk and not even_blocks(nblk, threads)
@@ -357,9 +367,15 @@ def _rows_per_block(cv: _Conv, th: int, tw: int, f: int = 2, nr: int = 32,
     # and the threads then shared the channels instead, each transforming the whole input.
     # A Xeon, 2 threads, in blocks of 4: 64 -> 192 ch at 56x56 (F=4) 1.34 -> 1.06 ms;
     # densenet121's twelve 128 -> 32 ch at 28x28 3.46 -> 2.32 ms in all, squeezenet's two 3x3
-    # convs at 27x27 0.342 -> 0.291. Then the fewest padded columns (blocks of 5 and 2 tile
-    # rows of 7 tiles pad 49 tiles to 96 columns, of 4 and 3 to 64), then the largest blocks
-    return min(range(most, 0, -1), key=lambda rb: (uneven(rb), padded(rb), -rb))
+    # convs at 27x27 0.342 -> 0.291. Then the fewest padded columns on the busiest thread
+    # (40 tile rows of 40 tiles at 2 threads in blocks of 4, 800 columns each, not of 12, 960
+    # and 640: yolov8n_like's convs at 80x80 and 40x40 0-26% faster; 7 rows of 7 tiles in
+    # blocks of 4 and 3, 32 columns each, not one block of 64 shared by channels: inception's
+    # at 14x14 1.2-1.33x faster), then in all (blocks of 5 and 2 tile rows of 7 tiles pad 49
+    # tiles to 96 columns, of 4 and 3 to 64; 14 rows of 14 tiles in blocks of 4, not of 7:
+    # 1.1-1.15x), then the busiest thread's fewest tile rows (10 rows in blocks of 5, not of 6
+    # and 4: yolov8n_like_640's 128 ch at 20x20 4-7% faster), then the largest blocks
+    return min(range(most, 0, -1), key=lambda rb: (uneven(rb), *cost(rb), -rb))
 
 
 def even_blocks(nblk: int, threads: int) -> bool:

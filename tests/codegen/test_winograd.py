@@ -212,12 +212,16 @@ def test_winograd_is_the_default_where_it_pays() -> None:
 
 @pytest.mark.parametrize("c,m,hw,rb", [(64, 192, 56, 4),     # F=4: 14 tile rows, U 1.8 MiB
                                        (128, 32, 28, 4),     # F=2: 14 tile rows (densenet)
-                                       (32, 128, 27, 4)])    # F=2: 14 tile rows (squeezenet)
+                                       (32, 128, 27, 4),     # F=2: 14 tile rows (squeezenet)
+                                       (16, 16, 80, 4),      # 40 rows: 800 columns a thread
+                                       (128, 128, 20, 5),    # 10 rows: 5 and 5, not 6 and 4
+                                       (128, 160, 14, 4)])   # 7 rows: 4 and 3 (inception)
 def test_two_threads_take_blocks_they_share_evenly(c: int, m: int, hw: int, rb: int) -> None:
     """At 2 threads the tile rows go in blocks the threads share evenly (14 rows in 4 blocks
     of up to 4, not 3 blocks of up to 6, where the threads fell back to sharing the channels,
-    each transforming the whole input), and the compiled model (weights constant) still
-    matches the graph interpreter."""
+    each transforming the whole input; the busiest thread's padded columns first: 40 rows of
+    40 tiles in blocks of 4, 800 columns each, not of 12, 960 and 640), and the compiled model
+    (weights constant) still matches the graph interpreter."""
     from minicc.ir.loops.winograd import CpuWinograd
 
     rule = next(r for r in CPU_RULES if r.name == "cpu.winograd")
