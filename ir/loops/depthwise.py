@@ -19,8 +19,8 @@ A conv of stride 1 or 2 without dilation can skip pack and unpack (`vectorize(x)
 kernel; the default where direct_default says): a register tile of RY output rows by RX
 vectors of a row, each input row the tile's taps reach loaded once per column tap (lanes
 outside the image masked off) and multiplied into every output row it is a tap of, the
-epilogue applied to the registers. MobileNetV2's depthwise convs 15-40% faster than through
-the planes.
+epilogue applied to the registers (a polynomial one, SiLU's, over the band's sums in scratch).
+MobileNetV2's depthwise convs 15-40% faster than through the planes.
 
 An int8 conv (conv_integer: u8 activations, s8 weights) takes the same steps: the pack widens
 each u8 to f32 and subtracts the zero point (so the zeroed padding is the zero point, as the op
@@ -243,8 +243,9 @@ class DepthwiseKernel:
         """Stride 1 or 2, no dilation: a tile of RY output rows x RX vectors of each row in
         registers; each input row the tile's taps reach is loaded once per column tap (lanes
         outside the image masked to zero; at stride 2 every other element) and feeds every
-        output row it is a tap of. No scratch: no padded copy of the plane and no flat output
-        to unpack, the epilogue on the accumulators."""
+        output row it is a tap of. No padded copy of the plane and no flat output to unpack:
+        a cheap epilogue runs on the accumulators, any other over the band's sums in scratch
+        (see cheap_epilogue)."""
         cv, p, L = self.cv, self.p, self.L
         name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
         x, wb = bufs[self.conv.inputs[0]], bufs[self.conv.inputs[1]]
@@ -262,22 +263,22 @@ class DepthwiseKernel:
             return For(i, c64(rx), For(ln, c64(L), body, VECTOR, L), UNROLL)
         taps: list[Stmt] = [For(Var("r"), c64(ry), cells(Store(
             acc, (add(mul(Var("r"), rx), i), ln), Const(0.0, F32))), UNROLL)]
-        st = cv.sh
-        for j in range((ry - 1) * st + cv.kh):          # the input rows the tile reaches
-            iy = add(mul(y0, st), j - cv.pt)
+        sd = cv.sh
+        for j in range((ry - 1) * sd + cv.kh):          # the input rows the tile reaches
+            iy = add(mul(y0, sd), j - cv.pt)
             row_in = call("and", iy.ge(c64(0)), iy.lt(c64(cv.h)))
             iyc = emin(emax(iy, 0), cv.h - 1)           # an address inside the plane
             for kx in range(cv.kw):
-                ix = add(mul(xi, st), kx - cv.pl)
+                ix = add(mul(xi, sd), kx - cv.pl)
                 inside = call("and", row_in, call("and", ix.ge(c64(0)), ix.lt(c64(cv.w))))
                 load = cells(Store(xv, (i, ln), select(
                     inside, self.value(BufLoad(x, (b, c, iyc, ix), x.dtype)),
                     Const(0.0, F32))))
                 fmas = []
                 for r in range(ry):
-                    ky = j - r * st
+                    ky = j - r * sd
                     if 0 <= ky < cv.kh:
-                        a = (add(mul(r, rx), i) if r else i, ln)
+                        a = (add(c64(r * rx), i), ln)
                         wv = cast(BufLoad(wb, (c, c64(0), c64(ky), c64(kx)), wb.dtype), F32)
                         fmas.append(cells(Store(acc, a, call("add", BufLoad(acc, a, F32), call(
                             "mul", BufLoad(xv, (i, ln), F32), wv)))))
@@ -290,27 +291,26 @@ class DepthwiseKernel:
         split = not cheap_epilogue(self.ctx.group)
         width = -(-cv.ow // (rx * L)) * rx * L
         band_buf = Buffer(f"{name}_band", F32, (ry, width), Scope.SCRATCH)
-        stores = []
+        stores: list[Stmt] = []
         for r in range(ry):
+            sums = BufLoad(acc, (add(c64(r * rx), i), ln), F32)
+            if split:           # whole vectors, the columns past the map too
+                stores.append(cells(Store(band_buf, (c64(r), add(x0, mul(i, L), ln)), sums)))
+                continue
             q_row = mul(add(y0, r), cv.ow)
 
-            def px(ox: Expr, r: int = r, q_row: Expr = q_row) -> Stmt:
+            def px(ox: Expr, q_row: Expr = q_row, sums: Expr = sums) -> Stmt:
                 q = add(q_row, ox)
-                v = BufLoad(acc, (add(mul(c64(r), rx), i), ln), F32)
-                return Store(out, out_index(b, c, q), epi(v, b, c, q))
+                return Store(out, out_index(b, c, q), epi(sums, b, c, q))
             col0 = add(x0, mul(i, L))
-            st: Stmt = For(i, c64(rx), For(ln, emin(L, add(c64(cv.ow), mul(col0, -1))),
-                                           px(add(col0, ln)), VECTOR, L), UNROLL)
+            row: Stmt = For(i, c64(rx), For(ln, emin(L, add(c64(cv.ow), mul(col0, -1))),
+                                            px(add(col0, ln)), VECTOR, L), UNROLL)
             if cv.ow % (rx * L) and -(-cv.ow // L) % rx:      # a vector past the last column
-                st = For(i, c64(rx), IfThen(col0.lt(c64(cv.ow)), For(
+                row = For(i, c64(rx), IfThen(col0.lt(c64(cv.ow)), For(
                     ln, emin(L, add(c64(cv.ow), mul(col0, -1))), px(add(col0, ln)), VECTOR,
                     L)), UNROLL)
-            if split:
-                st = cells(Store(band_buf, (c64(r), add(x0, mul(i, L), ln)),
-                                 BufLoad(acc, (add(mul(c64(r), rx), i), ln), F32)))
-            elif cv.oh % ry:
-                st = IfThen(add(y0, r).lt(c64(cv.oh)), st)
-            stores.append(st)
+            stores.append(row if cv.oh % ry == 0 else
+                          IfThen(add(y0, r).lt(c64(cv.oh)), row))
         tile = Allocate(acc, Allocate(xv, seq(*taps, *stores)))
         band: Stmt = For(xt, c64(-(-cv.ow // (rx * L))), tile)
         if split:
@@ -541,11 +541,11 @@ class CpuDepthwise(Rule):
                 "parallel": (False, True) if ctx.threads > 1 else (False,)}
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
-        """Pixels in the lanes: read in place (the direct kernel) for float convs of stride 1,
-        else from polyphase planes, up to 6 vectors per register tile, as even as the plane
-        allows; channels in the lanes instead where a plane's output leaves most pixel lanes
-        idle or costs more in per-plane steps than in taps (LANES_MAX_PIXELS); threads share
-        the planes or channel blocks."""
+        """Pixels in the lanes: read in place (the direct kernel) for float convs where
+        direct_default says, else from polyphase planes, up to 6 vectors per register tile,
+        as even as the plane allows; channels in the lanes instead where a plane's output
+        leaves most pixel lanes idle or costs more in per-plane steps than in taps
+        (LANES_MAX_PIXELS); threads share the planes or channel blocks."""
         cv = self.geometry(ctx)
         assert cv is not None
         # A Xeon, 960 ch 3x3 at 7x7: 47 us per plane, 31 with channels in the lanes at 1
