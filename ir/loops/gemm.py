@@ -292,7 +292,7 @@ def _b_in_place(v: GemmView, mr: int, nr: int) -> bool:
     cache lines and at most 16 of its lines in any L1 set (an image's rows 2^k lines apart
     share a few sets), or one row tile (each B element read once). Xeon, per kernel in the
     model, 1 / 2 threads: dbnet_like's 16 -> 16 ch at 320x320 673 -> 539 / 479 -> 275 us, its
-    24 -> 4 ch head 538 -> 497 / 377 -> 227, yolov8n_like's 32 -> 32 ch at 80x80 -4 to -24%,
+    24 -> 4 ch head 538 -> 497 / 377 -> 227, yolov8n_like's 32 -> 32 ch at 80x80 4-24% faster,
     mobilenetv2_224's 32 -> 16 ch at 112x112 145 -> 114 / 115 -> 88; but dbnet_like's 64 -> 24
     ch at 160x160 (rows 1600 lines apart: two sets) 714 -> 849 at 1 thread, and M = 24 at
     56x56 with K = 96-144 1.2-1.4x slower at 2 threads (the remote half of B no longer
