@@ -536,9 +536,25 @@ class CpuDepthwise(Rule):
         cv = self.geometry(ctx)
         assert cv is not None
         return {"lanes": (False, True), "direct": (False, True) if direct_fits(cv) else (False,),
-                "RY": tuple(sorted({r for r in (1, 2, 4, 8, 16, 32) if r < cv.oh} | {cv.oh})),
+                "RY": tuple(sorted({r for r in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32) if r < cv.oh}
+                                   | {cv.oh, band_rows(cv, ctx.target.lanes, ctx.threads)
+                                      or cv.oh})),
                 "RX": tuple(range(1, max(self._nvec(ctx), min(cv.oh * cv.ow, 12)) + 1)),
                 "parallel": (False, True) if ctx.threads > 1 else (False,)}
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        cv = self.geometry(ctx)
+        assert cv is not None
+        if not knobs.get("direct"):
+            return None
+        if knobs.get("lanes"):
+            return "vectorize(x) and vectorize(c) put different things in the lanes"
+        ry = min(knobs.get("RY") or DIRECT_RY, cv.oh)
+        if knobs["RX"] * ry > 16:
+            return f"vectorize(x) holds RX x RY = {knobs['RX'] * ry} vectors of sums; at most 16"
+        if knobs["RX"] > -(-cv.ow // ctx.target.lanes):
+            return f"RX={knobs['RX']} vectors is more than a row of {cv.ow} pixels"
+        return None
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """Pixels in the lanes: read in place (the direct kernel) for float convs where

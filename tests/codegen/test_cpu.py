@@ -480,6 +480,40 @@ def test_direct_depthwise_with_silu_runs_the_epilogue_over_the_band(
         np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("xs,k,s,silu", [((1, 32, 112, 112), 3, 1, False),
+                                       ((1, 480, 14, 14), 5, 1, True),
+                                       ((1, 144, 56, 56), 3, 2, False),
+                                       ((1, 96, 112, 112), 3, 2, True)])
+def test_depthwise_defaults_are_points_of_the_tuners_space(xs: tuple[int, ...], k: int, s: int,
+                                                           silu: bool) -> None:
+    """The defaults (the direct kernel's row tiles among them) are a valid point of the space
+    the tuner searches."""
+    from minicc.ir.loops.cpu import CPU_RULES
+    from minicc.ir.loops.nodes import Buffer
+    from minicc.ir.passes.fuse import fuse as fuse_groups
+    from tests.loops.util import ctx_for
+
+    c = xs[1]
+    b = GraphBuilder("main")
+    xi = b.input(TensorType.of(rand(*xs)), "x")
+    y = b.op1("conv", [xi, b.const(rand(c, 1, k, k), "w")],
+              {"group": c, "pads": [k // 2] * 4, "strides": [s, s]})
+    if silu:
+        y = b.op1("mul", [y, b.op1("sigmoid", [y])])
+    f = b.finish([y], ["y"])
+    g = fuse_groups(f).groups[0]
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    rule = next(r for r in CPU_RULES if r.name == "cpu.depthwise")
+    for threads in (1, 2):
+        ctx = ctx_for(g, bufs, {op.inputs[1]: np.zeros((c, 1, k, k), np.float32)
+                                for op in g.ops if op.kind == "conv"}, threads=threads)
+        d = rule.defaults(ctx)
+        rule.check_knobs(ctx, d)
+        ow = xs[3] // s
+        assert d["direct"] == (s == 1 or (ow > 16 and (not silu or ow <= 32))), d
+
+
 @pytest.mark.parametrize("sched,why", [
     ("tile(RX=4, RY=0)", "tile(RY=0) must be at least one output row per band"),
     ("tile(RX=4, RY=3); vectorize(c)", "with vectorize(c) (channels in the lanes) leave RY out"),
