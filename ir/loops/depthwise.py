@@ -303,12 +303,11 @@ class DepthwiseKernel:
                 q = add(q_row, ox)
                 return Store(out, out_index(b, c, q), epi(sums, b, c, q))
             col0 = add(x0, mul(i, L))
-            row: Stmt = For(i, c64(rx), For(ln, emin(L, add(c64(cv.ow), mul(col0, -1))),
-                                            px(add(col0, ln)), VECTOR, L), UNROLL)
+            vec: Stmt = For(ln, emin(L, add(c64(cv.ow), mul(col0, -1))), px(add(col0, ln)),
+                            VECTOR, L)
             if cv.ow % (rx * L) and -(-cv.ow // L) % rx:      # a vector past the last column
-                row = For(i, c64(rx), IfThen(col0.lt(c64(cv.ow)), For(
-                    ln, emin(L, add(c64(cv.ow), mul(col0, -1))), px(add(col0, ln)), VECTOR,
-                    L)), UNROLL)
+                vec = IfThen(col0.lt(c64(cv.ow)), vec)
+            row = For(i, c64(rx), vec, UNROLL)
             stores.append(row if cv.oh % ry == 0 else
                           IfThen(add(y0, r).lt(c64(cv.oh)), row))
         tile = Allocate(acc, Allocate(xv, seq(*taps, *stores)))
