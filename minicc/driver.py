@@ -46,10 +46,11 @@ class CompiledModel:
 
     def __init__(self, artifact: Artifact, threads: int | None = None,
                  report: CompileReport | None = None, cuda_graph: bool = False,
-                 lazy: bool = False):
+                 lazy: bool = False, stored_at: Path | None = None):
         from minicc import __version__
 
         self.artifact = artifact
+        self._stored_at = stored_at        # the cache entry holding this artifact, if any
         self.report = report or CompileReport()
         entry = get_target(artifact.target)
         self._load = lambda: entry.executable(artifact, __version__, host_op, threads,
@@ -120,7 +121,7 @@ class CompiledModel:
         return sorted(rows, key=lambda r: -r["ms"])
 
     def save(self, path: str | os.PathLike) -> Path:
-        return save_artifact(self.artifact, path)
+        return save_artifact(self.artifact, path, same_as=self._stored_at)
 
     def summary(self) -> str:
         s = self.artifact.summary
@@ -294,18 +295,17 @@ def _dump_program(prog: Any, o: CompileOptions, report: CompileReport) -> None:
 
 
 def _cached(o: CompileOptions, key: str, build: Any, report: CompileReport,
-            force: bool = False) -> Artifact:
+            force: bool = False) -> tuple[Artifact, Path | None]:
+    """The artifact for `key`, from the cache or built (and stored), with its cache entry."""
     from minicc.runtime.cache import CompileCache
 
     cache = CompileCache(o.cache_dir) if o.cache else None
     art = cache.get(key) if cache is not None and not force else None
     if art is not None:
         report.cache_hit = True
-        return art
+        return art, cache.path(key)         # type: ignore[union-attr]
     art = replace(build(), cache_key=key)
-    if cache is not None:
-        cache.put(key, art)
-    return art
+    return art, cache.put(key, art) if cache is not None else None
 
 
 def _prepare(options: CompileOptions | None, given: dict[str, Any]
@@ -384,7 +384,8 @@ def _compile(model: Any, target: str, opt_level: int, threads: int | None,
             report.cache_hit = True
             report.notes = list(hit["notes"])     # type: ignore[index]
             report.timings["cache"] = time.perf_counter() - t0
-            return CompiledModel(art, o.threads, report, o.cuda_graph, lazy=True)
+            return CompiledModel(art, o.threads, report, o.cuda_graph, lazy=True,
+                                 stored_at=cache.path(hit["artifact"]))   # type: ignore[index]
     # code generation starts on each kernel as it is lowered (LLVM then runs beside the rest of
     # lowering); a cache hit or an error drops that work
     cg = entry.codegen(tgt, o) if entry.codegen is not None else None
@@ -395,7 +396,7 @@ def _compile(model: Any, target: str, opt_level: int, threads: int | None,
         t2 = time.perf_counter()
         build = (lambda: cg.finish(prog, __version__)) if cg is not None else \
             (lambda: entry.build(prog, o, __version__))
-        art = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
+        art, stored = _cached(o, cache_key(prog, o, tgt, __version__), build, report, force)
     except _Dynamic as d:
         return from_onnx(model, o, report, d.module)
     except _Regions as r:
@@ -418,7 +419,7 @@ def _compile(model: Any, target: str, opt_level: int, threads: int | None,
     report.timings["codegen"] = time.perf_counter() - t2
     if mkey is not None and cache is not None:
         cache.put_model(mkey, art.cache_key, report.notes)
-    return CompiledModel(art, o.threads, report, o.cuda_graph, lazy=True)
+    return CompiledModel(art, o.threads, report, o.cuda_graph, lazy=True, stored_at=stored)
 
 
 # options that change how a compile reports or a run goes, not what it builds

@@ -38,11 +38,12 @@ class CompileCache:
         except ArtifactError:
             return None  # a damaged entry is rebuilt
 
-    def put(self, key: str, a: Artifact) -> None:
+    def put(self, key: str, a: Artifact) -> Path | None:
+        """Store `a`; the entry's path, or None where it could not be written."""
         try:
-            save_artifact(a, self.path(key))
+            return save_artifact(a, self.path(key))
         except OSError:
-            pass  # a read-only or full cache directory only costs recompiling
+            return None  # a read-only or full cache directory only costs recompiling
 
     def get_model(self, key: str) -> dict | None:
         """A model entry: {"artifact": key, "notes": [...]}, or None."""

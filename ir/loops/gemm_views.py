@@ -406,7 +406,7 @@ def conv_view(name: str, group: Group, bufs: Mapping[Value, Buffer],
     v = GemmView(
         name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
-        group_flops(group), a_const=consts[w].astype(np.float32).reshape(cv.g, mg, K),
+        group_flops(group), a_const=np.asarray(consts[w], np.float32).reshape(cv.g, mg, K),
         a_batch=lambda bg: mod(bg, cv.g), a_param=wb if wsplat is None else None,
         panel=_conv_panel(cv, xb), row=cv.ow,
         b_direct=cv.kh == cv.kw == cv.sh == cv.sw == 1 and not (cv.pt or cv.pl) and

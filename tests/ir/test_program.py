@@ -94,7 +94,7 @@ def test_bind_steps_resolves_every_location(places) -> None:  # type: ignore[no-
             if loc.kind == LocKind.ARENA:
                 assert loc.offset < arena.plan.arena_bytes
             if loc.kind == LocKind.WEIGHTS:
-                assert loc.offset < len(blob.data)
+                assert loc.offset < blob.size == len(blob.data())
     assert sources == (Location(LocKind.OUTPUT, 0), Location(LocKind.INPUT, 0),   # v: copied
                        Location(LocKind.OUTPUT, 2))
 
@@ -106,7 +106,23 @@ def test_weights_are_stored_once_and_aligned() -> None:
     la = blob.add(a, np.ones(3, np.float32))
     lb = blob.add(b, np.ones(5, np.float32))
     assert blob.add(a, np.ones(3, np.float32)) == la
-    assert la.offset == 0 and lb.offset == 64 and len(blob.data) == 64 + 20
+    assert la.offset == 0 and lb.offset == 64 and blob.size == 64 + 20
+    assert blob.data() == np.ones(3, np.float32).tobytes() + bytes(52) + np.ones(5, np.float32).tobytes()
+
+
+def test_packed_panels_are_stored_once_by_content() -> None:
+    from minicc.ir.loops.nodes import Buffer
+    from minicc.ir.types import DType
+
+    blob = WeightsBlob(64)
+    w = np.arange(40, dtype=np.float32).reshape(2, 20)
+    p1, p2, p3 = (Buffer(f"w{i}", DType.F32, (2, 20)) for i in range(3))
+    l1 = blob.add(p1, w)
+    assert blob.add(p2, w.copy()) == l1                     # equal content: one copy
+    l3 = blob.add(p3, w + 1)
+    assert l3.offset == 192 and blob.size == 192 + 160      # 160 bytes, then aligned to 64
+    data = blob.data()
+    assert data[:160] == w.tobytes() and data[192:] == (w + 1).tobytes()
 
 
 def test_a_location_is_never_a_placeholder() -> None:

@@ -341,6 +341,51 @@ def test_cache_hit_on_second_compile(onnx_path: Path, tmp_path: Path,
     np.testing.assert_array_equal(a.run(feeds)["out"], b.run(feeds)["out"])
 
 
+def test_saving_a_cached_model_links_its_entry_rather_than_writing_it_again(
+        onnx_path: Path, tmp_path: Path, feeds: dict[str, np.ndarray],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o` of a model the cache holds is a hard link to the entry (one write of the weights,
+    not two); a copy where no link can be made (the entry gone, another file system)."""
+    import minicc.runtime.artifact as artifact
+
+    d = tmp_path / "cache"
+    opts = CompileOptions(threads=1, cache_dir=str(d))
+    for k in range(2):                                   # built, then a warm compile
+        cm = compile(str(onnx_path), options=opts)
+        assert cm.report.cache_hit == (k == 1)
+        (entry,) = d.glob("*.mcc")
+        out = cm.save(tmp_path / f"out{k}.mcc")
+        assert os.path.samefile(out, entry)
+        np.testing.assert_array_equal(load(out).run(feeds)["out"], cm.run(feeds)["out"])
+    cm.save(tmp_path / "out1.mcc")                       # saved over itself: still the entry
+    assert os.path.samefile(tmp_path / "out1.mcc", entry)
+
+    def no_link(src: Any, dst: Any) -> None:
+        raise OSError(18, "Invalid cross-device link")
+    monkeypatch.setattr(artifact.os, "link", no_link)
+    out = cm.save(tmp_path / "copy.mcc")
+    assert not os.path.samefile(out, entry)
+    np.testing.assert_array_equal(load(out).run(feeds)["out"], cm.run(feeds)["out"])
+    entry.unlink()
+    monkeypatch.undo()
+    out = cm.save(tmp_path / "gone.mcc")                 # the entry is gone: written
+    np.testing.assert_array_equal(load(out).run(feeds)["out"], cm.run(feeds)["out"])
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    from minicc.runtime.artifact import write_atomic
+
+    p = write_atomic(tmp_path / "a.mcc", b"old")
+
+    def fail(fh: Any) -> None:
+        fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError):
+        write_atomic(p, fail)
+    assert p.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [p]
+
+
 def test_damaged_cache_entry_is_rebuilt(onnx_path: Path, tmp_path: Path,
                                         feeds: dict[str, np.ndarray]) -> None:
     d = tmp_path / "cache"
