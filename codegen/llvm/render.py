@@ -686,7 +686,11 @@ class KernelRenderer:
             self._drop_cse()
             self._cse_block = self.b.block
         gv = self.guard.v if self.guard is not None else None
-        key = (e, id(self.vec), id(gv))
+        fv, loads = free_vars(e), _loads(e)
+        # a scalar that loads nothing is the same in every vector loop and under every guard:
+        # Winograd's transform has 36 one-statement vector loops reading one tile's row
+        key = (e, id(self.vec), id(gv)) if loads or (self.vec is not None and
+                                                    self.vec.var in fv) else (e, None, None)
         got = self._cse.get(key)
         if got is not None:
             return got[0]
@@ -699,15 +703,31 @@ class KernelRenderer:
             if any(a.vec for a in args):
                 lanes = self.vec.lanes  # type: ignore[union-attr]
                 args = [self.broadcast(a, lanes) for a in args]
-            out = EMITTERS[e.fn](self, [a.v for a in args], [a.dtype for a in e.args], e.dtype)
+            vals = [a.v for a in args]
+            if e.fn in ("floordiv", "mod") and self._natural_division(e):
+                # of a dividend that cannot be negative by a positive constant: C's division
+                # is the floor, and its remainder the modulo (no sign fix-up to emit)
+                out = self.b.sdiv(*vals) if e.fn == "floordiv" else self.b.srem(*vals)
+            else:
+                out = EMITTERS[e.fn](self, vals, [a.dtype for a in e.args], e.dtype)
             hit = Val(out, any(a.vec for a in args))
         if self.b.block is self._cse_block:     # (an emitter may open blocks)
             self._cse[key] = (hit, self.vec, gv)   # (they keep the ids in the key alive)
-            for v in free_vars(e):
+            for v in fv:
                 self._cse_uses.setdefault(v, []).append(key)
-            if _loads(e):
+            if loads:
                 self._cse_loads.append(key)
         return hit
+
+    def _natural_division(self, e: Call) -> bool:
+        d = e.args[1]
+        if not (isinstance(d, Const) and isinstance(d.value, int) and d.value > 0):
+            return False
+        ranges = self.ranges
+        if self.vec is not None:          # the vector loop's lanes: 0 .. lanes - 1 at least
+            ranges = {**ranges, self.vec.var: ranges.get(self.vec.var, (0, self.vec.lanes - 1))}
+        known = interval(e.args[0], ranges)
+        return known is not None and known[0] >= 0
 
     def _drop_cse(self, var: str | None = None, loads: bool = False) -> None:
         """Forget cached index values: all of them, those reading `var`, or those that load."""
