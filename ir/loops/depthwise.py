@@ -487,17 +487,20 @@ def cheap_epilogue(group: Any) -> bool:
 
 
 def direct_default(cv: _Conv, lanes: int, cheap_epilogue: bool) -> bool:
-    """Where the direct kernel is the default: every stride-1 conv, and stride 2 onto rows of
-    more than a vector (columns read at stride 2: two loads and a shuffle), for SiLU only onto
-    rows of up to two. A Xeon, per kernel in the model at 1 and 2 threads, against the planes:
+    """Where the direct kernel is the default: every stride-1 conv, and stride 2 (columns read
+    at stride 2: two loads and a shuffle) except, for SiLU, onto rows of more than two
+    vectors. A Xeon, per kernel in the model at 1 and 2 threads, against the planes:
     MobileNetV2's (ReLU6) at stride 1 0.60-0.86x, 144 ch stride 2 onto 28x28 0.71-0.76x, 96
-    ch onto 56x56 0.95-1.04x; MobileNetV3's (ReLU, HardSwish) at 14x14 0.76-0.88x, the rest
-    even; EfficientNet-B0's (SiLU) at 14x14 0.69x (5x5) and 0.88x (3x3), 5x5 at 28x28 0.88x,
-    144 ch stride 2 onto 28x28 0.94x, but 96 ch stride 2 onto 56x56 1.13x."""
+    ch onto 56x56 0.95-1.04x, 192 ch onto 14x14 0.98 / 0.74x, 576 ch onto 7x7 0.68 / 0.63x,
+    the 64x64 one's 48 ch onto 16x16 0.80x and 72 ch onto 8x8 0.68x (1 thread);
+    MobileNetV3's (ReLU, HardSwish) at 14x14 0.76-0.88x, onto 14x14 1.03 / 0.77x and 7x7
+    0.95 / 0.89x, the rest even; EfficientNet-B0's (SiLU) at 14x14 0.69x (5x5) and 0.88x
+    (3x3), 5x5 at 28x28 0.88x, 144 ch stride 2 onto 28x28 0.94x, onto 14x14 1.03 / 0.75x and
+    7x7 0.99 / 0.97x, but 96 ch stride 2 onto 56x56 1.13x."""
     if not direct_fits(cv):
         return False
     if cv.sh == 2:
-        return cv.ow > lanes and (cheap_epilogue or cv.ow <= 2 * lanes)
+        return cheap_epilogue or cv.ow <= 2 * lanes
     return True
 
 
@@ -507,7 +510,10 @@ def direct_tile(cv: _Conv, lanes: int, cheap_epilogue: bool) -> tuple[int, int]:
     4 for rows of two vectors (28x28: 37 us against 46 in 6 rows or 47 in 7, whatever the
     padding); with the epilogue in a second pass (SiLU), 7 rows where they divide the map,
     else 8 (EfficientNet-B0's 5x5 at 14x14 193 -> 133 us against 6 rows); at stride 2 two
-    vectors of 4 rows (7 with SiLU)."""
+    vectors of 4 rows (7 with SiLU); onto rows of one vector, as many rows as divide the map
+    from 4 to 8 (7 of 14x14: 4 rows were 1.29x slower for MobileNetV2's 192 ch)."""
+    if cv.sh == 2 and cv.ow <= lanes:
+        return 1, cv.oh if cv.oh <= 8 else next((r for r in (8, 7, 6, 5, 4) if cv.oh % r == 0), 8)
     if cv.sh == 2:
         return min(2, -(-cv.ow // lanes)), min(cv.oh, 4 if cheap_epilogue else 7)
     if not cheap_epilogue:

@@ -366,12 +366,13 @@ def test_depthwise_conv_template(case: str) -> None:
     most = 64 if s1 else 16   # stride 1: maps up to 8x8
     lanes = oh * ow <= most and c >= 16
     assert ("vectorize(c)" in sched) == lanes, sched
-    # read in place (the epilogue is the bias alone): stride 1, or 2 onto rows over a vector
+    # read in place (the epilogue is the bias alone): strides 1 and 2, not dilated
     s2 = attrs.get("strides") == [2, 2]
-    direct = (s1 or (s2 and ow > 16)) and attrs.get("dilations", [1, 1]) == [1, 1] and \
-        not lanes
+    direct = (s1 or s2) and attrs.get("dilations", [1, 1]) == [1, 1] and not lanes
     assert ("vectorize(x)" in sched) == direct, sched
     assert ("RY=" in sched) == (case.endswith("_bands") or direct), sched
+    if direct and s2 and ow <= 16:      # rows of one vector: the rows that divide the map
+        assert f"RX=1, RY={ {7: 7, 8: 8}[oh] })" in sched, sched
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
