@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from minicc.ir.loops.exprs import expr_loads, flat_offset, linear_coef, reduces_in
 from minicc.ir.loops.depthwise import CpuDepthwise
+from minicc.ir.loops.pool import CpuPool
 from minicc.ir.loops.gemm import CpuGemm
 from minicc.ir.loops.nest import group_flops
 from minicc.ir.loops.nodes import Kernel, Stmt, Store, band, walk
@@ -142,7 +143,7 @@ class CpuLoops(Rule):
         return loops_steps(ctx.nest, knobs["lanes"], knobs["parallel"])
 
 
-CPU_RULES: tuple[Rule, ...] = (CpuWinograd(), CpuGemm(), CpuDepthwise(), CpuLoops())
+CPU_RULES: tuple[Rule, ...] = (CpuWinograd(), CpuGemm(), CpuDepthwise(), CpuPool(), CpuLoops())
 
 
 def lower_group_cpu(ctx: LowerCtx, knobs: Mapping[str, Any] | None = None) -> Lowered:

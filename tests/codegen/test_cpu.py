@@ -512,7 +512,7 @@ def test_depthwise_defaults_are_points_of_the_tuners_space(xs: tuple[int, ...], 
         d = rule.defaults(ctx)
         rule.check_knobs(ctx, d)
         ow = xs[3] // s
-        assert d["direct"] == (s == 1 or (ow > 16 and (not silu or ow <= 32))), d
+        assert d["direct"] == (s == 1 or not silu or ow <= 32), d
 
 
 @pytest.mark.parametrize("sched,why", [

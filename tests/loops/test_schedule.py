@@ -195,7 +195,7 @@ SMALL = {
 CONST_WEIGHTS = {"conv_relu": ("w",), "matmul_add": ("b",), "depthwise_hswish_add": ("w",),
                  "conv_1x1_map": ("w",)}
 RULE = {"conv_relu": "cpu.gemm", "matmul_add": "cpu.gemm", "conv_1x1_map": "cpu.gemm",
-        "depthwise_hswish_add": "cpu.depthwise"}
+        "depthwise_hswish_add": "cpu.depthwise", "pool_pad": "cpu.pool"}
 
 
 def _one_group(name: str, seed: int = 1):  # type: ignore[no-untyped-def]
