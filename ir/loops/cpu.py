@@ -1,5 +1,6 @@
 """CPU schedules: the GEMM template for groups whose anchor names one (gemm.py), the depthwise
-conv template (depthwise.py), and `cpu.loops` for everything else (elementwise, injective, reductions), whose default schedule is
+conv template (depthwise.py), the 2-D pool template (pool.py), and `cpu.loops` for everything
+else (elementwise, injective, reductions), whose default schedule is
 
     fuse      the innermost axes, pairwise, while every access stays affine in the merged loop
     reorder   the axes the reductions read go outside, so each reduction runs once per row
