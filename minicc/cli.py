@@ -449,6 +449,23 @@ def cmd_peaks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from minicc.resources import format_bytes
+    from minicc.runtime.cache import CompileCache
+
+    c = CompileCache()
+    if args.clear:
+        n = len(c.entries())
+        c.clear()
+        print(f"removed {n} entries from {c.dir}")
+    elif args.trim is not None:
+        from minicc.resources import parse_size
+
+        print(f"freed {format_bytes(c.trim(parse_size(args.trim)))}")
+    print(c.describe())
+    return EXIT_OK
+
+
 def cmd_ops(args: argparse.Namespace) -> int:
     from minicc.frontend.onnx_import import CONVERTERS
     from minicc.ir import OPS
@@ -719,6 +736,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--refresh", action="store_true", help="measure again")
     q.add_argument("--json", action="store_true")
     q.set_defaults(fn=cmd_peaks)
+
+    q = sub.add_parser("cache", help="the compile cache: where, how big; clear or trim it",
+                       description="Show the compile cache ($MINICC_CACHE_DIR, default "
+                       "~/.cache/minicc): its entries and size, and the size it is kept under "
+                       "($MINICC_CACHE_SIZE, default 4G; the least recently used entries go "
+                       "first). Saved .mcc files are never touched.")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--clear", action="store_true", help="remove every entry")
+    g.add_argument("--trim", metavar="SIZE",
+                   help="remove the least recently used entries until the rest fit in 3/4 of "
+                   "SIZE (e.g. 1G), if they take more")
+    q.set_defaults(fn=cmd_cache)
 
     q = sub.add_parser("opt", help="run graph passes on IR text",
                        description="Read IR (a .mir file or - for stdin), run passes, print or "

@@ -13,6 +13,8 @@ FLAGS = {
     "MINICC_GUARD": "1: arena, weights, inputs and outputs end at an inaccessible page, so an "
                     "out-of-bounds access in generated code faults (a test mode)",
     "MINICC_CACHE_DIR": "directory of the compile cache (default ~/.cache/minicc)",
+    "MINICC_CACHE_SIZE": "size the compile cache is kept under, least recently used entries "
+                         "going first (2G, 500M; default 4G)",
     "MINICC_MEMORY_BUDGET": "bytes a compile may plan (8G, 512M; default 3/4 of the machine's "
                             "memory)",
     "MINICC_LIBGOMP": "path of libgomp.so to load for multi-threaded code",

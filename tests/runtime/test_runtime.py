@@ -386,6 +386,52 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> 
     assert p.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [p]
 
 
+def test_the_cache_is_kept_under_its_size_least_recently_used_first(
+        onnx_path: Path, tmp_path: Path, feeds: dict[str, np.ndarray],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past $MINICC_CACHE_SIZE the least recently used entries go (a hit counts as a use)
+    until the rest fit in three quarters of it; what is left still hits."""
+    from minicc.runtime.cache import CompileCache
+
+    d = tmp_path / "cache"
+    variants = [dict(threads=1), dict(threads=2), dict(threads=1, opt_level=2),
+                dict(threads=2, opt_level=2)]
+    opts = [CompileOptions(cache_dir=str(d), **v) for v in variants]   # type: ignore[arg-type]
+    first = compile(str(onnx_path), options=opts[0])
+    size = next(d.glob("*.mcc")).stat().st_size
+    monkeypatch.setenv("MINICC_CACHE_SIZE", str(int(size * 3.5)))
+    keys = [first.artifact.cache_key] + [compile(str(onnx_path), options=o).artifact.cache_key
+                                         for o in opts[1:3]]
+    assert len(list(d.glob("*.mcc"))) == 3                  # 3 entries fit in 3.5
+    assert compile(str(onnx_path), options=opts[0]).report.cache_hit   # the first: used again
+    last = compile(str(onnx_path), options=opts[3])         # a fourth: two must go
+    left = {p.stem for p in d.glob("*.mcc")}
+    assert left == {keys[0], last.artifact.cache_key}, (left, keys)
+    again = compile(str(onnx_path), options=opts[0])
+    assert again.report.cache_hit
+    np.testing.assert_array_equal(again.run(feeds)["out"], first.run(feeds)["out"])
+    assert not compile(str(onnx_path), options=opts[1]).report.cache_hit
+    assert CompileCache(d).trim(limit=1) > 0 and len(list(d.glob("*.mcc"))) <= 1
+
+
+def test_the_cache_command_shows_trims_and_clears_it(onnx_path: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from minicc.cli import main
+
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MINICC_CACHE_DIR", str(d))
+    compile(str(onnx_path), options=CompileOptions(threads=1))
+    assert main(["cache"]) == 0
+    assert "1 artifacts" in capsys.readouterr().out
+    assert main(["cache", "--trim", "1G"]) == 0 and "freed 0 B" in capsys.readouterr().out
+    assert main(["cache", "--clear"]) == 0
+    assert "0 artifacts" in capsys.readouterr().out and not list(d.glob("*.mcc"))
+    monkeypatch.setenv("MINICC_CACHE_SIZE", "lots")
+    assert main(["cache"]) != 0
+    assert "$MINICC_CACHE_SIZE='lots' is not a size" in capsys.readouterr().err
+
+
 def test_damaged_cache_entry_is_rebuilt(onnx_path: Path, tmp_path: Path,
                                         feeds: dict[str, np.ndarray]) -> None:
     d = tmp_path / "cache"
