@@ -175,7 +175,8 @@ def pool_kernel(ctx: LowerCtx, g: PoolGeometry, p: PoolPlan) -> Lowered:
     if not is_max:      # 1 / the window's count, per output pixel (ONNX's rule)
         attrs = full_attrs(g.op.kind, g.op.attrs)
         div_ = get_op("avg_pool")._divisor(g.op.inputs[0].type.shape, attrs)
-        arr = np.ascontiguousarray((1.0 / div_.reshape(g.oh, g.ow)).astype(np.float32))
+        arr = np.ascontiguousarray((1.0 / np.maximum(div_.reshape(g.oh, g.ow), 1))
+                                   .astype(np.float32))          # (the op's own rule)
         inv = Buffer(f"{name}_inv", F32, arr.shape, Scope.GLOBAL)
         packed[inv] = arr
         params, roles = params + (inv,), roles + ("weight",)

@@ -165,3 +165,17 @@ def test_only_the_edge_tiles_mask_their_taps() -> None:
         return n
     (branch,) = [s for s in walk(k.body) if isinstance(s, IfThen) and s.else_ is not None]
     assert selects(branch.then) == 0 and selects(branch.else_) >= 9
+
+
+@pytest.mark.parametrize("kind", ["max_pool", "avg_pool"])
+def test_windows_wholly_in_the_padding(kind: str) -> None:
+    """Pads as wide as the window: the corner windows hold no pixel (max: -inf, average:
+    0 / max(count, 1) = 0, the op's rule), as the reference gives."""
+    attrs: dict[str, Any] = {"kernel_shape": [2, 2], "pads": [2, 2, 2, 2]}
+    m = pool_module(kind, (1, 2, 6, 6), attrs)
+    cm = compile(m, options=CompileOptions(threads=1, cache=False))
+    assert _kernels(cm)[0]["schedule"].startswith("cpu.pool")
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    got, want = cm.run({"x": x})["y"], expect(kind, x, attrs)
+    assert got[0, 0, 0, 0] == want[0, 0, 0, 0] == (-np.inf if kind == "max_pool" else 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
