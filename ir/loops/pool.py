@@ -59,18 +59,25 @@ class PoolGeometry:
 
 
 def pool_geometry(ctx: LowerCtx) -> PoolGeometry | None:
-    """The pool when the group is a 2-D float max or average pool of a tensor in memory (not
-    one computed in the group), one stride of 1 or 2 for both axes, no dilation, a window of
-    up to MAX_WINDOW, whatever its pads; elementwise ops after it are its epilogue."""
-    pools = [op for op in ctx.group.ops if op.kind in ("max_pool", "avg_pool")]
-    if len(pools) != 1 or pools[0] is not ctx.group.ops[0]:
+    """The pool when the group is a 2-D float max or average pool, one stride of 1 or 2 for
+    both axes, no dilation, a window of up to MAX_WINDOW, whatever its pads. Its input is a
+    tensor in memory or computed in the group by injective ops (squeezenet's concat: each tap
+    loads from the concatenated tensor its channel falls in); elementwise ops after it are
+    its epilogue."""
+    ops = ctx.group.ops
+    pools = [k for k, op in enumerate(ops) if op.kind in ("max_pool", "avg_pool")]
+    if len(pools) != 1:
         return None
-    op = pools[0]
+    op = ops[pools[0]]
     x = op.inputs[0]
-    if x not in ctx.bufs or x in ctx.consts or x.type.dtype != F32 or x.type.rank != 4 or \
+    if x in ctx.consts or x.type.dtype != F32 or x.type.rank != 4 or \
             op.outputs[0].type.dtype != F32:
         return None
-    if any(get_op(o.kind).kind > FusionKind.BROADCAST for o in ctx.group.ops[1:]) or \
+    before, after = ops[:pools[0]], ops[pools[0] + 1:]
+    if any(get_op(o.kind).kind > FusionKind.INJECTIVE for o in before) or \
+            (not before and x not in ctx.bufs) or \
+            (before and before[-1].outputs[0] is not x) or \
+            any(get_op(o.kind).kind > FusionKind.BROADCAST for o in after) or \
             ctx.group.output.type.shape != op.outputs[0].type.shape:
         return None
     shape = x.type.shape
@@ -116,7 +123,15 @@ def pool_kernel(ctx: LowerCtx, g: PoolGeometry, p: PoolPlan) -> Lowered:
     """The kernel of the module docstring."""
     L = ctx.target.lanes
     name, bufs, consts = ctx.name, ctx.bufs, ctx.consts
-    x = bufs[g.op.inputs[0]]
+    leaf = leaf_loader(bufs, consts)
+    xv = g.op.inputs[0]
+    made = {o.outputs[0]: o for o in ctx.group.ops}.get(xv)
+
+    def x_at(idx: tuple[Expr, ...]) -> Expr:
+        """The pool's input at idx: from its buffer, or from the ops before it in the group."""
+        if made is None:
+            return BufLoad(bufs[xv], idx, F32)
+        return Inliner(ctx.group, leaf).expr(made, idx)
     ry, rx = min(p.ry, g.oh), min(p.rx, -(-g.ow // L))
     is_max = g.kind == "max"
     fill = Const(-np.inf if is_max else 0.0, F32)
@@ -147,7 +162,7 @@ def pool_kernel(ctx: LowerCtx, g: PoolGeometry, p: PoolPlan) -> Lowered:
             along: Expr | None = None
             for kx in range(g.kw):
                 ix = add(mul(xi, g.s), kx - g.pl)
-                v: Expr = BufLoad(x, (b, c, iyc, ix), F32)
+                v = x_at((b, c, iyc, ix))
                 if edge:
                     v = select(call("and", row_in, call("and", ix.ge(c64(0)),
                                                         ix.lt(c64(g.w)))), v, fill)
@@ -181,7 +196,6 @@ def pool_kernel(ctx: LowerCtx, g: PoolGeometry, p: PoolPlan) -> Lowered:
         packed[inv] = arr
         params, roles = params + (inv,), roles + ("weight",)
 
-    leaf = leaf_loader(bufs, consts)
     out = bufs[ctx.group.output]
 
     def result(sums: Expr, q_row: Expr, ox: Expr) -> Expr:

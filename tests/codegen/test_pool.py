@@ -101,11 +101,24 @@ def test_which_pools_take_the_template(kind: str, xs: tuple[int, ...], attrs: di
                                atol=1e-6)
 
 
-def test_a_pool_of_a_concat_in_the_same_kernel_keeps_the_generic_nest() -> None:
-    attrs = {"kernel_shape": [3, 3], "strides": [2, 2]}
-    cm = compile(pool_module("max_pool", (1, 4, 15, 15), attrs, concat=True),
-                 options=CompileOptions(threads=1, cache=False))
-    assert all(not k["schedule"].startswith("cpu.pool") for k in _kernels(cm))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_pool_of_a_concat_in_the_same_kernel(threads: int) -> None:
+    """squeezenet's last pools read a concat fused into their kernel: each tap loads from the
+    concatenated tensor its channel falls in."""
+    from minicc.driver import lower_program
+
+    attrs = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 0]}
+    m = pool_module("max_pool", (1, 4, 15, 37), attrs, concat=True)
+    opts = CompileOptions(threads=threads, cache=False)
+    cm = compile(m, options=opts)
+    (k,) = [k for k in _kernels(cm) if "max_pool" in k["ops"]]
+    assert k["ops"][-2:] == ["concat", "max_pool"] and k["schedule"].startswith("cpu.pool"), k
+    x = np.random.default_rng(0).standard_normal((1, 4, 15, 37)).astype(np.float32)
+    want = expect("max_pool", np.concatenate([x, np.maximum(x, 0)], axis=1), attrs)
+    np.testing.assert_allclose(cm.run({"x": x})["y"], want, rtol=1e-6, atol=1e-6)
+    step = next(st for st in lower_program(m, options=opts).kernel_steps
+                if "max_pool" in [op.kind for op in st.group.ops])
+    np.testing.assert_allclose(_interpret_step(step, x, threads), want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("sched,why", [
