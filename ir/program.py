@@ -413,7 +413,8 @@ class WeightsBlob:
             at = None
             if isinstance(key, Buffer):     # a packed panel: hashing every constant would
                 ck = (c.dtype.str, tuple(c.shape),           # cost the big models time
-                      hashlib.blake2b(c.reshape(-1).view(np.uint8), digest_size=16).digest())
+                      hashlib.blake2b(c.tobytes() if c.dtype.hasobject else
+                                      c.reshape(-1).view(np.uint8), digest_size=16).digest())
                 seen = self._by_content.get(ck)
                 if seen is not None and np.array_equal(seen[1], c):
                     at = seen[0]
@@ -422,7 +423,8 @@ class WeightsBlob:
                 if pad:
                     self._chunks.append(bytes(pad))
                 at = self.size = self.size + pad
-                self._chunks.append(c.reshape(-1).view(np.uint8))
+                self._chunks.append(c.tobytes() if c.dtype.hasobject else
+                                    c.reshape(-1).view(np.uint8))
                 self.size += c.nbytes
                 if isinstance(key, Buffer):
                     self._by_content[ck] = (at, c)
