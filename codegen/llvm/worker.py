@@ -49,7 +49,7 @@ def machine(cpu: str, features: str) -> llvm.TargetMachine:
 
 
 # LLVM's pipeline at -O2 for every opt_level from 2: the kernels come vectorized, unrolled and
-# blocked, and -O3 made no faster code (a Xeon, 10 models at 1 and 2 threads: 0.97-1.02x, the
+# blocked, and -O3 made no faster code (a Xeon, 10 models at 1 thread, 6 at 2: 0.97-1.02x, the
 # outputs bit for bit the same; GEMM 1024^3 165.3 against 165.6 GFLOP/s) for 18% more time in
 # LLVM (light_resnet50's 16 modules: 3.2 -> 2.7 s)
 LLVM_SPEED_LEVEL = 2
