@@ -459,9 +459,15 @@ def cmd_cache(args: argparse.Namespace) -> int:
         c.clear()
         print(f"removed {n} entries from {c.dir}")
     elif args.trim is not None:
+        from minicc.errors import MiniccError
         from minicc.resources import parse_size
 
-        print(f"freed {format_bytes(c.trim(parse_size(args.trim)))}")
+        try:
+            size = parse_size(args.trim)
+        except MiniccError:
+            raise MiniccError(f"--trim {args.trim!r} is not a size: give bytes or a number "
+                              "with K, M, G or T (e.g. 1G)") from None
+        print(f"freed {format_bytes(c.trim(size))}")
     print(c.describe())
     return EXIT_OK
 

@@ -427,6 +427,8 @@ def test_the_cache_command_shows_trims_and_clears_it(onnx_path: Path, tmp_path: 
     assert main(["cache", "--trim", "1G"]) == 0 and "freed 0 B" in capsys.readouterr().out
     assert main(["cache", "--clear"]) == 0
     assert "0 artifacts" in capsys.readouterr().out and not list(d.glob("*.mcc"))
+    assert main(["cache", "--trim", "much"]) != 0
+    assert "--trim 'much' is not a size" in capsys.readouterr().err
     monkeypatch.setenv("MINICC_CACHE_SIZE", "lots")
     assert main(["cache"]) != 0
     assert "$MINICC_CACHE_SIZE='lots' is not a size" in capsys.readouterr().err
