@@ -266,3 +266,41 @@ def test_gpu_int8_gemm_compiles_with_nvrtc() -> None:
     src = cm.report.dumps["cuda"]
     assert cm.artifact.summary["kernels"][0]["schedule"].startswith("gpu.gemm")
     assert "__dp4a" in src and "minicc_dpbusd(" in src
+
+
+def requant_model(dst: DType, zp: int, lo: float | None, hi: float | None, n: int
+                  ) -> Module:
+    """f32 x -> round(x * 0.5) [+ zp] -> clip -> cast (a QuantizeLinear's shape)."""
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.F32, (n,)), "x")
+    q = b.op1("round", [b.op1("mul", [x, b.const(np.array(0.5, np.float32))])])
+    if zp:
+        q = b.op1("add", [q, b.const(np.array(zp, np.float32))])
+    if lo is not None or hi is not None:
+        attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+        q = b.op1("clip", [q], attrs)
+    return Module((b.finish([b.op1("cast", [q], {"to": dst})], ["y"]),))
+
+
+@pytest.mark.parametrize("dst,zp,lo,hi", [(DType.U8, 139, 0.0, 255.0), (DType.U8, 0, 0.0, 255.0),
+                                          (DType.I8, -3, -128.0, 127.0), (DType.I8, 0, -127.0,
+                                                                            127.0),
+                                          (DType.U8, 7, 7.0, 200.0), (DType.I32, 5, -1000.0,
+                                                                     None)])
+def test_a_quantizing_epilogue_rounds_half_to_even_and_saturates(dst: DType, zp: int,
+                                                                 lo: float | None,
+                                                                 hi: float | None) -> None:
+    """A quantizing epilogue as compiled: ties go to even (as numpy and ONNX round), values far
+    out of range clamp, in vector bodies and in the tail, exactly as the interpreter."""
+    rng = np.random.default_rng(0)
+    ties = np.arange(-600, 601, dtype=np.float32)          # x * 0.5: every .5 tie
+    far = np.array([-1e9, -3e5, 4e5, 2e9, 1e30, -1e30], np.float32)
+    x = np.concatenate([ties, far, (rng.standard_normal(500) * 300).astype(np.float32),
+                        np.ones(3, np.float32)])              # a tail of 3 after 16-lane vectors
+    mod = requant_model(dst, zp, lo, hi, x.size)
+    if hi is None:                                           # no upper clip: stay in i32's range
+        x = np.clip(x, -1e6, 1e6)
+    cm = minicc.compile(mod, threads=1, cache=False)
+    got = np.asarray(cm.run({"x": x})["y"])
+    want = interpret(mod, {"x": x})["y"]
+    np.testing.assert_array_equal(got, want)
