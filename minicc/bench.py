@@ -261,8 +261,9 @@ def geomean(xs: list[float]) -> float:
 def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
                log: Callable[[str], None] = print) -> tuple[float, float]:
     """GFLOP/s of minicc's matmul kernel and of numpy (OpenBLAS) on n x n x n float32, and of
-    onnxruntime's MatMul (both operands inputs, as here) where it is installed; each also as a
-    share of the FMA peak `minicc peaks` measured for that many threads."""
+    onnxruntime's MatMul (both operands inputs, as here) and Intel MKL's sgemm where they are
+    installed; each also as a share of the FMA peak `minicc peaks` measured for that many
+    threads."""
     from minicc import CompileOptions, compile
     from minicc.ir.parser import parse
 
@@ -296,9 +297,49 @@ def bench_gemm(n: int = 1024, threads: int = 1, repeat: int = 10,
         line += f", onnxruntime {flop / t_o / 1e9:.1f}{share(flop / t_o / 1e9)}"
     except ImportError:
         pass
+    mkl = _mkl_sgemm(threads)
+    if mkl is not None:
+        c = np.empty_like(a)
+        mkl(a, b, c)
+        if np.max(np.abs(c - ref)) <= 1e-3 * np.max(np.abs(ref)):
+            t_k = timeit(lambda: mkl(a, b, c), repeat)
+            line += f", MKL {flop / t_k / 1e9:.1f}{share(flop / t_k / 1e9)}"
     peak_note = f"; FMA peak {peak:.1f} GFLOP/s (`minicc peaks`)" if peak else ""
     log(f"{line}; minicc at {100 * g_m / g_n:.0f}% of numpy, rel err {err:.1e}{peak_note}")
     return g_m, g_n
+
+
+def _mkl_sgemm(threads: int) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None:
+    """`c = a @ b` by Intel MKL's cblas_sgemm on `threads` threads where the `mkl` wheel is
+    installed (`pip install mkl`: the vendor's own GEMM, the strongest reference on Intel
+    CPUs), else None. GNU OpenMP threading and a per-call thread count, so that one process
+    can time 1 and 2 threads."""
+    import ctypes
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.prefix) / "lib" / "libmkl_rt.so.2"
+    if not path.exists():
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer(3)                   # MKL_THREADING_GNU
+        lib.MKL_Set_Num_Threads_Local.argtypes = [ctypes.c_int]
+        sgemm = lib.cblas_sgemm
+    except (OSError, AttributeError):
+        return None
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    sgemm.argtypes = [i, i, i, i, i, i, f, p, i, p, i, f, p, i]
+    sgemm.restype = None
+
+    def run(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        m, k = a.shape
+        n = b.shape[1]
+        lib.MKL_Set_Num_Threads_Local(threads)        # (threadpoolctl sets the global one)
+        sgemm(101, 111, 111, m, n, k, 1.0, a.ctypes.data, k, b.ctypes.data, n, 0.0,
+              c.ctypes.data, n)                         # row major, no transposes
+    return run
 
 
 def _matmul_onnx(n: int) -> onnx.ModelProto:

@@ -104,3 +104,23 @@ def test_bench_gemm_refuses_a_size_below_one(n: str, capsys) -> None:
 def test_bench_refuses_bad_thread_counts(t: str, capsys) -> None:
     assert main(["bench", "--gemm", "32", "--threads", t]) != 0
     assert f"--threads {t}: give thread counts of 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_mkl_is_a_gemm_reference_where_it_is_installed(threads: int, capsys) -> None:
+    """With the `mkl` wheel installed, `bench --gemm` times MKL's sgemm too (at the thread count
+    asked, after another count in the same process); elsewhere the line leaves it out."""
+    from minicc.bench import _mkl_sgemm
+
+    sgemm = _mkl_sgemm(threads)
+    if sgemm is None:
+        pytest.skip("Intel MKL (pip install mkl) is not installed")
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((70, 70)).astype(np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    sgemm(a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4)
+    assert main(["bench", "--gemm", "64", "--threads", f"{3 - threads},{threads}",
+                 "--repeat", "2"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("gemm 64^3")]
+    assert len(lines) == 2 and all(", MKL " in ln for ln in lines), lines
