@@ -103,6 +103,18 @@ for _n, _f in {
     "sigmoid": _sigmoid, "softplus": lambda x: np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0),
 }.items():
     _def(_n, 1, _f, domain="float")
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """float32 rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as
+    PTX's cvt.rna.tf32.f32 (what a tensor core's TF32 operand holds); infinities and NaNs
+    unchanged. Still a float32."""
+    x = np.asarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    finite = (bits & 0x7F800000) != 0x7F800000
+    r = np.where(finite, (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000), bits)
+    return np.asarray(r, dtype=np.uint32).view(np.float32)
+
+
+_def("tf32", 1, round_tf32, domain="float")     # GPU tensor-core operands (--precision tf32)
 _def("reciprocal", 1, lambda x: (np.ones((), np.asarray(x).dtype) / x), domain="float")
 # unary, any number
 _def("neg", 1, np.negative)

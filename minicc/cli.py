@@ -73,8 +73,9 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
                           input_shapes=_shapes(args), dump=dump,
                           profile=getattr(args, "profile", False),
                           verify_each=args.verify_each, tuning_log=args.tuning_log,
-                          precision="fp16" if getattr(args, "precision", "") == "fp16"
-                          else "fp32", memory_budget=getattr(args, "memory_budget", None))
+                          precision=getattr(args, "precision", "fp32")
+                          if getattr(args, "precision", "") in ("fp16", "tf32") else "fp32",
+                          memory_budget=getattr(args, "memory_budget", None))
 
 
 def _size(text: str) -> int:
@@ -572,10 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list every fusion refusal with its reason")
     q.add_argument("--profile", action="store_true",
                    help="one native entry per kernel (for per-kernel timing)")
-    q.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8", "mixed"],
+    q.add_argument("--precision", default="fp32",
+                   choices=["fp32", "fp16", "tf32", "int8", "mixed"],
                    help="fp32 (default); fp16: tensors between kernels and weights stored as "
-                   "f16, computed in f32; int8: quantize first (needs --calib; see `minicc "
-                   "quantize`); mixed: int8 with the --keep-float layers in float")
+                   "f16, computed in f32 (with --target cuda, sm_80+: GEMMs on FP16 tensor "
+                   "cores, f32 accumulation); tf32: --target cuda only, GEMMs on TF32 tensor "
+                   "cores; int8: quantize first (needs --calib; see `minicc quantize`); mixed: "
+                   "int8 with the --keep-float layers in float")
     q.add_argument("--calib", metavar="DATA", help="calibration data for --precision int8")
     q.add_argument("--method", default="entropy", choices=["minmax", "entropy", "percentile"],
                    help="calibrator for --precision int8 (default entropy)")

@@ -70,7 +70,10 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
-PRECISIONS = ("fp32", "fp16")       # storage precisions of a compile (int8 is a graph rewrite)
+# precisions of a compile (int8 is a graph rewrite): fp16 stores f32 tensors as f16 (and, on the
+# CUDA target from sm_80, runs GEMMs on FP16 tensor cores); tf32 runs the CUDA target's GEMMs on
+# TF32 tensor cores (sm_80 and later), everything else in f32
+PRECISIONS = ("fp32", "fp16", "tf32")
 # fields kept out of the cache key: they change how a compile or a run goes, never the code, or
 # their whole effect is in the program the key hashes (shapes, kernels' schedules)
 NOT_IN_KEY = frozenset({"cache", "cache_dir", "dump", "cuda_graph", "verify_each", "memory_budget",
@@ -99,7 +102,9 @@ class CompileOptions:
     dump: tuple[str, ...] = ()      # stages to keep as text (STAGES)
     verify_each: bool = False       # verify the graph IR after every pass
     precision: str = "fp32"         # "fp16": f32 tensors stored as f16 between kernels and as
-    #                                 weights, computed in f32 (ir/loops/storage.py)
+    #                                 weights, computed in f32 (ir/loops/storage.py); on CUDA
+    #                                 sm_80+ also FP16 tensor-core GEMMs; "tf32": CUDA only,
+    #                                 TF32 tensor-core GEMMs (ir/loops/gpu_mma.py)
     memory_budget: int | None = None  # bytes a compile may plan (None: minicc/resources.py)
 
     def __post_init__(self) -> None:
@@ -116,6 +121,9 @@ class CompileOptions:
             raise MiniccError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                               f"{self.precision!r} (int8: minicc.quantize, or `minicc compile "
                               "--precision int8 --calib DATA`)")
+        if self.precision == "tf32" and self.target != "cuda":
+            raise MiniccError("precision tf32 is the GPU's tensor-core math (target cuda, "
+                              "sm_80 or later); on the CPU use fp32 or fp16")
         bad = [s for s in self.dump if s not in STAGES]
         if bad:
             raise MiniccError(f"unknown dump stage {', '.join(map(repr, bad))} (stages: "

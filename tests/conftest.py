@@ -30,6 +30,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         tr.write_line(f"{total} kernels of {len(cuda.COMPILED)} models compiled to cubin, all "
                       f"without error: " + ", ".join(f"{k} {v}" for k, v in
                                                      sorted(cuda.COMPILED.items())))
+    mma = sys.modules.get("tests.codegen.test_mma")
+    if mma is not None and mma.TENSOR_CORE:
+        tr = terminalreporter
+        tr.section("Tensor-core (mma.sync) kernels compiled with NVRTC")
+        tr.write_line(", ".join(f"{k}: {n} of {total} kernels on tensor cores" for k, (n, total)
+                                in sorted(mma.TENSOR_CORE.items())) + ", all without error")
     suite = sys.modules.get("tests.backend.test_onnx_backend")
     if suite is None or not suite.RESULTS:
         return

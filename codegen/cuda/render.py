@@ -17,7 +17,8 @@ from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
 from minicc.ir.loops.exprs import flat_offset
 from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
+                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma,
+                                   walk)
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
@@ -75,6 +76,27 @@ __device__ __forceinline__ unsigned short minicc_f2h(float f) {
 // 128 x the sum of b's bytes
 __device__ __forceinline__ int minicc_dpbusd(int acc, int a, int b) {
   return __dp4a(a ^ (int)0x80808080, b, acc) + 128 * __dp4a(0x01010101, b, 0); }
+// tensor cores (sm_80+): a float32 rounded to TF32 as the mma reads it, and one warp-wide
+// mma.sync on registers held in local arrays (f32 accumulators; TF32 operands as f32 bits,
+// f16 ones as their bits, two to a register, the lower index in the lower half)
+__device__ __forceinline__ float minicc_tf32(float x) {
+  unsigned u; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(x)); return __uint_as_float(u); }
+__device__ __forceinline__ void minicc_mma_tf32(float* c, const float* a, const float* b) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])),
+                 "r"(__float_as_uint(a[2])), "r"(__float_as_uint(a[3])),
+                 "r"(__float_as_uint(b[0])), "r"(__float_as_uint(b[1]))); }
+__device__ __forceinline__ unsigned minicc_h2(const unsigned short* h) {
+  return (unsigned)h[0] | ((unsigned)h[1] << 16); }
+__device__ __forceinline__ void minicc_mma_f16(float* c, const unsigned short* a,
+                                               const unsigned short* b) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(minicc_h2(a)), "r"(minicc_h2(a + 2)), "r"(minicc_h2(a + 4)),
+                 "r"(minicc_h2(a + 6)), "r"(minicc_h2(b)), "r"(minicc_h2(b + 2))); }
 """
 
 _BLOCK = {LoopKind.BLOCK_X: "blockIdx.x", LoopKind.BLOCK_Y: "blockIdx.y",
@@ -186,6 +208,18 @@ class CudaRenderer:
             w.line("__syncthreads();")
         elif isinstance(s, BlockAllReduce):
             self.all_reduce(s)
+        elif isinstance(s, WarpMma):
+            fn = {"m16n8k8.tf32": "minicc_mma_tf32", "m16n8k16.f16": "minicc_mma_f16"}.get(
+                s.shape)
+            if fn is None:
+                raise CodegenError(f"cuda: no emitter for mma shape {s.shape}")
+            refs = []
+            for buf, at in ((s.acc, s.acc_at), (s.a, s.a_at), (s.b, s.b_at)):
+                if buf.scope != Scope.LOCAL:
+                    raise CodegenError(f"cuda: mma registers {buf.name} must be local")
+                idx = tuple(at) + (Const(0, DType.I64),) * (len(buf.shape) - len(at))
+                refs.append(f"&{self.name(buf)}[{self.expr(flat_offset(idx, buf.shape))}]")
+            w.line(f"{fn}({', '.join(refs)});")
         else:
             raise CodegenError(f"cuda: no emitter for statement {type(s).__name__}")
 
@@ -248,6 +282,8 @@ class CudaRenderer:
                                    "is a storage type here (--precision fp16 computes in f32)")
             args = [self.expr(a) for a in e.args]
             dt = e.args[0].dtype
+            if e.fn == "tf32":
+                return f"minicc_tf32({args[0]})"
             if e.fn == "dpbusd":        # int8 GEMMs: __dp4a, u8 x s8 through the s8 x s8 form
                 ct = C_TYPE[dt]
                 return (f"(({ct})minicc_dpbusd((int)({args[0]}), (int)({args[1]}), "

@@ -20,6 +20,7 @@ from minicc.errors import CodegenError, ScheduleError
 from minicc.ir.loops.block_reduce import reduction_size, row_reducible
 from minicc.ir.loops.exprs import reduces_in
 from minicc.ir.loops.gpu_gemm import GpuGemm
+from minicc.ir.loops.gpu_mma import GpuMma
 from minicc.ir.loops.nodes import Kernel, Store, band
 from minicc.ir.loops.reductions import has_reduces, reduction_vars
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule, schedule_group
@@ -117,7 +118,7 @@ class GpuRowReduce(Rule):
         return [step("block_reduce", knobs["threads"])]
 
 
-GPU_RULES: tuple[Rule, ...] = (GpuGemm(), GpuRowReduce(), GpuElementwise())
+GPU_RULES: tuple[Rule, ...] = (GpuMma(), GpuGemm(), GpuRowReduce(), GpuElementwise())
 
 
 def lower_gpu(ctx: LowerCtx, knobs: Mapping[str, Any] | None = None) -> Lowered:

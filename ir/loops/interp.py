@@ -20,8 +20,9 @@ import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
-from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
-                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, walk)
+from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, Barrier, BlockAllReduce, BufLoad, For,
+                                   IfThen, Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store,
+                                   WarpMma, walk)
 from minicc.ir.scalar import apply_scalar
 from minicc.ir.types import DType
 
@@ -164,6 +165,20 @@ class _Run:
         elif isinstance(s, BlockAllReduce):
             acc = self.array(id(s.acc))
             acc[0] = yield ("reduce", s.op, acc[0])
+        elif isinstance(s, WarpMma):
+            regs = []
+            for buf, at, n in ((s.a, s.a_at, 3), (s.b, s.b_at, 4), (s.acc, s.acc_at, 5)):
+                arr = self.array(id(buf))
+                idx = tuple(int(self.expr(i)) for i in at)
+                if arr.shape[len(idx):] != (MMA_SHAPES[s.shape][n],):
+                    raise InterpreterError(f"loop interpreter: {s.shape} wants "
+                                           f"{MMA_SHAPES[s.shape][n]} registers of "
+                                           f"{buf.name}{list(idx)}, it has "
+                                           f"{list(arr.shape[len(idx):])}")
+                regs.append((arr, idx))
+            d = yield ("mma", s, *(np.array(arr[idx], np.float32) for arr, idx in regs))
+            arr, idx = regs[2]
+            arr[idx] = d
         else:
             raise InterpreterError(f"loop interpreter: cannot run {type(s).__name__}")
 
@@ -175,21 +190,28 @@ class _Run:
             loops.append(body)
             body = body.body
         extents = [int(self.expr(lp.extent)) for lp in loops]
-        threads = []
+        dims = {lp.kind: n for lp, n in zip(loops, extents)}
+        bx, by = dims.get(LoopKind.THREAD_X, 1), dims.get(LoopKind.THREAD_Y, 1)
+        stride = {LoopKind.THREAD_X: 1, LoopKind.THREAD_Y: bx, LoopKind.THREAD_Z: bx * by}
+        threads, linear = [], []
         for combo in np.ndindex(*extents):
+            # the thread's index in CUDA's order (x fastest): its warp is linear // 32
+            linear.append(sum(int(v) * stride[lp.kind] for lp, v in zip(loops, combo)))
             t = _Run(self.mem, self.threads, self.unwritten)
             t.env = dict(self.env)
             t.local = dict(self.local)
             for lp, v in zip(loops, combo):
                 t.env[lp.var.name] = int(v)
             threads.append(t.gstmt(body))
-        _together(threads, "a block")
+        _together(threads, "a block", linear)
         yield from ()  # (a generator: the threads' own barriers never reach the caller)
 
 
-def _together(threads: list[Iterator[Any]], what: str) -> None:
+def _together(threads: list[Iterator[Any]], what: str, linear: list[int] | None = None) -> None:
     """Advance the threads' coroutines together from barrier to barrier (and block
-    all-reduce to all-reduce, sending each the reduced value) until all have finished."""
+    all-reduce to all-reduce, sending each the reduced value; warp mma to warp mma, sending
+    each lane its part of the warp's product) until all have finished. `linear`: each
+    thread's index in the block in CUDA's order (its warp and lane)."""
     sends: list[Any] = [None] * len(threads)
     live = list(range(len(threads)))
     while live:
@@ -210,7 +232,9 @@ def _together(threads: list[Iterator[Any]], what: str) -> None:
         if len(kinds) != 1:
             raise InterpreterError("loop interpreter: threads reached different barriers")
         sends = [None] * len(threads)
-        if kinds == {"reduce"}:
+        if kinds == {"mma"}:
+            sends = _warp_mmas(events, linear or list(range(len(threads))), len(threads))
+        elif kinds == {"reduce"}:
             op = next(iter(events.values()))[1]
             vals = np.array([ev[2] for ev in events.values()])
             red = {"sum": np.sum, "prod": np.prod, "max": np.max, "min": np.min}[op](vals)
@@ -218,6 +242,29 @@ def _together(threads: list[Iterator[Any]], what: str) -> None:
                 sends[k] = vals.dtype.type(red)
         else:
             sends = [0] * len(threads)   # resume value for plain barriers
+
+
+def _warp_mmas(events: dict[int, Any], linear: list[int], n: int) -> list[Any]:
+    """Each warp's mma from its 32 lanes' registers (ir/loops/mma.py); every lane of a warp
+    must be there, at the same statement, as mma.sync requires."""
+    from minicc.ir.loops.mma import warp_mma
+
+    if len(set(id(ev[1]) for ev in events.values())) != 1:
+        raise InterpreterError("loop interpreter: threads reached different warp mmas")
+    warps: dict[int, dict[int, int]] = {}
+    for k in events:
+        warps.setdefault(linear[k] // 32, {})[linear[k] % 32] = k
+    sends: list[Any] = [None] * n
+    for w, lanes in warps.items():
+        if len(lanes) != 32:
+            raise InterpreterError(f"loop interpreter: a warp mma with {len(lanes)} of warp "
+                                   f"{w}'s 32 lanes (mma.sync needs the whole warp)")
+        ks = [lanes[j] for j in range(32)]
+        shape = events[ks[0]][1].shape
+        d = warp_mma(shape, *(np.stack([events[k][i] for k in ks]) for i in (2, 3, 4)))
+        for j, k in enumerate(ks):
+            sends[k] = d[j]
+    return sends
 
 
 # i64 index arithmetic on Python ints (floored // and %, like numpy's on int64)
@@ -228,7 +275,7 @@ _INDEX_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
 
 
 def _has_sync(s: Stmt) -> bool:
-    return any(isinstance(x, (Barrier, BlockAllReduce)) for x in walk(s))
+    return any(isinstance(x, (Barrier, BlockAllReduce, WarpMma)) for x in walk(s))
 
 
 def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> None:

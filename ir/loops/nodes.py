@@ -222,6 +222,39 @@ class BlockAllReduce(Stmt):
         return hash((self.op, id(self.acc), id(self.scratch)))
 
 
+# the tensor-core shapes WarpMma knows: (M, N, K, operand dtype name), registers per lane of A,
+# B and C (M*K/32, K*N/32, M*N/32)
+MMA_SHAPES = {"m16n8k8.tf32": (16, 8, 8, 4, 2, 4), "m16n8k16.f16": (16, 8, 16, 8, 4, 4)}
+
+
+@dataclass(frozen=True)
+class WarpMma(Stmt):
+    """GPU: one warp-wide tensor-core multiply-accumulate (`mma.sync.aligned.<shape>.row.col`,
+    f32 accumulators): C += A @ B for a 16 x 8 C whose A and B fragments are spread over the
+    warp's 32 lanes. Each lane holds its registers along the last axis of LOCAL buffers:
+    `acc[acc_at..., 0:4]` (C), `a[a_at..., 0:nA]`, `b[b_at..., 0:nB]`, in the PTX ISA's
+    fragment layout for the shape (ir/loops/mma.py). Every lane of the warp must reach it
+    together (no divergence), as mma.sync requires; the emulator checks that."""
+
+    shape: str
+    acc: Buffer
+    acc_at: tuple[Expr, ...]
+    a: Buffer
+    a_at: tuple[Expr, ...]
+    b: Buffer
+    b_at: tuple[Expr, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, WarpMma) and other.shape == self.shape
+                and other.acc is self.acc and other.a is self.a and other.b is self.b
+                and (other.acc_at, other.a_at, other.b_at) == (self.acc_at, self.a_at,
+                                                               self.b_at))
+
+    def __hash__(self) -> int:
+        return hash((self.shape, id(self.acc), id(self.a), id(self.b), self.acc_at, self.a_at,
+                     self.b_at))
+
+
 @dataclass(frozen=True, eq=False)
 class Kernel:
     """A kernel: parameters in call order (inputs, weights, outputs, then scratch) and a body.
@@ -271,7 +304,7 @@ def walk(s: Stmt) -> Iterator[Stmt]:
             yield from walk(s.else_)
     elif isinstance(s, Allocate):
         yield from walk(s.body)
-    # Store, Prefetch, Barrier and BlockAllReduce have no statements inside
+    # Store, Prefetch, Barrier, BlockAllReduce and WarpMma have no statements inside
 
 
 def band(s: Stmt) -> tuple[list[tuple[str, int]], Stmt]:

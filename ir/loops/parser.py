@@ -30,9 +30,9 @@ from __future__ import annotations
 import re
 from minicc.errors import ParseError
 from minicc.ir.compute import REDUCERS, Call, Cast, Const, Expr, Reduce, Select, Var
-from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, Barrier, BlockAllReduce, BufLoad,
-                                   Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope, Stmt,
-                                   Store, seq)
+from minicc.ir.loops.nodes import (MMA_SHAPES, ROLE_SCOPES, Allocate, Barrier, BlockAllReduce,
+                                   BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope,
+                                   Stmt, Store, WarpMma, seq)
 from minicc.ir.loops.printer import INFIX, reduce_dtype
 from minicc.ir.loops.trace import parse_schedule
 from minicc.ir.scalar import SCALARS
@@ -187,7 +187,25 @@ class _Parser:
         nk, nt, _ = self.t.peek()
         if nk == "name" and nt.startswith("block_all_reduce."):
             return self.all_reduce(buf)
+        if nk == "name" and nt.startswith("mma."):
+            return self.mma(buf, index)
         return Store(buf, index, self.expr())
+
+    def mma(self, acc: Buffer, at: tuple[Expr, ...]) -> Stmt:
+        shape = self.t.take("name").split(".", 1)[1]
+        if shape not in MMA_SHAPES:
+            self.t.i -= 1
+            self.t.fail(f"unknown mma shape {shape!r} ({', '.join(MMA_SHAPES)})")
+        self.t.take("op", "(")
+        refs = []
+        for k in range(3):
+            refs.append((self.buffer(), self.indices()))
+            if k < 2:
+                self.t.take("op", ",")
+        self.t.take("op", ")")
+        if refs[0] != (acc, at):
+            self.t.fail("a warp mma accumulates into the registers it reads")
+        return WarpMma(shape, acc, at, refs[1][0], refs[1][1], refs[2][0], refs[2][1])
 
     def for_(self) -> Stmt:
         self.t.take("name", "for")

@@ -21,7 +21,7 @@ import math
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
 from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, Barrier, BlockAllReduce, BufLoad,
                                    Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope, Seq,
-                                   Stmt, Store, walk)
+                                   Stmt, Store, WarpMma, walk)
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.types import DType
 
@@ -138,6 +138,11 @@ def format_stmt(s: Stmt, indent: int = 1, names: Names | None = None) -> list[st
     if isinstance(s, BlockAllReduce):
         a = nm.name(s.acc)
         return [f"{pad}%{a}[0] = block_all_reduce.{s.op}(%{a}[0]) via %{nm.name(s.scratch)}"]
+    if isinstance(s, WarpMma):
+        def ref(b: Buffer, at: tuple[Expr, ...]) -> str:
+            return f"%{nm.name(b)}[{', '.join(e(i) for i in at)}]"
+        c = ref(s.acc, s.acc_at)
+        return [f"{pad}{c} = mma.{s.shape}({c}, {ref(s.a, s.a_at)}, {ref(s.b, s.b_at)})"]
     return [f"{pad}{s!r}"]
 
 

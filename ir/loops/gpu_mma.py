@@ -1,0 +1,219 @@
+"""The tensor-core GEMM template (`gpu.mma`, `--precision tf32|fp16` on the CUDA target, sm_80
+and later): matmul and implicit-GEMM convolution from their GEMM views, as the `gpu.gemm`
+template tiles them, but each warp computes its WM x WN part of the block's tile with
+`mma.sync` (WarpMma: 16 x 8 tiles, K steps of 8 for TF32 and 16 for FP16, f32 accumulators).
+
+A block stages BM x BK of A (rows m, columns k) and BK x BN of B in shared memory, rounded to
+TF32 or converted to FP16 on the way in, rows padded (`cache_shared(A, pad=4)`) so that the
+fragment loads of a warp's 32 lanes hit 32 different banks; each lane then loads its fragment
+registers from shared memory in the PTX layout (ir/loops/mma.py) and the warp issues one mma
+per 16 x 8 tile. The epilogue (bias, activation, residual: the fused group) runs on each
+lane's accumulators at their (row, column) and stores straight to global memory.
+
+Steps: `tile(BM=128, BN=128, BK=32, WM=64, WN=32)`, `cache_shared(A, pad=4)`,
+`cache_shared(B, pad=8)`, `mma(m16n8k8.tf32)` (or `mma(m16n8k16.f16)`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from minicc.errors import ScheduleError
+from minicc.ir.compute import Cast, Const, Expr, Var, both, call
+from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view, mod, mul
+from minicc.ir.loops.gpu_gemm import _cooperative_load, _guarded
+from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT
+from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, Barrier, BufLoad, Buffer, For, IfThen,
+                                   Kernel, LoopKind, Scope, Stmt, Store, WarpMma, seq)
+from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
+from minicc.ir.loops.trace import Step, int_kwargs, step
+from minicc.ir.types import DType
+
+F16, F32 = DType.F16, DType.F32
+UNROLL = LoopKind.UNROLL
+SHAPE_OF = {"tf32": "m16n8k8.tf32", "fp16": "m16n8k16.f16"}
+SHARED_LIMIT = 48 * 1024            # static shared memory per block
+
+
+def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
+    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8}
+    for st in steps:
+        if st.name == "tile":
+            t.update(int_kwargs(st, ("BM", "BN", "BK", "WM", "WN")))
+        elif st.name == "cache_shared" and st.args in (("A",), ("B",)):
+            t["pad_" + str(st.args[0]).lower()] = int_kwargs(st, ("pad",)).get("pad", 0)
+        elif st.name == "mma" and len(st.args) == 1:
+            t["shape"] = str(st.args[0])
+        else:
+            raise ScheduleError(f"{st}: not a step of the gpu mma template (tile, "
+                                "cache_shared, mma)")
+    missing = [k for k in ("bm", "bn", "bk", "wm", "wn", "shape") if k not in t]
+    if missing:
+        raise ScheduleError(f"gpu mma template: the steps do not set {', '.join(missing)}")
+    if t["shape"] not in MMA_SHAPES:
+        raise ScheduleError(f"gpu mma template: mma({t['shape']}) is not one of "
+                            f"{', '.join(MMA_SHAPES)}")
+    why = _invalid(t["bm"], t["bn"], t["bk"], t["wm"], t["wn"], t["pad_a"], t["pad_b"],
+                   t["shape"])
+    if why:
+        raise ScheduleError(f"gpu mma template: {why}")
+    return t
+
+
+def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int,
+             shape: str) -> str | None:
+    M, N, K = MMA_SHAPES[shape][:3]
+    if min(bm, bn, bk, wm, wn) < 1 or min(pad_a, pad_b) < 0:
+        return "tile sizes must be positive and pads not negative"
+    if wm % M or wn % N or bm % wm or bn % wn or bk % K:
+        return (f"WM={wm} must be a multiple of {M}, WN={wn} of {N}, BK={bk} of {K}, and the "
+                f"warp tile must divide the block tile ({bm}x{bn})")
+    warps = (bm // wm) * (bn // wn)
+    if not 1 <= warps <= 32:
+        return f"{warps} warps per block (1 to 32)"
+    item = 2 if shape.endswith("f16") else 4
+    smem = item * (bm * (bk + pad_a) + bk * (bn + pad_b))
+    if smem > SHARED_LIMIT:
+        return f"the shared tiles take {smem} bytes (at most {SHARED_LIMIT})"
+    return None
+
+
+def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
+    shape = t["shape"]
+    BM, BN, BK, WM, WN = t["bm"], t["bn"], t["bk"], t["wm"], t["wn"]
+    SM, SN, SK, nA, nB, _ = MMA_SHAPES[shape]
+    MT, NT = WM // SM, WN // SN
+    WX = BN // WN
+    nwarps = (BM // WM) * WX
+    nthreads = 32 * nwarps
+    half = shape.endswith("f16")
+    st = F16 if half else F32
+    As = Buffer(f"{v.name}_As", st, (BM, BK + t["pad_a"]), Scope.SHARED)
+    Bs = Buffer(f"{v.name}_Bs", st, (BK, BN + t["pad_b"]), Scope.SHARED)
+    acc = Buffer(f"{v.name}_acc", F32, (MT, NT, 4), Scope.LOCAL)
+    af = Buffer(f"{v.name}_af", st, (MT, nA), Scope.LOCAL)
+    bf = Buffer(f"{v.name}_bf", st, (NT, nB), Scope.LOCAL)
+    b: Expr = Var("b") if v.batch > 1 else c64(0)
+    by, bx, warp, lane = Var("by"), Var("bx"), Var("warp"), Var("lane")
+    kt, ks, mt, nt, e = Var("kt"), Var("ks"), Var("mt"), Var("nt"), Var("e")
+    m0, n0 = mul(by, BM), mul(bx, BN)
+    tid = add(mul(warp, 32), lane)
+    g, tg = div(lane, 4), mod(lane, 4)
+    wm0, wn0 = mul(div(warp, WX), WM), mul(mod(warp, WX), WN)
+
+    def operand(x: Expr) -> Expr:
+        """A staged operand as the tensor core reads it: TF32-rounded f32, or f16."""
+        x = x if x.dtype == F32 else Cast(x, F32)
+        return Cast(x, F16) if half else call("tf32", x)
+
+    def a_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # A row m, column k
+        am, ak = add(m0, r), add(mul(kt, BK), c)
+        conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(v.K)] if v.K % BK else [])
+        x = v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1))
+        return (r, c), _guarded(operand(x), conds)
+
+    def b_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # B row k, column n
+        bk, bn = add(mul(kt, BK), r), add(n0, c)
+        conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(v.K)] if v.K % BK else [])
+        x = v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1))
+        return (r, c), _guarded(operand(x), conds)
+
+    loads = seq(_cooperative_load(As, nthreads, tid, e, BM, BK, a_cell),
+                _cooperative_load(Bs, nthreads, tid, e, BK, BN, b_cell))
+    ct, a_regs = A_LAYOUT[shape]
+    kstep, b_regs = B_LAYOUT[shape]
+    k0 = mul(ks, SK)
+    frag_a = [Store(af, (mt, c64(r)), BufLoad(As, (add(wm0, mul(mt, SM), g, dr),
+                                                   add(k0, mul(tg, ct), dc)), st))
+              for r, (dr, dc) in enumerate(a_regs)]
+    frag_b = [Store(bf, (nt, c64(r)), BufLoad(Bs, (add(k0, mul(tg, kstep), dk),
+                                                   add(wn0, mul(nt, SN), g)), st))
+              for r, dk in enumerate(b_regs)]
+    step_k = seq(For(mt, c64(MT), seq(*frag_a), UNROLL), For(nt, c64(NT), seq(*frag_b), UNROLL),
+                 For(mt, c64(MT), For(nt, c64(NT), WarpMma(shape, acc, (mt, nt), af, (mt,),
+                                                           bf, (nt,)), UNROLL), UNROLL))
+    kloop = For(kt, c64(-(-v.K // BK)), seq(loads, Barrier(),
+                                            For(ks, c64(BK // SK), step_k, UNROLL), Barrier()))
+    r = Var("r")
+    init = For(mt, c64(MT), For(nt, c64(NT), For(r, c64(4), Store(acc, (mt, nt, r),
+                                                                  Const(0.0, F32)), UNROLL),
+                                UNROLL), UNROLL)
+    outs = []
+    for q, (dr, dc) in enumerate(C_LAYOUT):
+        m_abs = add(m0, wm0, mul(mt, SM), g, dr)
+        n_abs = add(n0, wn0, mul(nt, SN), mul(tg, 2), dc)
+        val = BufLoad(acc, (mt, nt, c64(q)), F32)
+        out: Stmt = Store(v.out, v.out_index(b, m_abs, n_abs), v.epilogue(val, b, m_abs, n_abs))
+        ok = both(*([m_abs.lt(v.M)] if v.M % BM else []) + ([n_abs.lt(v.N)] if v.N % BN
+                                                             else []))
+        outs.append(IfThen(ok, out) if ok is not None else out)
+    store = For(mt, c64(MT), For(nt, c64(NT), seq(*outs), UNROLL), UNROLL)
+    body: Stmt = For(warp, c64(nwarps), For(lane, c64(32), Allocate(acc, Allocate(af, Allocate(
+        bf, seq(init, kloop, store)))), LoopKind.THREAD_X), LoopKind.THREAD_Y)
+    body = For(bx, c64(-(-v.N // BN)), Allocate(As, Allocate(Bs, body)), LoopKind.BLOCK_X)
+    body = For(by, c64(-(-v.M // BM)), body, LoopKind.BLOCK_Y)
+    if v.batch > 1:
+        body = For(b, c64(v.batch), body, LoopKind.BLOCK_Z)  # type: ignore[arg-type]
+    extra = tuple(v.extra)
+    return Kernel(v.name, v.params + extra, v.roles + ("weight",) * len(extra), body,
+                  flops=v.flops)
+
+
+def tensor_core_precision(ctx: LowerCtx) -> str | None:
+    """'tf32' or 'fp16' where this compile asks the GPU's tensor cores for its GEMMs, else
+    None (they need sm_80 or later: Ampere, Hopper)."""
+    p = ctx.opts.precision
+    if p not in SHAPE_OF or not ctx.target.gpu:
+        return None
+    arch = ctx.opts.cuda_arch
+    digits = "".join(ch for ch in arch if ch.isdigit())
+    return p if digits and int(digits) >= 80 else None
+
+
+class GpuMma(Rule):
+    name = "gpu.mma"
+
+    def view(self, ctx: LowerCtx) -> GemmView | None:
+        return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs,
+                                                       ctx.consts))
+
+    def applies(self, ctx: LowerCtx) -> bool:
+        if tensor_core_precision(ctx) is None:
+            return False
+        v = self.view(ctx)
+        return v is not None and not v.int8 and ctx.group.output.type.dtype == F32
+
+    def space(self, ctx: LowerCtx) -> KnobSpace:
+        return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),
+                "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8)}
+
+    def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
+        shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
+        return _invalid(knobs["BM"], knobs["BN"], knobs["BK"], knobs["WM"], knobs["WN"],
+                        knobs["pad_a"], knobs["pad_b"], shape)
+
+    def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
+        """128 x 128 blocks of eight 64 x 32 warp tiles (4 x 4 mmas each, 64 accumulators a
+        lane), K in steps of 32; halved while a problem fits in half a tile, so small problems
+        still spread over the SMs. Rows of A padded by 4 words and of B by 8: a warp's fragment
+        loads then touch 32 different banks (A: lane (g, t) reads row g, column t of a tile
+        36 words wide; B: row t, column g of one 136 wide)."""
+        v = self.view(ctx)
+        assert v is not None
+        bm, bn, wm, wn = 128, 128, 64, 32
+        while bm > 32 and v.M <= bm // 2:
+            bm, wm = bm // 2, min(wm, bm // 2)
+        while bn > 32 and v.N <= bn // 2:
+            bn, wn = bn // 2, min(wn, bn // 2)
+        return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 4, "pad_b": 8}
+
+    def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
+        shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
+        return [step("tile", BM=knobs["BM"], BN=knobs["BN"], BK=knobs["BK"], WM=knobs["WM"],
+                     WN=knobs["WN"]), step("cache_shared", "A", pad=knobs["pad_a"]),
+                step("cache_shared", "B", pad=knobs["pad_b"]), step("mma", shape)]
+
+    def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
+        v = self.view(ctx)
+        assert v is not None
+        return Lowered(mma_gpu_kernel(v, _tile_of(steps)), dict(v.extra))

@@ -1,0 +1,203 @@
+"""Tensor cores (`--precision tf32|fp16` on the CUDA target): the `gpu.mma` template in the
+loop-IR emulator, which runs each warp's mma.sync from its 32 lanes' fragment registers in the
+PTX layout (ir/loops/mma.py); the NVRTC compile of the kernels; and, where a GPU is, the same
+kernels on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minicc
+from minicc.codegen.cuda.nvrtc import nvrtc_available
+from minicc.ir.builder import GraphBuilder
+from minicc.ir.graph import Module
+from minicc.ir.interpret import interpret
+from minicc.ir.loops import gpu_mma
+from minicc.ir.loops.gpu import lower_gpu
+from minicc.ir.loops.interp import buffer_arrays, run_kernel
+from minicc.ir.loops.nodes import Buffer, WarpMma, walk
+from minicc.ir.loops.parser import check_roundtrip
+from minicc.ir.loops.trace import format_schedule
+from minicc.ir.parser import parse
+from minicc.ir.passes.fuse import fuse
+from minicc.ir.scalar import round_tf32
+from minicc.ir.types import DType, TensorType
+from minicc.runtime.cuda import cuda_device_available
+from tests.loops.util import ctx_for
+
+NVRTC = nvrtc_available()
+GPU = cuda_device_available()
+needs_nvrtc = pytest.mark.skipif(NVRTC is not None, reason=f"NVRTC unavailable: {NVRTC}")
+TENSOR_CORE: dict[str, tuple[int, int]] = {}    # model -> (mma kernels, all kernels): CI log
+
+
+def matmul(m: int, k: int, n: int, batch: tuple[int, ...] = ()) -> Module:
+    b = ", ".join(map(str, batch)) + ", " if batch else ""
+    return parse(f"func @main(%a: f32[{b}{m},{k}], %b: f32[{b}{k},{n}]) -> (f32[{b}{m},{n}]) {{\n"
+                 f"  %c = matmul(%a, %b) : f32[{b}{m},{n}]\n  %r = relu(%c) : f32[{b}{m},{n}]\n"
+                 "  return %r\n}")
+
+
+def conv(xs: tuple, ws: tuple, attrs: dict) -> Module:
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.F32, xs), "x")
+    rng = np.random.default_rng(1)
+    w = b.const(rng.standard_normal(ws).astype(np.float32), "w")
+    bias = b.const(rng.standard_normal(ws[0]).astype(np.float32), "bias")
+    y = b.op1("relu", [b.op1("conv", [x, w, bias], attrs)])
+    return Module((b.finish([y], ["y"]),))
+
+
+def emulate(m: Module, precision: str, rounded: bool = False) -> tuple[dict, dict, list[str]]:
+    """Every group lowered for the CUDA target at `precision` and run in the emulator: the
+    outputs, the interpreter's (on operands rounded as the tensor cores read them where
+    `rounded`), and the kernels' schedules."""
+    f = m.main
+    rng = np.random.default_rng(0)
+    feeds = {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
+             for n, v in zip(f.input_names, f.inputs)}
+    env = {v: feeds[n] for n, v in zip(f.input_names, f.inputs)}
+    consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
+    env.update(consts)
+    scheds = []
+    for g in fuse(f).groups:
+        if g.is_view:
+            env[g.output] = env[g.ops[0].inputs[0]].reshape([int(d) for d in
+                                                            g.output.type.shape])
+            continue
+        vals = list(g.inputs()) + [g.output]
+        bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+                for i, v in enumerate(vals)}
+        k = lower_gpu(ctx_for(g, bufs, consts, target="cuda", precision=precision)).kernel
+        scheds.append(format_schedule(k.schedule, k.trace))
+        check_roundtrip(k, "in the mma test")
+        arrs = buffer_arrays(k, **{bufs[v].name: np.ascontiguousarray(env[v])
+                                   for v in g.inputs()})
+        run_kernel(k, arrs)
+        env[g.output] = arrs[bufs[g.output].name]
+    got = {n: env[v] for n, v in zip(f.output_names, f.outputs)}
+    if rounded:
+        r = (lambda a: round_tf32(a)) if precision == "tf32" else \
+            (lambda a: a.astype(np.float16).astype(np.float32))
+        feeds = {n: r(a) for n, a in feeds.items()}
+    return got, interpret(m, feeds), scheds
+
+
+@pytest.mark.parametrize("precision", ["tf32", "fp16"])
+@pytest.mark.parametrize("shape", [(40, 20, 35, ()), (16, 8, 8, ()), (9, 12, 5, (2,))])
+def test_mma_matmul_in_the_emulator(precision: str, shape: tuple) -> None:
+    """Ragged M, N and K (tails in every dimension), a batch; against the reference on the
+    operands rounded as the tensor core reads them: only the summation order differs."""
+    got, ref, scheds = emulate(matmul(*shape), precision, rounded=True)
+    assert all(s.startswith("gpu.mma") for s in scheds), scheds
+    np.testing.assert_allclose(got["r"], ref["r"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "fp16"])
+@pytest.mark.parametrize("xs,ws,attrs", [((1, 3, 9, 8), (5, 3, 3, 3), {"pads": [1, 1, 1, 1],
+                                                                       "strides": [2, 2]}),
+                                         ((2, 8, 5, 5), (20, 8, 1, 1), {})])
+def test_mma_convolution_in_the_emulator(precision: str, xs: tuple, ws: tuple,
+                                         attrs: dict) -> None:
+    """Implicit-GEMM convolution with bias and ReLU fused in the epilogue: within the
+    precision's own tolerance of the float32 interpreter (10 mantissa bits per operand)."""
+    got, ref, scheds = emulate(conv(xs, ws, attrs), precision)
+    assert scheds[0].startswith("gpu.mma") and "mma(m16n8k" in scheds[0]
+    scale = float(np.abs(ref["y"]).max())
+    np.testing.assert_allclose(got["y"], ref["y"], rtol=1e-2, atol=2e-3 * scale)
+
+
+def test_a_wrong_fragment_layout_is_caught_by_the_emulator(monkeypatch) -> None:
+    """The emulator gathers each lane's registers by the PTX layout, not by the template's:
+    a template that loads A's registers 1 and 2 swapped computes a wrong product there."""
+    step, regs = gpu_mma.A_LAYOUT["m16n8k8.tf32"]
+    swapped = [regs[0], regs[2], regs[1], regs[3]]
+    monkeypatch.setattr(gpu_mma, "A_LAYOUT", {**gpu_mma.A_LAYOUT,
+                                              "m16n8k8.tf32": (step, swapped)})
+    got, ref, _ = emulate(matmul(16, 8, 8), "tf32", rounded=True)
+    assert not np.allclose(got["r"], ref["r"], rtol=1e-3, atol=1e-3)
+
+
+def test_round_tf32_rounds_to_nearest_ties_away() -> None:
+    one = np.float32(1.0)
+    ulp = np.float32(2.0 ** -10)                 # TF32's spacing at 1
+    x = np.array([1 + 2.0 ** -11, -(1 + 2.0 ** -11), 1 + 2.0 ** -12, 1 + 3 * 2.0 ** -12,
+                  np.inf, -np.inf, 3.0e38], np.float32)
+    got = round_tf32(x)
+    np.testing.assert_array_equal(got[:6], [one + ulp, -(one + ulp), one, one + ulp, np.inf,
+                                            -np.inf])
+    assert np.isnan(round_tf32(np.array([np.nan], np.float32)))[0]
+    bits = got.view(np.uint32)
+    assert not (bits[:4] & 0x1FFF).any()         # 13 low mantissa bits cleared
+
+
+def test_precision_tf32_is_for_the_cuda_target() -> None:
+    with pytest.raises(minicc.MiniccError, match="tf32 is the GPU's tensor-core math"):
+        minicc.compile(matmul(8, 8, 8), precision="tf32")
+
+
+def test_tf32_before_sm80_keeps_the_fp32_template() -> None:
+    f = matmul(32, 16, 24).main
+    g = [g for g in fuse(f).groups if not g.is_view][0]
+    bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+            for i, v in enumerate(list(g.inputs()) + [g.output])}
+    k = lower_gpu(ctx_for(g, bufs, {}, target="cuda", precision="tf32",
+                          cuda_arch="sm_75")).kernel
+    assert k.schedule.startswith("gpu.gemm") and not any(isinstance(s, WarpMma)
+                                                         for s in walk(k.body))
+
+
+def test_a_bad_mma_schedule_names_the_problem() -> None:
+    m = matmul(32, 16, 24)
+    name = "k0_relu"
+    with pytest.raises(minicc.MiniccError, match="WM=24 must be a multiple of 16"):
+        minicc.compile(m, target="cuda", precision="tf32", cache=False, schedules={
+            name: "gpu.mma: tile(BM=48, BN=32, BK=32, WM=24, WN=16); cache_shared(A, pad=4); "
+                  "cache_shared(B, pad=8); mma(m16n8k8.tf32)"})
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("precision,ptx", [("tf32", "m16n8k8.row.col.f32.tf32.tf32.f32"),
+                                           ("fp16", "m16n8k16.row.col.f32.f16.f16.f32")])
+def test_tensor_core_kernels_compile_with_nvrtc(precision: str, ptx: str) -> None:
+    cm = minicc.compile(matmul(256, 96, 200), target="cuda", precision=precision,
+                        dump=("cuda",), cache=False)
+    src = cm.report.dumps["cuda"]
+    assert f"mma.sync.aligned.{ptx}" in src
+    assert cm.artifact.summary["kernels"][0]["schedule"].startswith("gpu.mma")
+    assert cm.artifact.summary["cubin_bytes"] > 0
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("name,precision,least", [("squeezenet", "fp16", 26),
+                                                  ("resnet50", "tf32", 53)])
+def test_light_models_compile_for_tensor_cores(name: str, precision: str, least: int) -> None:
+    """Every conv and matmul of the model on the tensor-core template, through NVRTC (the CI
+    log counts them)."""
+    from minicc.demo import light_model_path
+
+    cm = minicc.compile(light_model_path(name), target="cuda", precision=precision,
+                        cache=False)
+    scheds = [k["schedule"] for k in cm.artifact.summary["kernels"]]
+    n = sum(s.startswith("gpu.mma") for s in scheds)
+    assert n >= least, scheds
+    assert cm.artifact.summary["cubin_bytes"] > 0
+    TENSOR_CORE[f"{name} ({precision})"] = (n, len(scheds))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
+@pytest.mark.parametrize("precision", ["tf32", "fp16"])
+def test_tensor_core_matmul_on_the_gpu(precision: str) -> None:
+    """On the GPU: the mma kernels against numpy on the rounded operands (rtol 1e-3)."""
+    m = matmul(300, 200, 260)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 200)).astype(np.float32)
+    b = rng.standard_normal((200, 260)).astype(np.float32)
+    cm = minicc.compile(m, target="cuda", precision=precision)
+    got = np.asarray(cm.run({"a": a, "b": b})["r"])
+    r = round_tf32 if precision == "tf32" else (lambda x: x.astype(np.float16).astype(
+        np.float32))
+    want = np.maximum(r(a).astype(np.float64) @ r(b).astype(np.float64), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
