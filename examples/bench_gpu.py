@@ -2,8 +2,10 @@
 
     python examples/bench_gpu.py [--repeat 50]
 
-1. SGEMM 4096^3 FP32: minicc's shared-memory tiled kernel vs CuPy's matmul (cuBLAS, TF32 off),
-   GFLOP/s of each and the ratio, measured with CUDA events in one process.
+1. GEMM 4096^3 in FP32 (minicc's shared-memory tiled kernel vs CuPy's matmul: cuBLAS, TF32
+   off), TF32 and FP16 (minicc's tensor-core kernel, `--precision tf32|fp16`, vs cuBLAS through
+   torch in the same math mode): GFLOP/s of each and the ratio, measured with CUDA events in one
+   process, and each one's error against the FP32 product.
 2. End to end: ResNet-50 (the light_resnet50 architecture, built in examples/torch_models.py)
    and the BERT-style encoder at batch 1 and 16, minicc (CUDA target) vs PyTorch eager on the
    same model and GPU, median latency with CUDA events, and the ratio; minicc's outputs are
@@ -22,7 +24,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def gemm(n: int, repeat: int) -> None:
+def gemm(n: int, repeat: int, precision: str = "fp32") -> dict:
+    """minicc's GEMM at `precision` (fp32: the shared-memory tiled kernel; tf32, fp16: the
+    tensor-core one) against cuBLAS in the same math mode (fp32: CuPy's matmul, TF32 off;
+    tf32: torch with allow_tf32; fp16: torch on half operands, f32 accumulation), CUDA
+    events; the relative error of each against the FP32 product."""
     import cupy as cp
 
     from minicc import CompileOptions, compile
@@ -30,26 +36,49 @@ def gemm(n: int, repeat: int) -> None:
 
     m = parse(f"func @main(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n"
               f"  %c = matmul(%a, %b) : f32[{n},{n}]\n  return %c\n}}\n")
-    cm = compile(m, options=CompileOptions(target="cuda"))
+    cm = compile(m, options=CompileOptions(target="cuda", precision=precision))
     rng = np.random.default_rng(0)
     a = cp.asarray(rng.standard_normal((n, n)).astype(np.float32))
     b = cp.asarray(rng.standard_normal((n, n)).astype(np.float32))
     got = cm.run({"a": a, "b": b})["c"]
-    ref = a @ b
-    err = float(cp.max(cp.abs(got - ref)) / cp.max(cp.abs(ref)))
+    ref = a @ b                                  # (CuPy: TF32 off unless CUPY_TF32=1)
+    scale = float(cp.max(cp.abs(ref)))
+    err = float(cp.max(cp.abs(got - ref))) / scale
     t_m = cm.exe.time({"a": a, "b": b}, repeat)
+    if precision == "fp32":
+        def lib() -> None:
+            a @ b
+        lib_err = 0.0
+    else:
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")
+        if precision == "fp16":
+            ta, tb = ta.half(), tb.half()
+
+        def lib() -> None:
+            ta @ tb
+        lib_err = float((ta @ tb).float().sub(torch.as_tensor(ref, device="cuda")).abs().max()
+                        ) / scale
     start, end = cp.cuda.Event(), cp.cuda.Event()
     ts = []
     for _ in range(repeat + 2):
         start.record()
-        a @ b
+        lib()
         end.record()
         end.synchronize()
         ts.append(cp.cuda.get_elapsed_time(start, end))
     t_c = float(np.median(ts[2:]))
     f = 2 * n ** 3
-    print(f"sgemm {n}^3: minicc {f / t_m / 1e6:.0f} GFLOP/s, cuBLAS {f / t_c / 1e6:.0f} GFLOP/s "
-          f"({100 * t_c / t_m:.0f}% of cuBLAS), rel err {err:.1e}")
+    row = {"n": n, "precision": precision, "minicc_gflops": round(f / t_m / 1e6),
+           "cublas_gflops": round(f / t_c / 1e6), "share_of_cublas": round(t_c / t_m, 3),
+           "minicc_rel_err": err, "cublas_rel_err": lib_err,
+           "schedule": cm.artifact.summary["kernels"][0]["schedule"]}
+    print(f"gemm {n}^3 {precision}: minicc {f / t_m / 1e6:.0f} GFLOP/s, cuBLAS "
+          f"{f / t_c / 1e6:.0f} GFLOP/s ({100 * t_c / t_m:.0f}% of cuBLAS), rel err {err:.1e} "
+          f"(cuBLAS {lib_err:.1e})", flush=True)
+    return row
 
 
 def end_to_end(repeat: int) -> None:
@@ -96,8 +125,11 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=50)
     ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--precisions", default="fp32,tf32,fp16",
+                    help="GEMM math modes to time (tensor cores: tf32, fp16)")
     args = ap.parse_args(argv)
-    gemm(args.n, args.repeat)
+    for p in args.precisions.split(","):
+        gemm(args.n, args.repeat, p)
     end_to_end(args.repeat)
     return 0
 

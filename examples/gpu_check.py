@@ -6,12 +6,13 @@ backend has to show, within a time budget, and writes what it measured to one JS
     python examples/gpu_check.py --dry-run     # no GPU: compile everything through NVRTC
 
 Stages, in order (a stage that would start past the budget is skipped, and says so):
-1. `pytest -m cuda tests/codegen/test_cuda.py`: the GPU tests (light models against onnxruntime,
-   CUDA-graph replay).
+1. `pytest -m cuda tests/codegen/test_cuda.py tests/codegen/test_mma.py`: the GPU tests (light
+   models against onnxruntime, CUDA-graph replay, the tensor-core kernels).
 2. Every light model and the PyTorch test models through the CUDA target against onnxruntime on
-   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs).
-3. examples/bench_gpu.py: SGEMM 4096^3 against cuBLAS; ResNet-50 and the BERT-style encoder at
-   batch 1 and 16 against PyTorch eager.
+   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs), then on
+   the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2, atol 1e-2 of the largest output).
+3. examples/bench_gpu.py: GEMM 4096^3 against cuBLAS in FP32, TF32 and FP16; ResNet-50 and the
+   BERT-style encoder at batch 1 and 16 against PyTorch eager.
 
 With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
 kernels, and stages 1 and 3 list what they would run: the script and the models are checked
@@ -33,6 +34,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_MODELS = ("resnet18_like", "mobilenetv2_like", "bert_like", "lstm")
+PRECISIONS = ("fp32", "tf32", "fp16")     # GEMM math modes: tf32 and fp16 on tensor cores
+TENSOR_CORE_TOL = {"tf32": (1e-2, 1e-2), "fp16": (1e-2, 1e-2)}   # (rtol, atol) vs onnxruntime
 
 
 def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
@@ -71,7 +74,8 @@ def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
 
 
 def stage_tests(dry: bool, left: float) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py",
+           "tests/codegen/test_mma.py"]
     if dry:
         cmd.append("--collect-only")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
@@ -107,6 +111,19 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
                                              for k in ref)
             row["graph_replay_equal"] = all(np.array_equal(g1[k], got[k]) and
                                             np.array_equal(g2[k], got[k]) for k in ref)
+        for p, (rtol, atol) in TENSOR_CORE_TOL.items():   # the same model on tensor cores
+            if time.monotonic() > deadline:
+                break
+            tc = compile(path, options=CompileOptions(target="cuda", precision=p))
+            row[f"{p}_mma_kernels"] = sum(k["schedule"].startswith("gpu.mma")
+                                          for k in tc.artifact.summary["kernels"])
+            if not dry:
+                out = tc.run(feeds)
+                scale = max(float(np.abs(ref[k]).max()) for k in ref) or 1.0
+                row[f"{p}_max_abs_err"] = max(float(np.abs(np.asarray(out[k]) - ref[k]).max())
+                                              for k in ref)
+                row[f"{p}_matches_onnxruntime"] = all(
+                    np.allclose(out[k], ref[k], rtol=rtol, atol=atol * scale) for k in ref)
         rows.append(row)
         print(f"gpu_check: {json.dumps(row)}", flush=True)
     return rows
@@ -114,14 +131,15 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
 
 def stage_bench(dry: bool, repeat: int) -> dict:
     if dry:
-        return {"would_run": ["bench_gpu.gemm(4096)", "bench_gpu.end_to_end (resnet50, "
-                              "bert_like at batch 1 and 16 vs PyTorch eager)"]}
+        return {"would_run": [f"bench_gpu.gemm(4096, {p})" for p in PRECISIONS] + [
+            "bench_gpu.end_to_end (resnet50, bert_like at batch 1 and 16 vs PyTorch eager)"]}
     import bench_gpu
 
     t = time.perf_counter()
-    bench_gpu.gemm(4096, repeat)
+    gemms = [bench_gpu.gemm(4096, repeat, p) for p in PRECISIONS]
     bench_gpu.end_to_end(repeat)
-    return {"seconds": round(time.perf_counter() - t, 1), "printed": "above"}
+    return {"seconds": round(time.perf_counter() - t, 1), "gemm": gemms,
+            "printed": "above"}
 
 
 def main(argv: list[str]) -> int:
@@ -159,7 +177,8 @@ def main(argv: list[str]) -> int:
     Path(a.out).write_text(json.dumps(report, indent=1))
     n = sum(r.get("kernels", 0) for r in report["models"])
     bad = [r["model"] for r in report["models"] if r.get("matches_onnxruntime") is False
-           or r.get("graph_replay_equal") is False]
+           or r.get("graph_replay_equal") is False
+           or any(r.get(f"{p}_matches_onnxruntime") is False for p in TENSOR_CORE_TOL)]
     print(f"gpu_check: {len(report['models'])} models, {n} kernels; tests: "
           f"{report['tests']['summary']}; {report['seconds']} s; wrote {a.out}"
           + (f"; MISMATCH: {', '.join(bad)}" if bad else ""))

@@ -204,7 +204,9 @@ def test_gpu_check_dry_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     r = json.loads(out.read_text())
     assert r["dry_run"] and r["models"][0]["model"] == "light_squeezenet"
     assert r["models"][0]["kernels"] > 0 and r["models"][0]["cubin_bytes"] > 0
+    assert r["models"][0]["tf32_mma_kernels"] > 0 and r["models"][0]["fp16_mma_kernels"] > 0
     assert "collected" in r["tests"]["summary"] and "would_run" in r["bench"]
+    assert any("tf32" in x for x in r["bench"]["would_run"])
 
 
 @needs_nvrtc
