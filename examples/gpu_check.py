@@ -12,7 +12,8 @@ Stages, in order (a stage that would start past the budget is skipped, and says 
    the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs), then on
    the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2, atol 1e-2 of the largest output).
 3. examples/bench_gpu.py: GEMM 4096^3 against cuBLAS in FP32, TF32 and FP16; ResNet-50 and the
-   BERT-style encoder at batch 1 and 16 against PyTorch eager.
+   BERT-style encoder at batch 1 and 16 against PyTorch eager; `run_many` over 64 inputs on 2
+   and 3 streams against a loop of `run`.
 
 With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
 kernels, and stages 1 and 3 list what they would run: the script and the models are checked
@@ -132,13 +133,15 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
 def stage_bench(dry: bool, repeat: int) -> dict:
     if dry:
         return {"would_run": [f"bench_gpu.gemm(4096, {p})" for p in PRECISIONS] + [
-            "bench_gpu.end_to_end (resnet50, bert_like at batch 1 and 16 vs PyTorch eager)"]}
+            "bench_gpu.end_to_end (resnet50, bert_like at batch 1 and 16 vs PyTorch eager)",
+            "bench_gpu.pipelined (run_many over 64 inputs on 2 and 3 streams vs a loop of run)"]}
     import bench_gpu
 
     t = time.perf_counter()
     gemms = [bench_gpu.gemm(4096, repeat, p) for p in PRECISIONS]
     bench_gpu.end_to_end(repeat)
-    return {"seconds": round(time.perf_counter() - t, 1), "gemm": gemms,
+    pipe = bench_gpu.pipelined(64)
+    return {"seconds": round(time.perf_counter() - t, 1), "gemm": gemms, "run_many": pipe,
             "printed": "above"}
 
 

@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from minicc.errors import (CodegenError, FrontendError, InvalidModelError, Minic
 from minicc.ir.graph import Module
 from minicc.options import UNSET, CompileOptions, Target, default_threads, merge_options
 from minicc.runtime.artifact import Artifact, read_artifact, save_artifact
+from minicc.runtime.checks import check_inputs
 from minicc.targets import TargetEntry, get_target
 
 
@@ -103,6 +104,40 @@ class CompiledModel:
 
     def __call__(self, **inputs: Any) -> dict[str, np.ndarray]:
         return self.exe.run(inputs)
+
+    def run_async(self, inputs: Mapping[str, Any], stream: Any = None) -> Any:
+        """CUDA target: queue one run on `stream` (a cupy.cuda.Stream, or None for the model's
+        own) and return at once; `.result()` of what it returns waits and gives the outputs.
+        Runs on different streams overlap (each stream has its own arena)."""
+        self._needs_cuda("run_async")
+        return self.exe.run_async(inputs, stream)
+
+    def run_many(self, batch: Sequence[Mapping[str, Any]], streams: int = 2
+                 ) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
+        """CUDA target: run every inputs dict of `batch` pipelined over `streams` streams (the
+        copies of one input overlap the kernels of another); the outputs in order, and the
+        time it took (CUDA events: `ms`, `runs_per_s`)."""
+        self._needs_cuda("run_many")
+        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+            raise MiniccError(f"run_many: streams must be a positive integer, got {streams!r}")
+        batch = list(batch)
+        if not batch:
+            raise MiniccError("run_many: the batch of inputs is empty")
+        for i, x in enumerate(batch):
+            if not isinstance(x, Mapping):
+                raise MiniccError(f"run_many: item {i} of the batch is a {type(x).__name__}, "
+                                  "not a dict of input arrays")
+            try:
+                check_inputs(self.artifact.inputs, x)
+            except MiniccError as e:
+                raise type(e)(f"run_many: item {i} of the batch: {e}") from None
+        return self.exe.run_many(batch, streams)
+
+    def _needs_cuda(self, what: str) -> None:
+        if self.target != "cuda":
+            raise MiniccError(f"{what} overlaps runs on CUDA streams: compile with "
+                              f"target='cuda' (this model is compiled for {self.target}; "
+                              "on the CPU use run)")
 
     def profile(self, inputs: Mapping[str, Any], repeat: int = 10) -> list[dict]:
         """Median time of each step (one per kernel when compiled with profile=True), with its

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,6 +18,37 @@ from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
 
 _NP = NP_DTYPES
+
+
+class PendingRun:
+    """A run queued by `run_async`: `.result()` waits for it and returns the outputs (numpy
+    for numpy inputs, else CuPy arrays); `.done()` says whether it has finished."""
+
+    def __init__(self, event: Any, device: dict[str, Any], host: dict[str, np.ndarray] | None,
+                 keep: Any) -> None:
+        self.event, self._device, self._host, self._keep = event, device, host, keep
+
+    def done(self) -> bool:
+        return bool(self.event.done)
+
+    def result(self) -> dict[str, Any]:
+        self.event.synchronize()
+        if self._host is not None:
+            return {k: np.array(v) for k, v in self._host.items()}
+        return self._device
+
+
+def _pinned(cp: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """A numpy array in pinned (page-locked) host memory: copies to and from the device out of
+    it are asynchronous."""
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) if len(shape) else 1
+    mem = cp.cuda.alloc_pinned_memory(max(n * dt.itemsize, 1))
+    return np.frombuffer(mem, dt, n).reshape(shape)
+
+
+def _pinned_like(cp: Any, x: Any) -> np.ndarray:
+    return _pinned(cp, tuple(x.shape), x.dtype)
 
 
 def cuda_device_available() -> str | None:
@@ -57,6 +88,7 @@ class CudaExecutable:
         self.use_graph = use_graph
         self._graph = None
         self._lock = threading.Lock()
+        self._arenas: dict[int, Any] = {}     # per stream, for runs that overlap
 
     def _load_module(self, a: Artifact) -> Any:
         cp = self.cp
@@ -78,24 +110,145 @@ class CudaExecutable:
         return check_inputs(self.artifact.inputs, inputs, (np.ndarray, self.cp.ndarray),
                             "a numpy or CuPy array")
 
-    def _ptr(self, loc: Location, xs: list[Any], outs: list[Any]) -> int:
+    def _ptr(self, loc: Location, xs: list[Any], outs: list[Any], arena: Any = None) -> int:
         if loc.kind == LocKind.ARENA:
-            return self.arena.data.ptr + loc.offset
+            return (self.arena if arena is None else arena).data.ptr + loc.offset
         if loc.kind == LocKind.WEIGHTS:
             return self.weights.data.ptr + loc.offset
         return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].data.ptr
 
-    def _step(self, st: Any, xs: list[Any], outs: list[Any]) -> None:
-        """One step on the stream: a kernel launch, or a host op."""
+    def _step(self, st: Any, xs: list[Any], outs: list[Any], stream: Any = None,
+              arena: Any = None) -> None:
+        """One step on the stream (the executable's, or `stream` with its own `arena`): a
+        kernel launch, or a host op."""
         if isinstance(st, Launch):
-            args = tuple(np.uint64(self._ptr(a, xs, outs)) for a in st.args)
-            self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0, stream=self.stream)
+            args = tuple(np.uint64(self._ptr(a, xs, outs, arena)) for a in st.args)
+            self.kernels[st.kernel](st.grid, st.block, args, shared_mem=0,
+                                    stream=self.stream if stream is None else stream)
         else:
             self._host(st, xs, outs)
 
-    def _launch_all(self, xs: list[Any], outs: list[Any]) -> None:
+    def _launch_all(self, xs: list[Any], outs: list[Any], stream: Any = None,
+                    arena: Any = None) -> None:
         for st in self.artifact.steps:
-            self._step(st, xs, outs)
+            self._step(st, xs, outs, stream, arena)
+
+    # -- streams: runs that overlap ------------------------------------------------------------
+
+    def _stream_arena(self, stream: Any) -> Any:
+        """The arena of runs on `stream`: runs on different streams may overlap, so each
+        stream has its own (runs on one stream are ordered and share it)."""
+        key = int(stream.ptr)
+        a = self._arenas.get(key)
+        if a is None:
+            a = self._arenas[key] = self.cp.empty(max(self.artifact.arena_bytes, 256),
+                                                   dtype=self.cp.uint8)
+        return a
+
+    def _async_ok(self) -> None:
+        host = sorted({st.op for st in self.artifact.steps if isinstance(st, HostCall)})
+        if host:
+            raise ArtifactError(f"run_async and run_many need a model without host steps (it "
+                                f"runs {', '.join(host)} on the CPU); use run")
+
+    def run_async(self, inputs: Mapping[str, Any], stream: Any = None) -> "PendingRun":
+        """Queue one run on `stream` (a cupy.cuda.Stream; None: the executable's own) and
+        return at once: host-to-device copies of numpy inputs, the kernels, and (for numpy
+        inputs) device-to-host copies of the outputs, all in stream order. `.result()` waits
+        for them."""
+        self._async_ok()
+        cp = self.cp
+        xs = self.check_inputs(inputs)
+        s = self.stream if stream is None else stream
+        as_numpy = any(isinstance(x, np.ndarray) for x in xs)
+        with s:
+            dev = []
+            for x in xs:
+                if isinstance(x, np.ndarray):
+                    d = cp.empty(x.shape, dtype=x.dtype)
+                    d.set(x, stream=s)
+                    dev.append(d)
+                else:
+                    dev.append(x)
+            outs = [cp.empty(sh, dtype=_NP[d]) for _, d, sh in self.artifact.outputs]
+            self._launch_all(dev, outs, s, self._stream_arena(s))
+            result = self._results(dev, outs, self._stream_arena(s))
+            host = None
+            if as_numpy:
+                host = {k: _pinned_like(cp, v) for k, v in result.items()}
+                for k, v in result.items():
+                    v.get(stream=s, out=host[k], blocking=False)
+            done = cp.cuda.Event()
+            done.record(s)
+        return PendingRun(done, result, host, keep=(dev, outs))
+
+    def _results(self, dev: list[Any], outs: list[Any], arena: Any) -> dict[str, Any]:
+        out = {}
+        for k, ((name, d, s), loc) in enumerate(zip(self.artifact.outputs,
+                                                    self.artifact.output_sources)):
+            own = loc == Location(LocKind.OUTPUT, k)
+            if own:
+                out[name] = outs[k]
+            elif loc.kind == LocKind.ARENA:
+                base = arena
+                nbytes = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
+                out[name] = base[loc.offset:loc.offset + nbytes].view(_NP[d]).reshape(s).copy()
+            else:
+                out[name] = self._view(loc, d, s, dev, outs).copy()
+        return out
+
+    def run_many(self, batch: Sequence[Mapping[str, Any]], streams: int = 2
+                 ) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
+        """Run every inputs dict of `batch` (numpy arrays), pipelined over `streams` streams:
+        while one input's kernels run, the next one's host-to-device copy and the previous
+        one's device-to-host copy proceed on the others (inputs staged through pinned host
+        memory, so the copies are asynchronous). Returns the outputs in order and the timing
+        (CUDA events): total milliseconds and runs per second."""
+        self._async_ok()
+        cp = self.cp
+        checked = [self.check_inputs(x) for x in batch]
+        if any(not isinstance(x, np.ndarray) for xs in checked for x in xs):
+            raise ArtifactError("run_many takes numpy inputs (it stages them through pinned "
+                                "host memory); for device arrays call run_async per input")
+        ss = [cp.cuda.Stream(non_blocking=True) for _ in range(streams)]
+        stage = [[_pinned_like(cp, x) for x in checked[0]] for _ in ss]
+        dev_in = [[cp.empty(x.shape, dtype=x.dtype) for x in checked[0]] for _ in ss]
+        dev_out = [[cp.empty(sh, dtype=_NP[d]) for _, d, sh in self.artifact.outputs]
+                   for _ in ss]
+        host_out = [{name: _pinned(cp, sh, _NP[d]) for name, d, sh in self.artifact.outputs}
+                    for _ in checked]
+        done: list[Any] = []
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record(ss[0])
+        for s in ss[1:]:
+            s.wait_event(start)
+        for i, xs in enumerate(checked):
+            j = i % len(ss)
+            s = ss[j]
+            if i >= len(ss):
+                done[i - len(ss)].synchronize()     # its pinned staging is free again
+            for st_buf, x in zip(stage[j], xs):
+                np.copyto(st_buf, x)
+            with s:
+                for d, h in zip(dev_in[j], stage[j]):
+                    d.set(h, stream=s)
+                arena = self._stream_arena(s)
+                self._launch_all(dev_in[j], dev_out[j], s, arena)
+                for name, v in self._results(dev_in[j], dev_out[j], arena).items():
+                    v.get(stream=s, out=host_out[i][name], blocking=False)
+                ev = cp.cuda.Event()
+                ev.record(s)
+                done.append(ev)
+        for s in ss[1:]:                       # the end: when every stream has finished
+            last = cp.cuda.Event()
+            last.record(s)
+            ss[0].wait_event(last)
+        end.record(ss[0])
+        end.synchronize()
+        ms = cp.cuda.get_elapsed_time(start, end)
+        outs = [{k: np.array(v) for k, v in h.items()} for h in host_out]
+        return outs, {"ms": ms, "runs_per_s": len(batch) / (ms / 1e3) if ms > 0 else 0.0,
+                      "streams": float(len(ss))}
 
     def _view(self, loc: Location, d: str, s: Any, xs: list[Any], outs: list[Any]) -> Any:
         if loc.kind in (LocKind.INPUT, LocKind.OUTPUT):
