@@ -25,7 +25,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def gemm(n: int, repeat: int, precision: str = "fp32") -> dict:
+def pipelined_schedule(stages: int) -> str:
+    """The tensor-core template with its tiles staged by cp.async over `stages` buffers (128 x
+    128 at 2 stages, 128 x 64 at 3: within 48 KiB of shared memory)."""
+    bn = 128 if stages == 2 else 64
+    return (f"gpu.mma: tile(BM=128, BN={bn}, BK=16, WM=64, WN=32); cache_shared(A, pad=4); "
+            f"cache_shared(B, pad=8); mma(m16n8k8.tf32); pipeline(stages={stages})")
+
+
+# (precision, schedule text or None for the default): what gpu_check times
+GEMM_VARIANTS = [("fp32", None), ("tf32", None), ("tf32", pipelined_schedule(2)),
+                 ("tf32", pipelined_schedule(3)), ("fp16", None)]
+
+
+def gemm(n: int, repeat: int, precision: str = "fp32", schedule: str | None = None) -> dict:
     """minicc's GEMM at `precision` (fp32: the shared-memory tiled kernel; tf32, fp16: the
     tensor-core one) against cuBLAS in the same math mode (fp32: CuPy's matmul, TF32 off;
     tf32: torch with allow_tf32; fp16: torch on half operands, f32 accumulation), CUDA
@@ -37,7 +50,9 @@ def gemm(n: int, repeat: int, precision: str = "fp32") -> dict:
 
     m = parse(f"func @main(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n"
               f"  %c = matmul(%a, %b) : f32[{n},{n}]\n  return %c\n}}\n")
-    cm = compile(m, options=CompileOptions(target="cuda", precision=precision))
+    cm = compile(m, options=CompileOptions(target="cuda", precision=precision,
+                                           schedules={"k0_matmul": schedule} if schedule
+                                           else None))
     rng = np.random.default_rng(0)
     a = cp.asarray(rng.standard_normal((n, n)).astype(np.float32))
     b = cp.asarray(rng.standard_normal((n, n)).astype(np.float32))
@@ -76,7 +91,8 @@ def gemm(n: int, repeat: int, precision: str = "fp32") -> dict:
            "cublas_gflops": round(f / t_c / 1e6), "share_of_cublas": round(t_c / t_m, 3),
            "minicc_rel_err": err, "cublas_rel_err": lib_err,
            "schedule": cm.artifact.summary["kernels"][0]["schedule"]}
-    print(f"gemm {n}^3 {precision}: minicc {f / t_m / 1e6:.0f} GFLOP/s, cuBLAS "
+    tag = precision + (" " + schedule.split("; ")[-1] if schedule else "")
+    print(f"gemm {n}^3 {tag}: minicc {f / t_m / 1e6:.0f} GFLOP/s, cuBLAS "
           f"{f / t_c / 1e6:.0f} GFLOP/s ({100 * t_c / t_m:.0f}% of cuBLAS), rel err {err:.1e} "
           f"(cuBLAS {lib_err:.1e})", flush=True)
     return row
@@ -158,8 +174,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--precisions", default="fp32,tf32,fp16",
                     help="GEMM math modes to time (tensor cores: tf32, fp16)")
     args = ap.parse_args(argv)
-    for p in args.precisions.split(","):
-        gemm(args.n, args.repeat, p)
+    for p, sched in GEMM_VARIANTS:
+        if p in args.precisions.split(","):
+            gemm(args.n, args.repeat, p, sched)
     end_to_end(args.repeat)
     pipelined()
     return 0

@@ -35,7 +35,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_MODELS = ("resnet18_like", "mobilenetv2_like", "bert_like", "lstm")
-PRECISIONS = ("fp32", "tf32", "fp16")     # GEMM math modes: tf32 and fp16 on tensor cores
 TENSOR_CORE_TOL = {"tf32": (1e-2, 1e-2), "fp16": (1e-2, 1e-2)}   # (rtol, atol) vs onnxruntime
 
 
@@ -132,13 +131,15 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
 
 def stage_bench(dry: bool, repeat: int) -> dict:
     if dry:
-        return {"would_run": [f"bench_gpu.gemm(4096, {p})" for p in PRECISIONS] + [
+        import bench_gpu
+        return {"would_run": [f"bench_gpu.gemm(4096, {p}, {s or 'default'})"
+                              for p, s in bench_gpu.GEMM_VARIANTS] + [
             "bench_gpu.end_to_end (resnet50, bert_like at batch 1 and 16 vs PyTorch eager)",
             "bench_gpu.pipelined (run_many over 64 inputs on 2 and 3 streams vs a loop of run)"]}
     import bench_gpu
 
     t = time.perf_counter()
-    gemms = [bench_gpu.gemm(4096, repeat, p) for p in PRECISIONS]
+    gemms = [bench_gpu.gemm(4096, repeat, p, s) for p, s in bench_gpu.GEMM_VARIANTS]
     bench_gpu.end_to_end(repeat)
     pipe = bench_gpu.pipelined(64)
     return {"seconds": round(time.perf_counter() - t, 1), "gemm": gemms, "run_many": pipe,

@@ -16,9 +16,9 @@ from minicc.codegen.writer import CodeWriter
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
 from minicc.ir.loops.exprs import flat_offset
-from minicc.ir.loops.nodes import (Allocate, Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma,
-                                   walk)
+from minicc.ir.loops.nodes import (Allocate, AsyncCommit, AsyncCopy, AsyncWait, Barrier,
+                                   BlockAllReduce, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
+                                   Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
@@ -97,6 +97,13 @@ __device__ __forceinline__ void minicc_mma_f16(float* c, const unsigned short* a
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(minicc_h2(a)), "r"(minicc_h2(a + 2)), "r"(minicc_h2(a + 4)),
                  "r"(minicc_h2(a + 6)), "r"(minicc_h2(b)), "r"(minicc_h2(b + 2))); }
+// cp.async (sm_80+): 4 bytes global -> shared without registers; 0 bytes read (zero fill)
+// where the element is outside the problem
+__device__ __forceinline__ void minicc_cp_async4(void* smem, const void* gmem, bool ok) {
+  unsigned s;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;"
+               :: "r"(s), "l"(gmem), "r"(ok ? 4 : 0) : "memory"); }
 """
 
 _BLOCK = {LoopKind.BLOCK_X: "blockIdx.x", LoopKind.BLOCK_Y: "blockIdx.y",
@@ -208,6 +215,19 @@ class CudaRenderer:
             w.line("__syncthreads();")
         elif isinstance(s, BlockAllReduce):
             self.all_reduce(s)
+        elif isinstance(s, AsyncCopy):
+            if s.dst.scope != Scope.SHARED or s.src.scope == Scope.SHARED or \
+                    s.dst.dtype.itemsize != 4 or s.src.dtype != s.dst.dtype:
+                raise CodegenError(f"cuda: an async copy takes 4-byte elements from global to "
+                                   f"shared memory ({s.src.name} -> {s.dst.name})")
+            dst = f"&{self.name(s.dst)}[{self.expr(flat_offset(s.dst_index, s.dst.shape))}]"
+            src = f"&{self.name(s.src)}[{self.expr(flat_offset(s.src_index, s.src.shape))}]"
+            ok = self.expr(s.cond) if s.cond is not None else "true"
+            w.line(f"minicc_cp_async4({dst}, {src}, {ok});")
+        elif isinstance(s, AsyncCommit):
+            w.line('asm volatile("cp.async.commit_group;" ::: "memory");')
+        elif isinstance(s, AsyncWait):
+            w.line(f'asm volatile("cp.async.wait_group {int(s.pending)};" ::: "memory");')
         elif isinstance(s, WarpMma):
             fn = {"m16n8k8.tf32": "minicc_mma_tf32", "m16n8k16.f16": "minicc_mma_f16"}.get(
                 s.shape)

@@ -11,7 +11,11 @@ per 16 x 8 tile. The epilogue (bias, activation, residual: the fused group) runs
 lane's accumulators at their (row, column) and stores straight to global memory.
 
 Steps: `tile(BM=128, BN=128, BK=32, WM=64, WN=32)`, `cache_shared(A, pad=4)`,
-`cache_shared(B, pad=8)`, `mma(m16n8k8.tf32)` (or `mma(m16n8k16.f16)`).
+`cache_shared(B, pad=8)`, `mma(m16n8k8.tf32)` (or `mma(m16n8k16.f16)`), and optionally
+`pipeline(stages=2)` (2 to 4, TF32): the tiles are staged raw by `cp.async` into `stages`
+shared buffers, the copies of the next tiles in flight while the warps compute on this one
+(rounded to TF32 as the fragments are loaded). Off by default until measured on a GPU; a knob
+for the tuner (its shared buffers need BK=16 at 128 x 128 to stay within 48 KiB).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from minicc.errors import ScheduleError
-from minicc.ir.compute import Cast, Const, Expr, Var, both, call
+from minicc.ir.compute import Cast, Const, Expr, Select, Var, both, call
 from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view, mod, mul
-from minicc.ir.loops.gpu_gemm import _cooperative_load, _guarded
+from minicc.ir.loops.gpu_gemm import _guarded
 from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT
-from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, Barrier, BufLoad, Buffer, For, IfThen,
-                                   Kernel, LoopKind, Scope, Stmt, Store, WarpMma, seq)
+from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
+                                   Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
+                                   Stmt, Store, WarpMma, seq)
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
@@ -36,7 +41,7 @@ SHARED_LIMIT = 48 * 1024            # static shared memory per block
 
 
 def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
-    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8}
+    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8, "stages": 1}
     for st in steps:
         if st.name == "tile":
             t.update(int_kwargs(st, ("BM", "BN", "BK", "WM", "WN")))
@@ -44,9 +49,11 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
             t["pad_" + str(st.args[0]).lower()] = int_kwargs(st, ("pad",)).get("pad", 0)
         elif st.name == "mma" and len(st.args) == 1:
             t["shape"] = str(st.args[0])
+        elif st.name == "pipeline":
+            t["stages"] = int_kwargs(st, ("stages",)).get("stages", 1)
         else:
             raise ScheduleError(f"{st}: not a step of the gpu mma template (tile, "
-                                "cache_shared, mma)")
+                                "cache_shared, mma, pipeline)")
     missing = [k for k in ("bm", "bn", "bk", "wm", "wn", "shape") if k not in t]
     if missing:
         raise ScheduleError(f"gpu mma template: the steps do not set {', '.join(missing)}")
@@ -54,15 +61,20 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
         raise ScheduleError(f"gpu mma template: mma({t['shape']}) is not one of "
                             f"{', '.join(MMA_SHAPES)}")
     why = _invalid(t["bm"], t["bn"], t["bk"], t["wm"], t["wn"], t["pad_a"], t["pad_b"],
-                   t["shape"])
+                   t["shape"], t["stages"])
     if why:
         raise ScheduleError(f"gpu mma template: {why}")
     return t
 
 
 def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int,
-             shape: str) -> str | None:
+             shape: str, stages: int = 1) -> str | None:
     M, N, K = MMA_SHAPES[shape][:3]
+    if stages not in (1, 2, 3, 4):
+        return f"pipeline(stages={stages}): 1 to 4 stages"
+    if stages > 1 and not shape.endswith("tf32"):
+        return ("pipeline(stages>1) stages f32 tiles with cp.async: with tf32 (fp16 stores "
+                "tensors as f16)")
     if min(bm, bn, bk, wm, wn) < 1 or min(pad_a, pad_b) < 0:
         return "tile sizes must be positive and pads not negative"
     if wm % M or wn % N or bm % wm or bn % wn or bk % K:
@@ -72,27 +84,53 @@ def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int
     if not 1 <= warps <= 32:
         return f"{warps} warps per block (1 to 32)"
     item = 2 if shape.endswith("f16") else 4
-    smem = item * (bm * (bk + pad_a) + bk * (bn + pad_b))
+    smem = stages * item * (bm * (bk + pad_a) + bk * (bn + pad_b))
     if smem > SHARED_LIMIT:
         return f"the shared tiles take {smem} bytes (at most {SHARED_LIMIT})"
     return None
 
 
+def _plain(e: Expr) -> tuple[BufLoad, Expr | None] | None:
+    """An operand element read straight from a 4-byte global buffer (or 0 where a condition
+    fails, a conv's padding): what cp.async can copy. Else None (a fused producer computes it,
+    or it is converted)."""
+    cond = None
+    if isinstance(e, Select) and isinstance(e.b, Const) and float(e.b.value) == 0.0:
+        cond, e = e.cond, e.a
+    if isinstance(e, BufLoad) and e.dtype == F32 and e.buf.scope != Scope.SHARED:
+        return e, cond
+    return None
+
+
+def async_operands(v: GemmView) -> bool:
+    """Whether both operands of the view can be staged by cp.async (pipeline(stages>1))."""
+    b, m, k, n = Var("b"), Var("m"), Var("k"), Var("n")
+    return _plain(v.a_load(b, m, k)) is not None and _plain(v.b_load(b, k, n)) is not None
+
+
 def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     shape = t["shape"]
     BM, BN, BK, WM, WN = t["bm"], t["bn"], t["bk"], t["wm"], t["wn"]
+    S = t.get("stages", 1)
     SM, SN, SK, nA, nB, _ = MMA_SHAPES[shape]
     MT, NT = WM // SM, WN // SN
     WX = BN // WN
     nwarps = (BM // WM) * WX
     nthreads = 32 * nwarps
     half = shape.endswith("f16")
-    st = F16 if half else F32
-    As = Buffer(f"{v.name}_As", st, (BM, BK + t["pad_a"]), Scope.SHARED)
-    Bs = Buffer(f"{v.name}_Bs", st, (BK, BN + t["pad_b"]), Scope.SHARED)
+    rt = F16 if half else F32                  # the registers' type
+    piped = S > 1
+    if piped and not async_operands(v):
+        raise ScheduleError("gpu mma template: pipeline(stages>1) copies the operands with "
+                            "cp.async, so they must be read straight from memory (here a fused "
+                            "op computes one)")
+    st = F32 if piped else rt                  # shared tiles: raw f32 for cp.async
+    lead = (S,) if piped else ()
+    As = Buffer(f"{v.name}_As", st, lead + (BM, BK + t["pad_a"]), Scope.SHARED)
+    Bs = Buffer(f"{v.name}_Bs", st, lead + (BK, BN + t["pad_b"]), Scope.SHARED)
     acc = Buffer(f"{v.name}_acc", F32, (MT, NT, 4), Scope.LOCAL)
-    af = Buffer(f"{v.name}_af", st, (MT, nA), Scope.LOCAL)
-    bf = Buffer(f"{v.name}_bf", st, (NT, nB), Scope.LOCAL)
+    af = Buffer(f"{v.name}_af", rt, (MT, nA), Scope.LOCAL)
+    bf = Buffer(f"{v.name}_bf", rt, (NT, nB), Scope.LOCAL)
     b: Expr = Var("b") if v.batch > 1 else c64(0)
     by, bx, warp, lane = Var("by"), Var("bx"), Var("warp"), Var("lane")
     kt, ks, mt, nt, e = Var("kt"), Var("ks"), Var("mt"), Var("nt"), Var("e")
@@ -102,38 +140,75 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     wm0, wn0 = mul(div(warp, WX), WM), mul(mod(warp, WX), WN)
 
     def operand(x: Expr) -> Expr:
-        """A staged operand as the tensor core reads it: TF32-rounded f32, or f16."""
+        """An operand as the tensor core reads it: TF32-rounded f32, or f16."""
         x = x if x.dtype == F32 else Cast(x, F32)
         return Cast(x, F16) if half else call("tf32", x)
 
-    def a_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # A row m, column k
-        am, ak = add(m0, r), add(mul(kt, BK), c)
+    def a_elem(r: Expr, c: Expr, tile: Expr) -> tuple[Expr, list[Expr]]:   # A row m, col k
+        am, ak = add(m0, r), add(mul(tile, BK), c)
         conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(v.K)] if v.K % BK else [])
-        x = v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1))
-        return (r, c), _guarded(operand(x), conds)
+        return v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1)), conds
 
-    def b_cell(r: Expr, c: Expr) -> tuple[tuple[Expr, ...], Expr]:   # B row k, column n
-        bk, bn = add(mul(kt, BK), r), add(n0, c)
+    def b_elem(r: Expr, c: Expr, tile: Expr) -> tuple[Expr, list[Expr]]:   # B row k, col n
+        bk, bn = add(mul(tile, BK), r), add(n0, c)
         conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(v.K)] if v.K % BK else [])
-        x = v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1))
-        return (r, c), _guarded(operand(x), conds)
+        return v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1)), conds
 
-    loads = seq(_cooperative_load(As, nthreads, tid, e, BM, BK, a_cell),
-                _cooperative_load(Bs, nthreads, tid, e, BK, BN, b_cell))
-    ct, a_regs = A_LAYOUT[shape]
-    kstep, b_regs = B_LAYOUT[shape]
-    k0 = mul(ks, SK)
-    frag_a = [Store(af, (mt, c64(r)), BufLoad(As, (add(wm0, mul(mt, SM), g, dr),
-                                                   add(k0, mul(tg, ct), dc)), st))
-              for r, (dr, dc) in enumerate(a_regs)]
-    frag_b = [Store(bf, (nt, c64(r)), BufLoad(Bs, (add(k0, mul(tg, kstep), dk),
-                                                   add(wn0, mul(nt, SN), g)), st))
-              for r, dk in enumerate(b_regs)]
-    step_k = seq(For(mt, c64(MT), seq(*frag_a), UNROLL), For(nt, c64(NT), seq(*frag_b), UNROLL),
-                 For(mt, c64(MT), For(nt, c64(NT), WarpMma(shape, acc, (mt, nt), af, (mt,),
-                                                           bf, (nt,)), UNROLL), UNROLL))
-    kloop = For(kt, c64(-(-v.K // BK)), seq(loads, Barrier(),
-                                            For(ks, c64(BK // SK), step_k, UNROLL), Barrier()))
+    def load_tile(tile: Expr, stage: Expr | None) -> Stmt:
+        """The block's threads fill the A and B tiles of K tile `tile`: stores of the converted
+        operands, or (pipelined) async copies into stage `stage`."""
+        out = []
+        for buf, rows, cols, elem in ((As, BM, BK, a_elem), (Bs, BK, BN, b_elem)):
+            n = rows * cols
+            flat = add(mul(e, nthreads), tid)
+            r, c = div(flat, cols), mod(flat, cols)
+            x, conds = elem(r, c, tile)
+            if stage is None:
+                one: Stmt = Store(buf, (r, c), _guarded(operand(x), conds))
+            else:
+                ld, cond = _plain(x)  # type: ignore[misc]
+                one = AsyncCopy(buf, (stage, r, c), ld.buf, ld.index,
+                                both(*conds, *([cond] if cond is not None else [])))
+            out.append(For(e, c64(-(-n // nthreads)), one if n % nthreads == 0 else
+                           IfThen(flat.lt(n), one), UNROLL))
+        return seq(*out)
+
+    def compute(stage: Expr | None) -> Stmt:
+        ct, a_regs = A_LAYOUT[shape]
+        kstep, b_regs = B_LAYOUT[shape]
+        k0 = mul(ks, SK)
+        pre = (stage,) if stage is not None else ()
+
+        def frag(buf: Buffer, idx: tuple[Expr, ...]) -> Expr:
+            x = BufLoad(buf, pre + idx, st)
+            return operand(x) if piped else x
+        frag_a = [Store(af, (mt, c64(r)), frag(As, (add(wm0, mul(mt, SM), g, dr),
+                                                    add(k0, mul(tg, ct), dc))))
+                  for r, (dr, dc) in enumerate(a_regs)]
+        frag_b = [Store(bf, (nt, c64(r)), frag(Bs, (add(k0, mul(tg, kstep), dk),
+                                                    add(wn0, mul(nt, SN), g))))
+                  for r, dk in enumerate(b_regs)]
+        step_k = seq(For(mt, c64(MT), seq(*frag_a), UNROLL),
+                     For(nt, c64(NT), seq(*frag_b), UNROLL),
+                     For(mt, c64(MT), For(nt, c64(NT), WarpMma(shape, acc, (mt, nt), af,
+                                                               (mt,), bf, (nt,)), UNROLL),
+                         UNROLL))
+        return For(ks, c64(BK // SK), step_k, UNROLL)
+
+    nk = -(-v.K // BK)
+    if not piped:
+        kloop: Stmt = For(kt, c64(nk), seq(load_tile(kt, None), Barrier(), compute(None),
+                                           Barrier()))
+    else:
+        # tiles 0 .. S-2 in flight first; then each step queues tile kt+S-1 into the stage
+        # step kt-1 finished reading, waits for tile kt (S-1 newer groups may be in flight),
+        # and computes on it while the copies of the next S-1 tiles proceed
+        prologue = [seq(load_tile(c64(s), c64(s)) if s < nk else seq(), AsyncCommit())
+                    for s in range(S - 1)]
+        nxt = add(kt, S - 1)
+        kloop = seq(*prologue, For(kt, c64(nk), seq(
+            IfThen(nxt.lt(nk), load_tile(nxt, mod(nxt, S))), AsyncCommit(), AsyncWait(S - 1),
+            Barrier(), compute(mod(kt, S)), Barrier())))
     r = Var("r")
     init = For(mt, c64(MT), For(nt, c64(NT), For(r, c64(4), Store(acc, (mt, nt, r),
                                                                   Const(0.0, F32)), UNROLL),
@@ -185,12 +260,18 @@ class GpuMma(Rule):
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),
-                "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8)}
+                "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8),
+                "stages": (1, 2, 3)}
 
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
+        stages = knobs.get("stages", 1)
+        if stages > 1:
+            v = self.view(ctx)
+            if v is None or not async_operands(v):
+                return "pipeline(stages>1) needs operands read straight from memory"
         return _invalid(knobs["BM"], knobs["BN"], knobs["BK"], knobs["WM"], knobs["WN"],
-                        knobs["pad_a"], knobs["pad_b"], shape)
+                        knobs["pad_a"], knobs["pad_b"], shape, stages)
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """128 x 128 blocks of eight 64 x 32 warp tiles (4 x 4 mmas each, 64 accumulators a
@@ -205,13 +286,16 @@ class GpuMma(Rule):
             bm, wm = bm // 2, min(wm, bm // 2)
         while bn > 32 and v.N <= bn // 2:
             bn, wn = bn // 2, min(wn, bn // 2)
-        return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 4, "pad_b": 8}
+        return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 4, "pad_b": 8,
+                "stages": 1}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
         return [step("tile", BM=knobs["BM"], BN=knobs["BN"], BK=knobs["BK"], WM=knobs["WM"],
                      WN=knobs["WN"]), step("cache_shared", "A", pad=knobs["pad_a"]),
-                step("cache_shared", "B", pad=knobs["pad_b"]), step("mma", shape)]
+                step("cache_shared", "B", pad=knobs["pad_b"]), step("mma", shape)] + (
+                    [step("pipeline", stages=knobs["stages"])] if knobs.get("stages", 1) > 1
+                    else [])
 
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         v = self.view(ctx)

@@ -20,9 +20,9 @@ import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
-from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, Barrier, BlockAllReduce, BufLoad, For,
-                                   IfThen, Kernel, LoopKind, Prefetch, Scope, Seq, Stmt, Store,
-                                   WarpMma, walk)
+from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
+                                   Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
 from minicc.ir.scalar import apply_scalar
 from minicc.ir.types import DType
 
@@ -38,6 +38,8 @@ class _Run:
         self.env: dict[str, Any] = {}
         self.threads = threads
         self.tid = 0
+        self.copying: list[tuple[np.ndarray, tuple[int, ...], Any]] = []   # async, uncommitted
+        self.in_flight: list[list[tuple[np.ndarray, tuple[int, ...], Any]]] = []   # groups
 
     def array(self, buf_id: int) -> np.ndarray:
         a = self.local.get(buf_id)
@@ -165,6 +167,26 @@ class _Run:
         elif isinstance(s, BlockAllReduce):
             acc = self.array(id(s.acc))
             acc[0] = yield ("reduce", s.op, acc[0])
+        elif isinstance(s, AsyncCopy):
+            arr = self.array(id(s.dst))
+            idx = tuple(int(self.expr(i)) for i in s.dst_index)
+            if s.cond is None or bool(self.expr(s.cond)):
+                val = self.expr(BufLoad(s.src, s.src_index, s.src.dtype))
+            else:
+                val = s.dst.dtype.np.type(0)
+            try:
+                arr[idx]
+            except IndexError:
+                raise InterpreterError(f"loop interpreter: async copy to {s.dst.name}"
+                                       f"{list(idx)} is out of bounds") from None
+            self.copying.append((arr, idx, val))
+        elif isinstance(s, AsyncCommit):
+            self.in_flight.append(self.copying)
+            self.copying = []
+        elif isinstance(s, AsyncWait):
+            while len(self.in_flight) > s.pending:
+                for arr, idx, val in self.in_flight.pop(0):
+                    arr[idx] = val
         elif isinstance(s, WarpMma):
             regs = []
             for buf, at, n in ((s.a, s.a_at, 3), (s.b, s.b_at, 4), (s.acc, s.acc_at, 5)):

@@ -222,6 +222,45 @@ class BlockAllReduce(Stmt):
         return hash((self.op, id(self.acc), id(self.scratch)))
 
 
+@dataclass(frozen=True)
+class AsyncCopy(Stmt):
+    """GPU (sm_80+): `dst[dst_index] = src[src_index]`, one 4-byte element copied from global
+    to shared memory by `cp.async` (not through registers), or 0 where `cond` is false (the
+    zero-fill form: nothing is read). It lands only when an AsyncWait of this thread retires
+    its group (AsyncCommit closes a group); a barrier after that wait makes it visible to the
+    block. The emulator keeps each copy pending until then, so a missing wait reads stale
+    shared memory there as it would on a GPU."""
+
+    dst: Buffer
+    dst_index: tuple[Expr, ...]
+    src: Buffer
+    src_index: tuple[Expr, ...]
+    cond: Expr | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, AsyncCopy) and other.dst is self.dst and other.src is self.src
+                and (other.dst_index, other.src_index, other.cond) == (self.dst_index,
+                                                                       self.src_index,
+                                                                       self.cond))
+
+    def __hash__(self) -> int:
+        return hash((id(self.dst), id(self.src), self.dst_index, self.src_index, self.cond))
+
+
+@dataclass(frozen=True)
+class AsyncCommit(Stmt):
+    """GPU: `cp.async.commit_group`: this thread's async copies since the last commit form a
+    group."""
+
+
+@dataclass(frozen=True)
+class AsyncWait(Stmt):
+    """GPU: `cp.async.wait_group pending`: this thread waits until at most `pending` of its
+    most recent groups are still in flight (the older ones have landed)."""
+
+    pending: int
+
+
 # the tensor-core shapes WarpMma knows: (M, N, K, operand dtype name), registers per lane of A,
 # B and C (M*K/32, K*N/32, M*N/32)
 MMA_SHAPES = {"m16n8k8.tf32": (16, 8, 8, 4, 2, 4), "m16n8k16.f16": (16, 8, 16, 8, 4, 4)}
@@ -304,7 +343,8 @@ def walk(s: Stmt) -> Iterator[Stmt]:
             yield from walk(s.else_)
     elif isinstance(s, Allocate):
         yield from walk(s.body)
-    # Store, Prefetch, Barrier, BlockAllReduce and WarpMma have no statements inside
+    # Store, Prefetch, Barrier, BlockAllReduce, WarpMma and the async copies have no
+    # statements inside
 
 
 def band(s: Stmt) -> tuple[list[tuple[str, int]], Stmt]:

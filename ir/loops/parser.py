@@ -30,9 +30,10 @@ from __future__ import annotations
 import re
 from minicc.errors import ParseError
 from minicc.ir.compute import REDUCERS, Call, Cast, Const, Expr, Reduce, Select, Var
-from minicc.ir.loops.nodes import (MMA_SHAPES, ROLE_SCOPES, Allocate, Barrier, BlockAllReduce,
-                                   BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope,
-                                   Stmt, Store, WarpMma, seq)
+from minicc.ir.loops.nodes import (MMA_SHAPES, ROLE_SCOPES, Allocate, AsyncCommit, AsyncCopy,
+                                   AsyncWait, Barrier, BlockAllReduce, BufLoad, Buffer, For,
+                                   IfThen, Kernel, LoopKind, Prefetch, Scope, Stmt, Store, WarpMma,
+                                   seq)
 from minicc.ir.loops.printer import INFIX, reduce_dtype
 from minicc.ir.loops.trace import parse_schedule
 from minicc.ir.scalar import SCALARS
@@ -176,9 +177,11 @@ class _Parser:
     # -- statements --
     def stmt(self) -> Stmt:
         kind, tok, _ = self.t.peek()
-        if kind == "name" and tok in ("for", "if", "alloc", "barrier", "prefetch"):
+        if kind == "name" and tok in ("for", "if", "alloc", "barrier", "prefetch", "async_commit",
+                                      "async_wait"):
             return {"for": self.for_, "if": self.if_, "alloc": self.alloc,
-                    "barrier": self.barrier, "prefetch": self.prefetch}[tok]()
+                    "barrier": self.barrier, "prefetch": self.prefetch,
+                    "async_commit": self.async_commit, "async_wait": self.async_wait}[tok]()
         if kind != "buf":
             self.t.fail(f"expected a statement, got {tok!r}")
         buf = self.buffer()
@@ -189,7 +192,23 @@ class _Parser:
             return self.all_reduce(buf)
         if nk == "name" and nt.startswith("mma."):
             return self.mma(buf, index)
+        if nk == "name" and nt == "async_copy":
+            self.t.take("name")
+            self.t.take("op", "(")
+            src = self.buffer()
+            src_index = self.indices()
+            cond = self.expr() if self.t.accept(",") else None
+            self.t.take("op", ")")
+            return AsyncCopy(buf, index, src, src_index, cond)
         return Store(buf, index, self.expr())
+
+    def async_commit(self) -> Stmt:
+        self.t.take("name", "async_commit")
+        return AsyncCommit()
+
+    def async_wait(self) -> Stmt:
+        self.t.take("name", "async_wait")
+        return AsyncWait(int(self.t.take("int")))
 
     def mma(self, acc: Buffer, at: tuple[Expr, ...]) -> Stmt:
         shape = self.t.take("name").split(".", 1)[1]

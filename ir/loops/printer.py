@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
-from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, Barrier, BlockAllReduce, BufLoad,
-                                   Buffer, For, IfThen, Kernel, LoopKind, Prefetch, Scope, Seq,
-                                   Stmt, Store, WarpMma, walk)
+from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
+                                   Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen, Kernel,
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.types import DType
 
@@ -138,6 +138,15 @@ def format_stmt(s: Stmt, indent: int = 1, names: Names | None = None) -> list[st
     if isinstance(s, BlockAllReduce):
         a = nm.name(s.acc)
         return [f"{pad}%{a}[0] = block_all_reduce.{s.op}(%{a}[0]) via %{nm.name(s.scratch)}"]
+    if isinstance(s, AsyncCopy):
+        src = f"%{nm.name(s.src)}[{', '.join(e(i) for i in s.src_index)}]"
+        cond = f", {e(s.cond)}" if s.cond is not None else ""
+        return [f"{pad}%{nm.name(s.dst)}[{', '.join(e(i) for i in s.dst_index)}] = "
+                f"async_copy({src}{cond})"]
+    if isinstance(s, AsyncCommit):
+        return [f"{pad}async_commit"]
+    if isinstance(s, AsyncWait):
+        return [f"{pad}async_wait {s.pending}"]
     if isinstance(s, WarpMma):
         def ref(b: Buffer, at: tuple[Expr, ...]) -> str:
             return f"%{nm.name(b)}[{', '.join(e(i) for i in at)}]"

@@ -49,7 +49,8 @@ def conv(xs: tuple, ws: tuple, attrs: dict) -> Module:
     return Module((b.finish([y], ["y"]),))
 
 
-def emulate(m: Module, precision: str, rounded: bool = False) -> tuple[dict, dict, list[str]]:
+def emulate(m: Module, precision: str, rounded: bool = False, knobs: dict | None = None
+            ) -> tuple[dict, dict, list[str]]:
     """Every group lowered for the CUDA target at `precision` and run in the emulator: the
     outputs, the interpreter's (on operands rounded as the tensor cores read them where
     `rounded`), and the kernels' schedules."""
@@ -69,7 +70,11 @@ def emulate(m: Module, precision: str, rounded: bool = False) -> tuple[dict, dic
         vals = list(g.inputs()) + [g.output]
         bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
                 for i, v in enumerate(vals)}
-        k = lower_gpu(ctx_for(g, bufs, consts, target="cuda", precision=precision)).kernel
+        ctx = ctx_for(g, bufs, consts, target="cuda", precision=precision)
+        point = None
+        if knobs is not None and gpu_mma.GpuMma().applies(ctx):
+            point = {**gpu_mma.GpuMma().defaults(ctx), **knobs}
+        k = lower_gpu(ctx, point).kernel
         scheds.append(format_schedule(k.schedule, k.trace))
         check_roundtrip(k, "in the mma test")
         arrs = buffer_arrays(k, **{bufs[v].name: np.ascontiguousarray(env[v])
@@ -119,6 +124,69 @@ def test_a_wrong_fragment_layout_is_caught_by_the_emulator(monkeypatch) -> None:
     assert not np.allclose(got["r"], ref["r"], rtol=1e-3, atol=1e-3)
 
 
+PIPE = {"BM": 32, "BN": 32, "BK": 16, "WM": 16, "WN": 16}
+
+
+def piped(stages: int) -> str:
+    """A pipelined schedule within 48 KiB of shared memory: 128 x 128 tiles at 2 stages,
+    128 x 64 at 3."""
+    bn = 128 if stages == 2 else 64
+    return (f"gpu.mma: tile(BM=128, BN={bn}, BK=16, WM=64, WN=32); cache_shared(A, pad=4); "
+            f"cache_shared(B, pad=8); mma(m16n8k8.tf32); pipeline(stages={stages})")
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+@pytest.mark.parametrize("m", [lambda: matmul(40, 52, 35), lambda: matmul(16, 8, 24),
+                               lambda: conv((1, 3, 9, 8), (5, 3, 3, 3),
+                                            {"pads": [1, 1, 1, 1], "strides": [2, 2]})])
+def test_pipelined_tiles_in_the_emulator(stages: int, m) -> None:  # type: ignore[no-untyped-def]
+    """`pipeline(stages=2|3)`: tiles staged raw by cp.async into rotating shared buffers while
+    the warps compute on the previous one (K of 1 to 4 tiles: fewer tiles than stages too, and
+    a conv's zero padding by the zero-fill form); the same products as without."""
+    mod = m()
+    got, ref, scheds = emulate(mod, "tf32", rounded=True, knobs={**PIPE, "stages": stages})
+    assert f"pipeline(stages={stages})" in scheds[0], scheds
+    plain, _, _ = emulate(mod, "tf32", rounded=True, knobs={**PIPE, "stages": 1})
+    for k in ref:
+        np.testing.assert_allclose(got[k], plain[k], rtol=1e-6, atol=1e-6)
+        if "r" in ref:                   # (the matmuls: against the rounded reference)
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_async_wait_is_caught_by_the_emulator(monkeypatch) -> None:
+    """Waiting for one group fewer than the pipeline needs computes on a tile whose copies have
+    not landed: the emulator keeps them pending until the wait, as the GPU does."""
+    from minicc.ir.loops import nodes
+
+    monkeypatch.setattr(gpu_mma, "AsyncWait", lambda n: nodes.AsyncWait(n + 1))
+    got, ref, _ = emulate(matmul(40, 52, 35), "tf32", rounded=True,
+                          knobs={**PIPE, "stages": 2})
+    assert not np.allclose(got["r"], ref["r"], rtol=1e-3, atol=1e-3)
+
+
+def test_pipelining_needs_plain_operands_and_tf32() -> None:
+    m = matmul(32, 16, 24)
+    text = ("gpu.mma: tile(BM=32, BN=32, BK=16, WM=16, WN=16); cache_shared(A, pad=4); "
+            "cache_shared(B, pad=8); mma({}); pipeline(stages=2)")
+    with pytest.raises(minicc.MiniccError, match=r"pipeline\(stages>1\) stages f32 tiles"):
+        minicc.compile(m, target="cuda", precision="fp16", cache=False,
+                       schedules={"k0_relu": text.format("m16n8k16.f16")})
+    # what cp.async can copy: an f32 element as it is in memory, or zero where a condition
+    # fails; not one a fused op computes or a conversion makes
+    from minicc.ir.compute import Cast, Const, Var, call, select
+    from minicc.ir.loops.nodes import BufLoad
+
+    x = Buffer("x", DType.F32, (4, 4))
+    h = Buffer("h", DType.F16, (4, 4))
+    i, j = Var("i"), Var("j")
+    ld = BufLoad(x, (i, j), DType.F32)
+    assert gpu_mma._plain(ld) == (ld, None)
+    assert gpu_mma._plain(select(i.lt(2), ld, Const(0.0, DType.F32))) == (ld, i.lt(2))
+    for bad in (call("add", ld, ld), Cast(BufLoad(h, (i, j), DType.F16), DType.F32),
+                select(i.lt(2), ld, Const(1.0, DType.F32))):
+        assert gpu_mma._plain(bad) is None
+
+
 def test_round_tf32_rounds_to_nearest_ties_away() -> None:
     one = np.float32(1.0)
     ulp = np.float32(2.0 ** -10)                 # TF32's spacing at 1
@@ -158,6 +226,17 @@ def test_a_bad_mma_schedule_names_the_problem() -> None:
 
 
 @needs_nvrtc
+def test_pipelined_kernels_compile_with_nvrtc() -> None:
+    for stages in (2, 3):
+        cm = minicc.compile(matmul(256, 96, 200), target="cuda", precision="tf32",
+                            dump=("cuda",), cache=False,
+                            schedules={"k0_relu": piped(stages)})
+        src = cm.report.dumps["cuda"]
+        assert "cp.async.ca.shared.global" in src and f"cp.async.wait_group {stages - 1}" in src
+        assert cm.artifact.summary["cubin_bytes"] > 0
+
+
+@needs_nvrtc
 @pytest.mark.parametrize("precision,ptx", [("tf32", "m16n8k8.row.col.f32.tf32.tf32.f32"),
                                            ("fp16", "m16n8k16.row.col.f32.f16.f16.f32")])
 def test_tensor_core_kernels_compile_with_nvrtc(precision: str, ptx: str) -> None:
@@ -188,14 +267,17 @@ def test_light_models_compile_for_tensor_cores(name: str, precision: str, least:
 
 @pytest.mark.cuda
 @pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
-@pytest.mark.parametrize("precision", ["tf32", "fp16"])
-def test_tensor_core_matmul_on_the_gpu(precision: str) -> None:
-    """On the GPU: the mma kernels against numpy on the rounded operands (rtol 1e-3)."""
+@pytest.mark.parametrize("precision,stages", [("tf32", 1), ("fp16", 1), ("tf32", 2),
+                                              ("tf32", 3)])
+def test_tensor_core_matmul_on_the_gpu(precision: str, stages: int) -> None:
+    """On the GPU: the mma kernels (and the cp.async pipelined ones) against numpy on the
+    rounded operands (rtol 1e-3)."""
     m = matmul(300, 200, 260)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 200)).astype(np.float32)
     b = rng.standard_normal((200, 260)).astype(np.float32)
-    cm = minicc.compile(m, target="cuda", precision=precision)
+    sched = None if stages == 1 else {"k0_relu": piped(stages)}
+    cm = minicc.compile(m, target="cuda", precision=precision, schedules=sched)
     got = np.asarray(cm.run({"a": a, "b": b})["r"])
     r = round_tf32 if precision == "tf32" else (lambda x: x.astype(np.float16).astype(
         np.float32))
