@@ -97,6 +97,17 @@ __device__ __forceinline__ void minicc_mma_f16(float* c, const unsigned short* a
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(minicc_h2(a)), "r"(minicc_h2(a + 2)), "r"(minicc_h2(a + 4)),
                  "r"(minicc_h2(a + 6)), "r"(minicc_h2(b)), "r"(minicc_h2(b + 2))); }
+// int8 tensor cores: words of four u8 (or s8) values, int32 accumulators
+__device__ __forceinline__ void minicc_mma_u8s8(int* c, const int* a, const int* b) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
+__device__ __forceinline__ void minicc_mma_s8u8(int* c, const int* a, const int* b) {
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32 {%0,%1,%2,%3}, "
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+               : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
 // cp.async (sm_80+): 4 bytes global -> shared without registers; 0 bytes read (zero fill)
 // where the element is outside the problem
 __device__ __forceinline__ void minicc_cp_async4(void* smem, const void* gmem, bool ok) {
@@ -229,7 +240,8 @@ class CudaRenderer:
         elif isinstance(s, AsyncWait):
             w.line(f'asm volatile("cp.async.wait_group {int(s.pending)};" ::: "memory");')
         elif isinstance(s, WarpMma):
-            fn = {"m16n8k8.tf32": "minicc_mma_tf32", "m16n8k16.f16": "minicc_mma_f16"}.get(
+            fn = {"m16n8k8.tf32": "minicc_mma_tf32", "m16n8k16.f16": "minicc_mma_f16",
+                  "m16n8k32.u8s8": "minicc_mma_u8s8", "m16n8k32.s8u8": "minicc_mma_s8u8"}.get(
                 s.shape)
             if fn is None:
                 raise CodegenError(f"cuda: no emitter for mma shape {s.shape}")

@@ -1056,6 +1056,20 @@ def _rounding(name: str) -> Emitter:
     return emit
 
 
+def _tf32(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
+    """f32 rounded to TF32 (10 mantissa bits, ties away from zero; inf and NaN kept): the
+    GPU's tensor-core operand, here for the interpreter's sake of one table of primitives."""
+    b, x = r.b, a[0]
+    vec = isinstance(x.type, ir.VectorType)
+    ity = ir.VectorType(I32, x.type.count) if vec else I32
+    bits = b.bitcast(x, ity)
+    exp = b.and_(bits, _splat_like(r, bits, 0x7F800000))
+    finite = b.icmp_unsigned("!=", exp, _splat_like(r, bits, 0x7F800000))
+    rounded = b.and_(b.add(bits, _splat_like(r, bits, 0x1000)),
+                     _splat_like(r, bits, -0x2000))
+    return b.bitcast(b.select(finite, rounded, bits), x.type)
+
+
 def _dpbusd(r: KernelRenderer, a: list[ir.Value], ts: list[DType], out: DType) -> ir.Value:
     """acc + four u8 x s8 byte products per lane: `vpdpbusd` where the target has AVX-512 VNNI
     (16 lanes, or 8 with AVX512VL), else the same sum from shifts, masks and multiplies."""
@@ -1123,7 +1137,7 @@ def _loads(e: Expr) -> bool:
     return False
 
 EMITTERS: dict[str, Emitter] = {
-    "dpbusd": _dpbusd,
+    "dpbusd": _dpbusd, "tf32": _tf32,
     "add": _arith("fadd", "add"), "sub": _arith("fsub", "sub"), "mul": _arith("fmul", "mul"),
     "div": _div, "floordiv": _floordiv, "mod": _mod, "fmod": _fmod, "pow": _pow,
     "min": _minmax("min"), "max": _minmax("max"),

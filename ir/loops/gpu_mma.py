@@ -24,9 +24,10 @@ from typing import Any, Mapping, Sequence
 
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Cast, Const, Expr, Select, Var, both, call
-from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, gemm_view, mod, mul
+from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mod, mul,
+                                        quads, word)
 from minicc.ir.loops.gpu_gemm import _guarded
-from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT
+from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT, is_int8
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
                                    Stmt, Store, WarpMma, seq)
@@ -34,7 +35,7 @@ from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
 
-F16, F32 = DType.F16, DType.F32
+F16, F32, I32 = DType.F16, DType.F32, DType.I32
 UNROLL = LoopKind.UNROLL
 SHAPE_OF = {"tf32": "m16n8k8.tf32", "fp16": "m16n8k16.f16"}
 SHARED_LIMIT = 48 * 1024            # static shared memory per block
@@ -83,7 +84,7 @@ def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int
     warps = (bm // wm) * (bn // wn)
     if not 1 <= warps <= 32:
         return f"{warps} warps per block (1 to 32)"
-    item = 2 if shape.endswith("f16") else 4
+    item = 2 if shape.endswith("f16") else 4        # (int8: a word of four values)
     smem = stages * item * (bm * (bk + pad_a) + bk * (bn + pad_b))
     if smem > SHARED_LIMIT:
         return f"the shared tiles take {smem} bytes (at most {SHARED_LIMIT})"
@@ -118,7 +119,14 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     nwarps = (BM // WM) * WX
     nthreads = 32 * nwarps
     half = shape.endswith("f16")
-    rt = F16 if half else F32                  # the registers' type
+    i8 = is_int8(shape)
+    if i8 != v.int8 or (i8 and shape.endswith("u8s8") != v.a_unsigned):
+        want = ("m16n8k32.u8s8" if v.a_unsigned else "m16n8k32.s8u8") if v.int8 else \
+            "m16n8k8.tf32 or m16n8k16.f16"
+        raise ScheduleError(f"gpu mma template: mma({shape}) does not fit this GEMM's operand "
+                            f"types (it takes {want})")
+    rt = I32 if i8 else F16 if half else F32   # the registers' type (int8: words of four)
+    K = quads(v.K) if i8 else v.K              # (int8: in words)
     piped = S > 1
     if piped and not async_operands(v):
         raise ScheduleError("gpu mma template: pipeline(stages>1) copies the operands with "
@@ -128,7 +136,7 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     lead = (S,) if piped else ()
     As = Buffer(f"{v.name}_As", st, lead + (BM, BK + t["pad_a"]), Scope.SHARED)
     Bs = Buffer(f"{v.name}_Bs", st, lead + (BK, BN + t["pad_b"]), Scope.SHARED)
-    acc = Buffer(f"{v.name}_acc", F32, (MT, NT, 4), Scope.LOCAL)
+    acc = Buffer(f"{v.name}_acc", I32 if i8 else F32, (MT, NT, 4), Scope.LOCAL)
     af = Buffer(f"{v.name}_af", rt, (MT, nA), Scope.LOCAL)
     bf = Buffer(f"{v.name}_bf", rt, (NT, nB), Scope.LOCAL)
     b: Expr = Var("b") if v.batch > 1 else c64(0)
@@ -140,18 +148,33 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     wm0, wn0 = mul(div(warp, WX), WM), mul(mod(warp, WX), WN)
 
     def operand(x: Expr) -> Expr:
-        """An operand as the tensor core reads it: TF32-rounded f32, or f16."""
+        """An operand as the tensor core reads it: TF32-rounded f32, or f16 (int8: the word)."""
+        if i8:
+            return x
         x = x if x.dtype == F32 else Cast(x, F32)
         return Cast(x, F16) if half else call("tf32", x)
 
+    def words(load: Any, k: Expr, conds: list[Expr]) -> Expr:
+        """int8: the word of the four values at K 4k..4k+3 (0 past K)."""
+        def byte(j: int) -> Expr:
+            kj = add(mul(k, 4), j)
+            return _guarded(load(emin(kj, v.K - 1)), conds + [kj.lt(v.K)])
+        return word(byte)
+
     def a_elem(r: Expr, c: Expr, tile: Expr) -> tuple[Expr, list[Expr]]:   # A row m, col k
         am, ak = add(m0, r), add(mul(tile, BK), c)
-        conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(v.K)] if v.K % BK else [])
+        conds = ([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(K)] if K % BK else [])
+        if i8:
+            return words(lambda k: v.a_load(b, emin(am, v.M - 1), k), ak,
+                         [am.lt(v.M)] if v.M % BM else []), []
         return v.a_load(b, emin(am, v.M - 1), emin(ak, v.K - 1)), conds
 
     def b_elem(r: Expr, c: Expr, tile: Expr) -> tuple[Expr, list[Expr]]:   # B row k, col n
         bk, bn = add(mul(tile, BK), r), add(n0, c)
-        conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(v.K)] if v.K % BK else [])
+        conds = ([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(K)] if K % BK else [])
+        if i8:
+            return words(lambda k: v.b_load(b, k, emin(bn, v.N - 1)), bk,
+                         [bn.lt(v.N)] if v.N % BN else []), []
         return v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1)), conds
 
     def load_tile(tile: Expr, stage: Expr | None) -> Stmt:
@@ -195,7 +218,7 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
                          UNROLL))
         return For(ks, c64(BK // SK), step_k, UNROLL)
 
-    nk = -(-v.K // BK)
+    nk = -(-K // BK)
     if not piped:
         kloop: Stmt = For(kt, c64(nk), seq(load_tile(kt, None), Barrier(), compute(None),
                                            Barrier()))
@@ -210,14 +233,14 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
             IfThen(nxt.lt(nk), load_tile(nxt, mod(nxt, S))), AsyncCommit(), AsyncWait(S - 1),
             Barrier(), compute(mod(kt, S)), Barrier())))
     r = Var("r")
-    init = For(mt, c64(MT), For(nt, c64(NT), For(r, c64(4), Store(acc, (mt, nt, r),
-                                                                  Const(0.0, F32)), UNROLL),
+    init = For(mt, c64(MT), For(nt, c64(NT), For(r, c64(4), Store(acc, (mt, nt, r), Const(
+        0 if i8 else 0.0, acc.dtype)), UNROLL),
                                 UNROLL), UNROLL)
     outs = []
     for q, (dr, dc) in enumerate(C_LAYOUT):
         m_abs = add(m0, wm0, mul(mt, SM), g, dr)
         n_abs = add(n0, wn0, mul(nt, SN), mul(tg, 2), dc)
-        val = BufLoad(acc, (mt, nt, c64(q)), F32)
+        val = BufLoad(acc, (mt, nt, c64(q)), acc.dtype)
         out: Stmt = Store(v.out, v.out_index(b, m_abs, n_abs), v.epilogue(val, b, m_abs, n_abs))
         ok = both(*([m_abs.lt(v.M)] if v.M % BM else []) + ([n_abs.lt(v.N)] if v.N % BN
                                                              else []))
@@ -257,6 +280,17 @@ class GpuMma(Rule):
             return False
         v = self.view(ctx)
         return v is not None and not v.int8 and ctx.group.output.type.dtype == F32
+
+    def legal(self, ctx: LowerCtx) -> bool:
+        """What a schedule text may ask of it beyond the default: also the int8 GEMMs on the
+        int8 tensor cores (`mma(m16n8k32.u8s8)`, sm_80+), which stay on `gpu.gemm`'s __dp4a by
+        default until a GPU has measured which pays."""
+        if self.applies(ctx):
+            return True
+        v = self.view(ctx)
+        digits = "".join(ch for ch in ctx.opts.cuda_arch if ch.isdigit())
+        return bool(ctx.target.gpu and v is not None and v.int8 and digits and
+                    int(digits) >= 80)
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),

@@ -198,7 +198,7 @@ class _Run:
                                            f"{buf.name}{list(idx)}, it has "
                                            f"{list(arr.shape[len(idx):])}")
                 regs.append((arr, idx))
-            d = yield ("mma", s, *(np.array(arr[idx], np.float32) for arr, idx in regs))
+            d = yield ("mma", s, *(np.array(arr[idx]) for arr, idx in regs))
             arr, idx = regs[2]
             arr[idx] = d
         else:

@@ -20,7 +20,7 @@ import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.loops.nodes import MMA_SHAPES
-from minicc.ir.scalar import round_tf32
+from minicc.ir.scalar import apply_scalar, round_tf32
 
 # A: (column step per t, [(row offset from g, column offset) per register])
 A_LAYOUT = {"m16n8k8.tf32": (1, [(0, 0), (8, 0), (0, 4), (8, 4)]),
@@ -28,6 +28,15 @@ A_LAYOUT = {"m16n8k8.tf32": (1, [(0, 0), (8, 0), (0, 4), (8, 4)]),
                                  (8, 9)])}
 # B: (k step per t, [k offset per register]); its column n is g
 B_LAYOUT = {"m16n8k8.tf32": (1, [0, 4]), "m16n8k16.f16": (2, [0, 1, 8, 9])}
+# m16n8k32 int8 in words of four K values: a0 holds row g, values 4t..4t+3 (word t), a1 row
+# g+8, a2 and a3 the values 16 on (word t+4); b0 values 4t..4t+3 of column g, b1 16 on: the
+# TF32 layout, a word per element
+for _s in ("m16n8k32.u8s8", "m16n8k32.s8u8"):
+    A_LAYOUT[_s], B_LAYOUT[_s] = A_LAYOUT["m16n8k8.tf32"], B_LAYOUT["m16n8k8.tf32"]
+
+
+def is_int8(shape: str) -> bool:
+    return shape.startswith("m16n8k32.")
 # C and D: row g + offset, column 2t + offset
 C_LAYOUT = [(0, 0), (0, 1), (8, 0), (8, 1)]
 
@@ -35,13 +44,14 @@ C_LAYOUT = [(0, 0), (0, 1), (8, 0), (8, 1)]
 def warp_mma(shape: str, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """One warp's mma: a [32, nA], b [32, nB], c [32, 4] (each lane's registers) -> d [32, 4].
     TF32 operands are rounded as the tensor core reads them; products summed in float32 (the
-    hardware's order differs: compare at a tolerance)."""
+    hardware's order differs: compare at a tolerance); int8 exactly, wrapping like int32."""
     if shape not in MMA_SHAPES:
         raise InterpreterError(f"loop interpreter: unknown mma shape {shape!r}")
     M, N, K, na, nb, _ = MMA_SHAPES[shape]
-    A = np.zeros((M, K), np.float32)
-    B = np.zeros((K, N), np.float32)
-    C = np.zeros((M, N), np.float32)
+    dt = np.int32 if is_int8(shape) else np.float32
+    A = np.zeros((M, K), dt)
+    B = np.zeros((K, N), dt)
+    C = np.zeros((M, N), dt)
     ct, a_regs = A_LAYOUT[shape]
     kt, b_regs = B_LAYOUT[shape]
     for lane in range(32):
@@ -52,11 +62,21 @@ def warp_mma(shape: str, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndar
             B[kt * t + dk, g] = b[lane, r]
         for r, (dr, dc) in enumerate(C_LAYOUT):
             C[g + dr, 2 * t + dc] = c[lane, r]
-    if shape.endswith("tf32"):
-        A, B = round_tf32(A), round_tf32(B)
-    with np.errstate(all="ignore"):
-        D = (C + A.astype(np.float32) @ B.astype(np.float32)).astype(np.float32)
-    d = np.zeros((32, 4), np.float32)
+    if is_int8(shape):       # words of four bytes: u8 x s8 (or s8 x u8) products, int32 sums
+        u, s = (A, B) if shape.endswith("u8s8") else (B, A)
+        D = C.copy()
+        for m in range(M):
+            for n in range(N):
+                us = u[m, :] if u is A else u[:, n]
+                ss = s[:, n] if s is B else s[m, :]
+                D[m, n] = apply_scalar("dpbusd", np.int32(0), us, ss).sum(dtype=np.int64) + C[m, n]
+        D = ((D.astype(np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
+    else:
+        if shape.endswith("tf32"):
+            A, B = round_tf32(A), round_tf32(B)
+        with np.errstate(all="ignore"):
+            D = (C + A.astype(np.float32) @ B.astype(np.float32)).astype(np.float32)
+    d = np.zeros((32, 4), dt)
     for lane in range(32):
         g, t = lane >> 2, lane & 3
         for r, (dr, dc) in enumerate(C_LAYOUT):

@@ -261,16 +261,18 @@ class AsyncWait(Stmt):
     pending: int
 
 
-# the tensor-core shapes WarpMma knows: (M, N, K, operand dtype name), registers per lane of A,
-# B and C (M*K/32, K*N/32, M*N/32)
-MMA_SHAPES = {"m16n8k8.tf32": (16, 8, 8, 4, 2, 4), "m16n8k16.f16": (16, 8, 16, 8, 4, 4)}
+# the tensor-core shapes WarpMma knows: (M, N, K, registers per lane of A, B and C); the int8
+# ones (A's type, then B's: u8 x s8 or s8 x u8, int32 accumulators) hold four K values per
+# register, words as the int8 GEMM templates pack them, so their K is 8 words (32 values)
+MMA_SHAPES = {"m16n8k8.tf32": (16, 8, 8, 4, 2, 4), "m16n8k16.f16": (16, 8, 16, 8, 4, 4),
+              "m16n8k32.u8s8": (16, 8, 8, 4, 2, 4), "m16n8k32.s8u8": (16, 8, 8, 4, 2, 4)}
 
 
 @dataclass(frozen=True)
 class WarpMma(Stmt):
     """GPU: one warp-wide tensor-core multiply-accumulate (`mma.sync.aligned.<shape>.row.col`,
-    f32 accumulators): C += A @ B for a 16 x 8 C whose A and B fragments are spread over the
-    warp's 32 lanes. Each lane holds its registers along the last axis of LOCAL buffers:
+    f32 accumulators, int32 for int8): C += A @ B for a 16 x 8 C whose A and B fragments are
+    spread over the warp's 32 lanes. Each lane holds its registers along the last axis of LOCAL buffers:
     `acc[acc_at..., 0:4]` (C), `a[a_at..., 0:nA]`, `b[b_at..., 0:nB]`, in the PTX ISA's
     fragment layout for the shape (ir/loops/mma.py). Every lane of the warp must reach it
     together (no divergence), as mma.sync requires; the emulator checks that."""

@@ -283,3 +283,65 @@ def test_tensor_core_matmul_on_the_gpu(precision: str, stages: int) -> None:
         np.float32))
     want = np.maximum(r(a).astype(np.float64) @ r(b).astype(np.float64), 0)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+def int8_text(shape: str, bm: int = 32, bn: int = 32, bk: int = 8, wm: int = 16,
+              wn: int = 16) -> str:
+    return (f"gpu.mma: tile(BM={bm}, BN={bn}, BK={bk}, WM={wm}, WN={wn}); cache_shared(A, "
+            f"pad=4); cache_shared(B, pad=8); mma({shape})")
+
+
+def emulate_int8(mod: Module, x: np.ndarray, shape: str) -> tuple[np.ndarray, np.ndarray]:
+    f = mod.main
+    consts = {op.output: op.attrs["value"].array for op in f.ops if op.kind == "const"}
+    env = {f.inputs[0]: x, **consts}
+    for g in fuse(f).groups:
+        vals = list(g.inputs()) + [g.output]
+        bufs = {v: Buffer(f"b{i}", v.type.dtype, tuple(int(d) for d in v.type.shape))
+                for i, v in enumerate(vals)}
+        low = lower_gpu(ctx_for(g, bufs, consts, target="cuda",
+                                schedules={"k": int8_text(shape)}))
+        k = low.kernel
+        assert any(isinstance(s, WarpMma) and s.shape == shape for s in walk(k.body))
+        check_roundtrip(k, "in the int8 mma test")
+        arrs = buffer_arrays(k, **{bufs[v].name: np.ascontiguousarray(env[v])
+                                   for v in g.inputs()},
+                             **{b.name: a for b, a in low.packed.items()})   # zero-point sums
+        run_kernel(k, arrs)
+        env[g.output] = arrs[bufs[g.output].name]
+    return env[f.outputs[0]], interpret(mod, {"x": x})["y"]
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: __import__("tests.codegen.test_int8", fromlist=["x"]).conv_model(
+        5, 20, 7, 3, 7, 1, 1), "m16n8k32.s8u8"),                # K = 45: a word tail
+    (lambda: __import__("tests.codegen.test_int8", fromlist=["x"]).matmul_model(
+        19, 70, 21, 5), "m16n8k32.u8s8")])
+def test_int8_mma_in_the_emulator_is_exact(make, shape: str) -> None:  # type: ignore
+    """The int8 tensor cores on words of four values (u8 x s8 into int32), asked for by a
+    schedule (gpu.gemm's __dp4a stays the default until a GPU measures both): exactly the
+    interpreter's integers, tails in M, N and K."""
+    mod, x = make()
+    got, want = emulate_int8(mod, x, shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_int8_mma_of_the_wrong_operand_types_is_refused() -> None:
+    from tests.codegen.test_int8 import matmul_model
+
+    mod, x = matmul_model(19, 70, 21, 5)
+    with pytest.raises(minicc.MiniccError, match=r"takes m16n8k32.u8s8"):
+        emulate_int8(mod, x, "m16n8k32.s8u8")
+
+
+@needs_nvrtc
+def test_int8_mma_compiles_with_nvrtc() -> None:
+    from tests.codegen.test_int8 import conv_model
+
+    mod, _ = conv_model(16, 32, 14, 3, 7, 1, 1)
+    cm = minicc.compile(mod, target="cuda", dump=("cuda",), cache=False,
+                        schedules={"k0_relu": int8_text("m16n8k32.s8u8", 64, 64, 16, 32, 32)})
+    assert "mma.sync.aligned.m16n8k32.row.col.s32.s8.u8.s32" in cm.report.dumps["cuda"]
+    assert cm.artifact.summary["cubin_bytes"] > 0
+    default = minicc.compile(mod, target="cuda", cache=False)     # __dp4a by default
+    assert default.artifact.summary["kernels"][0]["schedule"].startswith("gpu.gemm")
