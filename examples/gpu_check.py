@@ -6,8 +6,8 @@ backend has to show, within a time budget, and writes what it measured to one JS
     python examples/gpu_check.py --dry-run     # no GPU: compile everything through NVRTC
 
 Stages, in order (a stage that would start past the budget is skipped, and says so):
-1. `pytest -m cuda tests/codegen/test_cuda.py tests/codegen/test_mma.py`: the GPU tests (light
-   models against onnxruntime, CUDA-graph replay, the tensor-core kernels).
+1. `pytest -m cuda tests/codegen/test_{cuda,mma,streams}.py`: the GPU tests (light models
+   against onnxruntime, CUDA-graph replay, the tensor-core and pipelined kernels, streams).
 2. Every light model and the PyTorch test models through the CUDA target against onnxruntime on
    the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs), then on
    the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2, atol 1e-2 of the largest output).
@@ -75,7 +75,7 @@ def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
 
 def stage_tests(dry: bool, left: float) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py",
-           "tests/codegen/test_mma.py"]
+           "tests/codegen/test_mma.py", "tests/codegen/test_streams.py"]
     if dry:
         cmd.append("--collect-only")
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
