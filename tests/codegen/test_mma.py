@@ -345,3 +345,17 @@ def test_int8_mma_compiles_with_nvrtc() -> None:
     assert cm.artifact.summary["cubin_bytes"] > 0
     default = minicc.compile(mod, target="cuda", cache=False)     # __dp4a by default
     assert default.artifact.summary["kernels"][0]["schedule"].startswith("gpu.gemm")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
+def test_int8_mma_on_the_gpu_is_exact() -> None:
+    from tests.codegen.test_int8 import conv_model, matmul_model
+
+    for (mod, x), shape in ((conv_model(16, 32, 14, 3, 7, 1, 1), "m16n8k32.s8u8"),
+                            (matmul_model(70, 100, 90, 5), "m16n8k32.u8s8")):
+        name = "k0_relu" if shape.endswith("s8u8") else "k0_matmul_integer"
+        cm = minicc.compile(mod, target="cuda", cache=False, schedules={
+            name: int8_text(shape, 64, 64, 16, 32, 32)})
+        want = interpret(mod, {"x": x})["y"]
+        np.testing.assert_array_equal(np.asarray(cm.run({"x": x})["y"]), want)
