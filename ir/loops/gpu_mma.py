@@ -2,6 +2,8 @@
 and later): matmul and implicit-GEMM convolution from their GEMM views, as the `gpu.gemm`
 template tiles them, but each warp computes its WM x WN part of the block's tile with
 `mma.sync` (WarpMma: 16 x 8 tiles, K steps of 8 for TF32 and 16 for FP16, f32 accumulators).
+An int8 GEMM (u8 x s8, as the int8 templates pack it: words of four K values) takes it when a
+schedule asks, `mma(m16n8k32.u8s8)` or `s8u8` (which operand is unsigned), int32 accumulators.
 
 A block stages BM x BK of A (rows m, columns k) and BK x BN of B in shared memory, rounded to
 TF32 or converted to FP16 on the way in, rows padded (`cache_shared(A, pad=4)`) so that the
