@@ -5,15 +5,17 @@ backend has to show, within a time budget, and writes what it measured to one JS
     python examples/gpu_check.py [--budget 480] [--out gpu_check.json] [--repeat 30]
     python examples/gpu_check.py --dry-run     # no GPU: compile everything through NVRTC
 
-Stages, in order (a stage that would start past the budget is skipped, and says so):
+Stages, in order (a stage that would start past the budget is skipped, and says so; the JSON
+is written after each, so a run cut off keeps what it measured):
 1. `pytest -m cuda tests/codegen/test_{cuda,mma,streams}.py`: the GPU tests (light models
    against onnxruntime, CUDA-graph replay, the tensor-core and pipelined kernels, streams).
 2. Every light model and the PyTorch test models through the CUDA target against onnxruntime on
-   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs), then on
-   the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2, atol 1e-2 of the largest output).
+   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs).
 3. examples/bench_gpu.py: GEMM 4096^3 against cuBLAS in FP32, TF32 and FP16; ResNet-50 and the
    BERT-style encoder at batch 1 and 16 against PyTorch eager; `run_many` over 64 inputs on 2
    and 3 streams against a loop of `run`.
+4. The models of stage 2 again on the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2,
+   atol 1e-2 of the largest output), while the budget lasts.
 
 With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
 kernels, and stages 1 and 3 list what they would run: the script and the models are checked
@@ -84,9 +86,9 @@ def stage_tests(dry: bool, left: float) -> dict:
 
 
 def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
-                 only: set[str] | None = None) -> list[dict]:
-    """Every model in FP32 (against onnxruntime, and replayed as a CUDA graph) first; then, as
-    long as time is left, every model again on the tensor cores (tf32, fp16)."""
+                 only: set[str] | None = None) -> tuple[list[dict], list[tuple]]:
+    """Every model in FP32 against onnxruntime, and replayed as a CUDA graph: the rows, and
+    what stage_tensor_cores needs to run them again."""
     import onnxruntime as ort
 
     from minicc import CompileOptions, MiniccError, compile
@@ -123,6 +125,14 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
         rows.append(row)
         done.append((row, path, feeds, ref))
         print(f"gpu_check: {json.dumps(row)}", flush=True)
+    return rows, done
+
+
+def stage_tensor_cores(done: list[tuple], dry: bool, deadline: float) -> None:
+    """The models again on the tensor cores (tf32, fp16) against onnxruntime at their
+    tolerance, as long as time is left; into the models' rows."""
+    from minicc import CompileOptions, MiniccError, compile
+
     for row, path, feeds, ref in done:                   # the same models on tensor cores
         for p, (rtol, atol) in TENSOR_CORE_TOL.items():
             if time.monotonic() > deadline:
@@ -145,7 +155,6 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
                     np.allclose(out[k], ref[k], rtol=rtol, atol=atol * scale) for k in ref)
         tc_row = {k: v for k, v in row.items() if k == "model" or k.startswith(("tf32", "fp16"))}
         print(f"gpu_check: tensor cores {json.dumps(tc_row)}", flush=True)
-    return rows
 
 
 def stage_bench(dry: bool, repeat: int) -> dict:
@@ -189,15 +198,23 @@ def main(argv: list[str]) -> int:
     start = time.monotonic()
     deadline = start + a.budget
     report: dict = {"dry_run": a.dry_run, "budget_s": a.budget}
+    def save() -> None:                  # after every stage: a run cut off keeps what it had
+        report["seconds"] = round(time.monotonic() - start, 1)
+        Path(a.out).write_text(json.dumps(report, indent=1))
+
     report["tests"] = stage_tests(a.dry_run, a.budget / 3)
+    save()
     with tempfile.TemporaryDirectory() as tmp:
-        report["models"] = stage_models(a.dry_run, Path(tmp), not a.no_torch,
-                                        deadline - a.budget / 3,
-                                        set(a.models.split(",")) if a.models else None)
-    report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline else \
-        {"skipped": "time budget"}
-    report["seconds"] = round(time.monotonic() - start, 1)
-    Path(a.out).write_text(json.dumps(report, indent=1))
+        # FP32 models, then the benchmarks, then the tensor-core models with what is left
+        report["models"], done = stage_models(a.dry_run, Path(tmp), not a.no_torch,
+                                              deadline - a.budget / 2,
+                                              set(a.models.split(",")) if a.models else None)
+        save()
+        report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline \
+            else {"skipped": "time budget"}
+        save()
+        stage_tensor_cores(done, a.dry_run, deadline)
+    save()
     n = sum(r.get("kernels", 0) for r in report["models"])
     bad = [r["model"] for r in report["models"] if r.get("matches_onnxruntime") is False
            or r.get("graph_replay_equal") is False
