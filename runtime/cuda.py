@@ -145,18 +145,18 @@ class CudaExecutable:
                                                    dtype=self.cp.uint8)
         return a
 
-    def _async_ok(self) -> None:
+    def _async_ok(self, what: str) -> None:
         host = sorted({st.op for st in self.artifact.steps if isinstance(st, HostCall)})
         if host:
-            raise ArtifactError(f"run_async and run_many need a model without host steps (it "
-                                f"runs {', '.join(host)} on the CPU); use run")
+            raise ArtifactError(f"{what} needs a model without host steps (it runs "
+                                f"{', '.join(host)} on the CPU); use run")
 
     def run_async(self, inputs: Mapping[str, Any], stream: Any = None) -> "PendingRun":
         """Queue one run on `stream` (a cupy.cuda.Stream; None: the executable's own) and
         return at once: host-to-device copies of numpy inputs, the kernels, and (for numpy
         inputs) device-to-host copies of the outputs, all in stream order. `.result()` waits
         for them."""
-        self._async_ok()
+        self._async_ok("run_async")
         cp = self.cp
         xs = self.check_inputs(inputs)
         s = self.stream if stream is None else stream
@@ -204,7 +204,7 @@ class CudaExecutable:
         one's device-to-host copy proceed on the others (inputs staged through pinned host
         memory, so the copies are asynchronous). Returns the outputs in order and the timing
         (CUDA events): total milliseconds and runs per second."""
-        self._async_ok()
+        self._async_ok("run_many")
         cp = self.cp
         checked = [self.check_inputs(x) for x in batch]
         if any(not isinstance(x, np.ndarray) for xs in checked for x in xs):
@@ -332,7 +332,7 @@ class CudaExecutable:
     def time_graph(self, inputs: Mapping[str, Any], repeat: int = 20) -> float:
         """Median milliseconds of one replay of every launch captured as a CUDA graph (CUDA
         events): what `cuda_graph=True` saves over launching kernel by kernel."""
-        self._async_ok()
+        self._async_ok("time_graph")
         cp = self.cp
         xs = [cp.asarray(x) for x in self.check_inputs(inputs)]
         outs = [cp.empty(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
