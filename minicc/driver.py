@@ -265,7 +265,7 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
     t1 = time.perf_counter()
     report.timings["passes"] = t1 - t0
     prog = build_program(m.main, entry.lower, target, o, on_kernel=on_kernel)
-    report.notes += prog.notes + _log_notes(prog, o, target)
+    report.notes += prog.notes + _log_notes(prog, o, target) + _precision_notes(prog, o)
     if env.flag("MINICC_VERIFY_ROUNDTRIP"):
         from minicc.ir.loops.parser import check_roundtrip as check_kernel
 
@@ -274,6 +274,24 @@ def _front(model: Any, o: CompileOptions, entry: TargetEntry, target: Target,
     _dump_program(prog, o, report)
     report.timings["lower"] = time.perf_counter() - t1
     return prog
+
+
+def _precision_notes(prog: Any, o: CompileOptions) -> list[str]:
+    """What a CUDA compile that asked for tensor cores got: how many kernels run on them, or
+    why none do (the architecture has none for that precision)."""
+    if o.target != "cuda" or o.precision not in ("tf32", "fp16"):
+        return []
+    n = sum(1 for st in prog.kernel_steps if st.kernel is not None and
+            st.kernel.schedule == "gpu.mma")
+    if n:
+        return [f"precision {o.precision}: {n} of {len(prog.kernel_steps)} kernels on the "
+                "tensor cores"]
+    digits = "".join(ch for ch in o.cuda_arch if ch.isdigit())
+    if digits and int(digits) < 80:
+        return [f"precision {o.precision}: {o.cuda_arch} has no {o.precision} tensor cores "
+                "minicc uses (sm_80 and later); GEMMs run in f32"
+                + (" (tensors are still stored as f16)" if o.precision == "fp16" else "")]
+    return []
 
 
 def _log_notes(prog: Any, o: CompileOptions, target: Target) -> list[str]:

@@ -359,3 +359,13 @@ def test_int8_mma_on_the_gpu_is_exact() -> None:
             name: int8_text(shape, 64, 64, 16, 32, 32)})
         want = interpret(mod, {"x": x})["y"]
         np.testing.assert_array_equal(np.asarray(cm.run({"x": x})["y"]), want)
+
+
+@needs_nvrtc
+def test_a_tensor_core_compile_says_what_it_got() -> None:
+    m = matmul(64, 32, 48)
+    old = minicc.compile(m, target="cuda", cuda_arch="sm_75", precision="tf32", cache=False)
+    assert any("sm_75 has no tf32 tensor cores" in n for n in old.report.notes), \
+        old.report.notes
+    new = minicc.compile(m, target="cuda", precision="fp16", cache=False)
+    assert "precision fp16: 1 of 1 kernels on the tensor cores" in new.report.notes
