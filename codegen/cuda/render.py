@@ -18,7 +18,8 @@ from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
 from minicc.ir.loops.exprs import flat_offset
 from minicc.ir.loops.nodes import (Allocate, AsyncCommit, AsyncCopy, AsyncWait, Barrier,
                                    BlockAllReduce, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
-                                   Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
+                                   Prefetch, Scope, Seq, Stmt, Store, WarpLdmatrix, WarpMma,
+                                   walk)
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
@@ -110,12 +111,36 @@ __device__ __forceinline__ void minicc_mma_s8u8(int* c, const int* a, const int*
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
 // cp.async (sm_80+): 4 bytes global -> shared without registers; 0 bytes read (zero fill)
 // where the element is outside the problem
-__device__ __forceinline__ void minicc_cp_async4(void* smem, const void* gmem, bool ok) {
+__device__ __forceinline__ unsigned minicc_smem(const void* p) {
   unsigned s;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(smem));
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(s) : "l"(p));
+  return s; }
+__device__ __forceinline__ void minicc_cp_async4(void* smem, const void* gmem, bool ok) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;"
-               :: "r"(s), "l"(gmem), "r"(ok ? 4 : 0) : "memory"); }
+               :: "r"(minicc_smem(smem)), "l"(gmem), "r"(ok ? 4 : 0) : "memory"); }
 """
+
+
+def _ldmatrix_helpers() -> str:
+    """minicc_ldmatrix_x{1,2,4}[_t]: ldmatrix into an array of 16-bit halves, the lower half of
+    each register first."""
+    out = []
+    for n in (1, 2, 4):
+        for t in (False, True):
+            regs = ", ".join(f"%{i}" for i in range(n))
+            outs = ", ".join(f'"=r"(r[{i}])' for i in range(n))
+            out.append(
+                f"__device__ __forceinline__ void minicc_ldmatrix_x{n}{'_t' if t else ''}("
+                "unsigned short* d, const void* smem) {\n"
+                f"  unsigned r[{n}];\n"
+                f'  asm volatile("ldmatrix.sync.aligned.m8n8.x{n}{".trans" if t else ""}.shared'
+                f'.b16 {{{regs}}}, [%{n}];" : {outs} : "r"(minicc_smem(smem)) : "memory");\n'
+                f"  for (int i = 0; i < {n}; ++i) {{ d[2 * i] = (unsigned short)(r[i] & 0xffffu); "
+                "d[2 * i + 1] = (unsigned short)(r[i] >> 16); }\n}\n")
+    return "".join(out)
+
+
+PRELUDE += _ldmatrix_helpers()
 
 _BLOCK = {LoopKind.BLOCK_X: "blockIdx.x", LoopKind.BLOCK_Y: "blockIdx.y",
           LoopKind.BLOCK_Z: "blockIdx.z"}
@@ -239,6 +264,15 @@ class CudaRenderer:
             w.line('asm volatile("cp.async.commit_group;" ::: "memory");')
         elif isinstance(s, AsyncWait):
             w.line(f'asm volatile("cp.async.wait_group {int(s.pending)};" ::: "memory");')
+        elif isinstance(s, WarpLdmatrix):
+            if s.src.scope != Scope.SHARED or s.dst.scope != Scope.LOCAL or \
+                    s.src.dtype.itemsize != 2 or s.dst.dtype.itemsize != 2:
+                raise CodegenError(f"cuda: ldmatrix loads 16-bit elements from shared memory "
+                                   f"into registers ({s.src.name} -> {s.dst.name})")
+            idx = tuple(s.dst_at) + (Const(0, DType.I64),) * (len(s.dst.shape) - len(s.dst_at))
+            dst = f"&{self.name(s.dst)}[{self.expr(flat_offset(idx, s.dst.shape))}]"
+            src = f"&{self.name(s.src)}[{self.expr(flat_offset(s.src_index, s.src.shape))}]"
+            w.line(f"minicc_ldmatrix_x{s.count}{'_t' if s.trans else ''}({dst}, {src});")
         elif isinstance(s, WarpMma):
             fn = {"m16n8k8.tf32": "minicc_mma_tf32", "m16n8k16.f16": "minicc_mma_f16",
                   "m16n8k32.u8s8": "minicc_mma_u8s8", "m16n8k32.s8u8": "minicc_mma_s8u8"}.get(

@@ -17,7 +17,9 @@ Steps: `tile(BM=128, BN=128, BK=32, WM=64, WN=32)`, `cache_shared(A, pad=4)`,
 `pipeline(stages=2)` (2 to 4, TF32): the tiles are staged raw by `cp.async` into `stages`
 shared buffers, the copies of the next tiles in flight while the warps compute on this one
 (rounded to TF32 as the fragments are loaded). Off by default until measured on a GPU; a knob
-for the tuner (its shared buffers need BK=16 at 128 x 128 to stay within 48 KiB).
+for the tuner (its shared buffers need BK=16 at 128 x 128 to stay within 48 KiB). With FP16,
+`ldmatrix(A, B)` (the default there) loads each A fragment with one `ldmatrix.x4` and each B
+fragment with one `ldmatrix.x2.trans` instead of 8 and 4 scalar shared loads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from minicc.ir.loops.gpu_gemm import _guarded
 from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT, is_int8
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
-                                   Stmt, Store, WarpMma, seq)
+                                   Stmt, Store, WarpLdmatrix, WarpMma, seq)
 from minicc.ir.loops.schedule import KnobSpace, LowerCtx, Lowered, Rule
 from minicc.ir.loops.trace import Step, int_kwargs, step
 from minicc.ir.types import DType
@@ -44,7 +46,7 @@ SHARED_LIMIT = 48 * 1024            # static shared memory per block
 
 
 def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
-    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8, "stages": 1}
+    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8, "stages": 1, "ldmatrix": False}
     for st in steps:
         if st.name == "tile":
             t.update(int_kwargs(st, ("BM", "BN", "BK", "WM", "WN")))
@@ -54,9 +56,11 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
             t["shape"] = str(st.args[0])
         elif st.name == "pipeline":
             t["stages"] = int_kwargs(st, ("stages",)).get("stages", 1)
+        elif st.name == "ldmatrix" and st.args == ("A", "B"):
+            t["ldmatrix"] = True
         else:
             raise ScheduleError(f"{st}: not a step of the gpu mma template (tile, "
-                                "cache_shared, mma, pipeline)")
+                                "cache_shared, mma, pipeline, ldmatrix)")
     missing = [k for k in ("bm", "bn", "bk", "wm", "wn", "shape") if k not in t]
     if missing:
         raise ScheduleError(f"gpu mma template: the steps do not set {', '.join(missing)}")
@@ -64,15 +68,20 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
         raise ScheduleError(f"gpu mma template: mma({t['shape']}) is not one of "
                             f"{', '.join(MMA_SHAPES)}")
     why = _invalid(t["bm"], t["bn"], t["bk"], t["wm"], t["wn"], t["pad_a"], t["pad_b"],
-                   t["shape"], t["stages"])
+                   t["shape"], t["stages"], t["ldmatrix"])
     if why:
         raise ScheduleError(f"gpu mma template: {why}")
     return t
 
 
 def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int,
-             shape: str, stages: int = 1) -> str | None:
+             shape: str, stages: int = 1, ldmatrix: bool = False) -> str | None:
     M, N, K = MMA_SHAPES[shape][:3]
+    if ldmatrix and not shape.endswith("f16"):
+        return "ldmatrix loads 16-bit fragments: with mma(m16n8k16.f16)"
+    if ldmatrix and ((bk + pad_a) % 8 or (bn + pad_b) % 8):
+        return (f"ldmatrix reads rows of 16 bytes at 16-byte boundaries: BK + pad of A "
+                f"({bk} + {pad_a}) and BN + pad of B ({bn} + {pad_b}) must be multiples of 8")
     if stages not in (1, 2, 3, 4):
         return f"pipeline(stages={stages}): 1 to 4 stages"
     if stages > 1 and not shape.endswith("tf32"):
@@ -207,12 +216,21 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
         def frag(buf: Buffer, idx: tuple[Expr, ...]) -> Expr:
             x = BufLoad(buf, pre + idx, st)
             return operand(x) if piped else x
-        frag_a = [Store(af, (mt, c64(r)), frag(As, (add(wm0, mul(mt, SM), g, dr),
-                                                    add(k0, mul(tg, ct), dc))))
-                  for r, (dr, dc) in enumerate(a_regs)]
-        frag_b = [Store(bf, (nt, c64(r)), frag(Bs, (add(k0, mul(tg, kstep), dk),
-                                                    add(wn0, mul(nt, SN), g))))
-                  for r, dk in enumerate(b_regs)]
+        if t.get("ldmatrix"):
+            # A's 16 x 16 as four 8 x 8 matrices (lane l points at row l % 16, columns
+            # 8 (l // 16) on): a0a1, a2a3, a4a5, a6a7 in one ldmatrix.x4; B's 16 x 8 as two,
+            # transposed (lanes 0-15 point at rows k0..k0+15): b0b1, b2b3
+            frag_a: list[Stmt] = [WarpLdmatrix(4, False, af, (mt,), As, (
+                add(wm0, mul(mt, SM), mod(lane, 16)), add(k0, mul(div(lane, 16), 8))))]
+            frag_b: list[Stmt] = [WarpLdmatrix(2, True, bf, (nt,), Bs, (
+                add(k0, mod(lane, 16)), add(wn0, mul(nt, SN))))]
+        else:
+            frag_a = [Store(af, (mt, c64(r)), frag(As, (add(wm0, mul(mt, SM), g, dr),
+                                                        add(k0, mul(tg, ct), dc))))
+                      for r, (dr, dc) in enumerate(a_regs)]
+            frag_b = [Store(bf, (nt, c64(r)), frag(Bs, (add(k0, mul(tg, kstep), dk),
+                                                        add(wn0, mul(nt, SN), g))))
+                      for r, dk in enumerate(b_regs)]
         step_k = seq(For(mt, c64(MT), seq(*frag_a), UNROLL),
                      For(nt, c64(NT), seq(*frag_b), UNROLL),
                      For(mt, c64(MT), For(nt, c64(NT), WarpMma(shape, acc, (mt, nt), af,
@@ -297,7 +315,7 @@ class GpuMma(Rule):
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),
                 "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8),
-                "stages": (1, 2, 3)}
+                "stages": (1, 2, 3), "ldmatrix": (False, True)}
 
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
@@ -307,7 +325,8 @@ class GpuMma(Rule):
             if v is None or not async_operands(v):
                 return "pipeline(stages>1) needs operands read straight from memory"
         return _invalid(knobs["BM"], knobs["BN"], knobs["BK"], knobs["WM"], knobs["WN"],
-                        knobs["pad_a"], knobs["pad_b"], shape, stages)
+                        knobs["pad_a"], knobs["pad_b"], shape, stages,
+                        knobs.get("ldmatrix", False))
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """128 x 128 blocks of eight 64 x 32 warp tiles (4 x 4 mmas each, 64 accumulators a
@@ -322,8 +341,11 @@ class GpuMma(Rule):
             bm, wm = bm // 2, min(wm, bm // 2)
         while bn > 32 and v.N <= bn // 2:
             bn, wn = bn // 2, min(wn, bn // 2)
-        return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 4, "pad_b": 8,
-                "stages": 1}
+        half = tensor_core_precision(ctx) == "fp16"
+        # FP16 fragments by ldmatrix: its rows start at 16-byte boundaries, so A's rows are
+        # padded by 8 halves (a row of 40: eight rows of one matrix still in different banks)
+        return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 8 if half else 4,
+                "pad_b": 8, "stages": 1, "ldmatrix": half}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
@@ -331,7 +353,7 @@ class GpuMma(Rule):
                      WN=knobs["WN"]), step("cache_shared", "A", pad=knobs["pad_a"]),
                 step("cache_shared", "B", pad=knobs["pad_b"]), step("mma", shape)] + (
                     [step("pipeline", stages=knobs["stages"])] if knobs.get("stages", 1) > 1
-                    else [])
+                    else []) + ([step("ldmatrix", "A", "B")] if knobs.get("ldmatrix") else [])
 
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         v = self.view(ctx)

@@ -22,7 +22,8 @@ from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
-                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpLdmatrix,
+                                   WarpMma, walk)
 from minicc.ir.scalar import apply_scalar
 from minicc.ir.types import DType
 
@@ -187,6 +188,21 @@ class _Run:
             while len(self.in_flight) > s.pending:
                 for arr, idx, val in self.in_flight.pop(0):
                     arr[idx] = val
+        elif isinstance(s, WarpLdmatrix):
+            src = self.array(id(s.src))
+            idx = tuple(int(self.expr(i)) for i in s.src_index)
+            flat = int(np.ravel_multi_index(idx, src.shape))
+            if flat % 8 or flat + 8 > src.size:
+                raise InterpreterError(f"loop interpreter: ldmatrix row at {s.src.name}"
+                                       f"{list(idx)} is not 8 aligned elements inside it")
+            row = np.array(src.reshape(-1)[flat:flat + 8])
+            dst = self.array(id(s.dst))
+            at = tuple(int(self.expr(i)) for i in s.dst_at)
+            if dst[at].shape != (2 * s.count,):
+                raise InterpreterError(f"loop interpreter: ldmatrix.x{s.count} fills "
+                                       f"{2 * s.count} elements of {s.dst.name}{list(at)}, it "
+                                       f"has {list(dst[at].shape)}")
+            dst[at] = yield ("ldmatrix", s, row)
         elif isinstance(s, WarpMma):
             regs = []
             for buf, at, n in ((s.a, s.a_at, 3), (s.b, s.b_at, 4), (s.acc, s.acc_at, 5)):
@@ -256,6 +272,8 @@ def _together(threads: list[Iterator[Any]], what: str, linear: list[int] | None 
         sends = [None] * len(threads)
         if kinds == {"mma"}:
             sends = _warp_mmas(events, linear or list(range(len(threads))), len(threads))
+        elif kinds == {"ldmatrix"}:
+            sends = _warp_ldmatrix(events, linear or list(range(len(threads))), len(threads))
         elif kinds == {"reduce"}:
             op = next(iter(events.values()))[1]
             vals = np.array([ev[2] for ev in events.values()])
@@ -266,22 +284,45 @@ def _together(threads: list[Iterator[Any]], what: str, linear: list[int] | None 
             sends = [0] * len(threads)   # resume value for plain barriers
 
 
+def _warps(events: dict[int, Any], linear: list[int], what: str) -> list[list[int]]:
+    """The threads at a warp-wide statement, warp by warp, each in lane order; all 32 lanes
+    of a warp must be there, at the same statement."""
+    if len(set(id(ev[1]) for ev in events.values())) != 1:
+        raise InterpreterError(f"loop interpreter: threads reached different warp {what}s")
+    warps: dict[int, dict[int, int]] = {}
+    for k in events:
+        warps.setdefault(linear[k] // 32, {})[linear[k] % 32] = k
+    out = []
+    for w, lanes in warps.items():
+        if len(lanes) != 32:
+            raise InterpreterError(f"loop interpreter: a warp {what} with {len(lanes)} of "
+                                   f"warp {w}'s 32 lanes (it needs the whole warp)")
+        out.append([lanes[j] for j in range(32)])
+    return out
+
+
+def _warp_ldmatrix(events: dict[int, Any], linear: list[int], n: int) -> list[Any]:
+    """ldmatrix: matrix i is the rows lanes 8i..8i+7 point at; lane (g, t) gets elements
+    (g, 2t) and (g, 2t+1) of each (of its transpose with .trans)."""
+    sends: list[Any] = [None] * n
+    for ks in _warps(events, linear, "ldmatrix"):
+        st = events[ks[0]][1]
+        mats = [np.stack([events[ks[8 * i + r]][2] for r in range(8)]) for i in range(st.count)]
+        if st.trans:
+            mats = [m.T for m in mats]
+        for j, k in enumerate(ks):
+            g, t = j >> 2, j & 3
+            sends[k] = np.concatenate([m[g, 2 * t:2 * t + 2] for m in mats])
+    return sends
+
+
 def _warp_mmas(events: dict[int, Any], linear: list[int], n: int) -> list[Any]:
     """Each warp's mma from its 32 lanes' registers (ir/loops/mma.py); every lane of a warp
     must be there, at the same statement, as mma.sync requires."""
     from minicc.ir.loops.mma import warp_mma
 
-    if len(set(id(ev[1]) for ev in events.values())) != 1:
-        raise InterpreterError("loop interpreter: threads reached different warp mmas")
-    warps: dict[int, dict[int, int]] = {}
-    for k in events:
-        warps.setdefault(linear[k] // 32, {})[linear[k] % 32] = k
     sends: list[Any] = [None] * n
-    for w, lanes in warps.items():
-        if len(lanes) != 32:
-            raise InterpreterError(f"loop interpreter: a warp mma with {len(lanes)} of warp "
-                                   f"{w}'s 32 lanes (mma.sync needs the whole warp)")
-        ks = [lanes[j] for j in range(32)]
+    for ks in _warps(events, linear, "mma"):
         shape = events[ks[0]][1].shape
         d = warp_mma(shape, *(np.stack([events[k][i] for k in ks]) for i in (2, 3, 4)))
         for j, k in enumerate(ks):
@@ -297,7 +338,7 @@ _INDEX_OPS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul,
 
 
 def _has_sync(s: Stmt) -> bool:
-    return any(isinstance(x, (Barrier, BlockAllReduce, WarpMma)) for x in walk(s))
+    return any(isinstance(x, (Barrier, BlockAllReduce, WarpMma, WarpLdmatrix)) for x in walk(s))
 
 
 def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> None:

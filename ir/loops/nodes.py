@@ -261,6 +261,33 @@ class AsyncWait(Stmt):
     pending: int
 
 
+@dataclass(frozen=True)
+class WarpLdmatrix(Stmt):
+    """GPU (sm_75+): `ldmatrix.sync.aligned.m8n8.x<count>[.trans].shared.b16`: the warp loads
+    `count` 8 x 8 matrices of 16-bit elements from shared memory, lane 8i + r giving the
+    address of row r of matrix i (`src[src_index]`, 8 contiguous elements, 16-byte aligned),
+    and each lane receiving in its register i the two elements (g, 2t) and (g, 2t+1) of
+    matrix i, g = lane / 4, t = lane % 4 (with `trans`, of its transpose). The registers'
+    halves land in `dst[dst_at..., 0 : 2*count]`, lower element first: an f16 mma's A (x4)
+    or B (x2, trans) fragment in one instruction instead of 8 or 4 loads."""
+
+    count: int
+    trans: bool
+    dst: Buffer
+    dst_at: tuple[Expr, ...]
+    src: Buffer
+    src_index: tuple[Expr, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, WarpLdmatrix) and other.dst is self.dst and other.src is
+                self.src and (other.count, other.trans, other.dst_at, other.src_index) ==
+                (self.count, self.trans, self.dst_at, self.src_index))
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.trans, id(self.dst), id(self.src), self.dst_at,
+                     self.src_index))
+
+
 # the tensor-core shapes WarpMma knows: (M, N, K, registers per lane of A, B and C); the int8
 # ones (A's type, then B's: u8 x s8 or s8 x u8, int32 accumulators) hold four K values per
 # register, words as the int8 GEMM templates pack them, so their K is 8 words (32 values)
@@ -272,10 +299,10 @@ MMA_SHAPES = {"m16n8k8.tf32": (16, 8, 8, 4, 2, 4), "m16n8k16.f16": (16, 8, 16, 8
 class WarpMma(Stmt):
     """GPU: one warp-wide tensor-core multiply-accumulate (`mma.sync.aligned.<shape>.row.col`,
     f32 accumulators, int32 for int8): C += A @ B for a 16 x 8 C whose A and B fragments are
-    spread over the warp's 32 lanes. Each lane holds its registers along the last axis of LOCAL buffers:
-    `acc[acc_at..., 0:4]` (C), `a[a_at..., 0:nA]`, `b[b_at..., 0:nB]`, in the PTX ISA's
-    fragment layout for the shape (ir/loops/mma.py). Every lane of the warp must reach it
-    together (no divergence), as mma.sync requires; the emulator checks that."""
+    spread over the warp's 32 lanes. Each lane holds its registers along the last axis of
+    LOCAL buffers: `acc[acc_at..., 0:4]` (C), `a[a_at..., 0:nA]`, `b[b_at..., 0:nB]`, in the
+    PTX ISA's fragment layout for the shape (ir/loops/mma.py). Every lane of the warp must
+    reach it together (no divergence), as mma.sync requires; the emulator checks that."""
 
     shape: str
     acc: Buffer

@@ -32,8 +32,8 @@ from minicc.errors import ParseError
 from minicc.ir.compute import REDUCERS, Call, Cast, Const, Expr, Reduce, Select, Var
 from minicc.ir.loops.nodes import (MMA_SHAPES, ROLE_SCOPES, Allocate, AsyncCommit, AsyncCopy,
                                    AsyncWait, Barrier, BlockAllReduce, BufLoad, Buffer, For,
-                                   IfThen, Kernel, LoopKind, Prefetch, Scope, Stmt, Store, WarpMma,
-                                   seq)
+                                   IfThen, Kernel, LoopKind, Prefetch, Scope, Stmt, Store,
+                                   WarpLdmatrix, WarpMma, seq)
 from minicc.ir.loops.printer import INFIX, reduce_dtype
 from minicc.ir.loops.trace import parse_schedule
 from minicc.ir.scalar import SCALARS
@@ -192,6 +192,18 @@ class _Parser:
             return self.all_reduce(buf)
         if nk == "name" and nt.startswith("mma."):
             return self.mma(buf, index)
+        if nk == "name" and nt.startswith("ldmatrix."):
+            parts = self.t.take("name").split(".")
+            if len(parts) not in (2, 3) or parts[1] not in ("x1", "x2", "x4") or \
+                    (len(parts) == 3 and parts[2] != "trans"):
+                self.t.i -= 1
+                self.t.fail(f"unknown ldmatrix form {'.'.join(parts)!r} (ldmatrix.x1|x2|x4"
+                            "[.trans])")
+            self.t.take("op", "(")
+            src = self.buffer()
+            src_index = self.indices()
+            self.t.take("op", ")")
+            return WarpLdmatrix(int(parts[1][1:]), len(parts) == 3, buf, index, src, src_index)
         if nk == "name" and nt == "async_copy":
             self.t.take("name")
             self.t.take("op", "(")

@@ -21,7 +21,8 @@ import math
 from minicc.ir.compute import Call, Cast, Const, Expr, Load, Reduce, Select, Var
 from minicc.ir.loops.nodes import (ROLE_SCOPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BlockAllReduce, BufLoad, Buffer, For, IfThen, Kernel,
-                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpMma, walk)
+                                   LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpLdmatrix,
+                                   WarpMma, walk)
 from minicc.ir.loops.trace import format_schedule
 from minicc.ir.types import DType
 
@@ -147,6 +148,10 @@ def format_stmt(s: Stmt, indent: int = 1, names: Names | None = None) -> list[st
         return [f"{pad}async_commit"]
     if isinstance(s, AsyncWait):
         return [f"{pad}async_wait {s.pending}"]
+    if isinstance(s, WarpLdmatrix):
+        kind = f"ldmatrix.x{s.count}" + (".trans" if s.trans else "")
+        return [f"{pad}%{nm.name(s.dst)}[{', '.join(e(i) for i in s.dst_at)}] = {kind}("
+                f"%{nm.name(s.src)}[{', '.join(e(i) for i in s.src_index)}])"]
     if isinstance(s, WarpMma):
         def ref(b: Buffer, at: tuple[Expr, ...]) -> str:
             return f"%{nm.name(b)}[{', '.join(e(i) for i in at)}]"

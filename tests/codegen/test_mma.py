@@ -268,15 +268,18 @@ def test_light_models_compile_for_tensor_cores(name: str, precision: str, least:
 @pytest.mark.cuda
 @pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
 @pytest.mark.parametrize("precision,stages", [("tf32", 1), ("fp16", 1), ("tf32", 2),
-                                              ("tf32", 3)])
+                                              ("tf32", 3), ("fp16", 0)])
 def test_tensor_core_matmul_on_the_gpu(precision: str, stages: int) -> None:
-    """On the GPU: the mma kernels (and the cp.async pipelined ones) against numpy on the
-    rounded operands (rtol 1e-3)."""
+    """On the GPU: the mma kernels (and the cp.async pipelined ones; fp16 with scalar fragment
+    loads, stages 0 here, besides the default ldmatrix) against numpy on the rounded operands
+    (rtol 1e-3)."""
     m = matmul(300, 200, 260)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 200)).astype(np.float32)
     b = rng.standard_normal((200, 260)).astype(np.float32)
-    sched = None if stages == 1 else {"k0_relu": piped(stages)}
+    sched = None if stages == 1 else {"k0_relu": piped(stages)} if stages > 1 else {
+        "k0_relu": "gpu.mma: tile(BM=128, BN=128, BK=32, WM=64, WN=32); cache_shared(A, pad=4);"
+                   " cache_shared(B, pad=8); mma(m16n8k16.f16)"}
     cm = minicc.compile(m, target="cuda", precision=precision, schedules=sched)
     got = np.asarray(cm.run({"a": a, "b": b})["r"])
     r = round_tf32 if precision == "tf32" else (lambda x: x.astype(np.float16).astype(
@@ -369,3 +372,43 @@ def test_a_tensor_core_compile_says_what_it_got() -> None:
         old.report.notes
     new = minicc.compile(m, target="cuda", precision="fp16", cache=False)
     assert "precision fp16: 1 of 1 kernels on the tensor cores" in new.report.notes
+
+
+def test_fp16_fragments_by_ldmatrix_in_the_emulator(monkeypatch) -> None:
+    """FP16 loads its fragments with ldmatrix by default (x4 for A, x2.trans for B): the same
+    products as scalar fragment loads; and the emulator gathers ldmatrix's rows by lane as the
+    instruction does, so B loaded without `.trans` gives a wrong product there."""
+    from minicc.ir.loops import nodes
+
+    m = matmul(40, 52, 35)
+    got, ref, scheds = emulate(m, "fp16", rounded=True)
+    assert "ldmatrix(A, B)" in scheds[0], scheds
+    plain, _, sp = emulate(m, "fp16", rounded=True, knobs={"ldmatrix": False, "pad_a": 4})
+    assert "ldmatrix" not in sp[0]
+    np.testing.assert_allclose(got["r"], plain["r"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got["r"], ref["r"], rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(gpu_mma, "WarpLdmatrix",
+                        lambda n, t, *a: nodes.WarpLdmatrix(n, False, *a))
+    wrong, _, _ = emulate(m, "fp16", rounded=True)
+    assert not np.allclose(wrong["r"], ref["r"], rtol=1e-3, atol=1e-3)
+
+
+def test_ldmatrix_schedules_are_checked() -> None:
+    m = matmul(32, 16, 24)
+    base = ("gpu.mma: tile(BM=32, BN=32, BK=16, WM=16, WN=16); cache_shared(A, pad={}); "
+            "cache_shared(B, pad=8); mma({}); ldmatrix(A, B)")
+    with pytest.raises(minicc.MiniccError, match="ldmatrix loads 16-bit fragments"):
+        minicc.compile(m, target="cuda", precision="tf32", cache=False,
+                       schedules={"k0_relu": base.format(8, "m16n8k8.tf32")})
+    with pytest.raises(minicc.MiniccError, match="must be multiples of 8"):
+        minicc.compile(m, target="cuda", precision="fp16", cache=False,
+                       schedules={"k0_relu": base.format(4, "m16n8k16.f16")})
+
+
+@needs_nvrtc
+def test_ldmatrix_compiles_with_nvrtc() -> None:
+    cm = minicc.compile(matmul(256, 96, 200), target="cuda", precision="fp16",
+                        dump=("cuda",), cache=False)
+    src = cm.report.dumps["cuda"]
+    assert "minicc_ldmatrix_x4(" in src.split("extern")[1] and "minicc_ldmatrix_x2_t(" in src
+    assert "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" in src
