@@ -73,9 +73,14 @@ def _compile_options(args: argparse.Namespace, dump: tuple[str, ...] = ()):  # t
                           input_shapes=_shapes(args), dump=dump,
                           profile=getattr(args, "profile", False),
                           verify_each=args.verify_each, tuning_log=args.tuning_log,
-                          precision=getattr(args, "precision", "fp32")
-                          if getattr(args, "precision", "") in ("fp16", "tf32") else "fp32",
+                          precision=_storage_precision(args),
                           memory_budget=getattr(args, "memory_budget", None))
+
+
+def _storage_precision(args: argparse.Namespace) -> str:
+    """The compile's own precision: fp16, tf32 or fp32 (int8 and mixed quantize first)."""
+    p = getattr(args, "precision", "fp32")
+    return p if p in ("fp16", "tf32") else "fp32"
 
 
 def _size(text: str) -> int:

@@ -286,8 +286,9 @@ def _precision_notes(prog: Any, o: CompileOptions) -> list[str]:
     if n:
         return [f"precision {o.precision}: {n} of {len(prog.kernel_steps)} kernels on the "
                 "tensor cores"]
-    digits = "".join(ch for ch in o.cuda_arch if ch.isdigit())
-    if digits and int(digits) < 80:
+    from minicc.ir.loops.gpu_gemm import sm_version
+
+    if 0 < sm_version(o.cuda_arch) < 80:
         return [f"precision {o.precision}: {o.cuda_arch} has no {o.precision} tensor cores "
                 "minicc uses (sm_80 and later); GEMMs run in f32"
                 + (" (tensors are still stored as f16)" if o.precision == "fp16" else "")]

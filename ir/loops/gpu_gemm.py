@@ -135,17 +135,33 @@ def gemm_gpu_kernel(v: GemmView, t: Mapping[str, int]) -> Kernel:
     body = For(by, c64(-(-v.M // BM)), body, LoopKind.BLOCK_Y)
     if v.batch > 1:
         body = For(b, c64(v.batch), body, LoopKind.BLOCK_Z)  # type: ignore[arg-type]
-    extra = tuple(v.extra)                  # constants the epilogue reads (zero-point sums)
+    return gemm_kernel(v, body)
+
+
+def gemm_kernel(v: GemmView, body: Stmt) -> Kernel:
+    """The kernel of a GPU GEMM template: the view's parameters, then the constants its
+    epilogue reads (zero-point sums) as weights."""
+    extra = tuple(v.extra)
     return Kernel(v.name, v.params + extra, v.roles + ("weight",) * len(extra), body,
                   flops=v.flops)
+
+
+def group_view(ctx: LowerCtx) -> GemmView | None:
+    """The group's GEMM view, built once per group for every GPU GEMM template."""
+    return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs, ctx.consts))
+
+
+def sm_version(arch: str) -> int:
+    """sm_90 -> 90 (0 where the name holds no number)."""
+    digits = "".join(ch for ch in arch if ch.isdigit())
+    return int(digits) if digits else 0
 
 
 class GpuGemm(Rule):
     name = "gpu.gemm"
 
     def view(self, ctx: LowerCtx) -> GemmView | None:
-        return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs,
-                                                       ctx.consts))
+        return group_view(ctx)
 
     def applies(self, ctx: LowerCtx) -> bool:
         v = self.view(ctx)

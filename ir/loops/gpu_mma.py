@@ -28,9 +28,8 @@ from typing import Any, Mapping, Sequence
 
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Cast, Const, Expr, Select, Var, both, call
-from minicc.ir.loops.gemm_views import (GemmView, add, c64, div, emin, gemm_view, mod, mul,
-                                        quads, word)
-from minicc.ir.loops.gpu_gemm import _guarded
+from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, mod, mul, quads, word
+from minicc.ir.loops.gpu_gemm import _guarded, gemm_kernel, group_view, sm_version
 from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT, is_int8
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
@@ -272,9 +271,7 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
     body = For(by, c64(-(-v.M // BM)), body, LoopKind.BLOCK_Y)
     if v.batch > 1:
         body = For(b, c64(v.batch), body, LoopKind.BLOCK_Z)  # type: ignore[arg-type]
-    extra = tuple(v.extra)
-    return Kernel(v.name, v.params + extra, v.roles + ("weight",) * len(extra), body,
-                  flops=v.flops)
+    return gemm_kernel(v, body)
 
 
 def tensor_core_precision(ctx: LowerCtx) -> str | None:
@@ -283,17 +280,14 @@ def tensor_core_precision(ctx: LowerCtx) -> str | None:
     p = ctx.opts.precision
     if p not in SHAPE_OF or not ctx.target.gpu:
         return None
-    arch = ctx.opts.cuda_arch
-    digits = "".join(ch for ch in arch if ch.isdigit())
-    return p if digits and int(digits) >= 80 else None
+    return p if sm_version(ctx.opts.cuda_arch) >= 80 else None
 
 
 class GpuMma(Rule):
     name = "gpu.mma"
 
     def view(self, ctx: LowerCtx) -> GemmView | None:
-        return ctx.memo("gemm_view", lambda: gemm_view(ctx.name, ctx.group, ctx.bufs,
-                                                       ctx.consts))
+        return group_view(ctx)
 
     def applies(self, ctx: LowerCtx) -> bool:
         if tensor_core_precision(ctx) is None:
@@ -308,9 +302,8 @@ class GpuMma(Rule):
         if self.applies(ctx):
             return True
         v = self.view(ctx)
-        digits = "".join(ch for ch in ctx.opts.cuda_arch if ch.isdigit())
-        return bool(ctx.target.gpu and v is not None and v.int8 and digits and
-                    int(digits) >= 80)
+        return bool(ctx.target.gpu and v is not None and v.int8 and
+                    sm_version(ctx.opts.cuda_arch) >= 80)
 
     def space(self, ctx: LowerCtx) -> KnobSpace:
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),

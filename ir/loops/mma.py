@@ -20,7 +20,7 @@ import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.loops.nodes import MMA_SHAPES
-from minicc.ir.scalar import apply_scalar, round_tf32
+from minicc.ir.scalar import round_tf32
 
 # A: (column step per t, [(row offset from g, column offset) per register])
 A_LAYOUT = {"m16n8k8.tf32": (1, [(0, 0), (8, 0), (0, 4), (8, 4)]),
@@ -33,12 +33,12 @@ B_LAYOUT = {"m16n8k8.tf32": (1, [0, 4]), "m16n8k16.f16": (2, [0, 1, 8, 9])}
 # TF32 layout, a word per element
 for _s in ("m16n8k32.u8s8", "m16n8k32.s8u8"):
     A_LAYOUT[_s], B_LAYOUT[_s] = A_LAYOUT["m16n8k8.tf32"], B_LAYOUT["m16n8k8.tf32"]
+# C and D: row g + offset, column 2t + offset
+C_LAYOUT = [(0, 0), (0, 1), (8, 0), (8, 1)]
 
 
 def is_int8(shape: str) -> bool:
     return shape.startswith("m16n8k32.")
-# C and D: row g + offset, column 2t + offset
-C_LAYOUT = [(0, 0), (0, 1), (8, 0), (8, 1)]
 
 
 def warp_mma(shape: str, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -63,14 +63,11 @@ def warp_mma(shape: str, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndar
         for r, (dr, dc) in enumerate(C_LAYOUT):
             C[g + dr, 2 * t + dc] = c[lane, r]
     if is_int8(shape):       # words of four bytes: u8 x s8 (or s8 x u8) products, int32 sums
-        u, s = (A, B) if shape.endswith("u8s8") else (B, A)
-        D = C.copy()
-        for m in range(M):
-            for n in range(N):
-                us = u[m, :] if u is A else u[:, n]
-                ss = s[:, n] if s is B else s[m, :]
-                D[m, n] = apply_scalar("dpbusd", np.int32(0), us, ss).sum(dtype=np.int64) + C[m, n]
-        D = ((D.astype(np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
+        ta, tb = (np.uint8, np.int8) if shape.endswith("u8s8") else (np.int8, np.uint8)
+        a8 = A.astype("<i4").view(ta).reshape(M, 4 * K)                  # K values along k
+        b8 = B.astype("<i4").view(tb).reshape(K, N, 4).transpose(0, 2, 1).reshape(4 * K, N)
+        D64 = C.astype(np.int64) + a8.astype(np.int64) @ b8.astype(np.int64)
+        D = ((D64 + 2**31) % 2**32 - 2**31).astype(np.int32)
     else:
         if shape.endswith("tf32"):
             A, B = round_tf32(A), round_tf32(B)
