@@ -27,17 +27,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def pipelined_schedule(stages: int) -> str:
+def pipelined_schedule(stages: int, vec: bool = False) -> str:
     """The tensor-core template with its tiles staged by cp.async over `stages` buffers (128 x
-    128 at 2 stages, 128 x 64 at 3: within 48 KiB of shared memory)."""
+    128 at 2 stages, 128 x 64 at 3: within 48 KiB of shared memory); `vec`: 16-byte copies."""
     bn = 128 if stages == 2 else 64
-    return (f"gpu.mma: tile(BM=128, BN={bn}, BK=16, WM=64, WN=32); cache_shared(A, pad=4); "
-            f"cache_shared(B, pad=8); mma(m16n8k8.tf32); pipeline(stages={stages})")
+    v = ", vec=4" if vec else ""
+    return (f"gpu.mma: tile(BM=128, BN={bn}, BK=16, WM=64, WN=32); cache_shared(A, pad=4{v}); "
+            f"cache_shared(B, pad=8{v}); mma(m16n8k8.tf32); pipeline(stages={stages})")
 
+
+# the default FP32 and TF32 kernels with float4 global loads (off by default until measured)
+FP32_VEC4 = ("gpu.gemm: tile(BM=128, BN=128, BK=8, TM=8, TN=8); cache_shared(A, pad=4, vec=4); "
+             "cache_shared(B, pad=0, vec=4)")
+TF32_VEC4 = ("gpu.mma: tile(BM=128, BN=128, BK=32, WM=64, WN=32); cache_shared(A, pad=4, "
+             "vec=4); cache_shared(B, pad=8, vec=4); mma(m16n8k8.tf32)")
 
 # (precision, schedule text or None for the default): what gpu_check times
-GEMM_VARIANTS = [("fp32", None), ("tf32", None), ("tf32", pipelined_schedule(2)),
-                 ("tf32", pipelined_schedule(3)), ("fp16", None)]
+GEMM_VARIANTS = [("fp32", None), ("fp32", FP32_VEC4), ("tf32", None), ("tf32", TF32_VEC4),
+                 ("tf32", pipelined_schedule(2)), ("tf32", pipelined_schedule(2, vec=True)),
+                 ("tf32", pipelined_schedule(3)), ("tf32", pipelined_schedule(3, vec=True)),
+                 ("fp16", None)]
 
 
 def gemm(n: int, repeat: int, precision: str = "fp32", schedule: str | None = None) -> dict:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from minicc.codegen.writer import CodeWriter
 from minicc.errors import CodegenError
 from minicc.ir.compute import Call, Cast, Const, Expr, Select, Var
-from minicc.ir.loops.exprs import flat_offset
+from minicc.ir.loops.exprs import flat_offset, simplify, substitute
 from minicc.ir.loops.nodes import (Allocate, AsyncCommit, AsyncCopy, AsyncWait, Barrier,
                                    BlockAllReduce, BufLoad, Buffer, For, IfThen, Kernel, LoopKind,
                                    Prefetch, Scope, Seq, Stmt, Store, WarpLdmatrix, WarpMma,
                                    walk)
+from minicc.ir.loops.wide import Wide, wide_access
 from minicc.ir.types import DType
 from minicc.options import CompileOptions
 
@@ -118,6 +119,13 @@ __device__ __forceinline__ unsigned minicc_smem(const void* p) {
 __device__ __forceinline__ void minicc_cp_async4(void* smem, const void* gmem, bool ok) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;"
                :: "r"(minicc_smem(smem)), "l"(gmem), "r"(ok ? 4 : 0) : "memory"); }
+// 8 and 16 bytes at once (a vector(2|4) loop around an async copy; 16 bypasses L1)
+__device__ __forceinline__ void minicc_cp_async8(void* smem, const void* gmem, bool ok) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;"
+               :: "r"(minicc_smem(smem)), "l"(gmem), "r"(ok ? 8 : 0) : "memory"); }
+__device__ __forceinline__ void minicc_cp_async16(void* smem, const void* gmem, bool ok) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+               :: "r"(minicc_smem(smem)), "l"(gmem), "r"(ok ? 16 : 0) : "memory"); }
 """
 
 
@@ -186,6 +194,7 @@ class CudaRenderer:
         self.fastmath = fastmath
         self.w = CodeWriter()
         self.names: dict[int, str] = {}
+        self.lane: tuple[BufLoad, str] | None = None   # a wide load's lane, inside its loop
         self.launch = launch_config(k)
         if self.launch.threads > 1024:
             raise CodegenError(f"cuda: kernel {k.name} wants {self.launch.threads} threads per "
@@ -227,7 +236,12 @@ class CudaRenderer:
                     w.line(f"const long long {v} = (long long){idx};")
                     self.stmt(s.body)
                 return
-            if s.kind == LoopKind.UNROLL:
+            if s.kind == LoopKind.VECTOR:
+                wide = wide_access(s)
+                if wide is not None:
+                    self.wide(s, wide)
+                    return
+            if s.kind in (LoopKind.UNROLL, LoopKind.VECTOR):
                 w.line("#pragma unroll")
             with w.block(f"for (long long {v} = 0; {v} < {self.expr(s.extent)}; ++{v})"):
                 self.stmt(s.body)
@@ -236,7 +250,7 @@ class CudaRenderer:
             w.line(f"{self.name(s.buf)}[{self.expr(off)}] = {self.expr(s.value)};")
         elif isinstance(s, Allocate):
             b = s.buf
-            qual = "__shared__ " if b.scope == Scope.SHARED else ""
+            qual = "__shared__ __align__(16) " if b.scope == Scope.SHARED else ""
             w.line(f"{qual}{C_TYPE[b.dtype]} {self.name(b)}[{max(b.numel, 1)}];")
             self.stmt(s.body)
         elif isinstance(s, IfThen):
@@ -289,6 +303,35 @@ class CudaRenderer:
         else:
             raise CodegenError(f"cuda: no emitter for statement {type(s).__name__}")
 
+    def wide(self, s: For, wa: Wide) -> None:
+        """A vector loop that is one wide access (see ir/loops/wide.py): a cp.async of 8 or 16
+        bytes, or a float2/float4 load whose lanes feed the body's stores one by one."""
+        w, n, var = self.w, wa.width, s.var.name
+        first = {var: Const(0, DType.I64)}
+
+        def at(buf: Buffer, index: tuple[Expr, ...]) -> str:
+            off = simplify(substitute(flat_offset(index, buf.shape), first))
+            return f"&{self.name(buf)}[{self.expr(off)}]"
+        body = s.body
+        if isinstance(body, AsyncCopy):
+            ok = self.expr(body.cond) if body.cond is not None else "true"
+            w.line(f"minicc_cp_async{4 * n}({at(body.dst, body.dst_index)}, "
+                   f"{at(body.src, body.src_index)}, {ok});")
+            return
+        vt = f"{'float' if wa.load.dtype == DType.F32 else 'int'}{n}"
+        reg = f"{_cname(var)}_w"
+        with w.block(""):
+            w.line(f"const {vt} {reg} = *reinterpret_cast<const {vt}*>("
+                   f"{at(wa.load.buf, wa.load.index)});")
+            for j in range(n):
+                with w.block(""):
+                    w.line(f"const long long {_cname(var)} = {j};")
+                    self.lane = (wa.load, f"{reg}.{'xyzw'[j]}")
+                    try:
+                        self.stmt(body)
+                    finally:
+                        self.lane = None
+
     def all_reduce(self, s: BlockAllReduce) -> None:
         """Warp shuffles, one value per warp through shared memory, shuffles again."""
         w = self.w
@@ -331,6 +374,8 @@ class CudaRenderer:
         if isinstance(e, Const):
             return self.const(e)
         if isinstance(e, BufLoad):
+            if self.lane is not None and e == self.lane[0]:
+                return self.lane[1]
             off = flat_offset(e.index, e.buf.shape)
             return f"{self.name(e.buf)}[{self.expr(off)}]"
         if isinstance(e, Select):

@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 from minicc.errors import ScheduleError
 from minicc.ir.compute import Cast, Const, Expr, Select, Var, both, call
 from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, mod, mul, quads, word
-from minicc.ir.loops.gpu_gemm import _guarded, gemm_kernel, group_view, sm_version
+from minicc.ir.loops.gpu_gemm import (_guarded, gemm_kernel, group_view, sm_version,
+                                      unguarded, wide_operand, wide_tile_load)
 from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT, is_int8
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
@@ -45,12 +46,15 @@ SHARED_LIMIT = 48 * 1024            # static shared memory per block
 
 
 def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
-    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8, "stages": 1, "ldmatrix": False}
+    t: dict[str, Any] = {"pad_a": 4, "pad_b": 8, "stages": 1, "ldmatrix": False, "vec_a": 1,
+                         "vec_b": 1}
     for st in steps:
         if st.name == "tile":
             t.update(int_kwargs(st, ("BM", "BN", "BK", "WM", "WN")))
         elif st.name == "cache_shared" and st.args in (("A",), ("B",)):
-            t["pad_" + str(st.args[0]).lower()] = int_kwargs(st, ("pad",)).get("pad", 0)
+            kw = int_kwargs(st, ("pad", "vec"))
+            t["pad_" + str(st.args[0]).lower()] = kw.get("pad", 0)
+            t["vec_" + str(st.args[0]).lower()] = kw.get("vec", 1)
         elif st.name == "mma" and len(st.args) == 1:
             t["shape"] = str(st.args[0])
         elif st.name == "pipeline":
@@ -67,15 +71,25 @@ def _tile_of(steps: Sequence[Step]) -> dict[str, Any]:
         raise ScheduleError(f"gpu mma template: mma({t['shape']}) is not one of "
                             f"{', '.join(MMA_SHAPES)}")
     why = _invalid(t["bm"], t["bn"], t["bk"], t["wm"], t["wn"], t["pad_a"], t["pad_b"],
-                   t["shape"], t["stages"], t["ldmatrix"])
+                   t["shape"], t["stages"], t["ldmatrix"], t["vec_a"], t["vec_b"])
     if why:
         raise ScheduleError(f"gpu mma template: {why}")
     return t
 
 
 def _invalid(bm: int, bn: int, bk: int, wm: int, wn: int, pad_a: int, pad_b: int,
-             shape: str, stages: int = 1, ldmatrix: bool = False) -> str | None:
+             shape: str, stages: int = 1, ldmatrix: bool = False, vec_a: int = 1,
+             vec_b: int = 1) -> str | None:
     M, N, K = MMA_SHAPES[shape][:3]
+    if vec_a not in (1, 4) or vec_b not in (1, 4):
+        return "cache_shared(vec=...) is 1 or 4 elements"
+    if (vec_a == 4 or vec_b == 4) and is_int8(shape):
+        return "cache_shared(vec=4) reads f32 operands (int8 tiles hold words built of bytes)"
+    if vec_a == 4 and (bk % 4 or stages > 1 and (bk + pad_a) % 4) or \
+            vec_b == 4 and (bn % 4 or stages > 1 and (bn + pad_b) % 4):
+        return ("cache_shared(vec=4) takes tiles a multiple of four long along K (A), N (B), "
+                "and with pipeline(stages>1) rows (with their pad) a multiple of four: its "
+                "16-byte cp.async lands on 16-byte boundaries")
     if ldmatrix and not shape.endswith("f16"):
         return "ldmatrix loads 16-bit fragments: with mma(m16n8k16.f16)"
     if ldmatrix and ((bk + pad_a) % 8 or (bn + pad_b) % 8):
@@ -187,11 +201,49 @@ def mma_gpu_kernel(v: GemmView, t: Mapping[str, Any]) -> Kernel:
                          [bn.lt(v.N)] if v.N % BN else []), []
         return v.b_load(b, emin(bk, v.K - 1), emin(bn, v.N - 1)), conds
 
+    def a_quad(tile: Expr) -> Any:
+        def cell(r: Expr, c0: Expr, j: Var) -> tuple[tuple[Expr, ...], Expr, Expr | None]:
+            am, ak = add(m0, r), add(mul(tile, BK), c0)
+            ok = both(*([am.lt(v.M)] if v.M % BM else []) + ([ak.lt(K)] if K % BK else []))
+            return (r, add(c0, j)), unguarded(v.a_load(b, emin(am, v.M - 1), add(ak, j))), ok
+        return cell
+
+    def b_quad(tile: Expr) -> Any:
+        def cell(r: Expr, c0: Expr, j: Var) -> tuple[tuple[Expr, ...], Expr, Expr | None]:
+            bk, bn = add(mul(tile, BK), r), add(n0, c0)
+            ok = both(*([bn.lt(v.N)] if v.N % BN else []) + ([bk.lt(K)] if K % BK else []))
+            return (r, add(c0, j)), unguarded(v.b_load(b, emin(bk, v.K - 1), add(bn, j))), ok
+        return cell
+
+    def wide_load(buf: Buffer, rows: int, cols: int, quad: Any, stage: Expr | None) -> Stmt:
+        """Four consecutive elements per thread and step: one float4 load (converted lane by
+        lane), or (pipelined) one 16-byte cp.async, zero-filled where the quad is outside."""
+        if stage is None:
+            def conv(r: Expr, c0: Expr, j: Var) -> Any:
+                idx, x, ok = quad(r, c0, j)
+                return idx, operand(x), ok
+            return wide_tile_load(buf, nthreads, tid, e, rows, cols, conv)
+        q = cols // 4
+        n = rows * q
+        flat = add(mul(e, nthreads), tid)
+        j = Var("j")
+        (r, c), x, ok = quad(div(flat, q), mul(mod(flat, q), 4), j)
+        one: Stmt = For(j, c64(4), AsyncCopy(buf, (stage, r, c), x.buf, x.index, ok),
+                        LoopKind.VECTOR, 4)
+        return For(e, c64(-(-n // nthreads)), one if n % nthreads == 0 else
+                   IfThen(flat.lt(n), one), UNROLL)
+
     def load_tile(tile: Expr, stage: Expr | None) -> Stmt:
         """The block's threads fill the A and B tiles of K tile `tile`: stores of the converted
-        operands, or (pipelined) async copies into stage `stage`."""
+        operands, or (pipelined) async copies into stage `stage`; four elements at a time
+        where cache_shared(vec=4) asks."""
         out = []
-        for buf, rows, cols, elem in ((As, BM, BK, a_elem), (Bs, BK, BN, b_elem)):
+        for buf, rows, cols, elem, quad, wide in (
+                (As, BM, BK, a_elem, a_quad, t.get("vec_a", 1) == 4),
+                (Bs, BK, BN, b_elem, b_quad, t.get("vec_b", 1) == 4)):
+            if wide:
+                out.append(wide_load(buf, rows, cols, quad(tile), stage))
+                continue
             n = rows * cols
             flat = add(mul(e, nthreads), tid)
             r, c = div(flat, cols), mod(flat, cols)
@@ -305,10 +357,20 @@ class GpuMma(Rule):
         return bool(ctx.target.gpu and v is not None and v.int8 and
                     sm_version(ctx.opts.cuda_arch) >= 80)
 
+    def wide(self, ctx: LowerCtx) -> tuple[bool, bool]:
+        """Whether A and B can be read four f32 at a time (cache_shared(vec=4))."""
+        v = self.view(ctx)
+        assert v is not None
+        return ctx.memo("gpu_mma_wide", lambda: (False, False) if v.int8 else (
+            wide_operand(v.a_load, v.M, v.K, v.batch),
+            wide_operand(v.b_load, v.K, v.N, v.batch)))
+
     def space(self, ctx: LowerCtx) -> KnobSpace:
+        wa, wb = self.wide(ctx)
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),
                 "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8),
-                "stages": (1, 2, 3), "ldmatrix": (False, True)}
+                "stages": (1, 2, 3), "ldmatrix": (False, True),
+                "vec_a": (1, 4) if wa else (1,), "vec_b": (1, 4) if wb else (1,)}
 
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
@@ -317,9 +379,16 @@ class GpuMma(Rule):
             v = self.view(ctx)
             if v is None or not async_operands(v):
                 return "pipeline(stages>1) needs operands read straight from memory"
+        va, vb = knobs.get("vec_a", 1), knobs.get("vec_b", 1)
+        if va == 4 or vb == 4:
+            wa, wb = self.wide(ctx)
+            if va == 4 and not wa or vb == 4 and not wb:
+                return ("cache_shared(vec=4) reads four consecutive f32 from a 16-byte "
+                        "boundary: this operand is not stored that way (a fused producer, a "
+                        "conv's gather, an odd row length, f16 or int8)")
         return _invalid(knobs["BM"], knobs["BN"], knobs["BK"], knobs["WM"], knobs["WN"],
                         knobs["pad_a"], knobs["pad_b"], shape, stages,
-                        knobs.get("ldmatrix", False))
+                        knobs.get("ldmatrix", False), va, vb)
 
     def defaults(self, ctx: LowerCtx) -> dict[str, Any]:
         """128 x 128 blocks of eight 64 x 32 warp tiles (4 x 4 mmas each, 64 accumulators a
@@ -337,18 +406,30 @@ class GpuMma(Rule):
         half = tensor_core_precision(ctx) == "fp16"
         # FP16 fragments by ldmatrix: its rows start at 16-byte boundaries, so A's rows are
         # padded by 8 halves (a row of 40: eight rows of one matrix still in different banks)
+        # float4 loads (vec_a, vec_b) stay off until a GPU measures them (gpu_check times both)
         return {"BM": bm, "BN": bn, "BK": 32, "WM": wm, "WN": wn, "pad_a": 8 if half else 4,
-                "pad_b": 8, "stages": 1, "ldmatrix": half}
+                "pad_b": 8, "stages": 1, "ldmatrix": half, "vec_a": 1, "vec_b": 1}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         shape = SHAPE_OF[tensor_core_precision(ctx) or "tf32"]
+        def vec(k: str) -> dict[str, int]:
+            return {"vec": 4} if knobs.get(k, 1) == 4 else {}
         return [step("tile", BM=knobs["BM"], BN=knobs["BN"], BK=knobs["BK"], WM=knobs["WM"],
-                     WN=knobs["WN"]), step("cache_shared", "A", pad=knobs["pad_a"]),
-                step("cache_shared", "B", pad=knobs["pad_b"]), step("mma", shape)] + (
+                     WN=knobs["WN"]), step("cache_shared", "A", pad=knobs["pad_a"],
+                                           **vec("vec_a")),
+                step("cache_shared", "B", pad=knobs["pad_b"], **vec("vec_b")),
+                step("mma", shape)] + (
                     [step("pipeline", stages=knobs["stages"])] if knobs.get("stages", 1) > 1
                     else []) + ([step("ldmatrix", "A", "B")] if knobs.get("ldmatrix") else [])
 
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         v = self.view(ctx)
         assert v is not None
-        return Lowered(mma_gpu_kernel(v, _tile_of(steps)), dict(v.extra))
+        t = _tile_of(steps)
+        if t["vec_a"] == 4 or t["vec_b"] == 4:
+            wa, wb = self.wide(ctx)
+            if t["vec_a"] == 4 and not wa or t["vec_b"] == 4 and not wb:
+                raise ScheduleError("gpu mma template: cache_shared(vec=4) reads four "
+                                    "consecutive f32 from a 16-byte boundary: this operand is "
+                                    "not stored that way")
+        return Lowered(mma_gpu_kernel(v, t), dict(v.extra))

@@ -20,6 +20,7 @@ import numpy as np
 
 from minicc.errors import InterpreterError
 from minicc.ir.compute import Call, Cast, Const, Expr, Reduce, Select, Var
+from minicc.ir.loops.wide import wide_access
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BlockAllReduce, BufLoad, For, IfThen, Kernel,
                                    LoopKind, Prefetch, Scope, Seq, Stmt, Store, WarpLdmatrix,
@@ -41,6 +42,7 @@ class _Run:
         self.tid = 0
         self.copying: list[tuple[np.ndarray, tuple[int, ...], Any]] = []   # async, uncommitted
         self.in_flight: list[list[tuple[np.ndarray, tuple[int, ...], Any]]] = []   # groups
+        self.gpu = False                        # a GPU kernel's (vector loops: wide accesses)
 
     def array(self, buf_id: int) -> np.ndarray:
         a = self.local.get(buf_id)
@@ -131,6 +133,8 @@ class _Run:
             if s.kind.is_thread and _has_sync(s):
                 yield from self.simt(s)
                 return
+            if s.kind == LoopKind.VECTOR and self.gpu:
+                self.check_wide(s)
             n = int(self.expr(s.extent))
             start, stop = 0, n
             if s.kind == LoopKind.PARALLEL:
@@ -220,6 +224,28 @@ class _Run:
         else:
             raise InterpreterError(f"loop interpreter: cannot run {type(s).__name__}")
 
+    def check_wide(self, s: For) -> None:
+        """A wide access must start at a multiple of its width (see wide.py): on the GPU a
+        misaligned float4 load or 16-byte cp.async faults."""
+        wa = wide_access(s)
+        if wa is None:
+            return
+        self.env[s.var.name] = 0
+        body = s.body
+        ends = [(wa.load.buf, wa.load.index)]
+        if isinstance(body, AsyncCopy):
+            ends.append((body.dst, body.dst_index))
+        for buf, index in ends:
+            idx = tuple(int(self.expr(i)) for i in index)
+            off = sum(i * int(np.prod(buf.shape[d + 1:], dtype=np.int64))
+                      for d, i in enumerate(idx))      # (a zero-filling copy may point past)
+            if off % wa.width:
+                raise InterpreterError(
+                    f"loop interpreter: the {4 * wa.width}-byte access to {buf.name}"
+                    f"{list(idx)} (element {off}) is not {4 * wa.width}-byte aligned; on a "
+                    "GPU it faults")
+        self.env.pop(s.var.name, None)
+
     def simt(self, s: For) -> Iterator[Any]:
         """Threads of a block as coroutines, advanced together from barrier to barrier."""
         loops = [s]
@@ -236,6 +262,7 @@ class _Run:
             # the thread's index in CUDA's order (x fastest): its warp is linear // 32
             linear.append(sum(int(v) * stride[lp.kind] for lp, v in zip(loops, combo)))
             t = _Run(self.mem, self.threads, self.unwritten)
+            t.gpu = True
             t.env = dict(self.env)
             t.local = dict(self.local)
             for lp, v in zip(loops, combo):
@@ -363,9 +390,11 @@ def run_kernel(k: Kernel, args: Mapping[str, np.ndarray], threads: int = 1) -> N
     if has_par and threads > 1 and any(isinstance(x, Barrier) for x in walk(k.body)):
         _lockstep(k, arrays, unwritten, threads)
         return
+    gpu = any(isinstance(x, For) and (x.kind.is_block or x.kind.is_thread)
+              for x in walk(k.body))
     for tid in range(threads if has_par else 1):
         r = _Run(arrays, threads, unwritten)
-        r.tid = tid
+        r.tid, r.gpu = tid, gpu
         r.stmt(k.body)
 
 
