@@ -20,6 +20,9 @@ shared buffers, the copies of the next tiles in flight while the warps compute o
 for the tuner (its shared buffers need BK=16 at 128 x 128 to stay within 48 KiB). With FP16,
 `ldmatrix(A, B)` (the default there) loads each A fragment with one `ldmatrix.x4` and each B
 fragment with one `ldmatrix.x2.trans` instead of 8 and 4 scalar shared loads.
+`cache_shared(A, pad=4, vec=4)` (and B) reads the operand four f32 at a time where it is stored
+that way (gpu_gemm.wide_operand): one float4 load per thread and step, or with the pipeline one
+16-byte cp.async. Off by default until measured on a GPU (gpu_check times both).
 """
 
 from __future__ import annotations
