@@ -31,6 +31,16 @@ def _aligned(nbytes: int, align: int = 64) -> np.ndarray:
     return raw[off:off + nbytes]
 
 
+def _address(x: np.ndarray) -> int:
+    """The address of a C-contiguous array's data: through ctypes' buffer protocol (a quarter
+    of numpy's .ctypes.data, which costs a microsecond), or numpy's way for what that refuses
+    (read-only or empty arrays)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(x))
+    except (TypeError, ValueError):
+        return x.ctypes.data
+
+
 def median_steps(runs: list[list[tuple[float, float]]]) -> list[float]:
     """The median duration of each step over runs of (start, end) pairs."""
     return [float(np.median([run[k][1] - run[k][0] for run in runs]))
@@ -92,7 +102,9 @@ class Executable:
                 self._entries[st.symbol] = _ENTRY(addr)
         self._weights = self._buffer(max(len(a.weights), 64))
         self._weights[:len(a.weights)] = np.frombuffer(a.weights, dtype=np.uint8)
-        self._arenas = [self._buffer(max(a.arena_bytes, 64))]   # free arenas (see run)
+        self._wptr = self._weights.ctypes.data
+        # free arenas with their addresses (see run; numpy's .ctypes.data costs a microsecond)
+        self._arenas: list[tuple[np.ndarray, int]] = [self._new_arena()]
         # resolved once: what each step calls, and which outputs native code writes in place
         self._calls = [(self._entries[st.symbol] if isinstance(st, NativeCall) else None, st)
                        for st in a.steps]
@@ -119,17 +131,22 @@ class Executable:
     def _arena(self) -> Iterator[np.ndarray]:
         """An arena for one call: a free one, or a new one when every arena is in use, so
         threads calling one model run at once (each arena is returned for the next call)."""
-        arena = self._take_arena()
+        pair = self._take_arena()
         try:
-            yield arena
+            yield pair[0]
         finally:
-            self._arenas.append(arena)
+            self._arenas.append(pair)
 
-    def _take_arena(self) -> np.ndarray:
+    def _new_arena(self) -> tuple[np.ndarray, int]:
+        arena = self._buffer(max(self.artifact.arena_bytes, 64))
+        return arena, arena.ctypes.data
+
+    def _take_arena(self) -> tuple[np.ndarray, int]:
+        """A free arena and its address."""
         try:
             return self._arenas.pop()        # atomic under the GIL, as is append
         except IndexError:                   # every arena is in use: one more
-            return self._buffer(max(self.artifact.arena_bytes, 64))
+            return self._new_arena()
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
         xs = self._fast_inputs(inputs)
@@ -162,11 +179,12 @@ class Executable:
         a = self.artifact
         xs = self.check_inputs(inputs)
         outs = self.new_outputs()
-        io = self._io_type(*[x.ctypes.data for x in xs], *[o.ctypes.data for o in outs])
-        arena = self._take_arena()
+        io = self._io_type(*[_address(x) for x in xs], *[_address(o) for o in outs])
+        pair = self._take_arena()
+        arena = pair[0]
         try:
             if self._native_only and not self._debug:
-                args = (arena.ctypes.data, self._weights.ctypes.data, io, self.threads)
+                args = (pair[1], self._wptr, io, self.threads)
                 for fn, _ in self._calls:
                     fn(*args)
             else:
@@ -183,7 +201,7 @@ class Executable:
                 else:                             # an input, a weight or another output
                     result[name] = self._view(loc, d, s, xs, outs, arena).copy()
         finally:
-            self._arenas.append(arena)
+            self._arenas.append(pair)
         return result
 
     def _step(self, k: int, io: Any, xs: list[np.ndarray], outs: list[np.ndarray],

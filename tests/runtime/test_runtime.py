@@ -179,6 +179,28 @@ def test_any_mapping_of_inputs_runs_as_a_dict_does(cm: CompiledModel,
         np.testing.assert_array_equal(cm.run(inputs)["out"], want)
 
 
+def test_read_only_and_offset_inputs_run_as_any_array_does(cm: CompiledModel,
+                                                            feeds: dict[str, np.ndarray]) -> None:
+    """The call path takes addresses through ctypes' buffer protocol, which refuses read-only
+    arrays: they (and views that start inside a bigger array) give the same outputs."""
+    from minicc.runtime.cpu import _address
+
+    want = cm.run(feeds)["out"]
+    ro = {k: v.copy() for k, v in feeds.items()}
+    for v in ro.values():
+        v.flags.writeable = False
+    inner = {}
+    for k, v in feeds.items():
+        big = np.zeros((3,) + v.shape, v.dtype)
+        big[1] = v
+        inner[k] = big[1]
+        assert _address(big[1]) == big[1].ctypes.data != big.ctypes.data
+    for k, v in ro.items():
+        assert _address(v) == v.ctypes.data
+    for inputs in (ro, inner):
+        np.testing.assert_array_equal(cm.run(inputs)["out"], want)
+
+
 # ---------------------------------------------------------------------------------------------
 # Artifacts
 
