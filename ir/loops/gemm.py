@@ -143,13 +143,30 @@ def _pixel_rows(v: GemmView, target: Any) -> GemmView:
     as the vector columns, where padding the pixels to whole tiles of NR columns wastes much
     more than padding them to MR rows: 7x7 maps (49 pixels) are 64 columns as 4 tiles of 16,
     54 rows as 9 tiles of 6. The epilogue then gathers and scatters along the channels, so K
-    must be long enough to pay for it: resnet50's 3x3 convs at 7x7 (K = 4608) 12% faster, its
-    1x1 convs 2048 -> 512 7%, 512 -> 2048 (K = 512) none. Only with 16 vector registers
-    (AVX2), where it was measured."""
-    if v.pixel_rows is None or v.int8 or target.vector_registers >= 32 or \
-            v.M % (2 * target.lanes) or v.batch != 1 or v.K < 1024:
+    must be long enough to pay for it. With 16 vector registers (AVX2): resnet50's 3x3 convs
+    at 7x7 (K = 4608) 12% faster, its 1x1 convs 2048 -> 512 7%, 512 -> 2048 (K = 512) none.
+    With 32 (AVX-512), a map of fewer pixels than a vector (the 2x2 and 3x3 maps of a CNN's
+    last stages at small inputs) leaves most lanes of every tile idle: pixel rows there (Zen 4,
+    1 thread: a 3x3 conv of 128 ch at 2x2 2.9x faster, 256 ch at 3x3 1.31x, 1x1 256 -> 1024
+    at 3x3 1.10x; resnet18_like at 64x64 386 -> 238 us); on Zen 4, whose conv tiles are one
+    vector wide (_tall_tiles), also by the padding rule (7x7: 3x3 conv of 512 ch 1.11x, 1x1
+    2048 -> 512 1.17x, 512 -> 2048 1.11x; a 4x4 map, exactly one vector, stays: 0.87-0.91x
+    as rows; 14x14 0.64x)."""
+    if v.pixel_rows is None or v.int8 or v.M % (2 * target.lanes) or v.batch != 1:
         return v
-    nr, mr = 2 * target.lanes, 6
+    if target.vector_registers >= 32:
+        if v.K < 256:
+            return v
+        if v.N < target.lanes:
+            return v.pixel_rows()
+        if not target.split_zmm:
+            return v
+        nr = target.lanes
+    else:
+        if v.K < 1024:
+            return v
+        nr = 2 * target.lanes
+    mr = 6
     cols, rows = -(-v.N // nr) * nr / v.N, -(-v.N // mr) * mr / v.N
     return v.pixel_rows() if cols > 1.15 * rows else v
 
@@ -717,7 +734,7 @@ def _pixel_rows_defaults(v: GemmView, threads: int, lanes: int) -> dict[str, Any
     if threads > 1 and v.N >= 2 * threads * nr:
         share = -(-v.N // threads)
         nc = -(-share // nr) * nr
-    return {"MR": 6, "NR": nr, "KC": kc, "NC": nc,
+    return {"MR": min(6, v.M), "NR": nr, "KC": kc, "NC": nc,
             "parallel": "none" if threads == 1 or nc >= v.N else "nc",
             "pack_a": "panel", "pack_b": "compile"}
 
