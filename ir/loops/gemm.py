@@ -148,12 +148,15 @@ def _pixel_rows(v: GemmView, target: Any) -> GemmView:
     With 32 (AVX-512), a map of fewer pixels than a vector (the 2x2 and 3x3 maps of a CNN's
     last stages at small inputs) leaves most lanes of every tile idle: pixel rows there (Zen 4,
     1 thread: a 3x3 conv of 128 ch at 2x2 2.9x faster, 256 ch at 3x3 1.31x, 1x1 256 -> 1024
-    at 3x3 1.10x; resnet18_like at 64x64 386 -> 238 us); on Zen 4, whose conv tiles are one
+    at 3x3 1.10x; resnet18_like at 64x64 386 -> 238 us), int8 convs too (their A, the
+    activations, then packed per row tile from the taps); on Zen 4, whose conv tiles are one
     vector wide (_tall_tiles), also by the padding rule (7x7: 3x3 conv of 512 ch 1.11x, 1x1
     2048 -> 512 1.17x, 512 -> 2048 1.11x; a 4x4 map, exactly one vector, stays: 0.87-0.91x
     as rows; 14x14 0.64x)."""
-    if v.pixel_rows is None or v.int8 or v.M % (2 * target.lanes) or v.batch != 1:
+    if v.pixel_rows is None or v.M % (2 * target.lanes) or v.batch != 1:
         return v
+    if v.int8:      # (A then packed per row tile from the taps: only where the waste is big)
+        return v.pixel_rows() if v.N < target.lanes and v.K >= 256 else v
     if target.vector_registers >= 32:
         if v.K < 256:
             return v
@@ -883,11 +886,13 @@ class CpuGemm(Rule):
 
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         # the orientation is the schedule's: pack(A, at=panel) takes the pixels as rows
-        panel = any(st.name == "pack" and st.args == ("A",) and st.get("at") == "panel"
-                    for st in steps)
+        at = next((st.get("at") for st in steps if st.name == "pack" and st.args == ("A",)),
+                  None)
         v = self.plain_view(ctx)
         assert v is not None
-        if panel and v.pixel_rows is not None:
+        # (an int8 conv's A is its weights, packed at compile time; packed per row tile
+        # (`mr`), A is the activations: the pixels are the rows)
+        if (at == "panel" or v.int8 and at == "mr") and v.pixel_rows is not None:
             v = ctx.memo("gemm_view_rows", v.pixel_rows)
         g = GemmKernel(v, plan_from_steps(v, steps, ctx.threads))
         k = g.kernel()

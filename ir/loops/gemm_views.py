@@ -489,12 +489,17 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
     padded = _padded_input(name, cv, xb, zp)
     panel, prologue, scratch = (padded[0], padded[1], (padded[2],)) if padded is not None \
         else (_conv_panel_i8(cv, xb, zp), None, ())
-    return GemmView(
+    v = GemmView(
         name, cv.n * cv.g, mg, P, K, a_load, b_load, bufs[group.output], out_index,
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=wq, a_batch=lambda bg: mod(bg, cv.g),
         a_param=bufs.get(w), panel=panel, row=cv.ow, int8=True, extra=extra,
         prologue=prologue, scratch=scratch)
+    if cv.g == 1:
+        # pixels as rows: the u8 activations are A (words of four K values packed per row
+        # tile from the taps), the s8 weights B (packed at compile time, channels in lanes)
+        v.pixel_rows = lambda: replace(transposed(v), int8=True, a_unsigned=True)
+    return v
 
 
 # ---- matmul ---------------------------------------------------------------------------------

@@ -139,6 +139,28 @@ def test_vnni_is_used_where_the_cpu_has_it() -> None:
     assert "vpdpbusd" in native and "vpdpbusd" not in v4
 
 
+@pytest.mark.parametrize("cpu", CPUS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(128, 64, 4, 3, 7, 1, 2), (64, 32, 2, 3, 200, 1, 1),
+                                   (256, 32, 3, 1, 0, 0, 1)])
+def test_an_int8_conv_onto_a_tiny_map_takes_pixels_as_rows_exactly(
+        shape: tuple[int, ...], threads: int, cpu: str) -> None:
+    """Onto 2x2 and 3x3 maps (fewer pixels than a vector) the u8 activations are A, packed
+    per row tile from the taps (the zero point where they fall in the padding), and the s8
+    weights B: `pack(A, at=mr)`; the same int32 sums as the interpreter."""
+    from minicc.codegen.llvm.target import cpu_target
+
+    c, m, h, k, zp, pad, stride = shape
+    pixels = ((h + 2 * pad - k) // stride + 1) ** 2
+    mod, x = conv_model(*shape)
+    cm = minicc.compile(mod, threads=threads, cpu=cpu)
+    sched = cm.artifact.summary["kernels"][0]["schedule"]
+    rows = "pack(A, at=mr)" in sched and "pack(B, at=compile)" in sched
+    assert rows == (pixels < cpu_target(cpu).lanes), sched
+    np.testing.assert_array_equal(np.asarray(cm.run({"x": x})["y"]),
+                                  interpret(mod, {"x": x})["y"])
+
+
 @settings(max_examples=12, deadline=None)
 @given(c=st.integers(1, 9), m=st.integers(1, 20), h=st.integers(3, 9), k=st.sampled_from([1, 3]),
        zp=st.integers(0, 255), stride=st.integers(1, 2), seed=st.integers(0, 9))
