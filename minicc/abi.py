@@ -75,6 +75,12 @@ class NativeCall:
     kernels: tuple[str, ...]
 
 
+# compiled for profiling, each entry `E` records the cycle counter as it starts and returns in
+# the global `E` + TICKS_SUFFIX (two i64), and the object exports TICKS_NOW() -> i64, the counter
+TICKS_SUFFIX = "_ticks"
+TICKS_NOW = "minicc_ticks_now"
+
+
 @dataclass(frozen=True)
 class Launch:
     """CUDA: launch `kernel` on grid x block threads with `args` as its pointer arguments."""

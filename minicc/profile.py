@@ -175,6 +175,9 @@ def format_profile(p: Profile, top: int | None = None) -> str:
     if top and len(rows) > top:
         rest = rows[top:]
         lines.append(f"  ... {len(rest)} more, {sum(k.ms for k in rest):.3f} ms together")
+    if any(k.of_bound > 100 for k in rows):
+        lines.append("  (over 100% of the bound: the kernel's bytes come from cache, faster than "
+                     "the memory roof, which is DRAM's)")
     return "\n".join(lines) + "\n"
 
 
