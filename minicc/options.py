@@ -52,6 +52,14 @@ class Target:
         return not self.gpu and self.cpu.startswith("znver4")
 
     @property
+    def fast_gather(self) -> bool:
+        """Vector gathers cost about a load per lane or less (Intel's AVX-512 cores), where
+        AMD's Zen cores microcode them (Zen 4: a 16-lane gather about every 13 cycles), so a
+        kernel that transposes through gathers (the depthwise template with channels in the
+        lanes) loses there to one that wastes lanes instead."""
+        return not self.gpu and not self.cpu.startswith("znver")
+
+    @property
     def lanes(self) -> int:
         """f32 lanes of one vector register (16 with AVX-512, 8 with AVX2, 1 on a GPU)."""
         return 1 if self.gpu else max(1, self.vector_bits // 32)

@@ -572,8 +572,12 @@ class CpuDepthwise(Rule):
         # A Xeon, 960 ch 3x3 at 7x7: 47 us per plane, 31 with channels in the lanes at 1
         # thread, and 65 against 23 at 2 (MobileNetV2's last stage); at 10x10 even, at 14x14
         # and for stride 2 onto 7x7 the planes are ahead
+        # Zen 4 (slow gathers, see Target.fast_gather), MobileNetV2-like at 64x64, 1 thread,
+        # int8 model: 96 ch at 8x8 8.9 -> 4.4 us in the direct kernel, 96 ch stride 2 onto 4x4
+        # 4.8 -> 2.7, 144 ch at 4x4 3.4 -> 3.2; 960 ch at 7x7 (MobileNetV2's) even
         most = LANES_MAX_PIXELS_S1 if cv.sh == cv.sw == 1 else LANES_MAX_PIXELS
-        lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes
+        lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes and \
+            (ctx.target.fast_gather or not direct_fits(cv))
         anchor = ctx.group.anchor
         assert anchor is not None
         cheap = cheap_epilogue(ctx.group)
