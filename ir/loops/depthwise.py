@@ -585,12 +585,12 @@ class CpuDepthwise(Rule):
                 direct_default(cv, ctx.target.lanes, cheap):
             rx, ry = direct_tile(cv, ctx.target.lanes, cheap)
             return {"lanes": False, "direct": True, "RX": rx, "RY": ry,
-                    "parallel": ctx.threads > 1}
+                    "parallel": ctx.default_threads > 1}
         ry = (None if lanes else band_rows(cv, ctx.target.lanes, ctx.threads)) or cv.oh
         n = cv.oh * cv.ow if lanes else Planes.of(cv, ctx.target.lanes, ry).nvec
         ntile = -(-n // 6)
         return {"lanes": lanes, "direct": False, "RX": -(-n // ntile), "RY": ry,
-                "parallel": ctx.threads > 1}
+                "parallel": ctx.default_threads > 1}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         cv = self.geometry(ctx)

@@ -811,7 +811,7 @@ class CpuGemm(Rule):
         (see _split_k)."""
         v = self.view(ctx)
         assert v is not None
-        th, L = ctx.threads, ctx.target.lanes
+        th, L = ctx.default_threads, ctx.target.lanes
         if v.a_panel is not None:
             return _pixel_rows_defaults(v, th, L)
         # 8 rows x 2 vectors (16 accumulators) unless 6 rows waste fewer on the last row tile

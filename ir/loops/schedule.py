@@ -29,6 +29,14 @@ from minicc.options import CompileOptions, Target
 KnobSpace = dict[str, tuple[Any, ...]]
 
 
+# a template's kernel of fewer FLOPs runs on one thread by default (the tuner may still share
+# it): a GOMP region costs about a microsecond here, more than splitting a kernel of a few
+# microseconds saves. Zen 4, 2 threads, alternated: lstm 22.6 -> 9.3 us (1 thread: 9.3), a
+# MobileNetV2-like at 64x64 113.6 -> 100.6, bert_like 52.6 -> 48.1, resnet18_like 168.5 ->
+# 164.9; light_squeezenet and light_shufflenet even
+PARALLEL_MIN_FLOPS = 300_000
+
+
 @dataclass(frozen=True)
 class LowerCtx:
     """What a schedule rule sees of one group: its kernel name, the buffers of the tensors it
@@ -46,6 +54,14 @@ class LowerCtx:
     def threads(self) -> int:
         """The threads the kernel is scheduled for (the options', resolved by the driver)."""
         return self.opts.threads or 1
+
+    @cached_property
+    def default_threads(self) -> int:
+        """The threads a template's defaults share the kernel between: one for a kernel of
+        under PARALLEL_MIN_FLOPS, whose split saves less than a parallel region costs."""
+        from minicc.ir.loops.nest import group_flops
+
+        return self.threads if group_flops(self.group) >= PARALLEL_MIN_FLOPS else 1
 
     @cached_property
     def nest(self) -> Kernel:

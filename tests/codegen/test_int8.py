@@ -186,7 +186,7 @@ def test_the_knob_space_of_an_int8_gemm_is_one_k_block() -> None:
 
 
 @pytest.mark.parametrize("make", [lambda: conv_model(64, 256, 7, 3, 9, 1, 1),
-                                  lambda: matmul_model(7, 33, 200, 5)])
+                                  lambda: matmul_model(37, 65, 200, 5)])
 def test_int8_gemms_on_two_threads(make: Any) -> None:
     mod, x = make()
     cm = minicc.compile(mod, threads=2)

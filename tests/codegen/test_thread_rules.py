@@ -79,3 +79,27 @@ def test_a_pool_into_few_elements_shares_them_when_it_reads_many(shape: list[int
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     np.testing.assert_allclose(cm.run({"x": x})["y"], ReferenceEvaluator(m).run(None, {"x": x})[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_kernel_too_small_to_share_stays_on_one_thread() -> None:
+    """Under PARALLEL_MIN_FLOPS a template's default runs on the calling thread (a parallel
+    region would cost more than the split saves); just above it, the threads share it. Both
+    match the reference."""
+    import numpy as np
+
+    import minicc
+    from minicc.ir.loops.schedule import PARALLEL_MIN_FLOPS
+    from minicc.ir.parser import parse
+
+    for n, shared in ((32, False), (128, True)):
+        flops = 2 * n * n * n
+        assert (flops >= PARALLEL_MIN_FLOPS) == shared
+        m = parse(f"func @main(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n"
+                  f"  %c = matmul(%a, %b) : f32[{n},{n}]\n  return %c\n}}\n")
+        cm = minicc.compile(m, threads=2, cache=False)
+        sched = cm.artifact.summary["kernels"][0]["schedule"]
+        assert ("parallel(" in sched) == shared, sched
+        rng = np.random.default_rng(n)
+        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        np.testing.assert_allclose(cm.run({"a": a, "b": b})["c"], a @ b, rtol=1e-4,
+                                   atol=1e-4)
