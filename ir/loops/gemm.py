@@ -772,7 +772,8 @@ class CpuGemm(Rule):
         else:
             ncs = sorted({min(n, -(-v.N // (4 * L)) * 4 * L) for n in (64, 128, 256, 512, 1024)}
                          | {nc})
-        par = ["none"] if ctx.threads == 1 else ["nc", "mc"] + (["b"] if v.batch > 1 else []) \
+        par = ["none"] if ctx.threads == 1 else ["none", "nc", "mc"] + (
+            ["b"] if v.batch > 1 else []) \
             + (["kc"] if v.batch == 1 and v.a_const is not None and not v.int8 else [])
         if v.a_panel is not None:
             ncs = sorted({n for n in (2 * L, 4 * L, 8 * L, 16 * L, 32 * L) if n < v.N} |
