@@ -101,6 +101,28 @@ def wide_operand(load: Index3, rows: int, n: int, batch: int = 1) -> bool:
     return True
 
 
+def wide_operands(ctx: LowerCtx) -> tuple[bool, bool]:
+    """Whether the group's A and B can be read four f32 at a time (cache_shared(vec=4)), for
+    every GPU GEMM template (int8 tiles hold words built of bytes: never)."""
+    def make() -> tuple[bool, bool]:
+        v = group_view(ctx)
+        if v is None or v.int8:
+            return False, False
+        return (wide_operand(v.a_load, v.M, v.K, v.batch),
+                wide_operand(v.b_load, v.K, v.N, v.batch))
+    return ctx.memo("gpu_wide", make)
+
+
+def wide_refusal(ctx: LowerCtx, vec_a: int, vec_b: int) -> str | None:
+    """Why a schedule's cache_shared(vec=4) cannot be had here, or None."""
+    wa, wb = wide_operands(ctx)
+    if vec_a == 4 and not wa or vec_b == 4 and not wb:
+        return ("cache_shared(vec=4) reads four consecutive f32 from a 16-byte boundary: this "
+                "operand is not stored that way (a fused producer, a conv's gather, an odd row "
+                "length, f16 or int8)")
+    return None
+
+
 def wide_tile_load(tile: Buffer, nthreads: int, tid: Expr, e: Var, rows: int, cols: int,
                    cell: Any) -> Stmt:
     """Like _cooperative_load, a quad of four consecutive columns per thread and step:
@@ -248,16 +270,8 @@ class GpuGemm(Rule):
         v = self.view(ctx)
         return v is not None and (ctx.group.output.type.dtype == F32 or v.int8)
 
-    def wide(self, ctx: LowerCtx) -> tuple[bool, bool]:
-        """Whether A and B can be read a float4 at a time (cache_shared(vec=4))."""
-        v = self.view(ctx)
-        assert v is not None
-        return ctx.memo("gpu_gemm_wide", lambda: (False, False) if v.int8 else (
-            wide_operand(v.a_load, v.M, v.K, v.batch),
-            wide_operand(v.b_load, v.K, v.N, v.batch)))
-
     def space(self, ctx: LowerCtx) -> KnobSpace:
-        wa, wb = self.wide(ctx)
+        wa, wb = wide_operands(ctx)
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (8, 16, 32),
                 "TM": (2, 4, 8), "TN": (2, 4, 8), "pad": (0, 4),
                 "vec_a": (1, 4) if wa else (1,), "vec_b": (1, 4) if wb else (1,)}
@@ -266,11 +280,9 @@ class GpuGemm(Rule):
         n = (knobs["BM"] // knobs["TM"]) * (knobs["BN"] // knobs["TN"])
         if not 32 <= n <= 1024:
             return f"{n} threads per block (32 to 1024)"
-        wa, wb = self.wide(ctx)
-        if knobs.get("vec_a", 1) == 4 and not wa or knobs.get("vec_b", 1) == 4 and not wb:
-            return ("cache_shared(vec=4) reads four consecutive elements from a 16-byte "
-                    "boundary: this operand is not stored that way (a fused producer, a conv's "
-                    "gather, an odd row length or int8 words)")
+        why = wide_refusal(ctx, knobs.get("vec_a", 1), knobs.get("vec_b", 1))
+        if why is not None:
+            return why
         if knobs.get("vec_a", 1) == 4 and knobs["BK"] % 4 or \
                 knobs.get("vec_b", 1) == 4 and knobs["BN"] % 4:
             return "cache_shared(vec=4) takes tiles a multiple of four long in K (A), N (B)"

@@ -33,7 +33,8 @@ from minicc.errors import ScheduleError
 from minicc.ir.compute import Cast, Const, Expr, Select, Var, both, call
 from minicc.ir.loops.gemm_views import GemmView, add, c64, div, emin, mod, mul, quads, word
 from minicc.ir.loops.gpu_gemm import (_guarded, gemm_kernel, group_view, sm_version,
-                                      unguarded, wide_operand, wide_tile_load)
+                                      unguarded, wide_operands, wide_refusal,
+                                      wide_tile_load)
 from minicc.ir.loops.mma import A_LAYOUT, B_LAYOUT, C_LAYOUT, is_int8
 from minicc.ir.loops.nodes import (MMA_SHAPES, Allocate, AsyncCommit, AsyncCopy, AsyncWait,
                                    Barrier, BufLoad, Buffer, For, IfThen, Kernel, LoopKind, Scope,
@@ -360,16 +361,8 @@ class GpuMma(Rule):
         return bool(ctx.target.gpu and v is not None and v.int8 and
                     sm_version(ctx.opts.cuda_arch) >= 80)
 
-    def wide(self, ctx: LowerCtx) -> tuple[bool, bool]:
-        """Whether A and B can be read four f32 at a time (cache_shared(vec=4))."""
-        v = self.view(ctx)
-        assert v is not None
-        return ctx.memo("gpu_mma_wide", lambda: (False, False) if v.int8 else (
-            wide_operand(v.a_load, v.M, v.K, v.batch),
-            wide_operand(v.b_load, v.K, v.N, v.batch)))
-
     def space(self, ctx: LowerCtx) -> KnobSpace:
-        wa, wb = self.wide(ctx)
+        wa, wb = wide_operands(ctx)
         return {"BM": (32, 64, 128), "BN": (32, 64, 128), "BK": (16, 32), "WM": (16, 32, 64),
                 "WN": (8, 16, 32, 64), "pad_a": (0, 4, 8), "pad_b": (0, 4, 8),
                 "stages": (1, 2, 3), "ldmatrix": (False, True),
@@ -383,12 +376,9 @@ class GpuMma(Rule):
             if v is None or not async_operands(v):
                 return "pipeline(stages>1) needs operands read straight from memory"
         va, vb = knobs.get("vec_a", 1), knobs.get("vec_b", 1)
-        if va == 4 or vb == 4:
-            wa, wb = self.wide(ctx)
-            if va == 4 and not wa or vb == 4 and not wb:
-                return ("cache_shared(vec=4) reads four consecutive f32 from a 16-byte "
-                        "boundary: this operand is not stored that way (a fused producer, a "
-                        "conv's gather, an odd row length, f16 or int8)")
+        why = wide_refusal(ctx, va, vb)
+        if why is not None:
+            return why
         return _invalid(knobs["BM"], knobs["BN"], knobs["BK"], knobs["WM"], knobs["WN"],
                         knobs["pad_a"], knobs["pad_b"], shape, stages,
                         knobs.get("ldmatrix", False), va, vb)
@@ -429,10 +419,7 @@ class GpuMma(Rule):
         v = self.view(ctx)
         assert v is not None
         t = _tile_of(steps)
-        if t["vec_a"] == 4 or t["vec_b"] == 4:
-            wa, wb = self.wide(ctx)
-            if t["vec_a"] == 4 and not wa or t["vec_b"] == 4 and not wb:
-                raise ScheduleError("gpu mma template: cache_shared(vec=4) reads four "
-                                    "consecutive f32 from a 16-byte boundary: this operand is "
-                                    "not stored that way")
+        why = wide_refusal(ctx, t["vec_a"], t["vec_b"])
+        if why is not None:
+            raise ScheduleError(f"gpu mma template: {why}")
         return Lowered(mma_gpu_kernel(v, t), dict(v.extra))

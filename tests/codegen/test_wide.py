@@ -108,8 +108,8 @@ def test_which_operands_can_be_read_wide() -> None:
     a 3x3 conv gathers B (never wide), its weights are rows of C*9 (wide when that is a
     multiple of 4); a matmul with K=6 has rows starting off 16-byte boundaries."""
     def wide(m) -> tuple[bool, bool]:
-        _, _, _, rule, ctx = lowered(m)[0]
-        return rule.wide(ctx)
+        _, _, _, _, ctx = lowered(m)[0]
+        return gpu_gemm.wide_operands(ctx)
     assert wide(conv((1, 8, 4, 4), (16, 8, 1, 1), {})) == (True, True)
     assert wide(conv((1, 8, 3, 3), (16, 8, 1, 1), {})) == (True, False)
     assert wide(conv((1, 4, 6, 6), (8, 4, 3, 3), {"pads": [1, 1, 1, 1]})) == (True, False)
