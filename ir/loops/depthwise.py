@@ -28,8 +28,8 @@ defines it), the weights are widened as they are broadcast (the direct kernel ta
 widened at compile time), and the sums are exact (see EXACT_TAPS), so the epilogue's
 requantization sees the int32 result the op defines. The planes hold f32 because the taps are
 FMAs either way; what int8 saves is the u8 reads and writes. The direct kernel widens each u8
-row it loads; it is the default for int8 too (Zen 4, MobileNetV2 with --int8-depthwise: its
-depthwise convs 2302 -> 2170 us in all, the 64x64 mobilenetv2_like 85 -> 75 us a run).
+row it loads; it is the default for int8 too (Zen 4, MobileNetV2 with --int8-depthwise: the
+kernels 3243 -> 3095 us in all, the 64x64 mobilenetv2_like 85 -> 75 us a run).
 
 Planes too big for L1 with their flat output (a 112x112 map's, 100 KB) are taken in bands of
 RY output rows: each band packs only the rows its taps reach (a row outside the image zeroed
