@@ -390,6 +390,75 @@ class KernelRenderer:
         self._runs[key] = out
         return out
 
+    def byte_word(self, e: Call) -> Val | None:
+        """A 32-bit word per lane put together from bytes of one u8 buffer (the `bitor` of
+        u8 loads widened and shifted by 0, 8, 16 and 24: the int8 depthwise template's words
+        of four taps), each byte's address lane 0's plus a constant, all within two vectors'
+        bytes: the span loaded once or twice (masked to it, so nothing past it is touched) and
+        one byte shuffle (vpermb / vpermt2b with AVX-512 VBMI) in place of four gathers. None
+        when the expression is anything else."""
+        assert self.vec is not None
+        terms: list[Expr] = []
+
+        def flat(x: Expr) -> None:
+            if isinstance(x, Call) and x.fn == "bitor":
+                flat(x.args[0])
+                flat(x.args[1])
+            else:
+                terms.append(x)
+        flat(e)
+        loads: dict[int, BufLoad] = {}
+        for t in terms:
+            shift = 0
+            if isinstance(t, Call) and t.fn == "shl" and isinstance(t.args[1], Const):
+                shift, t = int(t.args[1].value), t.args[0]    # type: ignore[arg-type]
+            if not (isinstance(t, Cast) and t.dtype == DType.I32 and isinstance(t.x, BufLoad)
+                    and t.x.buf.dtype == DType.U8) or shift % 8 or not 0 <= shift < 32 or \
+                    shift // 8 in loads:
+                return None
+            loads[shift // 8] = t.x
+        if e.dtype != DType.I32 or len({id(ld.buf) for ld in loads.values()}) != 1:
+            return None
+        buf = next(iter(loads.values())).buf
+        lanes, var = self.vec.lanes, self.vec.var
+        consts: dict[int, list[int]] = {}
+        terms0 = None
+        for q, ld in loads.items():
+            off, _ = self.address(buf, ld.index)
+            cs = []
+            for ln in range(lanes):
+                lt, c = linear_terms(simplify_ranged(
+                    substitute(off, {var: Const(ln, DType.I64)}), self.ranges))
+                if terms0 is None:
+                    terms0, base_off = lt, off
+                if lt != terms0:
+                    return None
+                cs.append(c)
+            consts[q] = cs
+        nbytes = 4 * lanes
+        lo = min(min(cs) for cs in consts.values())
+        span = max(max(cs) for cs in consts.values()) - lo + 1
+        if span > 2 * nbytes - 1:
+            return None
+        b = self.b
+        vty = ir.VectorType(I8, nbytes)
+        q0 = next(iter(consts))
+        start = b.add(self.scalar(self.lane0(base_off)), ir.Constant(I64, lo - consts[q0][0]))
+
+        def part(at: int, n: int) -> ir.Value:
+            p = b.bitcast(self.ptr(buf, b.add(start, ir.Constant(I64, at))), vty.as_pointer())
+            if n >= nbytes:
+                return b.load(p, align=1)
+            return self.masked_load(p, vty, vconst(ir.VectorType(I1, nbytes),
+                                                   [1] * n + [0] * (nbytes - n)), 0)
+        v0 = part(0, span)
+        v1 = part(nbytes, span - nbytes) if span > nbytes else vconst(vty, 0)
+        zero = max(span, nbytes)            # a byte of v1 that is zero
+        idx = [consts[q][ln] - lo if q in consts else zero
+               for ln in range(lanes) for q in range(4)]
+        word = b.shuffle_vector(v0, v1, vconst(ir.VectorType(I32, nbytes), idx))
+        return Val(b.bitcast(word, ir.VectorType(I32, lanes)), True)
+
     def runs_load(self, buf: Buffer, off: Expr, spans: list[tuple[int, int]],
                   deltas: list[int], vty: ir.VectorType) -> ir.Value:
         """Each run of elements loaded as one vector (exactly the elements it spans: each lies
@@ -555,10 +624,12 @@ class KernelRenderer:
             return f"v{vty.count}i{e.width}"
         return f"v{vty.count}" + {F16: "f16", F32: "f32", F64: "f64"}[e]
 
-    def masked_load(self, p: ir.Value, vty: ir.VectorType, mask: ir.Value) -> ir.Value:
+    def masked_load(self, p: ir.Value, vty: ir.VectorType, mask: ir.Value,
+                    passthru: object = ir.Undefined) -> ir.Value:
+        """The lanes `mask` has, the others `passthru` (undefined unless given)."""
         fn = self._intrinsic(f"llvm.masked.load.{self._vname(vty)}.p0", vty,
                              [vty.as_pointer(), I32, mask.type, vty])
-        return self.b.call(fn, [p, ir.Constant(I32, 1), mask, vconst(vty, ir.Undefined)])
+        return self.b.call(fn, [p, ir.Constant(I32, 1), mask, vconst(vty, passthru)])
 
     def masked_store(self, v: ir.Value, p: ir.Value, mask: ir.Value) -> None:
         fn = self._intrinsic(f"llvm.masked.store.{self._vname(v.type)}.p0", ir.VoidType(),
@@ -628,6 +699,11 @@ class KernelRenderer:
         if isinstance(e, Call):
             if e.dtype == DType.I64 and e.fn in _PURE_INDEX:
                 return self._emit_index(e)
+            if e.fn == "bitor" and self.vec is not None and self.vec.mask is None and \
+                    self.guard is None:
+                word = self.byte_word(e)
+                if word is not None:
+                    return word
             args = [self.emit(a) for a in e.args]
             if any(a.vec for a in args):
                 lanes = self.vec.lanes  # type: ignore[union-attr]

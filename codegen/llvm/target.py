@@ -20,8 +20,8 @@ from minicc.codegen.llvm.worker import machine
 from minicc.runtime.llvm_host import host_features, init_llvm, vector_bits
 
 # the ISA features generated code may rely on (what a machine loading an artifact must have)
-SIMD_FEATURES = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avx2", "avx",
-                 "fma", "f16c", "sse4.2")
+SIMD_FEATURES = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avx512vbmi",
+                 "avx2", "avx", "fma", "f16c", "sse4.2")
 # a named CPU is assumed to have the features of its vector width's psABI level
 _BY_WIDTH = {512: ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "avx", "fma", "f16c",
                    "sse4.2"),

@@ -71,6 +71,7 @@ BAND_ELEMENTS = 512        # of about this many plane columns (see band_rows)
 # ops whose epilogue is a few vector instructions (see direct_default)
 CHEAP_EPILOGUE = {"conv", "add", "sub", "mul", "div", "clip", "relu", "max", "min",
                   "leaky_relu", "hard_sigmoid", "hard_swish"}
+DOT_BLOCK_BYTES = 4 << 10  # the dot kernel's planes packed at a time: up to 8 in this much
 DIRECT_RY = 6              # output rows per register tile of the direct kernel (direct_tile)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
@@ -126,6 +127,7 @@ class DwPlan:
     lanes: bool = False     # channels in the vector lanes (small maps), not pixels
     ry: int | None = None   # output rows per band (None: the whole plane at once)
     direct: bool = False    # output rows in the lanes, taps read from the input in place
+    dot: bool = False       # int8 with VNNI: four taps of a kernel row per vpdpbusd word
 
 
 class DepthwiseKernel:
@@ -151,6 +153,8 @@ class DepthwiseKernel:
     def lowered(self) -> Lowered:
         if self.p.lanes:
             return self.lanes_kernel()
+        if self.p.dot:
+            return self.dot_kernel()
         if self.p.direct:
             return self.direct_kernel()
         return Lowered(self.kernel())
@@ -241,6 +245,103 @@ class DepthwiseKernel:
         k = Kernel(name, params + (wt, win, ob), roles + ("weight", "scratch", "scratch"), body,
                    flops=group_flops(self.ctx.group))
         return Lowered(k, {wt: wt_arr})
+
+    def dot_kernel(self) -> Lowered:
+        """int8 where the CPU has AVX-512 VNNI: per (image, channel) plane, the u8 plane copied
+        into scratch between borders of the zero point (filled once per call), then per
+        vector of output pixels (a row's, or whole rows of a map narrower than a vector) and
+        per four taps of a kernel row, one int32 word of the four input bytes per pixel (one
+        byte shuffle, see the renderer's byte_word) into one `dpbusd` with the channel's four
+        s8 weights: a 3x3 conv is three vpdpbusd per 16 pixels where the f32 kernels take
+        nine FMAs and nine widenings. The borders hold the zero point, so the sum is
+        sum(x * w) and zero point x sum(w), taken off at the end, gives the op's int32."""
+        cv, L = self.cv, self.L
+        name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
+        x, out = bufs[self.conv.inputs[0]], bufs[self.ctx.group.output]
+        s, U8, I32 = cv.sh, DType.U8, DType.I32
+        hp = (cv.oh - 1) * s + (cv.kh - 1) * cv.dh + 1
+        wp = (cv.ow - 1) * s + (cv.kw - 1) * cv.dw + 1
+        rpv = dot_rows_per_vector(cv, L)            # output rows per vector (0: a row's part)
+        nxv = -(-cv.ow // L)
+        # the furthest byte any lane reads (lanes past the map read beyond it, thrown away)
+        last_oy = (-(-cv.oh // rpv) * rpv - 1) if rpv else cv.oh - 1
+        last_ox = cv.ow - 1 if rpv else nxv * L - 1
+        need = (last_oy * s + (cv.kh - 1) * cv.dh) * wp + last_ox * s + (cv.kw - 1) * cv.dw + 1
+        size = -(-max(need, hp * wp) // 64) * 64
+        # planes packed a block at a time before any is read: a plane's loads right after its
+        # own stores would wait for them to reach the cache (no store forwarding into a wider
+        # load), 60 cycles a plane for 144 ch at 4x4 against 25 in blocks of 8
+        cbn = max(1, min(8, cv.c, DOT_BLOCK_BYTES // size))
+        nblk = -(-cv.c // cbn)
+        sp = Buffer(f"{name}_plane", U8, (cbn, size), Scope.SCRATCH)
+        # weights: the s8 taps of each kernel row in words of four (little-endian), zero-filled
+        gpr = -(-cv.kw // 4)
+        w8 = consts[self.conv.inputs[1]].reshape(cv.c, cv.kh, cv.kw).astype(np.int8)
+        wq = np.zeros((cv.c, cv.kh, gpr * 4), np.int8)
+        wq[:, :, :cv.kw] = w8
+        w_arr = np.ascontiguousarray(wq).view("<i4").reshape(cv.c, cv.kh * gpr).astype(np.int32)
+        corr_arr = (int(self.zp) * w8.reshape(cv.c, -1).astype(np.int64).sum(1)).astype(np.int32)
+        wb = Buffer(f"{name}_w4", I32, w_arr.shape, Scope.GLOBAL)
+        cb = Buffer(f"{name}_zpw", I32, corr_arr.shape, Scope.GLOBAL)
+        acc = Buffer(f"{name}_acc", I32, (L,), Scope.LOCAL)
+
+        t, e, ln, cc = Var("t"), Var("e"), Var("l"), Var("cc")
+        b = div(t, nblk) if cv.n > 1 else c64(0)
+        c = add(mul(mod(t, nblk), cbn), cc)
+        fill = For(cc, c64(cbn), vloop(e, c64(size), lambda ev: Store(
+            sp, (cc, ev), Const(int(self.zp), U8)), L))
+        r, q = Var("r"), Var("q")
+        r0, r1 = max(0, cv.pt), min(hp, cv.h + cv.pt)
+        q0, q1 = max(0, cv.pl), min(wp, cv.w + cv.pl)
+        block = emin(cbn, add(c64(cv.c), mul(mod(t, nblk), -cbn)))    # planes in this block
+        pack = For(cc, block, For(r, c64(max(0, r1 - r0)), vloop(
+            q, c64(max(0, q1 - q0)), lambda qv: Store(
+                sp, (cc, add(mul(add(r, r0), wp), qv, q0)),
+                BufLoad(x, (b, c, add(r, r0 - cv.pt), add(qv, q0 - cv.pl)), U8)), L)))
+
+        def word(oy: Expr, ox: Expr, ky: int, kx0: int) -> Expr:
+            w: Expr | None = None
+            for k in range(min(4, cv.kw - kx0)):
+                at = add(mul(add(mul(oy, s), ky * cv.dh), wp), mul(ox, s), (kx0 + k) * cv.dw)
+                byte = cast(BufLoad(sp, (cc, at), U8), I32)
+                term = byte if k == 0 else call("shl", byte, Const(8 * k, I32))
+                w = term if w is None else call("bitor", w, term)
+            assert w is not None
+            return w
+
+        def dots(oy: Expr, ox: Expr) -> Stmt:
+            body: list[Stmt] = [For(ln, c64(L), Store(acc, (ln,), Const(0, I32)), VECTOR, L)]
+            for ky in range(cv.kh):
+                for g in range(gpr):
+                    body.append(For(ln, c64(L), Store(acc, (ln,), call(
+                        "dpbusd", BufLoad(acc, (ln,), I32), word(oy, ox, ky, 4 * g),
+                        BufLoad(wb, (c, c64(ky * gpr + g)), I32))), VECTOR, L))
+            return seq(*body)
+
+        out_index, epi = self._epilogue()
+        sums = call("sub", BufLoad(acc, (ln,), I32), BufLoad(cb, (c,), I32))
+        v = Var("v")
+        if rpv:         # whole output rows per vector: the flat index of the plane in the lanes
+            oy = add(mul(v, rpv), div(ln, cv.ow))
+            j = add(mul(v, L), ln)
+            nv = -(-cv.oh // rpv)
+            store = For(ln, emin(L, add(c64(cv.oh * cv.ow), mul(v, -L))), Store(
+                out, out_index(b, c, j), epi(sums, b, c, j)), VECTOR, L)
+            compute = For(v, c64(nv), Allocate(acc, seq(dots(oy, mod(ln, cv.ow)), store)))
+        else:           # each output row in vectors, the last one's lanes past the row unused
+            oy, xv = Var("oy"), Var("xv")
+            ox = add(mul(xv, L), ln)
+            jq = add(mul(oy, cv.ow), ox)
+            store = For(ln, emin(L, add(c64(cv.ow), mul(xv, -L))), Store(
+                out, out_index(b, c, jq), epi(sums, b, c, jq)), VECTOR, L)
+            compute = For(oy, c64(cv.oh), For(xv, c64(nxv), Allocate(
+                acc, seq(dots(oy, ox), store))))
+        body = seq(fill, For(t, c64(cv.n * nblk), seq(pack, For(cc, block, compute)),
+                             PARALLEL if self.p.parallel else SERIAL))
+        params, roles = kernel_params(self.ctx.group, bufs, consts)
+        k = Kernel(name, params + (wb, cb, sp), roles + ("weight", "weight", "scratch"), body,
+                   flops=group_flops(self.ctx.group))
+        return Lowered(k, {wb: w_arr, cb: corr_arr})
 
     def direct_kernel(self) -> Lowered:
         """Stride 1 or 2, no dilation: a tile of RY output rows x RX vectors of each row in
@@ -454,9 +555,11 @@ def band_rows(cv: _Conv, lanes: int, threads: int) -> int | None:
 
 def plan_from_steps(steps: Sequence[Step], name: str = "", cv: _Conv | None = None) -> DwPlan:
     where = f"depthwise template ({name})" if name else "depthwise template"
-    got: dict[str, Any] = {"parallel": False, "lanes": False, "direct": False}
+    got: dict[str, Any] = {"parallel": False, "lanes": False, "direct": False, "dot": False}
     for st in steps:
-        if st.name == "tile":
+        if st.name == "dot" and not st.args:
+            got["dot"] = True
+        elif st.name == "tile":
             got.update(int_kwargs(st, ("RX", "RY")))
         elif st.name == "parallel" and st.args == ("t",):
             got["parallel"] = True
@@ -466,7 +569,7 @@ def plan_from_steps(steps: Sequence[Step], name: str = "", cv: _Conv | None = No
             got["direct"] = True
         else:
             raise ScheduleError(f"{st}: not a step of the depthwise template (tile, "
-                                "vectorize(c), vectorize(x), parallel)")
+                                "vectorize(c), vectorize(x), dot, parallel)")
     if not 1 <= got.get("rx", 0) <= 16:
         raise ScheduleError(f"{where}: the steps must set tile(RX=1..16)")
     ry = got.get("ry")
@@ -485,7 +588,35 @@ def plan_from_steps(steps: Sequence[Step], name: str = "", cv: _Conv | None = No
     if got["direct"] and got["rx"] * (ry or DIRECT_RY) > 16:
         raise ScheduleError(f"{where}: vectorize(x) holds RX x RY = "
                             f"{got['rx'] * (ry or DIRECT_RY)} vectors of sums; at most 16")
-    return DwPlan(got["rx"], got["parallel"], got["lanes"], got.get("ry"), got["direct"])
+    if got["dot"] and (got["lanes"] or got["direct"]):
+        raise ScheduleError(f"{where}: dot reads pixels in the lanes from its own copy of the "
+                            "plane; leave vectorize(c) and vectorize(x) out")
+    return DwPlan(got["rx"], got["parallel"], got["lanes"], got.get("ry"), got["direct"],
+                  got["dot"])
+
+
+def dot_rows_per_vector(cv: _Conv, lanes: int) -> int:
+    """Output rows per vector of the dot kernel: whole rows where they divide a vector (a 4x4
+    or 8x8 map), else 0 (each row in vectors of its own)."""
+    return lanes // cv.ow if cv.ow < lanes and lanes % cv.ow == 0 else 0
+
+
+def dot_fits(ctx: LowerCtx, cv: _Conv) -> bool:
+    """The dot kernel's needs: a u8 conv (the s8 weights fit vpdpbusd as they are), AVX-512
+    VNNI with VBMI's byte shuffles (16 lanes of words), and each word's four bytes for a
+    vector of pixels within 127 bytes of the plane (so one shuffle of two vectors gathers
+    them; a stride-2 conv onto a 4x4 map reads 9 rows of its input per vector)."""
+    conv = ctx.group.anchor
+    feats = ctx.target.features
+    if conv is None or conv.inputs[0].type.dtype != DType.U8 or ctx.target.lanes != 16 or \
+            "avx512vnni" not in feats or "avx512vbmi" not in feats:
+        return False
+    s, L = cv.sh, ctx.target.lanes
+    wp = (cv.ow - 1) * s + (cv.kw - 1) * cv.dw + 1
+    rpv = dot_rows_per_vector(cv, L)
+    rows, cols = (rpv, cv.ow) if rpv else (1, L)        # every lane reads, past the map too
+    span = (rows - 1) * s * wp + (cols - 1) * s + min(4, cv.kw) * cv.dw
+    return span <= 4 * L * 2 - 1
 
 
 def direct_fits(cv: _Conv) -> bool:
@@ -555,6 +686,7 @@ class CpuDepthwise(Rule):
         cv = self.geometry(ctx)
         assert cv is not None
         return {"lanes": (False, True), "direct": (False, True) if direct_fits(cv) else (False,),
+                "dot": (False, True) if dot_fits(ctx, cv) else (False,),
                 "RY": tuple(sorted({r for r in (1, 2, 3, 4, 5, 6, 7, 8, 16, 32) if r < cv.oh}
                                    | {cv.oh, band_rows(cv, ctx.target.lanes, ctx.threads)
                                       or cv.oh})),
@@ -564,6 +696,9 @@ class CpuDepthwise(Rule):
     def invalid(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> str | None:
         cv = self.geometry(ctx)
         assert cv is not None
+        if knobs.get("dot") and (knobs.get("direct") or knobs.get("lanes")):
+            return "dot puts pixels in the lanes from its own copy of the plane: no " \
+                "vectorize(c) or vectorize(x) with it"
         if not knobs.get("direct"):
             return None
         if knobs.get("lanes"):
@@ -592,21 +727,27 @@ class CpuDepthwise(Rule):
         most = LANES_MAX_PIXELS_S1 if cv.sh == cv.sw == 1 else LANES_MAX_PIXELS
         lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes and \
             (ctx.target.fast_gather or not direct_fits(cv))
+        if dot_fits(ctx, cv):
+            return {"lanes": False, "direct": False, "dot": True, "RX": 1, "RY": cv.oh,
+                    "parallel": ctx.default_threads > 1}
         cheap = cheap_epilogue(ctx.group)
         if not lanes and direct_default(cv, ctx.target.lanes, cheap):
             rx, ry = direct_tile(cv, ctx.target.lanes, cheap)
-            return {"lanes": False, "direct": True, "RX": rx, "RY": ry,
+            return {"lanes": False, "direct": True, "dot": False, "RX": rx, "RY": ry,
                     "parallel": ctx.default_threads > 1}
         ry = (None if lanes else band_rows(cv, ctx.target.lanes, ctx.threads)) or cv.oh
         n = cv.oh * cv.ow if lanes else Planes.of(cv, ctx.target.lanes, ry).nvec
         ntile = -(-n // 6)
-        return {"lanes": lanes, "direct": False, "RX": -(-n // ntile), "RY": ry,
+        return {"lanes": lanes, "direct": False, "dot": False, "RX": -(-n // ntile), "RY": ry,
                 "parallel": ctx.default_threads > 1}
 
     def steps(self, ctx: LowerCtx, knobs: Mapping[str, Any]) -> list[Step]:
         cv = self.geometry(ctx)
         assert cv is not None
         ry = knobs.get("RY")
+        if knobs.get("dot"):
+            return [step("tile", RX=1), step("dot")] + \
+                ([step("parallel", "t")] if knobs["parallel"] else [])
         if knobs.get("direct") and not knobs.get("lanes"):
             ry = min(ry or DIRECT_RY, cv.oh)
             rx = max(1, min(knobs["RX"], 16 // ry, -(-cv.ow // ctx.target.lanes)))
@@ -623,4 +764,9 @@ class CpuDepthwise(Rule):
     def apply(self, ctx: LowerCtx, steps: Sequence[Step]) -> Lowered:
         cv = self.geometry(ctx)
         assert cv is not None
-        return DepthwiseKernel(ctx, cv, plan_from_steps(steps, ctx.name, cv)).lowered()
+        plan = plan_from_steps(steps, ctx.name, cv)
+        if plan.dot and not dot_fits(ctx, cv):
+            raise ScheduleError(f"depthwise template ({ctx.name}): dot needs an int8 conv, "
+                                "AVX-512 VNNI and VBMI, and each vector's taps within 127 "
+                                "bytes of the plane")
+        return DepthwiseKernel(ctx, cv, plan).lowered()

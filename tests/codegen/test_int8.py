@@ -52,6 +52,7 @@ def run(mod: Module, x: np.ndarray, **kw: Any) -> tuple[np.ndarray, Any]:
 
 
 AVX512 = "+avx512f" in host_features()[1].split(",")
+DOT = {"+avx512vnni", "+avx512vbmi"} <= set(host_features()[1].split(","))
 # the portable fallback on a CPU without VNNI: AVX-512 where this machine runs it, else AVX2
 CPUS = ["native", "x86-64-v4" if AVX512 else "x86-64-v3"]
 
@@ -124,19 +125,50 @@ def test_depthwise_conv_integer_takes_the_depthwise_template_exactly(shape: tupl
 @given(c=st.integers(2, 40), h=st.integers(1, 13), w=st.integers(1, 19), k=st.sampled_from([3, 5]),
        zp=st.integers(0, 255), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
        stride=st.integers(1, 2), cpu=st.sampled_from(CPUS), seed=st.integers(0, 99))
-def test_depthwise_conv_integer_read_in_place_is_exact(c: int, h: int, w: int, k: int, zp: int,
-                                                       pads: list[int], stride: int, cpu: str,
-                                                       seed: int) -> None:
-    """The direct kernel (the default for int8 at stride 1 and 2): each tap's u8 row widened
-    in registers, the compile-time f32 weights, lanes outside the image read as the zero
-    point; its requantized output equals the interpreter's on every shape, pad and zero
-    point, on AVX-512 and AVX2."""
+def test_depthwise_conv_integer_defaults_are_exact(c: int, h: int, w: int, k: int, zp: int,
+                                                   pads: list[int], stride: int, cpu: str,
+                                                   seed: int) -> None:
+    """The int8 defaults, dot (VNNI and VBMI: four taps per vpdpbusd, the words gathered by
+    byte shuffles from a plane padded with the zero point) where the CPU has them, else the
+    direct kernel (each tap's u8 row widened in registers, lanes outside the image read as
+    the zero point), and the direct kernel forced where dot is the default: the requantized
+    output equals the interpreter's on every shape, pad and zero point, AVX-512 and AVX2."""
     h, w = max(h, k - pads[0] - pads[2]), max(w, k - pads[1] - pads[3])   # a non-empty output
     mod, x = dw_model(c, h, w, k, zp, pads, stride, seed=seed)
     got, cm = run(mod, x, cpu=cpu)
+    want = interpret(mod, {"x": x})["y"]
     sched = cm.artifact.summary["kernels"][0]["schedule"]
     assert sched.startswith("cpu.depthwise:")
+    assert ("dot" in sched) == (cpu == "native" and DOT)
+    np.testing.assert_array_equal(got, want)
+    if "dot" in sched:
+        name = cm.artifact.summary["kernels"][0]["name"]
+        got, cm = run(mod, x, cpu=cpu, schedules={
+            name: "cpu.depthwise: tile(RX=1, RY=2); vectorize(x)"})
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.skipif(not DOT, reason="this CPU has no AVX-512 VNNI and VBMI")
+@pytest.mark.parametrize("shape", [(144, 4, 4, 3, 77, [1] * 4, 1), (8, 8, 8, 5, 200, [2] * 4, 2),
+                                   (5, 3, 40, 3, 9, [1, 0, 1, 2], 2)])
+def test_the_dot_kernel_gathers_its_words_with_byte_shuffles(shape: tuple) -> None:
+    """One or two loads of the span (a 5x5 stride-2 conv onto 4x4 spans 76 bytes) and a
+    vpermt2b per word, no gathers; exact."""
+    mod, x = dw_model(*shape)
+    got, cm = run(mod, x)
     np.testing.assert_array_equal(got, interpret(mod, {"x": x})["y"])
+    asm = minicc.compile(mod, threads=1, dump=("asm",), cache=False).report.dumps["asm"]
+    assert "vpdpbusd" in asm and ("vpermt2b" in asm or "vpermb" in asm)
+    assert "gather" not in asm
+
+
+def test_dot_is_refused_where_it_cannot_run() -> None:
+    from minicc.errors import MiniccError
+
+    mod, x = dw_model(16, 8, 8, 3, 3, [1] * 4, 1)
+    with pytest.raises(MiniccError, match="dot needs an int8 conv, AVX-512 VNNI and VBMI"):
+        minicc.compile(mod, threads=1, cpu="x86-64-v3",
+                       schedules={"k0_cast": "cpu.depthwise: tile(RX=1); dot()"})
 
 
 def test_a_depthwise_conv_integer_with_too_many_taps_for_f32_takes_the_loop_nest() -> None:
