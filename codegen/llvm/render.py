@@ -731,9 +731,55 @@ class KernelRenderer:
                 return Val(self.b.select(c.v, a.v, bb.v), True)
             return Val(self.b.select(c.v, a.v, bb.v), False)
         if isinstance(e, Cast):
+            if e.dtype in (DType.U8, DType.I8) and self.vec is not None:
+                q = self.requantized(e)
+                if q is not None:
+                    return q
             x = self.emit(e.x)
             return Val(self.convert(x.v, e.x.dtype, e.dtype), x.vec)
         raise CodegenError(f"llvm: cannot emit expression {type(e).__name__}")
+
+    def requantized(self, e: Cast) -> Val | None:
+        """u8/s8(min(max(round(x), lo), hi)) with integer bounds in the type's range, an int8
+        epilogue's requantization: x clamped above in f32, converted rounding to nearest even
+        (cvtps2dq, which gives INT_MIN below the int32 range), clamped below as an int32 and
+        truncated: four instructions for the seven of the generic path (round, compare and
+        zero, min, truncating convert, truncate), and the same result for every x but NaN
+        (whose cast the generic path leaves undefined)."""
+        m = e.x
+        if not (isinstance(m, Call) and m.fn == "min" and isinstance(m.args[1], Const)):
+            return None
+        mx = m.args[0]
+        if not (isinstance(mx, Call) and mx.fn == "max" and isinstance(mx.args[1], Const)):
+            return None
+        rd = mx.args[0]
+        if not (isinstance(rd, Call) and rd.fn == "round" and rd.dtype == DType.F32):
+            return None
+        lo, hi = float(mx.args[1].value), float(m.args[1].value)   # type: ignore[arg-type]
+        tmin, tmax = (0, 255) if e.dtype == DType.U8 else (-128, 127)
+        if not (lo.is_integer() and hi.is_integer() and tmin <= lo <= hi <= tmax):
+            return None
+        lanes = self.vec.lanes      # type: ignore[union-attr]
+        if lanes == 16 and "avx512f" in self.features:
+            name, extra = "llvm.x86.avx512.mask.cvtps2dq.512", True
+        elif lanes == 8 and "avx" in self.features:
+            name, extra = "llvm.x86.avx.cvt.ps2dq.256", False
+        else:
+            return None
+        x = self.vector(rd.args[0], lanes).v
+        b = self.b
+        fty, ity = ir.VectorType(F32, lanes), ir.VectorType(I32, lanes)
+        top = vconst(fty, hi)
+        x = b.select(b.fcmp_ordered("<", top, x), top, x)
+        if extra:       # (x, passthru, mask, rounding: 4 = the current mode, to nearest even)
+            fn = self._intrinsic(name, ity, [fty, ity, ir.IntType(16), I32])
+            i = b.call(fn, [x, vconst(ity, 0), ir.Constant(ir.IntType(16), -1),
+                            ir.Constant(I32, 4)])
+        else:
+            i = b.call(self._intrinsic(name, ity, [fty]), [x])
+        bottom = vconst(ity, int(lo))
+        i = b.select(b.icmp_signed(">", i, bottom), i, bottom)
+        return Val(b.trunc(i, ir.VectorType(I8, lanes)), True)
 
     def _branch_select(self, c: Val, e: Select) -> Val:
         """A select of vectors on a condition that is the same for every lane, as a branch:

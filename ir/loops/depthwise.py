@@ -72,6 +72,7 @@ BAND_ELEMENTS = 512        # of about this many plane columns (see band_rows)
 CHEAP_EPILOGUE = {"conv", "add", "sub", "mul", "div", "clip", "relu", "max", "min",
                   "leaky_relu", "hard_sigmoid", "hard_swish"}
 DOT_BLOCK_BYTES = 4 << 10  # the dot kernel's planes packed at a time: up to 8 in this much
+DOT_RY = 4                 # the dot kernel's output rows per register tile (rows mode)
 DIRECT_RY = 6              # output rows per register tile of the direct kernel (direct_tile)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
                                     LoopKind.UNROLL)
@@ -263,8 +264,9 @@ class DepthwiseKernel:
         wp = (cv.ow - 1) * s + (cv.kw - 1) * cv.dw + 1
         rpv = dot_rows_per_vector(cv, L)            # output rows per vector (0: a row's part)
         nxv = -(-cv.ow // L)
+        ry = max(1, min(self.p.ry or DOT_RY, cv.oh))   # rows mode: output rows per tile
         # the furthest byte any lane reads (lanes past the map read beyond it, thrown away)
-        last_oy = (-(-cv.oh // rpv) * rpv - 1) if rpv else cv.oh - 1
+        last_oy = (-(-cv.oh // rpv) * rpv if rpv else -(-cv.oh // ry) * ry) - 1
         last_ox = cv.ow - 1 if rpv else nxv * L - 1
         need = (last_oy * s + (cv.kh - 1) * cv.dh) * wp + last_ox * s + (cv.kw - 1) * cv.dw + 1
         size = -(-max(need, hp * wp) // 64) * 64
@@ -283,7 +285,8 @@ class DepthwiseKernel:
         corr_arr = (int(self.zp) * w8.reshape(cv.c, -1).astype(np.int64).sum(1)).astype(np.int32)
         wb = Buffer(f"{name}_w4", I32, w_arr.shape, Scope.GLOBAL)
         cb = Buffer(f"{name}_zpw", I32, corr_arr.shape, Scope.GLOBAL)
-        acc = Buffer(f"{name}_acc", I32, (L,), Scope.LOCAL)
+        acc = Buffer(f"{name}_acc", I32, (1 if rpv else ry, L), Scope.LOCAL)
+        wv = Buffer(f"{name}_word", I32, (L,), Scope.LOCAL)
 
         t, e, ln, cc = Var("t"), Var("e"), Var("l"), Var("cc")
         b = div(t, nblk) if cv.n > 1 else c64(0)
@@ -299,43 +302,65 @@ class DepthwiseKernel:
                 sp, (cc, add(mul(add(r, r0), wp), qv, q0)),
                 BufLoad(x, (b, c, add(r, r0 - cv.pt), add(qv, q0 - cv.pl)), U8)), L)))
 
-        def word(oy: Expr, ox: Expr, ky: int, kx0: int) -> Expr:
+        def word(row: Expr, ox: Expr, kx0: int) -> Expr:
+            """Taps kx0..kx0+3 of plane row `row` for output column ox, a byte each."""
             w: Expr | None = None
             for k in range(min(4, cv.kw - kx0)):
-                at = add(mul(add(mul(oy, s), ky * cv.dh), wp), mul(ox, s), (kx0 + k) * cv.dw)
+                at = add(mul(row, wp), mul(ox, s), (kx0 + k) * cv.dw)
                 byte = cast(BufLoad(sp, (cc, at), U8), I32)
                 term = byte if k == 0 else call("shl", byte, Const(8 * k, I32))
                 w = term if w is None else call("bitor", w, term)
             assert w is not None
             return w
 
-        def dots(oy: Expr, ox: Expr) -> Stmt:
-            body: list[Stmt] = [For(ln, c64(L), Store(acc, (ln,), Const(0, I32)), VECTOR, L)]
-            for ky in range(cv.kh):
+        def vec(body: Stmt) -> Stmt:
+            return For(ln, c64(L), body, VECTOR, L)
+
+        def dots(oy0: Expr, rows: int, ox: Expr, oy_lane: Expr = c64(0)) -> Stmt:
+            """`rows` output rows from oy0 (+ oy_lane per lane): each plane row the taps
+            reach made into words once, each word into every row it is a tap of."""
+            body: list[Stmt] = [vec(Store(acc, (c64(r_), ln), Const(0, I32)))
+                                for r_ in range(rows)]
+            reach: dict[int, list[tuple[int, int]]] = {}
+            for r_ in range(rows):
+                for ky in range(cv.kh):
+                    reach.setdefault(r_ * s + ky * cv.dh, []).append((r_, ky))
+            for d in sorted(reach):
+                row = add(mul(add(oy0, oy_lane), s), d)
                 for g in range(gpr):
-                    body.append(For(ln, c64(L), Store(acc, (ln,), call(
-                        "dpbusd", BufLoad(acc, (ln,), I32), word(oy, ox, ky, 4 * g),
-                        BufLoad(wb, (c, c64(ky * gpr + g)), I32))), VECTOR, L))
-            return seq(*body)
+                    body.append(vec(Store(wv, (ln,), word(row, ox, 4 * g))))
+                    for r_, ky in reach[d]:
+                        a = (c64(r_), ln)
+                        body.append(vec(Store(acc, a, call(
+                            "dpbusd", BufLoad(acc, a, I32), BufLoad(wv, (ln,), I32),
+                            BufLoad(wb, (c, c64(ky * gpr + g)), I32)))))
+            return Allocate(wv, seq(*body))
 
         out_index, epi = self._epilogue()
-        sums = call("sub", BufLoad(acc, (ln,), I32), BufLoad(cb, (c,), I32))
+
+        def sums(r_: int) -> Expr:
+            return call("sub", BufLoad(acc, (c64(r_), ln), I32), BufLoad(cb, (c,), I32))
         v = Var("v")
         if rpv:         # whole output rows per vector: the flat index of the plane in the lanes
-            oy = add(mul(v, rpv), div(ln, cv.ow))
             j = add(mul(v, L), ln)
             nv = -(-cv.oh // rpv)
             store = For(ln, emin(L, add(c64(cv.oh * cv.ow), mul(v, -L))), Store(
-                out, out_index(b, c, j), epi(sums, b, c, j)), VECTOR, L)
-            compute = For(v, c64(nv), Allocate(acc, seq(dots(oy, mod(ln, cv.ow)), store)))
-        else:           # each output row in vectors, the last one's lanes past the row unused
-            oy, xv = Var("oy"), Var("xv")
+                out, out_index(b, c, j), epi(sums(0), b, c, j)), VECTOR, L)
+            compute = For(v, c64(nv), Allocate(acc, seq(
+                dots(mul(v, rpv), 1, mod(ln, cv.ow), div(ln, cv.ow)), store)))
+        else:           # tiles of ry output rows by a vector of a row (lanes past it unused)
+            yt, xv = Var("yt"), Var("xv")
             ox = add(mul(xv, L), ln)
-            jq = add(mul(oy, cv.ow), ox)
-            store = For(ln, emin(L, add(c64(cv.ow), mul(xv, -L))), Store(
-                out, out_index(b, c, jq), epi(sums, b, c, jq)), VECTOR, L)
-            compute = For(oy, c64(cv.oh), For(xv, c64(nxv), Allocate(
-                acc, seq(dots(oy, ox), store))))
+            stores: list[Stmt] = []
+            for r_ in range(ry):
+                jq = add(mul(add(mul(yt, ry), r_), cv.ow), ox)
+                st: Stmt = For(ln, emin(L, add(c64(cv.ow), mul(xv, -L))), Store(
+                    out, out_index(b, c, jq), epi(sums(r_), b, c, jq)), VECTOR, L)
+                if cv.oh % ry:
+                    st = IfThen(add(mul(yt, ry), r_).lt(c64(cv.oh)), st)
+                stores.append(st)
+            compute = For(yt, c64(-(-cv.oh // ry)), For(xv, c64(nxv), Allocate(
+                acc, seq(dots(mul(yt, ry), ry, ox), *stores))))
         body = seq(fill, For(t, c64(cv.n * nblk), seq(pack, For(cc, block, compute)),
                              PARALLEL if self.p.parallel else SERIAL))
         params, roles = kernel_params(self.ctx.group, bufs, consts)
@@ -699,6 +724,9 @@ class CpuDepthwise(Rule):
         if knobs.get("dot") and (knobs.get("direct") or knobs.get("lanes")):
             return "dot puts pixels in the lanes from its own copy of the plane: no " \
                 "vectorize(c) or vectorize(x) with it"
+        if knobs.get("dot"):
+            return None if min(knobs.get("RY") or DOT_RY, cv.oh) <= 16 else \
+                "dot holds RY rows of sums: at most 16"
         if not knobs.get("direct"):
             return None
         if knobs.get("lanes"):
@@ -728,7 +756,8 @@ class CpuDepthwise(Rule):
         lanes = cv.oh * cv.ow <= most and cv.c >= ctx.target.lanes and \
             (ctx.target.fast_gather or not direct_fits(cv))
         if dot_fits(ctx, cv):
-            return {"lanes": False, "direct": False, "dot": True, "RX": 1, "RY": cv.oh,
+            return {"lanes": False, "direct": False, "dot": True, "RX": 1,
+                    "RY": min(DOT_RY, cv.oh),
                     "parallel": ctx.default_threads > 1}
         cheap = cheap_epilogue(ctx.group)
         if not lanes and direct_default(cv, ctx.target.lanes, cheap):
@@ -746,7 +775,7 @@ class CpuDepthwise(Rule):
         assert cv is not None
         ry = knobs.get("RY")
         if knobs.get("dot"):
-            return [step("tile", RX=1), step("dot")] + \
+            return [step("tile", RX=1, RY=min(ry or DOT_RY, cv.oh)), step("dot")] + \
                 ([step("parallel", "t")] if knobs["parallel"] else [])
         if knobs.get("direct") and not knobs.get("lanes"):
             ry = min(ry or DIRECT_RY, cv.oh)

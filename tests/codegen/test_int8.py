@@ -377,3 +377,25 @@ def test_a_quantizing_epilogue_rounds_half_to_even_and_saturates(dst: DType, zp:
     got = np.asarray(cm.run({"x": x})["y"])
     want = interpret(mod, {"x": x})["y"]
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("cpu", CPUS + (["x86-64-v3"] if AVX512 else []))
+@pytest.mark.parametrize("dtype,lo,hi", [(DType.U8, 0.0, 255.0), (DType.U8, 0.0, 6.0),
+                                         (DType.I8, -128.0, 127.0), (DType.I8, -3.0, 100.0)])
+def test_requantize_takes_the_short_path_exactly(cpu: str, dtype: DType, lo: float,
+                                                 hi: float) -> None:
+    """cast(clip(round(x), lo, hi)) to u8/s8 (cvtps2dq, an integer max, a truncate): the same
+    bytes as the interpreter for halves (to even), values past either bound, past the int32
+    range and infinities."""
+    b = GraphBuilder()
+    x = b.input(TensorType(DType.F32, (7, 37)), "x")
+    y = b.op1("cast", [b.op1("clip", [b.op1("round", [x])], {"min": lo, "max": hi})],
+              {"to": dtype})
+    mod = Module((b.finish([y], ["y"]),))
+    rng = np.random.default_rng(3)
+    v = np.concatenate([np.arange(-200, 300, 0.5), [1e10, -1e10, 3e9, -3e9, np.inf, -np.inf,
+                                                    127.5, 128.5, -128.5, 254.5, 255.5]])
+    xv = rng.permutation(np.resize(v, 7 * 37)).astype(np.float32).reshape(7, 37)
+    cm = minicc.compile(mod, threads=1, cpu=cpu)
+    got = np.asarray(cm.run({"x": xv})["y"])
+    np.testing.assert_array_equal(got, interpret(mod, {"x": xv})["y"])
