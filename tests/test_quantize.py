@@ -549,3 +549,49 @@ def test_a_quantize_dynamic_crnn_runs_on_the_int8_kernels(tmp_path: Path) -> Non
         r = s.run(None, {"x": x})[0]
         np.testing.assert_allclose(cm.run({"x": x})["y"], r, rtol=1e-5,
                                    atol=1e-5 * np.abs(r).max())
+
+
+def separable(path: Path) -> Path:
+    """conv 1x1 (3 -> 16)-relu, depthwise 3x3 (16 ch)-relu, conv 1x1 (16 -> 8): a MobileNet
+    block's shape on a 10x10 map."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.normal(0, 0.5, s).astype(np.float32), n)
+             for n, s in (("w1", (16, 3, 1, 1)), ("w2", (16, 1, 3, 3)), ("w3", (8, 16, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="expand"),
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "w2"], ["b"], name="dw", group=16, pads=[1] * 4),
+             helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "w3"], ["y"], name="project")]
+    g = helper.make_graph(nodes, "sep", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 10, 10])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 8, 10, 10])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_depthwise_convs_are_quantized_unless_kept_float(tmp_path: Path) -> None:
+    """By default the depthwise conv runs int8 too (its own template, exact against the
+    interpreter); --float-depthwise / depthwise=False leaves it float; both near float."""
+    from minicc.tools import load_mir
+
+    src = separable(tmp_path / "sep.onnx")
+    x = np.random.default_rng(6).random((1, 3, 10, 10), np.float32)
+    ref = minicc.compile(str(src), threads=1).run({"x": x})["y"]
+    for kw, dw_int8 in (({}, True), ({"depthwise": False}, False)):
+        q = quantize(str(src), "random:8", "minmax", progress=False, **kw)
+        assert ("dw" in q.layers) == dw_int8 and len(q.layers) == 2 + dw_int8
+        cm = minicc.compile(q.module, threads=1)
+        convs = [k for k in cm.artifact.summary["kernels"] if k["ops"][0] in ("conv",
+                                                                               "conv_integer")]
+        assert [k["ops"][0] for k in convs][1] == ("conv_integer" if dw_int8 else "conv")
+        y = cm.run({"x": x})["y"]
+        np.testing.assert_allclose(y, minicc.interpret(q.module, {"x": x})["y"], rtol=1e-5,
+                                   atol=1e-5)
+        assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05
+    out = tmp_path / "f.int8.mir"
+    assert main(["quantize", str(src), "--calib", "random:4", "--float-depthwise",
+                 "-o", str(out)]) == 0
+    kinds = [op.kind for op in load_mir(out).main.ops]
+    assert kinds.count("conv_integer") == 2 and kinds.count("conv") == 1
