@@ -51,6 +51,12 @@ PREFETCH_B_BYTES = 4096
 # squeezenet's 1x1 conv 512 -> 1000 at 13x13 1.10 -> 0.99 ms in one block of 512 against two
 # of 256, the whole model 3.5% faster at 1 and 2 threads; resnet50 and inception_v2 even
 ONE_K_BLOCK = 640
+# int8 GEMMs of few K words (a MobileNet's 1x1 convs of 8-32 channels) are epilogue-bound: 3 or
+# 2 rows of accumulators keep each row's requantization constants in registers where 8 rows
+# spill them (Zen 4, mobilenetv2_like int8 at 1 thread: 45.3 -> 42.5 us a run; K <= 64 or
+# rows of 4 no better, 1 row worse; mobilenetv2_224 even)
+INT8_FEW_K = 32
+INT8_FEW_K_ROWS = (3, 2)
 L1_SETS = 64       # 64-byte lines: 48 KiB 12-way (Xeon) and 32 KiB 8-way (Zen) alike
 SPLIT_K_MAX_M, SPLIT_K_MAX_N, SPLIT_K_MAX_C = 160, 1024, 1 << 16      # (see _split_k)
 SERIAL, PARALLEL, VECTOR, UNROLL = (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR,
@@ -826,6 +832,8 @@ class CpuGemm(Rule):
                 rows, nr = _one_column_tile(v.N, L, ctx.target.vector_registers)
         if ctx.target.vector_registers < 32 and not v.int8:
             rows, nr = _tiles_16_registers(v, L)
+        if v.int8 and v.K <= INT8_FEW_K:
+            rows = INT8_FEW_K_ROWS
         if v.int8 and v.row is not None and v.N <= L:
             nr = L      # a map of a vector or less (2x2, 4x4): 2 vectors would be half waste
         mr = min(v.M, min(rows, key=lambda r: (-(-v.M // r) * r, -r)))
