@@ -256,8 +256,8 @@ class DepthwiseKernel:
         per four taps of a kernel row, one int32 word of the four input bytes per pixel (one
         byte shuffle, see the renderer's byte_word) into one `dpbusd` with the channel's four
         s8 weights: a 3x3 conv is three vpdpbusd per 16 pixels where the f32 kernels take
-        nine FMAs and nine widenings. The borders hold the zero point, so the sum is
-        sum(x * w) and zero point x sum(w), taken off at the end, gives the op's int32."""
+        nine FMAs and nine widenings. The borders hold the zero point, so the sums start
+        at -zero point x sum(w) to come out as the op's int32."""
         cv, L = self.cv, self.L
         name, bufs, consts = self.ctx.name, self.ctx.bufs, self.ctx.consts
         x, out = bufs[self.conv.inputs[0]], bufs[self.ctx.group.output]
@@ -284,7 +284,8 @@ class DepthwiseKernel:
         wq = np.zeros((cv.c, cv.kh, gpr * 4), np.int8)
         wq[:, :, :cv.kw] = w8
         w_arr = np.ascontiguousarray(wq).view("<i4").reshape(cv.c, cv.kh * gpr).astype(np.int32)
-        corr_arr = (int(self.zp) * w8.reshape(cv.c, -1).astype(np.int64).sum(1)).astype(np.int32)
+        # the sums start at -zero point x sum(w) (the borders' share), not zero
+        corr_arr = (-int(self.zp) * w8.reshape(cv.c, -1).astype(np.int64).sum(1)).astype(np.int32)
         wb = Buffer(f"{name}_w4", I32, w_arr.shape, Scope.GLOBAL)
         cb = Buffer(f"{name}_zpw", I32, corr_arr.shape, Scope.GLOBAL)
         acc = Buffer(f"{name}_acc", I32, (1 if rpv else ry, L), Scope.LOCAL)
@@ -321,7 +322,7 @@ class DepthwiseKernel:
         def dots(oy0: Expr, rows: int, ox: Expr, oy_lane: Expr = c64(0)) -> Stmt:
             """`rows` output rows from oy0 (+ oy_lane per lane): each plane row the taps
             reach made into words once, each word into every row it is a tap of."""
-            body: list[Stmt] = [vec(Store(acc, (c64(r_), ln), Const(0, I32)))
+            body: list[Stmt] = [vec(Store(acc, (c64(r_), ln), BufLoad(cb, (c,), I32)))
                                 for r_ in range(rows)]
             reach: dict[int, list[tuple[int, int]]] = {}
             for r_ in range(rows):
@@ -341,7 +342,7 @@ class DepthwiseKernel:
         out_index, epi = self._epilogue()
 
         def sums(r_: int) -> Expr:
-            return call("sub", BufLoad(acc, (c64(r_), ln), I32), BufLoad(cb, (c,), I32))
+            return BufLoad(acc, (c64(r_), ln), I32)
         v = Var("v")
         if rpv:         # whole output rows per vector: the flat index of the plane in the lanes
             j = add(mul(v, L), ln)
