@@ -731,7 +731,8 @@ class KernelRenderer:
                 return Val(self.b.select(c.v, a.v, bb.v), True)
             return Val(self.b.select(c.v, a.v, bb.v), False)
         if isinstance(e, Cast):
-            if e.dtype in (DType.U8, DType.I8) and self.vec is not None:
+            if e.dtype in (DType.U8, DType.I8) and self.vec is not None and \
+                    self.vec.mask is None:
                 q = self.requantized(e)
                 if q is not None:
                     return q
@@ -745,7 +746,8 @@ class KernelRenderer:
         (cvtps2dq, which gives INT_MIN below the int32 range), clamped below as an int32 and
         truncated: four instructions for the seven of the generic path (round, compare and
         zero, min, truncating convert, truncate), and the same result for every x but NaN
-        (whose cast the generic path leaves undefined)."""
+        (whose cast the generic path leaves undefined). Whole vectors only: LLVM 22 stores a
+        masked vector of one lane of this truncate as four bytes (vmovd), past the lane."""
         m = e.x
         if not (isinstance(m, Call) and m.fn == "min" and isinstance(m.args[1], Const)):
             return None
