@@ -35,10 +35,16 @@ Planes too big for L1 with their flat output (a 112x112 map's, 100 KB) are taken
 RY output rows: each band packs only the rows its taps reach (a row outside the image zeroed
 where it falls), computes and unpacks, so the scratch stays in L1.
 
+An int8 conv on a CPU with AVX-512 VNNI and VBMI takes `dot()` by default (see dot_kernel):
+four taps of a kernel row per vpdpbusd word, each word gathered for 16 pixels by one byte
+shuffle from a u8 copy of the plane bordered with the zero point. Zen 4, MobileNetV2-like
+(64x64) int8 at 1 thread, its eight depthwise convs (`minicc profile`): 37 us with f32 taps
+(the direct kernel), 11 us in dot(); kept float (reading the f32 expansion), 29 us.
+
 No transposes and no gathers: the layout stays the model's. Its steps are the knobs:
 `tile(RX=4, RY=8)` (vectors per register tile, output rows per band; RY left out: the whole
-plane; with `vectorize(x)`, the rows of the register tile), `vectorize(x)` or `vectorize(c)`,
-and `parallel(t)` (threads share the planes).
+plane; with `vectorize(x)` or `dot()`, the rows of the register tile), `vectorize(x)`,
+`vectorize(c)` or `dot()`, and `parallel(t)` (threads share the planes).
 """
 
 from __future__ import annotations
