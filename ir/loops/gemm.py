@@ -618,9 +618,14 @@ class GemmKernel:
             left = add(self.valid, mul(self.nr, -p.nr))
             micro = IfThen(left.le(c64(p.nr // 2)), micro_of(p.nr // p.lanes // 2), micro)
         out_idx = v.out_index(self.b, self.m_abs, add(self.n0, self.jl))
-        init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), Const(
-            0 if self.i8 else 0.0, self.dt)), False)
-        final = self.per_cell(Store(v.out, out_idx, v.epilogue(
+        start: Expr = Const(0 if self.i8 else 0.0, self.dt)
+        epi = v.epilogue
+        if v.zp_rows is not None and v.epilogue_from_init is not None and p.parallel != "kc":
+            # int8 with a zero point: the sums start at -zp x sum w (one broadcast per row)
+            # rather than have it subtracted from every vector in the epilogue
+            start, epi = v.zp_rows(self.b, self.m_abs), v.epilogue_from_init
+        init: Stmt = self.per_cell(Store(acc, (self.i, self.jl), start), False)
+        final = self.per_cell(Store(v.out, out_idx, epi(
             acc_ij, self.b, self.m_abs, add(self.n0, self.jl))), True)
         store = final
         if p.parallel == "kc":      # this K block's partial tile, summed after the barrier

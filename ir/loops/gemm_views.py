@@ -91,6 +91,10 @@ class GemmView:
     pixel_rows: Callable[[], "GemmView"] | None = None   # conv: the view with pixels as rows
     prologue: Callable[[Expr, int], Stmt] | None = None  # (b, lanes): run per batch b before
     scratch: tuple[Buffer, ...] = ()                     # its blocks, into these buffers
+    # int8 conv: the sums may start at zp_rows(m) (-zero point x row m's weight sum) where
+    # the K blocks run on one thread, and then end in epilogue_from_init (no subtraction)
+    zp_rows: Callable[[Expr, Expr], Expr] | None = None      # (b, m) -> int32
+    epilogue_from_init: Callable[[Expr, Expr, Expr, Expr], Expr] | None = None
 
     def without(self, *drop: Buffer | None) -> tuple[tuple[Buffer, ...], tuple[str, ...]]:
         """The parameters and roles without the given buffers (operands packed elsewhere)."""
@@ -485,6 +489,11 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return select(cond, v, zp) if cond is not None else v
 
     anchor_value, extra = _zp_correction(name, zp, wq.reshape(cv.m, K).sum(axis=1), 1)
+    zp_rows = None
+    if extra:           # -zp x sum w per output channel, the sums' start
+        wsum = next(iter(extra))
+        zp_rows = lambda bg, m: call("neg", call("mul", cast(zp, I32), BufLoad(  # noqa: E731
+            wsum, (add(mul(mod(bg, cv.g), mg), emin(m, mg - 1)),), I32)))
     params, roles = kernel_params(group, bufs, consts)
     padded = _padded_input(name, cv, xb, zp)
     panel, prologue, scratch = (padded[0], padded[1], (padded[2],)) if padded is not None \
@@ -494,7 +503,8 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=wq, a_batch=lambda bg: mod(bg, cv.g),
         a_param=bufs.get(w), panel=panel, row=cv.ow, int8=True, extra=extra,
-        prologue=prologue, scratch=scratch)
+        prologue=prologue, scratch=scratch, zp_rows=zp_rows,
+        epilogue_from_init=epilogue(group, bufs, consts, out_index, lambda accv, ix: accv))
     if cv.g == 1:
         # pixels as rows: the u8 activations are A (words of four K values packed per row
         # tile from the taps), the s8 weights B (packed at compile time, channels in lanes)
