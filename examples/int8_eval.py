@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
         y_q = np.asarray(s_q.run(None, fd)[0])
         y_m = np.asarray(list(cm.run(fd).values())[0])
         i8 = med[f"minicc int8 ({method})"]
-        print(f"{name:18} 1 thread: " + "  ".join(f"{k} {v:.2f} ms" for k, v in med.items())
+        print(f"{name:18} 1 thread: " + "  ".join(f"{k} {v:.3g} ms" for k, v in med.items())
               + f"  | minicc int8 speedup {med['minicc fp32'] / i8:.2f}x"
               f", ort qdq / minicc int8 {med['ort qdq'] / i8:.2f}x"
               f", max |minicc int8 - ort qdq| {np.abs(y_q - y_m).max():.3g}", flush=True)
