@@ -16,6 +16,7 @@ from minicc.ir.builder import GraphBuilder
 from minicc.ir.graph import Module
 from minicc.ir.interpret import interpret
 from minicc.ir.types import DType, TensorType
+from minicc.codegen.llvm.target import cpu_target
 from minicc.runtime.llvm_host import host_features
 
 VNNI = "+avx512vnni" in host_features()[1].split(",")
@@ -52,7 +53,9 @@ def run(mod: Module, x: np.ndarray, **kw: Any) -> tuple[np.ndarray, Any]:
 
 
 AVX512 = "+avx512f" in host_features()[1].split(",")
-DOT = {"+avx512vnni", "+avx512vbmi"} <= set(host_features()[1].split(","))
+# the depthwise dot kernel's needs (ir/loops/depthwise.py dot_fits): VNNI, VBMI, 16 lanes
+DOT = {"+avx512vnni", "+avx512vbmi"} <= set(host_features()[1].split(",")) and \
+    cpu_target().lanes == 16
 # the portable fallback on a CPU without VNNI: AVX-512 where this machine runs it, else AVX2
 CPUS = ["native", "x86-64-v4" if AVX512 else "x86-64-v3"]
 
