@@ -256,8 +256,8 @@ class DepthwiseKernel:
         return Lowered(k, {wt: wt_arr})
 
     def dot_kernel(self) -> Lowered:
-        """int8 where the CPU has AVX-512 VNNI: per (image, channel) plane, the u8 plane copied
-        into scratch between borders of the zero point (filled once per call), then per
+        """int8 where the CPU has AVX-512 VNNI and VBMI: per (image, channel) plane, the u8 plane
+        copied into scratch between borders of the zero point (filled once per call), then per
         vector of output pixels (a row's, or whole rows of a map narrower than a vector) and
         per four taps of a kernel row, one int32 word of the four input bytes per pixel (one
         byte shuffle, see the renderer's byte_word) into one `dpbusd` with the channel's four
