@@ -489,10 +489,11 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
         return select(cond, v, zp) if cond is not None else v
 
     anchor_value, extra = _zp_correction(name, zp, wq.reshape(cv.m, K).sum(axis=1), 1)
-    zp_rows = None
-    if extra:           # -zp x sum w per output channel, the sums' start
-        wsum = next(iter(extra))
-        zp_rows = lambda bg, m: call("neg", call("mul", cast(zp, I32), BufLoad(  # noqa: E731
+
+    def zp_rows(bg: Expr, m: Expr) -> Expr:
+        """Where the sums of row m of group bg start: -zp x that channel's weight sum."""
+        (wsum,) = extra             # _zp_correction's one buffer
+        return call("neg", call("mul", cast(zp, I32), BufLoad(
             wsum, (add(mul(mod(bg, cv.g), mg), emin(m, mg - 1)),), I32)))
     params, roles = kernel_params(group, bufs, consts)
     padded = _padded_input(name, cv, xb, zp)
@@ -503,7 +504,7 @@ def _conv_view_i8(name: str, group: Group, bufs: Mapping[Value, Buffer],
         epilogue(group, bufs, consts, out_index, anchor_value), params, roles,
         group_flops(group), a_const=wq, a_batch=lambda bg: mod(bg, cv.g),
         a_param=bufs.get(w), panel=panel, row=cv.ow, int8=True, extra=extra,
-        prologue=prologue, scratch=scratch, zp_rows=zp_rows,
+        prologue=prologue, scratch=scratch, zp_rows=zp_rows if extra else None,
         epilogue_from_init=epilogue(group, bufs, consts, out_index, lambda accv, ix: accv))
     if cv.g == 1:
         # pixels as rows: the u8 activations are A (words of four K values packed per row
