@@ -139,8 +139,9 @@ def _check_names(f: Function, names: Sequence[str], depthwise: bool = True) -> l
         hints = [h for n in bad for h in difflib.get_close_matches(n, known, 3)]
         raise MiniccError(f"--keep-float: no quantizable node named {', '.join(map(repr, bad))}"
                           + (f" (did you mean {', '.join(hints)}?)" if hints else
-                             f" ({len(known)} quantizable nodes; `minicc quantize --list` "
-                             "names them)"))
+                             f" ({len(known)} quantizable nodes, the first "
+                             f"{', '.join(map(repr, known[:3]))}; `minicc quantize` prints "
+                             "every one with its range)"))
     return list(names)
 
 
