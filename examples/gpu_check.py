@@ -18,8 +18,11 @@ is written after each, so a run cut off keeps what it measured):
    atol 1e-2 of the largest output), while the budget lasts.
 
 With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
-kernels, and stages 1 and 3 list what they would run: the script and the models are checked
-before device time is spent on them.
+kernels and stages 1 and 3 list what they would run: the script and the models are checked
+before device time is spent on them. Stages 2 and 4 also run each model's CUDA C on this CPU
+(minicc.runtime.cuda_host: the host C++ compiler, every block's threads as fibers) against
+onnxruntime, while the budget lasts (--no-emulate: compile only). Models that end in Softmax
+also output its input: with random weights the probabilities are 0 and 1 and hide errors.
 """
 
 from __future__ import annotations
@@ -42,18 +45,18 @@ TENSOR_CORE_TOL = {"tf32": (1e-2, 1e-2), "fp16": (1e-2, 1e-2)}   # (rtol, atol) 
 
 def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
             ) -> list[tuple[str, str, dict]]:
-    """(name, ONNX path, inputs): the light models (random weights in place of their constant
-    ones, as `minicc bench` does) and the PyTorch test models with their own inputs."""
+    """(name, ONNX path, inputs): the light models (He-initialized random weights in place of
+    their constant ones) and the PyTorch test models with their own inputs."""
     import onnx
 
-    from minicc.bench import randomize_constants
+    from minicc.bench import he_weights
     from minicc.demo import LIGHT_MODELS, light_model_path
 
     out = []
     for n in LIGHT_MODELS:
         if only is not None and f"light_{n}" not in only:
             continue
-        proto = randomize_constants(onnx.load(light_model_path(n)))
+        proto = _expose_logits(he_weights(onnx.load(light_model_path(n))))
         p = tmp / f"light_{n}.onnx"
         onnx.save(proto, p)
         init = {t.name for t in proto.graph.initializer}
@@ -75,6 +78,22 @@ def _models(tmp: Path, with_torch: bool, only: set[str] | None = None
     return out
 
 
+def _expose_logits(proto):  # type: ignore[no-untyped-def]
+    """A model ending in Softmax also outputs the Softmax's input: with random weights the
+    probabilities are all 0 and 1, which hides any error in the layers before."""
+    import onnx
+
+    outs = {o.name for o in proto.graph.output}
+    ends = [n.input[0] for n in proto.graph.node if n.op_type == "Softmax" and n.output[0] in outs]
+    if not ends:
+        return proto
+    typed = {v.name: v for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+    for name in ends:
+        if name in typed and name not in outs:
+            proto.graph.output.append(typed[name])
+    return proto
+
+
 def stage_tests(dry: bool, left: float) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py",
            "tests/codegen/test_mma.py", "tests/codegen/test_streams.py"]
@@ -85,10 +104,39 @@ def stage_tests(dry: bool, left: float) -> dict:
     return {"command": " ".join(cmd[2:]), "rc": r.returncode, "summary": tail[0]}
 
 
+def _on_host(row: dict, prefix: str, cm, feeds: dict, ref: dict,  # type: ignore[no-untyped-def]
+             tol: tuple[float, float], deadline: float, emulate: bool) -> None:
+    """--dry-run: the model's CUDA C run on this CPU (minicc.runtime.cuda_host) against
+    onnxruntime, into `row` (host_*), while the budget lasts."""
+    if not emulate:
+        return
+    if time.monotonic() > deadline:
+        row[f"{prefix}host_skipped"] = "time budget"
+        return
+    from minicc import MiniccError
+    from minicc.runtime.cuda_host import emulate as on_host
+
+    t = time.perf_counter()
+    try:
+        got = on_host(cm).run(feeds)
+    except MiniccError as e:               # (a C++ compiler missing, a kernel that deadlocks)
+        row[f"{prefix}host_error"] = str(e).splitlines()[0][:300]
+        row[f"{prefix}host_matches_onnxruntime"] = False
+        return
+    scale = max(float(np.abs(ref[k]).max()) for k in ref) or 1.0
+    row[f"{prefix}host_s"] = round(time.perf_counter() - t, 1)
+    row[f"{prefix}host_max_abs_err"] = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
+    row[f"{prefix}host_matches_onnxruntime"] = all(
+        np.allclose(got[k], ref[k], rtol=tol[0], atol=tol[1] * (scale if prefix else 1.0))
+        for k in ref)
+
+
 def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
-                 only: set[str] | None = None) -> tuple[list[dict], list[tuple]]:
+                 only: set[str] | None = None, emulate: bool = True
+                 ) -> tuple[list[dict], list[tuple]]:
     """Every model in FP32 against onnxruntime, and replayed as a CUDA graph: the rows, and
-    what stage_tensor_cores needs to run them again."""
+    what stage_tensor_cores needs to run them again. With `dry` (no GPU), each model's CUDA C
+    runs on this CPU instead (`emulate`, while the budget lasts)."""
     import onnxruntime as ort
 
     from minicc import CompileOptions, MiniccError, compile
@@ -109,10 +157,11 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
         row = {"model": name, "kernels": len(cm.artifact.summary["kernels"]),
                "cubin_bytes": cm.artifact.summary.get("cubin_bytes", 0),
                "compile_s": round(time.perf_counter() - t, 2)}
-        ref: dict = {}
-        if not dry:
-            sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-            ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        if dry:
+            _on_host(row, "", cm, feeds, ref, (1e-3, 1e-4), deadline, emulate)
+        else:
             got = cm.run(feeds)
             graph = compile(path, options=CompileOptions(target="cuda", cuda_graph=True))
             g1, g2 = graph.run(feeds), graph.run(feeds)      # capture, then replay
@@ -128,7 +177,8 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
     return rows, done
 
 
-def stage_tensor_cores(done: list[tuple], dry: bool, deadline: float) -> None:
+def stage_tensor_cores(done: list[tuple], dry: bool, deadline: float,
+                       emulate: bool = True) -> None:
     """The models again on the tensor cores (tf32, fp16) against onnxruntime at their
     tolerance, as long as time is left; into the models' rows."""
     from minicc import CompileOptions, MiniccError, compile
@@ -143,6 +193,8 @@ def stage_tensor_cores(done: list[tuple], dry: bool, deadline: float) -> None:
                 row[f"{p}_mma_kernels"] = sum(k["schedule"].startswith("gpu.mma")
                                               for k in tc.artifact.summary["kernels"])
                 out = None if dry else tc.run(feeds)
+                if dry:
+                    _on_host(row, f"{p}_", tc, feeds, ref, (rtol, atol), deadline, emulate)
             except MiniccError as e:           # one model's failure must not end the check
                 row[f"{p}_error"] = str(e).splitlines()[0][:300]
                 row[f"{p}_matches_onnxruntime"] = False
@@ -182,6 +234,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch models")
     ap.add_argument("--models", help="comma-separated subset (light_squeezenet, bert_like, ...)")
+    ap.add_argument("--no-emulate", action="store_true", help="--dry-run: do not run the "
+                    "models' CUDA C on this CPU (minicc.runtime.cuda_host)")
     a = ap.parse_args(argv)
     from minicc.codegen.cuda.nvrtc import nvrtc_available
     from minicc.runtime.cuda import cuda_device_available
@@ -208,18 +262,23 @@ def main(argv: list[str]) -> int:
         # FP32 models, then the benchmarks, then the tensor-core models with what is left
         report["models"], done = stage_models(a.dry_run, Path(tmp), not a.no_torch,
                                               deadline - a.budget / 2,
-                                              set(a.models.split(",")) if a.models else None)
+                                              set(a.models.split(",")) if a.models else None,
+                                              not a.no_emulate)
         save()
         report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline \
             else {"skipped": "time budget"}
         save()
-        stage_tensor_cores(done, a.dry_run, deadline)
+        stage_tensor_cores(done, a.dry_run, deadline, not a.no_emulate)
     save()
     n = sum(r.get("kernels", 0) for r in report["models"])
     bad = [r["model"] for r in report["models"] if r.get("matches_onnxruntime") is False
            or r.get("graph_replay_equal") is False
-           or any(r.get(f"{p}_matches_onnxruntime") is False for p in TENSOR_CORE_TOL)]
-    print(f"gpu_check: {len(report['models'])} models, {n} kernels; tests: "
+           or any(r.get(f"{p}_matches_onnxruntime") is False for p in TENSOR_CORE_TOL)
+           or any(r.get(f"{p}host_matches_onnxruntime") is False
+                  for p in ("", *(f"{q}_" for q in TENSOR_CORE_TOL)))]
+    hosted = sum(k.endswith("host_matches_onnxruntime") for r in report["models"] for k in r)
+    print(f"gpu_check: {len(report['models'])} models, {n} kernels"
+          + (f", {hosted} model runs on this CPU" if a.dry_run else "") + "; tests: "
           f"{report['tests']['summary']}; {report['seconds']} s; wrote {a.out}"
           + (f"; MISMATCH: {', '.join(bad)}" if bad else ""))
     return 1 if bad or report["tests"]["rc"] not in (0, 5) else 0

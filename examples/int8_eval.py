@@ -24,38 +24,13 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def he_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """ConstantOfShape weights as initializers: N(0, 2/fan_in) for rank >= 2, kept for the
-    rank-1 ones (BatchNorm statistics, biases); the shape constants they leave unused go too."""
-    from minicc.bench import randomize_constants
-
-    def he(shape: tuple[int, ...], val: np.float32, rng: np.random.Generator) -> np.ndarray:
-        if len(shape) >= 2:
-            return rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        return np.full(shape, val)
-
-    m = randomize_constants(model, seed, he)
-    g = m.graph
-    used = {i for n in g.node for i in n.input}
-    live = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    m.ir_version = max(m.ir_version, 4)        # initializers need not be graph inputs
-    return m
-
-
 def make(name: str, out: Path) -> Path:
     p = out / f"{name}.onnx"
     if name.startswith("light_"):
+        from minicc.bench import he_weights
         from minicc.demo import light_model_path
 
-        m = he_weights(onnx.load(light_model_path(name[len("light_"):])))
-        inits = {t.name for t in m.graph.initializer}
-        used = {i for n in m.graph.node for i in n.input}
-        keep = [i for i in m.graph.input if i.name not in inits and i.name in used]
-        del m.graph.input[:]
-        m.graph.input.extend(keep)
-        onnx.save(m, str(p))
+        onnx.save(he_weights(onnx.load(light_model_path(name[len("light_"):]))), str(p))
     else:
         import deploy_models  # noqa: F401  (registers the deployment models too)
         import torch_models as tm

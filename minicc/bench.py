@@ -50,6 +50,30 @@ def randomize_constants(model: onnx.ModelProto, seed: int = 0,
     return m
 
 
+def he_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """ConstantOfShape weights as initializers: N(0, 2/fan_in) for rank >= 2, kept for the
+    rank-1 ones (BatchNorm statistics, biases); the shape constants they leave unused go too,
+    and graph inputs that are initializers or unused. Activations keep their scale through the
+    layers (the light models' constant weights make them grow past FP16's range)."""
+    def he(shape: tuple[int, ...], val: np.float32, rng: np.random.Generator) -> np.ndarray:
+        if len(shape) >= 2:
+            return rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        return np.full(shape, val)
+
+    m = randomize_constants(model, seed, he)
+    g = m.graph
+    used = {i for n in g.node for i in n.input}
+    live = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    m.ir_version = max(m.ir_version, 4)        # initializers need not be graph inputs
+    inits = {t.name for t in g.initializer}
+    keep = [i for i in g.input if i.name not in inits and i.name in used]
+    del g.input[:]
+    g.input.extend(keep)
+    return m
+
+
 def timeit(fn: Callable[[], Any], repeat: int = 20, warmup: int = 3,
            min_time: float = 0.0) -> float:
     """Median seconds per call."""

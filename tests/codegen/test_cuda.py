@@ -205,6 +205,10 @@ def test_gpu_check_dry_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert r["dry_run"] and r["models"][0]["model"] == "light_squeezenet"
     assert r["models"][0]["kernels"] > 0 and r["models"][0]["cubin_bytes"] > 0
     assert r["models"][0]["tf32_mma_kernels"] > 0 and r["models"][0]["fp16_mma_kernels"] > 0
+    # the CUDA C of each precision ran on this CPU and matched onnxruntime (with a C++ compiler)
+    from minicc.runtime.cuda_host import host_compiler
+    if host_compiler() is not None:
+        assert all(r["models"][0][f"{p}host_matches_onnxruntime"] for p in ("", "tf32_", "fp16_"))
     assert "collected" in r["tests"]["summary"] and "would_run" in r["bench"]
     assert any("tf32" in x for x in r["bench"]["would_run"])
 

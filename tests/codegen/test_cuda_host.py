@@ -1,0 +1,123 @@
+"""The CUDA C minicc generates, run on the CPU (minicc.runtime.cuda_host): the renderer's text,
+the launch configurations and the arena plan against the reference interpreter and onnxruntime,
+on machines without a GPU. (The loop-IR emulator checks the schedules; this checks what the
+GPU would be given.)"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minicc
+from minicc.abi import Launch
+from minicc.errors import ArtifactError
+from minicc.ir.interpret import interpret
+from minicc.ir.parser import parse
+from minicc.runtime.cuda_host import emulate, host_compiler
+from tests.codegen.test_cuda import CONVS, GRAPHS, needs_nvrtc
+from tests.codegen.test_mma import conv, int8_text, matmul, piped
+
+pytestmark = [needs_nvrtc, pytest.mark.skipif(host_compiler() is None,
+                                              reason="no C++ compiler")]
+TOL = {"fp32": 2e-5, "tf32": 1e-2, "fp16": 1e-2}
+
+
+def _feeds(m: minicc.ir.graph.Module, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    f = m.main
+    return {n: rng.standard_normal([int(d) for d in v.type.shape]).astype(np.float32)
+            for n, v in zip(f.input_names, f.inputs)}
+
+
+def _check(m: minicc.ir.graph.Module, precision: str = "fp32", **kw) -> minicc.CompiledModel:
+    feeds = _feeds(m)
+    ref = interpret(m, feeds)
+    cm = minicc.compile(m, target="cuda", precision=precision, cache=False, **kw)
+    got = emulate(cm).run(feeds)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], rtol=TOL[precision], atol=TOL[precision],
+                                   err_msg=f"{k} ({precision})")
+    return cm
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_graphs_on_the_host_match_the_interpreter(name: str, precision: str) -> None:
+    """Elementwise, softmax and layer norm (block all-reduces: warp shuffles), pools, and
+    matmuls (shared-memory tiles; TF32 and FP16 on the tensor cores' mma and ldmatrix)."""
+    cm = _check(parse(GRAPHS[name]), precision)
+    if precision != "fp32" and "matmul" in name:
+        assert any(k["schedule"].startswith("gpu.mma") for k in cm.artifact.summary["kernels"])
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_convs_on_the_host_match_the_interpreter(name: str) -> None:
+    xs, ws, attrs = CONVS[name]
+    _check(conv(xs, ws, attrs))
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_pipelined_tensor_core_tiles_on_the_host(stages: int) -> None:
+    """cp.async into rotating shared buffers (the host copies at once), ldmatrix, mma."""
+    cm = _check(matmul(150, 70, 140), "tf32", dump=("cuda",),
+                schedules={"k0_relu": piped(stages)})
+    assert f"minicc_cp_async_wait<{stages - 1}>" in cm.report.dumps["cuda"]
+
+
+@pytest.mark.parametrize("shape", ["m16n8k32.s8u8", None])
+def test_int8_convs_on_the_host_are_exact(shape: str | None) -> None:
+    """int8 conv on the tensor cores' m16n8k32 (a schedule) and on __dp4a (the default):
+    the same float outputs as the CPU build of the same model."""
+    from tests.codegen.test_int8 import conv_model
+
+    mod, x = conv_model(16, 32, 14, 3, 7, 1, 1)
+    sched = {"k0_relu": int8_text(shape, 64, 64, 16, 32, 32)} if shape else None
+    cm = minicc.compile(mod, target="cuda", cache=False, schedules=sched)
+    got = emulate(cm).run({"x": x})["y"]
+    want = minicc.compile(mod, threads=1, cache=False).run({"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 90), n=st.integers(1, 70),
+       precision=st.sampled_from(["fp32", "tf32", "fp16"]))
+def test_matmul_shapes_on_the_host(m: int, k: int, n: int, precision: str) -> None:
+    """Any shape: tails in M, N and K in every tile (and the K tail of the mma's k step)."""
+    _check(matmul(m, k, n), precision)
+
+
+def test_a_wrong_launch_is_caught() -> None:
+    """The check can fail: a launch that covers one block too few leaves outputs unwritten."""
+    m = matmul(150, 40, 140)
+    cm = minicc.compile(m, target="cuda", cache=False)
+    art = cm.artifact
+    steps = tuple(replace(s, grid=(s.grid[0] - 1,) + s.grid[1:])
+                  if isinstance(s, Launch) and s.grid[0] > 1 else s for s in art.steps)
+    feeds = _feeds(m)
+    got = emulate(replace(art, steps=steps)).run(feeds)["r"]
+    assert not np.allclose(got, interpret(m, feeds)["r"], rtol=1e-4, atol=1e-4)
+
+
+def test_divergent_barriers_are_an_error() -> None:
+    """Threads at two different __syncthreads deadlock a GPU: refused with the block named."""
+    cm = minicc.compile(parse(GRAPHS["softmax"]), target="cuda", cache=False)
+    src = cm.artifact.source
+    i = src.index("__syncthreads();")
+    bad = src[:i] + "if (threadIdx.x == 0) __syncthreads();\nelse __syncthreads();" + \
+        src[i + len("__syncthreads();"):]
+    ex = emulate(replace(cm.artifact, source=bad))
+    with pytest.raises(ArtifactError, match=r"block \(0, 0, 0\): threads wait at different "
+                                            r"__syncthreads"):
+        ex.run(_feeds(parse(GRAPHS["softmax"])))
+
+
+def test_a_cpu_artifact_is_refused() -> None:
+    cm = minicc.compile(parse(GRAPHS["elementwise"]), cache=False)
+    with pytest.raises(ArtifactError, match="runs CUDA artifacts; this one is for llvm"):
+        emulate(cm)
+    with pytest.raises(ArtifactError, match="not int"):
+        emulate(3)
