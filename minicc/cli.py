@@ -126,6 +126,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             how = f"compiled code ({cm.threads} threads; compiled in " \
                   f"{time.perf_counter() - t:.2f} s{', cache hit' if cm.report.cache_hit else ''})"
             run = cm.run
+    if args.emulate:
+        if cm is None or cm.target != "cuda":
+            _err("--emulate runs CUDA C on this CPU: give --target cuda (or a CUDA .mcc)")
+            return EXIT_USER
+        from minicc.runtime.cuda_host import emulate
+
+        run = emulate(cm).run
+        how = "its CUDA C on this CPU (minicc.runtime.cuda_host: no timing meaning)"
     t0 = time.perf_counter()
     outs = run(inputs)
     dt = time.perf_counter() - t0
@@ -597,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "reference interpreter (--interp).")
     q.add_argument("model", metavar="MODEL")
     q.add_argument("--interp", action="store_true", help="use the reference interpreter")
+    q.add_argument("--emulate", action="store_true", help="with --target cuda: run the "
+                   "generated CUDA C on this CPU (host C++ compiler; checks the kernels "
+                   "without a GPU)")
     compile_opts(q)
     q.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input; "
                    "repeatable")

@@ -121,3 +121,56 @@ def test_a_cpu_artifact_is_refused() -> None:
         emulate(cm)
     with pytest.raises(ArtifactError, match="not int"):
         emulate(3)
+
+
+def test_the_cli_runs_a_models_cuda_c_on_this_cpu(tmp_path, capsys) -> None:  # type: ignore
+    """`minicc run M --target cuda --emulate --compare onnxruntime`: a real ONNX model's CUDA
+    C, run here, against onnxruntime; --emulate without --target cuda is refused."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.test_cli import run
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, (8, 3, 3, 3),
+                           rng.standard_normal(8 * 27).astype(np.float32))
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("GlobalAveragePool", ["r"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 12, 12))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, (1, 8, 1, 1))], [w])
+    p = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    rc, out, _ = run(capsys, "run", p, "--target", "cuda", "--emulate", "--random-inputs",
+                     "--compare", "onnxruntime")
+    assert rc == 0 and "CUDA C on this CPU" in out and "y: max abs error" in out and \
+        "MISMATCH" not in out
+    rc, _, err = run(capsys, "run", p, "--emulate", "--random-inputs")
+    assert rc == 2 and "--emulate runs CUDA C on this CPU: give --target cuda" in err
+
+
+def test_tensor_names_that_are_cuda_words_or_numbers(tmp_path) -> None:  # type: ignore
+    """Buffers are named after the model's tensors: names such as `min`, `0`, `threadIdx` or
+    `b` (beside the batch loop b) must still give valid, correct CUDA C."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["min", "b"], ["0"]),
+         helper.make_node("Add", ["0", "threadIdx"], ["float"])], "g",
+        [helper.make_tensor_value_info("min", f, (2, 9, 12)),
+         helper.make_tensor_value_info("b", f, (2, 12, 5)),
+         helper.make_tensor_value_info("threadIdx", f, (5,))],
+        [helper.make_tensor_value_info("float", f, (2, 9, 5))])
+    p = tmp_path / "names.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), p)
+    rng = np.random.default_rng(0)
+    feeds = {"min": rng.standard_normal((2, 9, 12)).astype(np.float32),
+             "b": rng.standard_normal((2, 12, 5)).astype(np.float32),
+             "threadIdx": rng.standard_normal(5).astype(np.float32)}
+    got = emulate(minicc.compile(str(p), target="cuda", cache=False)).run(feeds)
+    want = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got["float"], want, rtol=1e-5, atol=1e-5)
