@@ -3,7 +3,7 @@ backend has to show, within a time budget, and writes what it measured to one JS
 
     pip install --no-deps --no-build-isolation -e .
     python examples/gpu_check.py [--budget 480] [--out gpu_check.json] [--repeat 30]
-    python examples/gpu_check.py --dry-run     # no GPU: compile everything through NVRTC
+    python examples/gpu_check.py --dry-run     # no GPU: NVRTC, and the CUDA C on this CPU
 
 Stages, in order (a stage that would start past the budget is skipped, and says so; the JSON
 is written after each, so a run cut off keeps what it measured):
@@ -17,18 +17,20 @@ is written after each, so a run cut off keeps what it measured):
 4. The models of stage 2 again on the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2,
    atol 1e-2 of the largest output), while the budget lasts.
 
-With --dry-run (any machine with NVRTC) stage 2 compiles every model to cubin and counts the
-kernels and stages 1 and 3 list what they would run: the script and the models are checked
-before device time is spent on them. Stages 2 and 4 also run each model's CUDA C on this CPU
-(minicc.runtime.cuda_host: the host C++ compiler, every block's threads as fibers) against
-onnxruntime, while the budget lasts (--no-emulate: compile only). Models that end in Softmax
-also output its input: with random weights the probabilities are 0 and 1 and hide errors.
+With --dry-run (any machine with NVRTC and a C++ compiler) stage 1 runs the GPU tests on
+tests/host_cupy.py, a stand-in for CuPy whose device is this CPU; stage 2 compiles every model
+to cubin, counts the kernels and runs each model's CUDA C on this CPU against onnxruntime
+(minicc.runtime.cuda_host), as stage 4 does at TF32 and FP16 while the budget lasts
+(--no-emulate: compile only); stage 3 lists what it would run. The script, the runtime and the
+models are checked before device time is spent on them. Models that end in Softmax also output
+its input: the probabilities alone can hide errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,13 +97,17 @@ def _expose_logits(proto):  # type: ignore[no-untyped-def]
 
 
 def stage_tests(dry: bool, left: float) -> dict:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/codegen/test_cuda.py",
-           "tests/codegen/test_mma.py", "tests/codegen/test_streams.py"]
-    if dry:
-        cmd.append("--collect-only")
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left))
+    """The GPU tests; with `dry`, on tests/host_cupy.py's device (this CPU: MINICC_HOST_GPU=1),
+    which runs runtime/cuda.py and the kernels' CUDA C without a GPU."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+           "tests/codegen/test_cuda.py", "tests/codegen/test_mma.py",
+           "tests/codegen/test_streams.py"]
+    env = dict(os.environ, MINICC_HOST_GPU="1") if dry else None
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=max(30, left),
+                       env=env)
     tail = (r.stdout + r.stderr).strip().splitlines()[-1:] or [""]
-    return {"command": " ".join(cmd[2:]), "rc": r.returncode, "summary": tail[0]}
+    return {"command": ("MINICC_HOST_GPU=1 " if dry else "") + " ".join(cmd[2:]),
+            "rc": r.returncode, "summary": tail[0]}
 
 
 def _on_host(row: dict, prefix: str, cm, feeds: dict, ref: dict,  # type: ignore[no-untyped-def]

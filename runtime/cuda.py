@@ -5,8 +5,6 @@ checked before any kernel is launched. Needs a CUDA device (and `pip install cup
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -91,15 +89,17 @@ class CudaExecutable:
         self._arenas: dict[int, Any] = {}     # per stream, for runs that overlap
 
     def _load_module(self, a: Artifact) -> Any:
+        """The artifact's cubin loaded from memory (cuModuleLoadData), or its source compiled
+        for this GPU. (Not RawModule(path=...): that loads the file only at get_function, and
+        caches the module by the path's name.)"""
+        from cupy.cuda import function
+
         cp = self.cp
         want = f"sm_{cp.cuda.Device().compute_capability}"
         if a.objects[0] and a.cpu == want:
-            with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as fh:
-                fh.write(a.objects[0])
-            try:
-                return cp.RawModule(path=fh.name)
-            finally:
-                os.unlink(fh.name)
+            m = function.Module()
+            m.load(bytes(a.objects[0]))
+            return m
         # another GPU architecture: compile the kept CUDA source for this one
         if not a.source:
             raise ArtifactError(f"artifact holds cubin for {a.cpu}, this GPU is {want}, and no "

@@ -80,7 +80,8 @@ inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline int __dp4a(int a, int b, int c) {           // signed bytes, int32 wrapping like the GPU
   unsigned s = (unsigned)c;
-  for (int i = 0; i < 4; ++i) s += (unsigned)((int)(int8_t)(a >> 8 * i) * (int)(int8_t)(b >> 8 * i));
+  for (int i = 0; i < 4; ++i)
+    s += (unsigned)((int)(int8_t)(a >> 8 * i) * (int)(int8_t)(b >> 8 * i));
   return (int)s; }
 
 // the threads of one block: fibers that switch where a thread waits for others
@@ -113,9 +114,11 @@ inline float round_tf32(float x) {                   // cvt.rna.tf32.f32
   if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
   return __uint_as_float(u); }
 inline float h2f(unsigned short h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
-inline unsigned short f2h(float x) { _Float16 f = (_Float16)x; unsigned short h; memcpy(&h, &f, 2); return h; }
+inline unsigned short f2h(float x) {
+  _Float16 f = (_Float16)x; unsigned short h; memcpy(&h, &f, 2); return h; }
 // one lane's part of a warp's mma: every lane posts its A and B registers, then computes its own
-// C registers from the warp's (asrc[m*K+k], bsrc[k*8+n]: lane*8 + register holding A[m][k], B[k][n])
+// C registers from the warp's (asrc[m*K+k], bsrc[k*8+n]: lane*8 + the register holding A[m][k],
+// B[k][n])
 template <typename T, int NA, int NB, int K, typename Acc, typename Sum, typename Prod>
 inline void mma(Acc* c, const T* a, const T* b, const unsigned char* asrc,
                 const unsigned char* bsrc, const unsigned char* crow, const unsigned char* ccol,
@@ -184,7 +187,10 @@ extern "C" int minicc_host_launch(void (*fn)(void**), void** args, const unsigne
   if (fibered) {
     fib = (Fiber*)calloc(nthr, sizeof(Fiber));
     stacks = (char*)malloc((size_t)nthr * stack_bytes);
-    if (!fib || !stacks) { free(fib); free(stacks); snprintf(err, errlen, "out of memory for %d fibers", nthr); return 1; }
+    if (!fib || !stacks) {
+      free(fib); free(stacks);
+      snprintf(err, errlen, "out of memory for %d fibers", nthr);
+      return 1; }
   }
   for (unsigned bz = 0; bz < grid[2] && !fault[0]; ++bz)
   for (unsigned by = 0; by < grid[1] && !fault[0]; ++by)
@@ -234,7 +240,8 @@ extern "C" int minicc_host_launch(void (*fn)(void**), void** args, const unsigne
         for (int i = w; i < nthr && i < w + 32; ++i) {
           live += fib[i].state != DONE; at += fib[i].state == AT_WARP; }
         if (at > 0 && at == live) {
-          for (int i = w; i < nthr && i < w + 32; ++i) if (fib[i].state == AT_WARP) fib[i].state = READY;
+          for (int i = w; i < nthr && i < w + 32; ++i)
+            if (fib[i].state == AT_WARP) fib[i].state = READY;
           released = true; }
       }
       if (!released && done + at_block == nthr && line1 >= 0) {
@@ -306,7 +313,8 @@ inline void minicc_mma_s8u8(int* c, const int* a, const int* b) {
     for n in (1, 2, 4):
         for t in (False, True):
             out.append(f"inline void minicc_ldmatrix_x{n}{'_t' if t else ''}(unsigned short* d, "
-                       f"const void* s) {{ minicc_host::ldmatrix<{n}, {str(t).lower()}>(d, s); }}\n")
+                       f"const void* s) {{ minicc_host::ldmatrix<{n}, {str(t).lower()}>(d, s); "
+                       "}\n")
     for n in (4, 8, 16):      # cp.async: the copy done at once (0 bytes read: zero fill)
         out.append(f"inline void minicc_cp_async{n}(void* s, const void* g, bool ok) {{ "
                    f"if (ok) memcpy(s, g, {n}); else memset(s, 0, {n}); }}\n")
@@ -370,33 +378,60 @@ def _build(text: str) -> Path:
     return lib
 
 
+class HostModule:
+    """An artifact's CUDA source built for the CPU: `launch(name, grid, block, pointers)` runs
+    one kernel over every block of the grid."""
+
+    STACK_BYTES = 256 << 10     # a fiber's stack: a thread's register arrays live on it
+
+    def __init__(self, cuda_source: str) -> None:
+        text, self.fibers = host_source(cuda_source)
+        self.path = _build(text)
+        self.lib = ctypes.CDLL(str(self.path))
+        self._launch = self.lib.minicc_host_launch
+        self._launch.restype = ctypes.c_int
+        self._launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                                 ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
+                                 ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self._entries: dict[str, int] = {}
+
+    def entry(self, name: str) -> int:
+        """The address of kernel `name`'s entry point (ArtifactError if there is none)."""
+        e = self._entries.get(name)
+        if e is None:
+            if name not in self.fibers:
+                raise ArtifactError(f"kernel {name} is launched but not in the source")
+            e = self._entries[name] = ctypes.cast(getattr(self.lib, f"minicc_host_{name}"),
+                                                  ctypes.c_void_p).value or 0
+        return e
+
+    def launch(self, name: str, grid: tuple[int, ...], block: tuple[int, ...],
+               pointers: list[int]) -> None:
+        args = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
+        g = (tuple(grid) + (1, 1))[:3]
+        b = (tuple(block) + (1, 1))[:3]
+        err = ctypes.create_string_buffer(512)
+        if self._launch(self.entry(name), args, (ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b),
+                        int(self.fibers[name]), self.STACK_BYTES, err, len(err)):
+            raise ArtifactError(f"cuda host emulation: kernel {name} (grid {g}, block {b}): "
+                                f"{err.value.decode()} (host source: "
+                                f"{self.path.with_suffix('.cpp')})")
+
+
 class HostCudaExecutable:
     """Runs a CUDA Artifact's kernels on the CPU, in the order and with the launch
     configurations the GPU runtime (runtime/cuda.py) would use, over one numpy arena."""
-
-    STACK_BYTES = 256 << 10     # a fiber's stack: a thread's register arrays live on it
 
     def __init__(self, a: Artifact, host_op: Any = None) -> None:
         if a.target != "cuda":
             raise ArtifactError(f"host emulation runs CUDA artifacts; this one is for {a.target}")
         self.artifact = a
         self.host_op = host_op
-        text, self.fibers = host_source(a.source)
-        self.lib = ctypes.CDLL(str(_build(text)))
-        self.launch = self.lib.minicc_host_launch
-        self.launch.restype = ctypes.c_int
-        self.launch.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
-                                ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
-                                ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        self.entries = {}
+        self.module = HostModule(a.source)
         for st in a.steps:
-            if isinstance(st, Launch) and st.kernel not in self.entries:
-                if st.kernel not in self.fibers:
-                    raise ArtifactError(f"kernel {st.kernel} is launched but not in the source")
-                self.entries[st.kernel] = ctypes.cast(
-                    getattr(self.lib, f"minicc_host_{st.kernel}"), ctypes.c_void_p).value
+            if isinstance(st, Launch):
+                self.module.entry(st.kernel)
         self.weights = np.frombuffer(bytearray(a.weights or b"\0" * 256), dtype=np.uint8)
-        self.launches = 0
 
     def check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
         return check_inputs(self.artifact.inputs, inputs)
@@ -427,16 +462,8 @@ class HostCudaExecutable:
 
     def _launch(self, st: Launch, xs: list[np.ndarray], outs: list[np.ndarray],
                 arena: np.ndarray) -> None:
-        args = (ctypes.c_void_p * max(len(st.args), 1))(
-            *(self._ptr(x, xs, outs, arena) for x in st.args))
-        err = ctypes.create_string_buffer(512)
-        rc = self.launch(self.entries[st.kernel], args, (ctypes.c_uint * 3)(*st.grid),
-                         (ctypes.c_uint * 3)(*st.block), int(self.fibers[st.kernel]),
-                         self.STACK_BYTES, err, len(err))
-        self.launches += 1
-        if rc != 0:
-            raise ArtifactError(f"cuda host emulation: kernel {st.kernel} (grid {st.grid}, "
-                                f"block {st.block}): {err.value.decode()}")
+        self.module.launch(st.kernel, st.grid, st.block,
+                           [self._ptr(x, xs, outs, arena) for x in st.args])
 
     def _view(self, loc: Location, d: str, s: Any, xs: list[np.ndarray],
               outs: list[np.ndarray], arena: np.ndarray) -> np.ndarray:

@@ -11,6 +11,13 @@ from hypothesis import settings
 # the suite runs the graph verifier after every pass (what --verify-each does)
 os.environ.setdefault("MINICC_VERIFY_EACH", "1")
 
+# MINICC_HOST_GPU=1: `import cupy` gives tests/host_cupy.py, a device that is this CPU, so the
+# GPU tests and runtime/cuda.py run here (tests/runtime/test_host_gpu.py does so in CI)
+if os.environ.get("MINICC_HOST_GPU") == "1":
+    from tests import host_cupy
+
+    host_cupy.install()
+
 settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None)
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
