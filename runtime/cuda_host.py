@@ -37,7 +37,7 @@ from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
 
 CXX_FLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-w", "-fno-strict-aliasing", "-fwrapv",
-             "-U_FORTIFY_SOURCE")      # (fortified longjmp refuses to jump between stacks)
+             "-U_FORTIFY_SOURCE", "-march=native")      # (fortified longjmp refuses to jump between stacks)
 # statements that make a thread wait for others: a kernel with any runs its threads as fibers
 _SYNC = re.compile(r"__syncthreads|__shfl_xor_sync|minicc_mma_|minicc_ldmatrix_")
 _SIGNATURE = re.compile(r'^extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\((.*)\)$',
@@ -97,7 +97,11 @@ static bool fibered;
 static void (*kfn)(void**);
 static void** kargs;
 static char fault[512];
-static unsigned char slot[1024][64] __attribute__((aligned(16)));   // warp exchange, per thread
+// the warp exchange: each thread posts into its slot, the warp waits, each reads the others';
+// two banks, alternated, so that one wait per exchange suffices (a lane can only post into a
+// bank again after the whole warp passed the next exchange, so after all read this one)
+static unsigned char slot[2][1024][64] __attribute__((aligned(16)));
+static unsigned char bank[1024];
 static void entry() { kfn(kargs); fib[cur].state = DONE; _longjmp(sched, 1); }
 static void wait(int st) {
   if (!fibered) {
@@ -108,7 +112,9 @@ static void wait(int st) {
   if (!_setjmp(fib[cur].jb)) _longjmp(sched, 1); }
 inline void warp_sync() { wait(AT_WARP); }
 inline void sync_block(int line) { if (fibered) fib[cur].line = line; wait(AT_BLOCK); }
-inline unsigned char* lane_slot(int lane) { return slot[(cur & ~31) + lane]; }
+inline unsigned char* my_slot() { return slot[bank[cur]][cur]; }
+inline unsigned char* lane_slot(int lane) { return slot[bank[cur]][(cur & ~31) + lane]; }
+inline void exchanged() { bank[cur] ^= 1; }
 inline float round_tf32(float x) {                   // cvt.rna.tf32.f32
   unsigned u = __float_as_uint(x);
   if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
@@ -123,8 +129,8 @@ template <typename T, int NA, int NB, int K, typename Acc, typename Sum, typenam
 inline void mma(Acc* c, const T* a, const T* b, const unsigned char* asrc,
                 const unsigned char* bsrc, const unsigned char* crow, const unsigned char* ccol,
                 Prod prod) {
-  memcpy(slot[cur], a, NA * sizeof(T));
-  memcpy(slot[cur] + NA * sizeof(T), b, NB * sizeof(T));
+  memcpy(my_slot(), a, NA * sizeof(T));
+  memcpy(my_slot() + NA * sizeof(T), b, NB * sizeof(T));
   warp_sync();
   const int lane = cur & 31, g = lane >> 2, t = lane & 3;
   Acc d[4];
@@ -140,7 +146,7 @@ inline void mma(Acc* c, const T* a, const T* b, const unsigned char* asrc,
     }
     d[r] = (Acc)((Sum)c[r] + s);
   }
-  warp_sync();
+  exchanged();
   for (int r = 0; r < 4; ++r) c[r] = d[r]; }
 inline long long bytes_dot(int a, int b, bool a_unsigned) {
   long long s = 0;
@@ -150,7 +156,7 @@ inline long long bytes_dot(int a, int b, bool a_unsigned) {
     s += (long long)x * y; }
   return s; }
 template <int N, bool TRANS> inline void ldmatrix(unsigned short* d, const void* smem) {
-  memcpy(slot[cur], &smem, sizeof smem);
+  memcpy(my_slot(), &smem, sizeof smem);
   warp_sync();
   const int lane = cur & 31, g = lane >> 2, t = lane & 3;
   for (int i = 0; i < N; ++i)
@@ -158,18 +164,18 @@ template <int N, bool TRANS> inline void ldmatrix(unsigned short* d, const void*
       const unsigned short* row;
       memcpy(&row, lane_slot(8 * i + (TRANS ? 2 * t + j : g)), sizeof row);
       d[2 * i + j] = row[TRANS ? g : 2 * t + j]; }
-  warp_sync(); }
+  exchanged(); }
 }  // namespace minicc_host
 
 #define __syncthreads() minicc_host::sync_block(__LINE__)
 template <typename T> inline T __shfl_xor_sync(unsigned, T v, int d) {
   using namespace minicc_host;
-  memcpy(slot[cur], &v, sizeof(T));
+  memcpy(my_slot(), &v, sizeof(T));
   warp_sync();
   T r = v;
-  const int src = (cur & ~31) + ((cur & 31) ^ d);
-  if (src < nthr) memcpy(&r, slot[src], sizeof(T));
-  warp_sync();
+  const int src = (cur & 31) ^ d;
+  if ((cur & ~31) + src < nthr) memcpy(&r, lane_slot(src), sizeof(T));
+  exchanged();
   return r; }
 """
 
@@ -215,6 +221,7 @@ extern "C" int minicc_host_launch(void (*fn)(void**), void** args, const unsigne
           f.ctx.uc_stack.ss_size = stack_bytes;
           f.ctx.uc_link = 0;
           f.started = 0;
+          bank[k] = 0;
           makecontext(&f.ctx, entry, 0);
         }
     for (;;) {
