@@ -109,20 +109,27 @@ def gemm(n: int, repeat: int, precision: str = "fp32", schedule: str | None = No
     return row
 
 
-def end_to_end(repeat: int) -> None:
+def end_to_end(repeat: int, models: tuple[str, ...] = ("resnet50", "bert_like"),
+               batches: tuple[int, ...] = (1, 16), torch_device: str = "cuda") -> list[dict]:
+    """Each model at each batch: minicc on the CUDA target (kernel by kernel, and as a CUDA
+    graph) against PyTorch eager on `torch_device` (timed with CUDA events there; "cpu", for a
+    rehearsal on tests/host_cupy.py's device, with the wall clock)."""
+    import time
+
     import onnxruntime as ort
     import torch
 
     import torch_models as tm
     from minicc import CompileOptions, compile
 
-    dev = torch.device("cuda")
+    dev = torch.device(torch_device)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("resnet50", "bert_like"):
+        for name in models:
             path = Path(tmp) / f"{name}.onnx"
             tm.export(name, path, dynamic=True)
             model = tm.build(name).to(dev).eval()
-            for batch in (1, 16):
+            for batch in batches:
                 feeds = tm.inputs(name, batch)
                 shapes = {k: v.shape for k, v in feeds.items()}
                 cm = compile(str(path), options=CompileOptions(target="cuda",
@@ -133,22 +140,31 @@ def end_to_end(repeat: int) -> None:
                 ok = np.allclose(got, ref, rtol=1e-3, atol=1e-4)
                 t_m = cm.exe.time(feeds, repeat)
                 tin = [torch.as_tensor(v, device=dev) for v in feeds.values()]
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
                 ts = []
                 with torch.no_grad():
                     for _ in range(repeat + 2):
-                        start.record()
-                        model(*tin)
-                        end.record()
-                        torch.cuda.synchronize()
-                        ts.append(start.elapsed_time(end))
+                        if dev.type == "cuda":
+                            start = torch.cuda.Event(enable_timing=True)
+                            end = torch.cuda.Event(enable_timing=True)
+                            start.record()
+                            model(*tin)
+                            end.record()
+                            torch.cuda.synchronize()
+                            ts.append(start.elapsed_time(end))
+                        else:
+                            t0 = time.perf_counter()
+                            model(*tin)
+                            ts.append((time.perf_counter() - t0) * 1e3)
                 t_t = float(np.median(ts[2:]))
                 t_g = cm.exe.time_graph(feeds, repeat)
+                rows.append({"model": name, "batch": batch, "minicc_ms": t_m, "graph_ms": t_g,
+                             "torch_ms": t_t, "ratio": t_m / t_t, "graph_ratio": t_g / t_t,
+                             "matches_onnxruntime": bool(ok)})
                 print(f"{name:10} batch {batch:2}: minicc {t_m:8.3f} ms (as a CUDA graph "
                       f"{t_g:8.3f} ms)  torch eager {t_t:8.3f} ms  ratio {t_m / t_t:5.2f}x "
                       f"({t_g / t_t:5.2f}x)  {'matches' if ok else 'MISMATCH vs'} onnxruntime",
                       flush=True)
+    return rows
 
 
 def pipelined(n: int = 64, model: str = "resnet50") -> dict:

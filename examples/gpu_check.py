@@ -225,11 +225,23 @@ def stage_bench(dry: bool, repeat: int) -> dict:
     import bench_gpu
 
     t = time.perf_counter()
-    gemms = [bench_gpu.gemm(4096, repeat, p, s) for p, s in bench_gpu.GEMM_VARIANTS]
-    bench_gpu.end_to_end(repeat)
-    pipe = bench_gpu.pipelined(64)
-    return {"seconds": round(time.perf_counter() - t, 1), "gemm": gemms, "run_many": pipe,
-            "printed": "above"}
+    out: dict = {"gemm": []}
+    steps = [("gemm", lambda p=p, s=s: bench_gpu.gemm(4096, repeat, p, s))
+             for p, s in bench_gpu.GEMM_VARIANTS]
+    steps += [("end_to_end", lambda: bench_gpu.end_to_end(repeat)),
+              ("run_many", lambda: bench_gpu.pipelined(64))]
+    for key, step in steps:             # one benchmark's failure must not end the check
+        try:
+            row = step()
+        except Exception as e:  # noqa: BLE001  (CuPy, torch and minicc errors alike)
+            row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            print(f"gpu_check: {key} failed: {row['error']}", flush=True)
+        if key == "gemm":
+            out["gemm"].append(row)
+        else:
+            out[key] = row
+    out["seconds"] = round(time.perf_counter() - t, 1)
+    return out
 
 
 def main(argv: list[str]) -> int:

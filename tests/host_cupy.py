@@ -59,6 +59,15 @@ class ndarray:
         _check_not_capturing("an array copy")
         self._a[k] = v._a if isinstance(v, ndarray) else v
 
+    def __matmul__(self, other: "ndarray") -> "ndarray":
+        return ndarray(self._a @ _device(other))
+
+    def __sub__(self, other: "ndarray") -> "ndarray":
+        return ndarray(self._a - _device(other))
+
+    def __float__(self) -> float:
+        return float(self._a)
+
     def view(self, dtype: Any) -> "ndarray":
         return ndarray(self._a.view(dtype))
 
@@ -85,8 +94,18 @@ class ndarray:
         return out
 
 
-def _unwrap(x: Any) -> np.ndarray:
-    return x._a if isinstance(x, ndarray) else np.asarray(x)
+def _device(x: Any) -> np.ndarray:
+    if not isinstance(x, ndarray):
+        raise TypeError(f"Unsupported type {type(x)}: a CuPy array is needed")
+    return x._a
+
+
+def abs(x: ndarray) -> ndarray:  # noqa: A001  (CuPy's name)
+    return ndarray(np.abs(_device(x)))
+
+
+def max(x: ndarray) -> ndarray:  # noqa: A001
+    return ndarray(np.asarray(np.max(_device(x))))
 
 
 def zeros(shape: Any, dtype: Any = float) -> ndarray:
@@ -239,8 +258,8 @@ class _Function:
                                "is 'host': CUDA artifacts are rebuilt from their source)")
 
 
-def install() -> None:
-    """Make `import cupy` (and cupy.cuda, cupy.cuda.function, cupy.cuda.runtime) this module."""
+def modules() -> dict[str, types.ModuleType]:
+    """This module as `cupy`, with cupy.cuda, cupy.cuda.function and cupy.cuda.runtime."""
     me = sys.modules[__name__]
     cuda = types.ModuleType("cupy.cuda")
     runtime = types.ModuleType("cupy.cuda.runtime")
@@ -252,5 +271,10 @@ def install() -> None:
                  "alloc_pinned_memory": alloc_pinned_memory}.items():
         setattr(cuda, k, v)
     me.cuda = cuda                                           # type: ignore[attr-defined]
-    sys.modules.update({"cupy": me, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
-                        "cupy.cuda.function": function})
+    return {"cupy": me, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime,
+            "cupy.cuda.function": function}
+
+
+def install() -> None:
+    """Make `import cupy` give this module (tests/conftest.py, with MINICC_HOST_GPU=1)."""
+    sys.modules.update(modules())
