@@ -287,6 +287,33 @@ def test_gpu_matmul_and_graph_replay() -> None:
 
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
+def test_a_saved_cuda_model_loads_and_runs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """build -> save -> load -> run on the GPU: the same outputs as the model compiled."""
+    from minicc import load
+
+    m = parse(GRAPHS["softmax"])
+    cm = compile(m, options=CompileOptions(target="cuda", cache=False))
+    x = {"x": np.random.default_rng(0).standard_normal((3, 70)).astype(np.float32)}
+    cm.save(tmp_path / "m.mcc")
+    again = load(tmp_path / "m.mcc")
+    assert again.target == "cuda"
+    np.testing.assert_array_equal(again.run(x)["y"], cm.run(x)["y"])
+    np.testing.assert_allclose(again.run(x)["y"], interpret(m, x)["y"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(GPU is not None, reason=f"no CUDA device: {GPU}")
+def test_profile_times_every_kernel_on_the_gpu() -> None:
+    """`minicc profile --target cuda`: CUDA events around each launch, one row per kernel."""
+    from minicc.profile import profile
+
+    p = profile(parse(GRAPHS["layer_norm"]), repeat=3, target="cuda")
+    assert p.target == "cuda" and p.kernels and all(k.ms > 0 for k in p.kernels)
+    assert p.total_ms > 0 and len(p.runs) == 3
+
+
 def test_grid_stride_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     import minicc.ir.loops.gpu as gpu
 
