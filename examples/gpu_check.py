@@ -14,13 +14,15 @@ is written after each, so a run cut off keeps what it measured):
 3. examples/bench_gpu.py: GEMM 4096^3 against cuBLAS in FP32, TF32 and FP16; ResNet-50 and the
    BERT-style encoder at batch 1 and 16 against PyTorch eager; `run_many` over 64 inputs on 2
    and 3 streams against a loop of `run`.
-4. The models of stage 2 again on the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2,
+4. INT8: resnet18_like and mobilenetv2_like quantized by `minicc.quantize` on the GPU against
+   the same quantized model on the CPU (rtol 1e-4, atol 1e-5: the same integers).
+5. The models of stage 2 again on the tensor cores (`--precision tf32` and `fp16`: rtol 1e-2,
    atol 1e-2 of the largest output), while the budget lasts.
 
 With --dry-run (any machine with NVRTC and a C++ compiler) stage 1 runs the GPU tests on
 tests/host_cupy.py, a stand-in for CuPy whose device is this CPU; stage 2 compiles every model
 to cubin, counts the kernels and runs each model's CUDA C on this CPU against onnxruntime
-(minicc.runtime.cuda_host), as stage 4 does at TF32 and FP16 while the budget lasts
+(minicc.runtime.cuda_host), as stages 4 and 5 do (INT8; TF32 and FP16) while the budget lasts
 (--no-emulate: compile only); stage 3 lists what it would run. The script, the runtime and the
 models are checked before device time is spent on them. Models that end in Softmax also output
 its input: the probabilities alone can hide errors.
@@ -42,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_MODELS = ("resnet18_like", "mobilenetv2_like", "bert_like", "lstm")
+INT8_MODELS = ("resnet18_like", "mobilenetv2_like")     # stage_int8
 TENSOR_CORE_TOL = {"tf32": (1e-2, 1e-2), "fp16": (1e-2, 1e-2)}   # (rtol, atol) vs onnxruntime
 
 
@@ -215,6 +218,43 @@ def stage_tensor_cores(done: list[tuple], dry: bool, deadline: float,
         print(f"gpu_check: tensor cores {json.dumps(tc_row)}", flush=True)
 
 
+def stage_int8(done: list[tuple], dry: bool, deadline: float, emulate: bool = True) -> None:
+    """INT8: the PyTorch CNNs quantized (`minicc.quantize`, 8 random calibration batches) and
+    compiled for the GPU (__dp4a GEMMs with the requantizing epilogue) against the same
+    quantized model compiled for this CPU (the same integers: max abs difference ~1e-7); into
+    the models' rows, while the budget lasts."""
+    from minicc import MiniccError, compile, quantize
+
+    for row, path, feeds, _ in done:
+        if row["model"] not in INT8_MODELS:
+            continue
+        if time.monotonic() > deadline:
+            row["int8_skipped"] = "time budget"
+            continue
+        try:
+            q = quantize(path, "random:8")
+            want = compile(q.module, threads=1).run(feeds)
+            cm = compile(q.module, target="cuda")
+            row["int8_kernels"] = len(cm.artifact.summary["kernels"])
+            if dry and not emulate:
+                continue
+            if dry:
+                from minicc.runtime.cuda_host import emulate as on_host
+                got = on_host(cm).run(feeds)
+            else:
+                got = cm.run(feeds)
+        except MiniccError as e:
+            row["int8_error"] = str(e).splitlines()[0][:300]
+            row["int8_matches_cpu"] = False
+            continue
+        row["int8_max_abs_diff"] = max(float(np.abs(np.asarray(got[k]) - want[k]).max())
+                                       for k in want)
+        row["int8_matches_cpu"] = all(np.allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+                                      for k in want)
+        shown = {k: v for k, v in row.items() if k == "model" or k.startswith("int8")}
+        print(f"gpu_check: int8 {json.dumps(shown)}", flush=True)
+
+
 def stage_bench(dry: bool, repeat: int) -> dict:
     if dry:
         import bench_gpu
@@ -286,12 +326,15 @@ def main(argv: list[str]) -> int:
         report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline \
             else {"skipped": "time budget"}
         save()
+        stage_int8(done, a.dry_run, deadline, not a.no_emulate)
+        save()
         stage_tensor_cores(done, a.dry_run, deadline, not a.no_emulate)
     save()
     n = sum(r.get("kernels", 0) for r in report["models"])
     bad = [r["model"] for r in report["models"] if r.get("matches_onnxruntime") is False
            or r.get("graph_replay_equal") is False
            or any(r.get(f"{p}_matches_onnxruntime") is False for p in TENSOR_CORE_TOL)
+           or r.get("int8_matches_cpu") is False
            or any(r.get(f"{p}host_matches_onnxruntime") is False
                   for p in ("", *(f"{q}_" for q in TENSOR_CORE_TOL)))]
     hosted = sum(k.endswith("host_matches_onnxruntime") for r in report["models"] for k in r)

@@ -174,3 +174,26 @@ def test_tensor_names_that_are_cuda_words_or_numbers(tmp_path) -> None:  # type:
     got = emulate(minicc.compile(str(p), target="cuda", cache=False)).run(feeds)
     want = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     np.testing.assert_allclose(got["float"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.torch
+def test_a_quantized_model_on_the_host_gives_the_cpu_int8_outputs(tmp_path) -> None:  # type: ignore
+    """`minicc.quantize` then the CUDA target (__dp4a GEMMs, the requantizing epilogue): the
+    same integers as the CPU's INT8 build, so the same outputs to float rounding."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+    import torch_models as tm
+
+    feeds = tm.export("mobilenetv2_like", tmp_path / "m.onnx")
+    q = minicc.quantize(str(tmp_path / "m.onnx"), "random:4")
+    want = minicc.compile(q.module, threads=1, cache=False).run(feeds)
+    cm = minicc.compile(q.module, target="cuda", cache=False)
+    from minicc.codegen.cuda.render import KERNELS_MARK
+
+    assert "minicc_dpbusd(" in cm.artifact.source.split(KERNELS_MARK)[1]    # __dp4a GEMMs
+    got = emulate(cm).run(feeds)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
