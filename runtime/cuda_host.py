@@ -36,8 +36,10 @@ from minicc.errors import ArtifactError, ToolchainError
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
 
+# (-U_FORTIFY_SOURCE: a fortified longjmp refuses to jump between stacks; -march=native: F16C
+# converts FP16 in one instruction, 3x faster FP16 models)
 CXX_FLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-w", "-fno-strict-aliasing", "-fwrapv",
-             "-U_FORTIFY_SOURCE", "-march=native")      # (fortified longjmp refuses to jump between stacks)
+             "-U_FORTIFY_SOURCE", "-march=native")
 # statements that make a thread wait for others: a kernel with any runs its threads as fibers
 _SYNC = re.compile(r"__syncthreads|__shfl_xor_sync|minicc_mma_|minicc_ldmatrix_")
 _SIGNATURE = re.compile(r'^extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)\((.*)\)$',
