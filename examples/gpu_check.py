@@ -22,7 +22,7 @@ is written after each, so a run cut off keeps what it measured):
 With --dry-run (any machine with NVRTC and a C++ compiler) stage 1 runs the GPU tests on
 tests/host_cupy.py, a stand-in for CuPy whose device is this CPU; stage 2 compiles every model
 to cubin, counts the kernels and runs each model's CUDA C on this CPU against onnxruntime
-(minicc.runtime.cuda_host), as stages 4 and 5 do (INT8; TF32 and FP16) while the budget lasts
+(minicc.emulate_cuda), as stages 4 and 5 do (INT8; TF32 and FP16) while the budget lasts
 (--no-emulate: compile only); stage 3 lists what it would run. The script, the runtime and the
 models are checked before device time is spent on them. Models that end in Softmax also output
 its input: the probabilities alone can hide errors.
@@ -115,7 +115,7 @@ def stage_tests(dry: bool, left: float) -> dict:
 
 def _on_host(row: dict, prefix: str, cm, feeds: dict, ref: dict,  # type: ignore[no-untyped-def]
              tol: tuple[float, float], deadline: float, emulate: bool) -> None:
-    """--dry-run: the model's CUDA C run on this CPU (minicc.runtime.cuda_host) against
+    """--dry-run: the model's CUDA C run on this CPU (minicc.emulate_cuda) against
     onnxruntime, into `row` (host_*), while the budget lasts."""
     if not emulate:
         return
@@ -123,7 +123,7 @@ def _on_host(row: dict, prefix: str, cm, feeds: dict, ref: dict,  # type: ignore
         row[f"{prefix}host_skipped"] = "time budget"
         return
     from minicc import MiniccError
-    from minicc.runtime.cuda_host import emulate as on_host
+    from minicc import emulate_cuda as on_host
 
     t = time.perf_counter()
     try:
@@ -239,7 +239,7 @@ def stage_int8(done: list[tuple], dry: bool, deadline: float, emulate: bool = Tr
             if dry and not emulate:
                 continue
             if dry:
-                from minicc.runtime.cuda_host import emulate as on_host
+                from minicc import emulate_cuda as on_host
                 got = on_host(cm).run(feeds)
             else:
                 got = cm.run(feeds)
@@ -293,7 +293,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch models")
     ap.add_argument("--models", help="comma-separated subset (light_squeezenet, bert_like, ...)")
     ap.add_argument("--no-emulate", action="store_true", help="--dry-run: do not run the "
-                    "models' CUDA C on this CPU (minicc.runtime.cuda_host)")
+                    "models' CUDA C on this CPU (minicc.emulate_cuda)")
     a = ap.parse_args(argv)
     from minicc.codegen.cuda.nvrtc import nvrtc_available
     from minicc.runtime.cuda import cuda_device_available

@@ -130,10 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cm is None or cm.target != "cuda":
             _err("--emulate runs CUDA C on this CPU: give --target cuda (or a CUDA .mcc)")
             return EXIT_USER
-        from minicc.runtime.cuda_host import emulate
+        from minicc.api import emulate_cuda
 
-        run = emulate(cm).run
-        how = "its CUDA C on this CPU (minicc.runtime.cuda_host: no timing meaning)"
+        run = emulate_cuda(cm).run
+        how = "its CUDA C on this CPU (minicc.emulate_cuda: no timing meaning)"
     t0 = time.perf_counter()
     outs = run(inputs)
     dt = time.perf_counter() - t0

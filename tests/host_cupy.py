@@ -1,8 +1,8 @@
 """A stand-in for CuPy whose "device" is this CPU: arrays are numpy arrays, and kernels run
-through minicc.runtime.cuda_host. With MINICC_HOST_GPU=1, tests/conftest.py installs it as
-`cupy` before the tests import, so the GPU tests (@pytest.mark.cuda) and runtime/cuda.py (the
-arena, output views, CUDA-graph capture and replay, run_async, run_many, event timing) run on
-a machine without a GPU.
+through codegen/cuda/host.py and runtime/cuda_host.py. With MINICC_HOST_GPU=1,
+tests/conftest.py installs it as `cupy` before the tests import, so the GPU tests
+(@pytest.mark.cuda) and runtime/cuda.py (the arena, output views, CUDA-graph capture and
+replay, run_async, run_many, event timing) run on a machine without a GPU.
 
 Only what minicc and its tests call is here, with CuPy's names and keyword arguments (CuPy 14:
 cupy.cuda.function.Function.__call__(grid, block, args, shared_mem=0, stream=None), ndarray.get
@@ -243,9 +243,10 @@ class RawModule:
             raise TypeError("Exactly one of `code` and `path` keyword arguments must be given.")
         if code is None:
             raise NotImplementedError("the host device runs CUDA source only")
+        from minicc.codegen.cuda.host import build_host
         from minicc.runtime.cuda_host import HostModule
 
-        self._module = HostModule(code)
+        self._module = HostModule(*build_host(code))
 
     def get_function(self, name: str) -> _Kernel:
         return _Kernel(self._module, name)

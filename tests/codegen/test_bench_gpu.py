@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minicc.runtime.cuda_host import host_compiler
+from minicc.codegen.cuda.host import host_compiler
 from tests import host_cupy
 from tests.codegen.test_cuda import needs_nvrtc
 

@@ -206,7 +206,7 @@ def test_gpu_check_dry_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert r["models"][0]["kernels"] > 0 and r["models"][0]["cubin_bytes"] > 0
     assert r["models"][0]["tf32_mma_kernels"] > 0 and r["models"][0]["fp16_mma_kernels"] > 0
     # the CUDA C of each precision ran on this CPU and matched onnxruntime (with a C++ compiler)
-    from minicc.runtime.cuda_host import host_compiler
+    from minicc.codegen.cuda.host import host_compiler
     if host_compiler() is not None:
         assert all(r["models"][0][f"{p}host_matches_onnxruntime"] for p in ("", "tf32_", "fp16_"))
     # the GPU tests ran on tests/host_cupy.py's device (this CPU), all of them

@@ -1,4 +1,4 @@
-"""The CUDA C minicc generates, run on the CPU (minicc.runtime.cuda_host): the renderer's text,
+"""The CUDA C minicc generates, run on the CPU (minicc.emulate_cuda): the renderer's text,
 the launch configurations and the arena plan against the reference interpreter and onnxruntime,
 on machines without a GPU. (The loop-IR emulator checks the schedules; this checks what the
 GPU would be given.)"""
@@ -17,7 +17,8 @@ from minicc.abi import Launch
 from minicc.errors import ArtifactError
 from minicc.ir.interpret import interpret
 from minicc.ir.parser import parse
-from minicc.runtime.cuda_host import emulate, host_compiler
+from minicc import emulate_cuda as emulate
+from minicc.codegen.cuda.host import host_compiler
 from tests.codegen.test_cuda import CONVS, GRAPHS, needs_nvrtc
 from tests.codegen.test_mma import conv, int8_text, matmul, piped
 
