@@ -2,9 +2,10 @@
 codegen/cuda/host.py, in the order and with the grids, blocks and arena offsets the GPU runtime
 (runtime/cuda.py) would use, so that they are checked against onnxruntime without a GPU.
 
-What this does not show: timing, and races. A thread runs until it reaches a barrier, so a
-missing barrier goes unnoticed here (the loop-IR emulator's checks catch those), and cp.async
-copies complete at once. A kernel that reads or writes out of bounds can crash the process:
+What this does not show: timing, and every race. A thread runs until it reaches a barrier, so
+a missing barrier shows only where a thread then reads what the others have not written yet or
+have overwritten (in the GEMM kernels it does; the loop-IR emulator's phases check every race),
+and cp.async copies complete at once. A kernel that reads or writes out of bounds can crash the process:
 this is a tool for checking minicc's own code, not for running user kernels.
 
     outs = minicc.emulate_cuda(minicc.compile("model.onnx", target="cuda")).run(feeds)

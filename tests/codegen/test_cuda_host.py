@@ -198,3 +198,21 @@ def test_a_quantized_model_on_the_host_gives_the_cpu_int8_outputs(tmp_path) -> N
     got = emulate(cm).run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_missing_barrier_shows_in_the_gemm() -> None:
+    """A thread runs until it waits, so without a barrier it reads shared tiles the others
+    have not written yet (or have already overwritten): dropping either of the FP32 GEMM
+    kernel's two __syncthreads() gives wrong products. (Not every race shows this way; the
+    loop-IR emulator's phases check them all.)"""
+    m = matmul(150, 70, 140)
+    feeds = _feeds(m)
+    want = interpret(m, feeds)["r"]
+    cm = minicc.compile(m, target="cuda", cache=False)
+    src = cm.artifact.source
+    at = [i for i in range(len(src)) if src.startswith("__syncthreads();", i)]
+    assert len(at) == 2
+    for i in at:
+        bad = src[:i] + src[i + len("__syncthreads();"):]
+        got = emulate(replace(cm.artifact, source=bad)).run(feeds)["r"]
+        assert np.abs(got - want).max() > 1.0
