@@ -5,8 +5,8 @@ codegen/cuda/host.py, in the order and with the grids, blocks and arena offsets 
 What this does not show: timing, and every race. A thread runs until it reaches a barrier, so
 a missing barrier shows only where a thread then reads what the others have not written yet or
 have overwritten (in the GEMM kernels it does; the loop-IR emulator's phases check every race),
-and cp.async copies complete at once. A kernel that reads or writes out of bounds can crash the process:
-this is a tool for checking minicc's own code, not for running user kernels.
+and cp.async copies complete at once. A kernel that reads or writes out of bounds can crash
+the process: this is a tool for checking minicc's own code, not for running user kernels.
 
     outs = minicc.emulate_cuda(minicc.compile("model.onnx", target="cuda")).run(feeds)
 """
@@ -57,6 +57,12 @@ class HostModule:
         args = (ctypes.c_void_p * max(len(pointers), 1))(*pointers)
         g = (tuple(grid) + (1, 1))[:3]
         b = (tuple(block) + (1, 1))[:3]
+        # the launch limits of every CUDA GPU since sm_30 (a launch past them fails there too)
+        if min(g + b) < 1 or b[0] * b[1] * b[2] > 1024 or b[0] > 1024 or b[1] > 1024 or \
+                b[2] > 64 or g[0] > 2**31 - 1 or g[1] > 65535 or g[2] > 65535:
+            raise ArtifactError(f"cuda host emulation: kernel {name}: grid {g} x block {b} is "
+                                "not a valid CUDA launch (at most 1024 threads per block, "
+                                "block z <= 64, grid y and z <= 65535)")
         err = ctypes.create_string_buffer(512)
         if self._launch(self.entry(name), args, (ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b),
                         int(self.fibers[name]), self.STACK_BYTES, err, len(err)):

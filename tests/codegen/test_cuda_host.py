@@ -216,3 +216,12 @@ def test_a_missing_barrier_shows_in_the_gemm() -> None:
         bad = src[:i] + src[i + len("__syncthreads();"):]
         got = emulate(replace(cm.artifact, source=bad)).run(feeds)["r"]
         assert np.abs(got - want).max() > 1.0
+
+
+def test_a_launch_past_the_cuda_limits_is_refused() -> None:
+    """As a GPU would: more than 1024 threads in a block is not a launch."""
+    cm = minicc.compile(parse(GRAPHS["elementwise"]), target="cuda", cache=False)
+    steps = tuple(replace(s, block=(2048, 1, 1)) if isinstance(s, Launch) else s
+                  for s in cm.artifact.steps)
+    with pytest.raises(ArtifactError, match=r"block \(2048, 1, 1\) is not a valid CUDA launch"):
+        emulate(replace(cm.artifact, steps=steps)).run(_feeds(parse(GRAPHS["elementwise"])))
