@@ -140,6 +140,20 @@ def _on_host(row: dict, prefix: str, cm, feeds: dict, ref: dict,  # type: ignore
         for k in ref)
 
 
+def _localize(cm, feeds: dict) -> dict | str | None:  # type: ignore[no-untyped-def]
+    """A model that mismatches on the GPU: the first kernel whose results differ from the same
+    CUDA C run on this CPU (runtime/cuda_host.first_divergence), so the next session knows
+    where to look without a device."""
+    try:
+        from minicc import emulate_cuda
+        from minicc.runtime.cuda_host import first_divergence
+
+        return first_divergence(cm.artifact, cm.exe.trace(feeds),
+                                emulate_cuda(cm).trace(feeds))
+    except Exception as e:  # noqa: BLE001  (a localization that fails must not end the check)
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+
+
 def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
                  only: set[str] | None = None, emulate: bool = True
                  ) -> tuple[list[dict], list[tuple]]:
@@ -180,6 +194,8 @@ def stage_models(dry: bool, tmp: Path, with_torch: bool, deadline: float,
                                              for k in ref)
             row["graph_replay_equal"] = all(np.array_equal(g1[k], got[k]) and
                                             np.array_equal(g2[k], got[k]) for k in ref)
+            if not row["matches_onnxruntime"]:
+                row["first_divergence"] = _localize(cm, feeds)
         rows.append(row)
         done.append((row, path, feeds, ref))
         print(f"gpu_check: {json.dumps(row)}", flush=True)
@@ -255,21 +271,25 @@ def stage_int8(done: list[tuple], dry: bool, deadline: float, emulate: bool = Tr
         print(f"gpu_check: int8 {json.dumps(shown)}", flush=True)
 
 
-def stage_bench(dry: bool, repeat: int) -> dict:
+def stage_bench(dry: bool, repeat: int, gemm_n: int = 4096, inputs: int = 64,
+                model: str = "resnet50") -> dict:
+    """examples/bench_gpu.py: the GEMMs at `gemm_n`, end to end against PyTorch, and run_many
+    over `inputs` inputs of light_`model`."""
     if dry:
         import bench_gpu
-        return {"would_run": [f"bench_gpu.gemm(4096, {p}, {s or 'default'})"
+        return {"would_run": [f"bench_gpu.gemm({gemm_n}, {p}, {s or 'default'})"
                               for p, s in bench_gpu.GEMM_VARIANTS] + [
             "bench_gpu.end_to_end (resnet50, bert_like at batch 1 and 16 vs PyTorch eager)",
-            "bench_gpu.pipelined (run_many over 64 inputs on 2 and 3 streams vs a loop of run)"]}
+            f"bench_gpu.pipelined (run_many over {inputs} inputs of light_{model} on 2 and 3 "
+            "streams vs a loop of run)"]}
     import bench_gpu
 
     t = time.perf_counter()
     out: dict = {"gemm": []}
-    steps = [("gemm", lambda p=p, s=s: bench_gpu.gemm(4096, repeat, p, s))
+    steps = [("gemm", lambda p=p, s=s: bench_gpu.gemm(gemm_n, repeat, p, s))
              for p, s in bench_gpu.GEMM_VARIANTS]
     steps += [("end_to_end", lambda: bench_gpu.end_to_end(repeat)),
-              ("run_many", lambda: bench_gpu.pipelined(64))]
+              ("run_many", lambda: bench_gpu.pipelined(inputs, model))]
     for key, step in steps:             # one benchmark's failure must not end the check
         try:
             row = step()
@@ -292,6 +312,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", default="gpu_check.json")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch models")
     ap.add_argument("--models", help="comma-separated subset (light_squeezenet, bert_like, ...)")
+    ap.add_argument("--no-tests", action="store_true", help="skip stage 1 (the GPU tests)")
+    ap.add_argument("--gemm-n", type=int, default=4096, help="GEMM size of the benchmark")
+    ap.add_argument("--run-many-inputs", type=int, default=64, help="inputs of the run_many "
+                    "benchmark")
+    ap.add_argument("--run-many-model", default="resnet50", help="light model of the run_many "
+                    "benchmark")
     ap.add_argument("--no-emulate", action="store_true", help="--dry-run: do not run the "
                     "models' CUDA C on this CPU (minicc.emulate_cuda)")
     a = ap.parse_args(argv)
@@ -314,7 +340,8 @@ def main(argv: list[str]) -> int:
         report["seconds"] = round(time.monotonic() - start, 1)
         Path(a.out).write_text(json.dumps(report, indent=1))
 
-    report["tests"] = stage_tests(a.dry_run, a.budget / 3)
+    report["tests"] = stage_tests(a.dry_run, a.budget / 3) if not a.no_tests else \
+        {"rc": 0, "summary": "not run (--no-tests)"}
     save()
     with tempfile.TemporaryDirectory() as tmp:
         # FP32 models, then the benchmarks, then the tensor-core models with what is left
@@ -323,7 +350,8 @@ def main(argv: list[str]) -> int:
                                               set(a.models.split(",")) if a.models else None,
                                               not a.no_emulate)
         save()
-        report["bench"] = stage_bench(a.dry_run, a.repeat) if time.monotonic() < deadline \
+        report["bench"] = stage_bench(a.dry_run, a.repeat, a.gemm_n, a.run_many_inputs,
+                                      a.run_many_model) if time.monotonic() < deadline \
             else {"skipped": "time budget"}
         save()
         stage_int8(done, a.dry_run, deadline, not a.no_emulate)

@@ -304,6 +304,23 @@ class CudaExecutable:
             return {k: cp.asnumpy(v) for k, v in result.items()}
         return result
 
+    def trace(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
+        """The arena and the outputs' bytes (host copies) after each step of one run: beside
+        runtime/cuda_host.py's trace of the same artifact, the first kernel whose results
+        differ on the GPU (examples/gpu_check.py does this for a model that mismatches)."""
+        cp = self.cp
+        xs = [cp.asarray(x) for x in self.check_inputs(inputs)]
+        outs = [cp.zeros(s, dtype=_NP[d]) for _, d, s in self.artifact.outputs]
+        self.arena[...] = 0
+        snaps = []
+        with self.stream:
+            for st in self.artifact.steps:
+                self._step(st, xs, outs)
+                self.stream.synchronize()
+                snaps.append(np.concatenate([cp.asnumpy(self.arena)] + [
+                    cp.asnumpy(o).reshape(-1).view(np.uint8) for o in outs]))
+        return snaps
+
     def time_steps(self, inputs: Mapping[str, Any], repeat: int = 10,
                    warmup: int = 1) -> list[list[tuple[float, float]]]:
         """(start, end) seconds of every step in each run, measured with a CUDA event before

@@ -88,6 +88,16 @@ class HostCudaExecutable:
         return check_inputs(self.artifact.inputs, inputs)
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        return self._run(inputs, None)
+
+    def trace(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
+        """The arena and the outputs' bytes after each step (CudaExecutable.trace's twin: the
+        two side by side find the first kernel whose results differ on the GPU)."""
+        snaps: list[np.ndarray] = []
+        self._run(inputs, snaps)
+        return snaps
+
+    def _run(self, inputs: Mapping[str, Any], snaps: list | None) -> dict[str, np.ndarray]:
         a = self.artifact
         xs = [np.ascontiguousarray(x) for x in self.check_inputs(inputs)]
         outs = [np.zeros(s, dtype=NP_DTYPES[d]) for _, d, s in a.outputs]
@@ -97,6 +107,9 @@ class HostCudaExecutable:
                 self._launch(st, xs, outs, arena)
             else:
                 self._host(st, xs, outs, arena)
+            if snaps is not None:
+                snaps.append(np.concatenate([arena] + [o.reshape(-1).view(np.uint8)
+                                                       for o in outs]))
         result = {}
         for k, ((name, d, s), loc) in enumerate(zip(a.outputs, a.output_sources)):
             own = loc == Location(LocKind.OUTPUT, k)
@@ -131,3 +144,26 @@ class HostCudaExecutable:
         args = [self._view(t.loc, t.dtype, t.shape, xs, outs, arena).copy() for t in st.inputs]
         for t, r in zip(st.outputs, self.host_op(st.op, args, st.attrs)):
             self._view(t.loc, t.dtype, t.shape, xs, outs, arena)[...] = r
+
+
+def first_divergence(a: Artifact, gpu: list[np.ndarray], host: list[np.ndarray],
+                     rtol: float = 1e-3, atol: float = 1e-4) -> dict[str, Any] | None:
+    """The first step after which two traces of `a` (CudaExecutable.trace on a GPU,
+    HostCudaExecutable.trace here) differ, read as float32 words at (rtol, atol): the kernel to
+    look at when a model's GPU outputs mismatch. None if they agree throughout. (u8 and s8
+    data read as float32 can differ more than their bytes do: a lead, not a verdict.)"""
+    kernels = {k.get("name"): k for k in a.summary.get("kernels", [])}
+    for i, (st, g, h) in enumerate(zip(a.steps, gpu, host)):
+        n = min(len(g), len(h)) // 4 * 4
+        gf, hf = g[:n].view(np.float32), h[:n].view(np.float32)
+        with np.errstate(all="ignore"):
+            bad = ~np.isclose(gf, hf, rtol=rtol, atol=atol, equal_nan=True)
+            if not bad.any():
+                continue
+            name = st.kernel if isinstance(st, Launch) else f"host op {st.op}"
+            return {"step": i, "kernel": name,
+                    "schedule": kernels.get(name, {}).get("schedule"),
+                    "words_differing": int(bad.sum()),
+                    "max_abs_diff": float(np.nanmax(np.abs(gf[bad] - hf[bad]))),
+                    "first_word": int(np.argmax(bad))}
+    return None

@@ -225,3 +225,62 @@ def test_a_launch_past_the_cuda_limits_is_refused() -> None:
                   for s in cm.artifact.steps)
     with pytest.raises(ArtifactError, match=r"block \(2048, 1, 1\) is not a valid CUDA launch"):
         emulate(replace(cm.artifact, steps=steps)).run(_feeds(parse(GRAPHS["elementwise"])))
+
+
+def test_the_first_kernel_that_differs_on_the_gpu_is_named(monkeypatch) -> None:  # type: ignore
+    """gpu_check's lead for a model that mismatches on a GPU: CudaExecutable.trace (here on
+    tests/host_cupy.py's device) beside HostCudaExecutable.trace names the first kernel whose
+    results differ. A softmax kernel made wrong on the "GPU" side is found; none otherwise."""
+    import sys
+
+    from minicc import __version__
+    from minicc.driver import host_op
+    from minicc.runtime.cuda import CudaExecutable
+    from minicc.runtime.cuda_host import first_divergence
+    from tests import host_cupy
+
+    for name, mod in host_cupy.modules().items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    m = parse("func @main(%a: f32[19,20], %b: f32[20,35]) -> (f32[19,35]) {\n"
+              "  %c = matmul(%a, %b) : f32[19,35]\n  %t = tanh(%c) : f32[19,35]\n"
+              "  %s = softmax(%t) {axis=1} : f32[19,35]\n  return %s\n}")
+    art = minicc.compile(m, target="cuda", cache=False).artifact
+    feeds = _feeds(m)
+    host = emulate(art).trace(feeds)
+    assert len(host) == len(art.steps) == 2
+    same = CudaExecutable(art, __version__, host_op).trace(feeds)
+    assert first_divergence(art, same, host) is None
+    i = art.source.index("k1_softmax(")
+    wrong = replace(art, source=art.source[:i] + art.source[i:].replace("expf(", "exp2f(", 1))
+    lead = first_divergence(art, CudaExecutable(wrong, __version__, host_op).trace(feeds), host)
+    assert lead is not None and lead["step"] == 1 and lead["kernel"] == "k1_softmax", lead
+    assert lead["schedule"] and lead["words_differing"] > 0
+
+
+def test_gpu_checks_gpu_path_on_the_host_device(monkeypatch, tmp_path) -> None:  # type: ignore
+    """examples/gpu_check.py as it runs on a GPU (not --dry-run), on tests/host_cupy.py's
+    device at small sizes: the model against onnxruntime with graph replay, the benchmarks
+    (cuBLAS through torch is not there: recorded, not fatal), the tensor-core stage, the JSON."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from tests import host_cupy
+
+    for name, mod in host_cupy.modules().items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "examples"))
+    import gpu_check
+
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--no-tests", "--no-torch", "--models", "light_squeezenet",
+                           "--gemm-n", "64", "--repeat", "1", "--run-many-inputs", "2",
+                           "--run-many-model", "squeezenet", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    row = r["models"][0]
+    assert row["matches_onnxruntime"] and row["graph_replay_equal"]
+    assert row["tf32_matches_onnxruntime"] and row["fp16_matches_onnxruntime"]
+    gemms = r["bench"]["gemm"]
+    assert len(gemms) == 9 and all(g["minicc_rel_err"] < 1e-2 for g in gemms), gemms
+    assert all("cublas_gflops" in g for g in gemms if g["precision"] == "fp32")
+    assert r["bench"]["run_many"]["streams_2_outputs_equal"]
