@@ -10,7 +10,9 @@ cupy.cuda.function.Function.__call__(grid, block, args, shared_mem=0, stream=Non
 too. Like CuPy, an array does not turn into a numpy array implicitly. Streams run eagerly (each
 operation completes when issued); a capture records the kernel launches and a graph replays
 them. The device reports compute capability "host", so a CUDA artifact is rebuilt from its
-source (the RawModule(code=...) path) rather than loaded from its cubin.
+source (the RawModule(code=...) path); with Device.compute_capability set to "90" and the
+artifact register()ed, its cubin is loaded (Module.load: the kernels must be among its ELF
+function symbols) and run from its source.
 """
 
 from __future__ import annotations
@@ -252,11 +254,63 @@ class RawModule:
         return _Kernel(self._module, name)
 
 
+# cubin (its sha256) -> the CUDA source it was compiled from: register() lets Module.load run
+# a cubin's kernels (from their source) where Device.compute_capability is set to "90"
+_SOURCES: dict[str, str] = {}
+
+
+def register(artifact: Any) -> None:
+    """Let Module.load take `artifact`'s cubin: its kernels run from the artifact's source."""
+    import hashlib
+
+    _SOURCES[hashlib.sha256(bytes(artifact.objects[0])).hexdigest()] = artifact.source
+
+
+def cubin_functions(cubin: bytes) -> set[str]:
+    """The function symbols of a cubin (an ELF64 image): the kernels the driver would find."""
+    import struct
+
+    if cubin[:4] != b"\x7fELF" or cubin[4] != 2:
+        raise RuntimeError("CUDA_ERROR_INVALID_IMAGE: not an ELF64 cubin")
+    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", cubin, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", cubin, shoff + i * shentsize)
+                for i in range(shnum)]
+    names = set()
+    for _, kind, _, _, off, size, link, _, _, entsize in sections:
+        if kind != 2:                                   # SHT_SYMTAB
+            continue
+        stroff = sections[link][4]
+        for j in range(size // entsize):
+            st_name, st_info = struct.unpack_from("<IB", cubin, off + j * entsize)
+            if st_info & 0xF == 2:                      # STT_FUNC
+                end = cubin.index(b"\0", stroff + st_name)
+                names.add(cubin[stroff + st_name:end].decode())
+    return names
+
+
 class _Function:
     class Module:
+        """cupy.cuda.function.Module: load(cubin) as cuModuleLoadData would take it (an
+        ELF64 image whose function symbols get_function looks up), run from the source
+        register() recorded for it."""
+
         def load(self, cubin: bytes) -> None:
-            raise RuntimeError("the host device cannot load a cubin (its compute capability "
-                               "is 'host': CUDA artifacts are rebuilt from their source)")
+            import hashlib
+
+            if not isinstance(cubin, bytes):
+                raise TypeError("Argument 'cubin' has incorrect type (expected bytes)")
+            self._names = cubin_functions(cubin)
+            source = _SOURCES.get(hashlib.sha256(cubin).hexdigest())
+            if source is None:
+                raise RuntimeError("the host device runs a cubin only from the source that "
+                                   "host_cupy.register() recorded for it")
+            self._raw = RawModule(code=source)
+
+        def get_function(self, name: str) -> "_Kernel":
+            if name not in self._names:
+                raise RuntimeError(f"CUDA_ERROR_NOT_FOUND: named symbol not found: {name}")
+            return self._raw.get_function(name)
 
 
 def modules() -> dict[str, types.ModuleType]:

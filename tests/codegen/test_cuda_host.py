@@ -284,3 +284,30 @@ def test_gpu_checks_gpu_path_on_the_host_device(monkeypatch, tmp_path) -> None: 
     assert len(gemms) == 9 and all(g["minicc_rel_err"] < 1e-2 for g in gemms), gemms
     assert all("cublas_gflops" in g for g in gemms if g["precision"] == "fp32")
     assert r["bench"]["run_many"]["streams_2_outputs_equal"]
+
+
+def test_a_cuda_model_loads_its_cubin_on_an_sm90_device(monkeypatch) -> None:  # type: ignore
+    """runtime/cuda.py's path on a GPU of the artifact's architecture: the cubin loaded from
+    memory (Module.load), each kernel looked up among the cubin's function symbols by the
+    name the launch steps use (extern "C": unmangled), then run (from its source, here)."""
+    import sys
+
+    from minicc import __version__
+    from minicc.driver import host_op
+    from minicc.runtime.cuda import CudaExecutable
+    from tests import host_cupy
+
+    for name, mod in host_cupy.modules().items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.setattr(host_cupy.Device, "compute_capability", "90")
+    m = parse(GRAPHS["layer_norm"])
+    cm = minicc.compile(m, target="cuda", precision="tf32", cache=False)
+    art = cm.artifact
+    names = host_cupy.cubin_functions(bytes(art.objects[0]))
+    assert {s.kernel for s in art.steps if isinstance(s, Launch)} <= names, names
+    host_cupy.register(art)
+    exe = CudaExecutable(art, __version__, host_op)
+    assert isinstance(exe.module, host_cupy._Function.Module)        # not rebuilt from source
+    feeds = _feeds(m)
+    np.testing.assert_allclose(exe.run(feeds)["y"], interpret(m, feeds)["y"], rtol=2e-5,
+                               atol=2e-5)
