@@ -10,7 +10,9 @@ is written after each, so a run cut off keeps what it measured):
 1. `pytest -m cuda tests/codegen/test_{cuda,mma,streams}.py`: the GPU tests (light models
    against onnxruntime, CUDA-graph replay, the tensor-core and pipelined kernels, streams).
 2. Every light model and the PyTorch test models through the CUDA target against onnxruntime on
-   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs).
+   the CPU (rtol 1e-3, atol 1e-4), then again replayed as a CUDA graph (same outputs). A model
+   that mismatches gets `first_divergence`: the first kernel whose results differ from the
+   same CUDA C run on this CPU (a lead for the next session, which may have no GPU).
 3. examples/bench_gpu.py: GEMM 4096^3 against cuBLAS in FP32, TF32 and FP16; ResNet-50 and the
    BERT-style encoder at batch 1 and 16 against PyTorch eager; `run_many` over 64 inputs on 2
    and 3 streams against a loop of `run`.
