@@ -127,6 +127,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{time.perf_counter() - t:.2f} s{', cache hit' if cm.report.cache_hit else ''})"
             run = cm.run
     if args.emulate:
+        if args.interp:
+            _err("--emulate runs the compiled CUDA C and --interp the reference interpreter: "
+                 "give one of them")
+            return EXIT_USER
         if cm is None or cm.target != "cuda":
             _err("--emulate runs CUDA C on this CPU: give --target cuda (or a CUDA .mcc)")
             return EXIT_USER

@@ -14,6 +14,7 @@ from minicc.abi import HostCall, Launch, Location, LocKind
 from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
+from minicc.runtime.locations import gather_outputs, view_at
 
 _NP = NP_DTYPES
 
@@ -183,19 +184,7 @@ class CudaExecutable:
         return PendingRun(done, result, host, keep=(dev, outs))
 
     def _results(self, dev: list[Any], outs: list[Any], arena: Any) -> dict[str, Any]:
-        out = {}
-        for k, ((name, d, s), loc) in enumerate(zip(self.artifact.outputs,
-                                                    self.artifact.output_sources)):
-            own = loc == Location(LocKind.OUTPUT, k)
-            if own:
-                out[name] = outs[k]
-            elif loc.kind == LocKind.ARENA:
-                base = arena
-                nbytes = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
-                out[name] = base[loc.offset:loc.offset + nbytes].view(_NP[d]).reshape(s).copy()
-            else:
-                out[name] = self._view(loc, d, s, dev, outs).copy()
-        return out
+        return gather_outputs(self.artifact, dev, outs, arena, self.weights)
 
     def run_many(self, batch: Sequence[Mapping[str, Any]], streams: int = 2
                  ) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
@@ -251,11 +240,7 @@ class CudaExecutable:
                       "streams": float(len(ss))}
 
     def _view(self, loc: Location, d: str, s: Any, xs: list[Any], outs: list[Any]) -> Any:
-        if loc.kind in (LocKind.INPUT, LocKind.OUTPUT):
-            return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].reshape(s)
-        base = self.arena if loc.kind == LocKind.ARENA else self.weights
-        nbytes = int(np.prod(s)) * np.dtype(_NP[d]).itemsize
-        return base[loc.offset:loc.offset + nbytes].view(_NP[d]).reshape(s)
+        return view_at(loc, d, s, xs, outs, self.arena, self.weights)
 
     def _host(self, st: HostCall, xs: list[Any], outs: list[Any]) -> None:
         cp = self.cp
@@ -294,11 +279,7 @@ class CudaExecutable:
                 self._graph_run(dev, outs)
             else:
                 self._launch_all(dev, outs)
-            result = {}
-            for k, ((name, d, s), loc) in enumerate(zip(self.artifact.outputs,
-                                                        self.artifact.output_sources)):
-                own = loc == Location(LocKind.OUTPUT, k)
-                result[name] = outs[k] if own else self._view(loc, d, s, dev, outs).copy()
+            result = self._results(dev, outs, self.arena)
             self.stream.synchronize()
         if as_numpy:
             return {k: cp.asnumpy(v) for k, v in result.items()}

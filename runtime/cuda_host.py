@@ -23,6 +23,7 @@ from minicc.abi import HostCall, Launch, Location, LocKind
 from minicc.errors import ArtifactError
 from minicc.runtime.artifact import Artifact
 from minicc.runtime.checks import NP_DTYPES, check_inputs
+from minicc.runtime.locations import gather_outputs, view_at
 
 
 class HostModule:
@@ -110,11 +111,7 @@ class HostCudaExecutable:
             if snaps is not None:
                 snaps.append(np.concatenate([arena] + [o.reshape(-1).view(np.uint8)
                                                        for o in outs]))
-        result = {}
-        for k, ((name, d, s), loc) in enumerate(zip(a.outputs, a.output_sources)):
-            own = loc == Location(LocKind.OUTPUT, k)
-            result[name] = outs[k] if own else self._view(loc, d, s, xs, outs, arena).copy()
-        return result
+        return gather_outputs(a, xs, outs, arena, self.weights)
 
     def _ptr(self, loc: Location, xs: list[np.ndarray], outs: list[np.ndarray],
              arena: np.ndarray) -> int:
@@ -131,11 +128,7 @@ class HostCudaExecutable:
 
     def _view(self, loc: Location, d: str, s: Any, xs: list[np.ndarray],
               outs: list[np.ndarray], arena: np.ndarray) -> np.ndarray:
-        if loc.kind in (LocKind.INPUT, LocKind.OUTPUT):
-            return (xs if loc.kind == LocKind.INPUT else outs)[loc.offset].reshape(s)
-        base = arena if loc.kind == LocKind.ARENA else self.weights
-        nbytes = int(np.prod(s)) * np.dtype(NP_DTYPES[d]).itemsize
-        return base[loc.offset:loc.offset + nbytes].view(NP_DTYPES[d]).reshape(s)
+        return view_at(loc, d, s, xs, outs, arena, self.weights)
 
     def _host(self, st: HostCall, xs: list[np.ndarray], outs: list[np.ndarray],
               arena: np.ndarray) -> None:

@@ -149,6 +149,9 @@ def test_the_cli_runs_a_models_cuda_c_on_this_cpu(tmp_path, capsys) -> None:  # 
         "MISMATCH" not in out
     rc, _, err = run(capsys, "run", p, "--emulate", "--random-inputs")
     assert rc == 2 and "--emulate runs CUDA C on this CPU: give --target cuda" in err
+    rc, _, err = run(capsys, "run", p, "--target", "cuda", "--emulate", "--interp",
+                     "--random-inputs")
+    assert rc == 2 and "give one of them" in err
 
 
 def test_tensor_names_that_are_cuda_words_or_numbers(tmp_path) -> None:  # type: ignore
